@@ -1,0 +1,118 @@
+/* The table of ferry fds.  A lookup for a non-ferry fd is one bounds check and one load.
+ *
+ * The table lives in ordinary memory, so fork copies it; exec would lose it, so the exec
+ * hooks serialise it into FERRY_FDS (only fds without FD_CLOEXEC, exactly the ones the
+ * kernel keeps) and init.c reads it back.  Each entry is
+ *   "<fd>,<kind>,<flags>,<dirty>,<handle>,<pathlen>,<path>"  separated by nothing.
+ */
+#include "fy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct fy_fd *table[FY_MAXFD];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct fy_fd *fy_fd_get(int fd)
+{
+    return (unsigned)fd < FY_MAXFD ? table[fd] : NULL;
+}
+
+static void entry_free(struct fy_fd *f)
+{
+    if (!f) return;
+    free(f->path);
+    free(f->dl);
+    free(f);
+}
+
+struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path)
+{
+    if ((unsigned)fd >= FY_MAXFD) return NULL;
+    struct fy_fd *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->kind = (uint8_t)kind;
+    f->flags = flags;
+    f->handle = handle;
+    f->path = strdup(path);
+    if (!f->path) { free(f); return NULL; }
+    pthread_mutex_lock(&table_lock);
+    struct fy_fd *old = table[fd];
+    table[fd] = f;
+    pthread_mutex_unlock(&table_lock);
+    entry_free(old);
+    return f;
+}
+
+void fy_fd_clear(int fd)
+{
+    if ((unsigned)fd >= FY_MAXFD || !table[fd]) return;
+    pthread_mutex_lock(&table_lock);
+    struct fy_fd *old = table[fd];
+    table[fd] = NULL;
+    pthread_mutex_unlock(&table_lock);
+    entry_free(old);
+}
+
+void fy_fd_copy(int from, int to)
+{
+    struct fy_fd *f = fy_fd_get(from);
+    if (from == to) return;
+    if (!f) { fy_fd_clear(to); return; }
+    struct fy_fd *n = fy_fd_set(to, f->kind, f->flags, f->handle, f->path);
+    if (n) n->dirty = f->dirty;
+}
+
+char *fy_fd_export(void)
+{
+    FY_REAL(int, fcntl, int, int, ...);
+    size_t cap = 256, len = 0;
+    char *s = malloc(cap);
+    if (!s) return NULL;
+    s[0] = 0;
+    for (int fd = 0; fd < FY_MAXFD; fd++) {
+        struct fy_fd *f = table[fd];
+        if (!f) continue;
+        int fdflags = real_fcntl(fd, F_GETFD);
+        if (fdflags < 0 || (fdflags & FD_CLOEXEC)) continue;
+        size_t need = len + strlen(f->path) + 96;
+        if (need > cap) {
+            while (need > cap) cap *= 2;
+            char *t = realloc(s, cap);
+            if (!t) { free(s); return NULL; }
+            s = t;
+        }
+        len += (size_t)snprintf(s + len, cap - len, "%d,%d,%d,%d,%llu,%zu,%s", fd, f->kind, f->flags,
+                                f->dirty, (unsigned long long)f->handle, strlen(f->path), f->path);
+    }
+    return s;
+}
+
+void fy_fd_import(const char *s)
+{
+    while (s && *s) {
+        char *e;
+        long fd = strtol(s, &e, 10);
+        if (*e != ',') return;
+        long kind = strtol(e + 1, &e, 10);
+        if (*e != ',') return;
+        long flags = strtol(e + 1, &e, 10);
+        if (*e != ',') return;
+        long dirty = strtol(e + 1, &e, 10);
+        if (*e != ',') return;
+        unsigned long long handle = strtoull(e + 1, &e, 10);
+        if (*e != ',') return;
+        unsigned long plen = strtoul(e + 1, &e, 10);
+        if (*e != ',' || plen >= PATH_MAX || strnlen(e + 1, plen) < plen) return;
+        char path[PATH_MAX];
+        memcpy(path, e + 1, plen);
+        path[plen] = 0;
+        struct fy_fd *f = fy_fd_set((int)fd, (int)kind, (int)flags, handle, path);
+        if (f) f->dirty = (uint8_t)dirty;
+        s = e + 1 + plen;
+    }
+}

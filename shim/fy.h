@@ -1,0 +1,133 @@
+/* libferry internals shared by the hook families (io.c, stat.c, dir.c, stdio.c, proc.c).
+ *
+ * A call reaches the shim, `fy_resolve` decides in one prefix compare whether its path
+ * (or `fy_fd_get` whether its fd) is ferry's, and only then does anything else happen.
+ * Ferry paths are normalised absolute strings such as "/REMOTE@host:port/a/b" or
+ * "<mount prefix>/a/b"; the agent routes them to nodes.
+ *
+ * Two data modes:
+ *  - cache: the agent keeps a partial replica under FERRY_CACHE; the program gets real
+ *    fds on cache files, so data calls never come here.  Opens ask the agent once
+ *    (CACHE_OPEN), metadata calls run on the replica, mutations run locally and are sent
+ *    to the agent one-way, and a written file's fd goes to the agent on close (upload).
+ *  - direct: every call is a request to the agent; the program holds a placeholder fd
+ *    (the write end of a pipe whose read end the agent holds, so the agent learns from
+ *    the kernel when the last dup/fork copy is closed).
+ */
+#ifndef FY_H
+#define FY_H
+
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "fy_proto.h"
+
+#define FY_EXPORT __attribute__((visibility("default")))
+
+/* ---- init.c: configuration and the real libc entry points ---- */
+enum fy_mode { FY_MODE_OFF = 0, FY_MODE_CACHE, FY_MODE_DIRECT };
+
+struct fy_config {
+    enum fy_mode mode;
+    char sock[108];
+    char cache[PATH_MAX];    /* cache root, no trailing slash */
+    size_t cache_len;
+    int nprefix;
+    char *prefix[32];        /* mount prefixes (no trailing slash); "/REMOTE@" is implicit */
+    size_t prefix_len[32];
+};
+extern struct fy_config fy_cfg;
+
+/* Look up the next definition of a libc symbol; cached by the caller in a static. */
+void *fy_next(const char *name);
+#define FY_REAL(ret, name, ...)                                              \
+    static ret (*real_##name)(__VA_ARGS__);                                  \
+    if (!real_##name) real_##name = (ret (*)(__VA_ARGS__))fy_next(#name)
+
+/* ---- path.c: deciding what is ferry's ---- */
+struct fy_path {
+    char ferry[PATH_MAX];        /* normalised ferry path */
+    char cache[PATH_MAX + 256];  /* FERRY_CACHE + ferry (cache mode) */
+};
+/* 0: not ferry's (call libc with the original arguments); 1: ferry's, `out` filled;
+ * -1: ferry's but invalid, errno set. */
+int fy_resolve(int dirfd, const char *path, struct fy_path *out);
+/* Length of the mount root ("/REMOTE@h:p" or the prefix) that `ferry_path` lies under, or 0. */
+size_t fy_mount_root(const char *ferry_path);
+/* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
+int fy_uncache(const char *cache_path, char *out, size_t cap);
+int fy_same_mount(const char *a, const char *b);
+
+/* Virtual current directory: set when the cwd is a ferry directory. */
+extern char fy_vcwd[PATH_MAX];
+extern int fy_vcwd_set;
+
+/* ---- fdtable.c: which fds are ferry's ---- */
+enum fy_fd_kind { FY_FD_NONE = 0, FY_FD_CACHE, FY_FD_DIRECT };
+struct fy_dirlist;  /* dir.c: a fetched LISTDIR for getdents/readdir in direct mode */
+struct fy_fd {
+    uint8_t kind;
+    uint8_t dirty;      /* cache mode: opened for writing, upload on close */
+    int flags;          /* open(2) flags as the program asked */
+    uint64_t handle;    /* direct mode: the agent's handle */
+    char *path;         /* ferry path (malloc'd) */
+    struct fy_dirlist *dl;
+};
+#define FY_MAXFD 65536
+struct fy_fd *fy_fd_get(int fd); /* NULL when fd is not ferry's: one bounds check and one load */
+struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path);
+void fy_fd_clear(int fd);
+void fy_fd_copy(int from, int to);
+/* Encode the table for a new program image ("fd:kind:flags:dirty:handle:path;...") and read it back. */
+char *fy_fd_export(void);
+void fy_fd_import(const char *s);
+
+/* ---- wire.c: requests to the agent ---- */
+struct fy_enc { char buf[2 * PATH_MAX + 128]; size_t len; };
+void fy_put_u32(struct fy_enc *e, uint32_t v);
+void fy_put_u64(struct fy_enc *e, uint64_t v);
+void fy_put_str(struct fy_enc *e, const char *s);
+/* Send one request (header + enc + optional extra bytes) and wait for its reply; the
+ * reply payload is scattered into riov.  Returns the status: 0 or -errno.  `pass_fd`
+ * >= 0 rides along as SCM_RIGHTS.  ONEWAY requests return 0 once sent. */
+int fy_call(uint16_t op, uint16_t flags, const struct fy_enc *e, const void *extra, size_t extra_len,
+            int pass_fd, const struct iovec *riov, int riovcnt, size_t *got);
+/* Same, reply payload into a malloc'd buffer (caller frees). */
+int fy_call_alloc(uint16_t op, const struct fy_enc *e, char **out, size_t *outlen);
+int fy_conn_fd(void);
+void fy_conn_forget(void);
+
+/* Convenience: one request with a path and up to three u32/u64 args, no reply body. */
+int fy_path_op(uint16_t op, uint16_t flags, const char *path, int nargs, const uint64_t *args, int u64mask);
+
+/* ---- stat.c ---- */
+void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct stat *st);
+int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st);
+/* cache mode: make sure ferry path's cache entry is present and populated; 0 or -errno */
+int fy_cache_lookup(const struct fy_path *p);
+int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
+int fy_cache_parent(const struct fy_path *p);
+
+/* ---- io.c ---- */
+int fy_open_path(const struct fy_path *p, int flags, mode_t mode);
+int fy_close_fd(int fd);
+void fy_close_fd_keep(int fd);
+ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off);
+ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off);
+off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence);
+
+/* ---- proc.c ---- */
+char **fy_env_for_exec(char *const envp[]);
+void fy_after_fork_child(void);
+
+/* ---- errno helpers ---- */
+static inline int fy_fail(int neg_errno) { extern int *__errno_location(void); *__errno_location() = -neg_errno; return -1; }
+
+#endif

@@ -1,0 +1,94 @@
+/* Load-time set-up: read the configuration that `ferry run` put in the environment,
+ * once, so every hook afterwards decides with a flag and a prefix compare.
+ *
+ *   FERRY_SOCK      agent's Unix socket (unset: the shim stays out of the way entirely)
+ *   FERRY_MODE      cache | direct
+ *   FERRY_CACHE     cache root (cache mode)
+ *   FERRY_PREFIXES  mount prefixes separated by ':'
+ *   FERRY_FDS       ferry fds inherited across exec (see fdtable.c)
+ *   FERRY_CWD       ferry current directory inherited across exec (direct mode)
+ */
+#include "fy.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct fy_config fy_cfg;
+
+void *fy_next(const char *name)
+{
+    void *p = dlsym(RTLD_NEXT, name);
+    if (!p) {
+        /* A libc function ferry wraps is missing: nothing sensible can continue. */
+        static const char msg[] = "libferry: libc symbol missing: ";
+        write(2, msg, sizeof msg - 1);
+        write(2, name, strlen(name));
+        write(2, "\n", 1);
+        abort();
+    }
+    return p;
+}
+
+static void add_prefix(const char *s, size_t n)
+{
+    while (n > 1 && s[n - 1] == '/') n--;
+    if (n == 0 || s[0] != '/' || fy_cfg.nprefix >= 32) return;
+    char *p = malloc(n + 1);
+    if (!p) return;
+    memcpy(p, s, n);
+    p[n] = 0;
+    fy_cfg.prefix[fy_cfg.nprefix] = p;
+    fy_cfg.prefix_len[fy_cfg.nprefix++] = n;
+}
+
+__attribute__((constructor)) static void fy_init(void)
+{
+    const char *sock = getenv("FERRY_SOCK");
+    const char *mode = getenv("FERRY_MODE");
+    if (!sock || !*sock || strlen(sock) >= sizeof fy_cfg.sock) return;
+    strcpy(fy_cfg.sock, sock);
+    pthread_atfork(NULL, NULL, fy_after_fork_child);
+    fy_cfg.mode = (mode && strcmp(mode, "direct") == 0) ? FY_MODE_DIRECT : FY_MODE_CACHE;
+
+    const char *cache = getenv("FERRY_CACHE");
+    if (cache && strlen(cache) < sizeof fy_cfg.cache) {
+        strcpy(fy_cfg.cache, cache);
+        fy_cfg.cache_len = strlen(cache);
+        while (fy_cfg.cache_len > 1 && fy_cfg.cache[fy_cfg.cache_len - 1] == '/')
+            fy_cfg.cache[--fy_cfg.cache_len] = 0;
+    } else if (fy_cfg.mode == FY_MODE_CACHE) {
+        fy_cfg.mode = FY_MODE_OFF;  /* misconfigured: better inert than wrong */
+        return;
+    }
+
+    const char *pre = getenv("FERRY_PREFIXES");
+    while (pre && *pre) {
+        const char *end = strchr(pre, ':');
+        size_t n = end ? (size_t)(end - pre) : strlen(pre);
+        add_prefix(pre, n);
+        pre = end ? end + 1 : NULL;
+    }
+
+    const char *fds = getenv("FERRY_FDS");
+    if (fds) fy_fd_import(fds);
+    /* Consumed: a child started by a path that bypasses the exec hooks must not
+     * inherit a stale table.  The exec hooks write fresh values. */
+    unsetenv("FERRY_FDS");
+
+    /* The ferry cwd survives exec: in cache mode the real cwd is inside the cache,
+     * in direct mode FERRY_CWD carries it. */
+    const char *cwd = getenv("FERRY_CWD");
+    if (fy_cfg.mode == FY_MODE_DIRECT && cwd && strlen(cwd) < sizeof fy_vcwd && fy_mount_root(cwd)) {
+        strcpy(fy_vcwd, cwd);
+        fy_vcwd_set = 1;
+    } else if (fy_cfg.mode == FY_MODE_CACHE) {
+        char real[PATH_MAX];
+        FY_REAL(char *, getcwd, char *, size_t);
+        if (real_getcwd(real, sizeof real) && fy_uncache(real, fy_vcwd, sizeof fy_vcwd))
+            fy_vcwd_set = 1;
+    }
+    unsetenv("FERRY_CWD");
+}

@@ -1,0 +1,377 @@
+/* The open family, close, data calls on direct-mode fds, dup and fcntl.
+ *
+ * Follow one call: open() -> fy_resolve() -> fy_open_path() -> CACHE_OPEN (cache mode:
+ * the agent makes the cache hold the file, then we open the cache file ourselves) or
+ * OPEN (direct mode: the agent opens it on the node and we hand the program a
+ * placeholder fd).  Everything that is not ferry's goes straight to libc.
+ */
+#include "fy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MODE_ARG(flags, mode)                                   \
+    mode_t mode = 0;                                            \
+    if ((flags) & (O_CREAT | O_TMPFILE)) {                      \
+        va_list ap;                                             \
+        va_start(ap, flags);                                    \
+        mode = (mode_t)va_arg(ap, int);                         \
+        va_end(ap);                                             \
+    }
+
+static int cache_open(const struct fy_path *p, int flags, mode_t mode)
+{
+    FY_REAL(int, open, const char *, int, ...);
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, p->ferry);
+    fy_put_u32(&e, (uint32_t)flags);
+    fy_put_u32(&e, (uint32_t)mode);
+    int rc = fy_call(FY_OP_CACHE_OPEN, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    if (rc < 0) return fy_fail(rc);
+    int fd = real_open(p->cache, flags, mode);
+    if (fd < 0) return -1;
+    struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, 0, p->ferry);
+    if (f) f->dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+    return fd;
+}
+
+static int direct_open(const struct fy_path *p, int flags, mode_t mode)
+{
+    FY_REAL(int, close, int);
+    /* The placeholder is one end of a socketpair (the lowest free fd, as open(2) would
+     * return); the agent keeps the other end and reads EOF once every copy of the
+     * placeholder, in every process, is closed. */
+    int pfd[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd) < 0) return -1;
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, p->ferry);
+    fy_put_u32(&e, (uint32_t)flags);
+    fy_put_u32(&e, (uint32_t)mode);
+    struct { uint64_t handle; struct fy_attr attr; } __attribute__((packed)) rep;
+    struct iovec rv = {&rep, sizeof rep};
+    int rc = fy_call(FY_OP_OPEN, 0, &e, NULL, 0, pfd[1], &rv, 1, NULL);
+    real_close(pfd[1]);
+    if (rc < 0) { real_close(pfd[0]); return fy_fail(rc); }
+    if (!(flags & O_CLOEXEC)) fcntl(pfd[0], F_SETFD, 0);
+    if (!fy_fd_set(pfd[0], FY_FD_DIRECT, flags, rep.handle, p->ferry)) { real_close(pfd[0]); errno = EMFILE; return -1; }
+    return pfd[0];
+}
+
+int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
+{
+    return fy_cfg.mode == FY_MODE_DIRECT ? direct_open(p, flags, mode) : cache_open(p, flags, mode);
+}
+
+/* The four open entry points differ only in their real call. */
+#define OPEN_BODY(dirfd, real_call)                  \
+    struct fy_path p;                                \
+    int r = fy_resolve(dirfd, path, &p);             \
+    if (r == 0) return real_call;                    \
+    return r < 0 ? -1 : fy_open_path(&p, flags, mode)
+
+FY_EXPORT int open(const char *path, int flags, ...)
+{
+    MODE_ARG(flags, mode);
+    FY_REAL(int, open, const char *, int, ...);
+    OPEN_BODY(AT_FDCWD, real_open(path, flags, mode));
+}
+
+FY_EXPORT int open64(const char *path, int flags, ...)
+{
+    MODE_ARG(flags, mode);
+    FY_REAL(int, open64, const char *, int, ...);
+    OPEN_BODY(AT_FDCWD, real_open64(path, flags, mode));
+}
+
+FY_EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+    MODE_ARG(flags, mode);
+    FY_REAL(int, openat, int, const char *, int, ...);
+    OPEN_BODY(dirfd, real_openat(dirfd, path, flags, mode));
+}
+
+FY_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+    MODE_ARG(flags, mode);
+    FY_REAL(int, openat64, int, const char *, int, ...);
+    OPEN_BODY(dirfd, real_openat64(dirfd, path, flags, mode));
+}
+
+/* Fortified builds (_FORTIFY_SOURCE) call these when the mode argument is absent. */
+FY_EXPORT int __open_2(const char *path, int flags) { return open(path, flags); }
+FY_EXPORT int __open64_2(const char *path, int flags) { return open64(path, flags); }
+FY_EXPORT int __openat_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+FY_EXPORT int __openat64_2(int dirfd, const char *path, int flags) { return openat64(dirfd, path, flags); }
+FY_EXPORT int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
+FY_EXPORT int creat64(const char *path, mode_t mode) { return open64(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
+
+/* Hand a written cache file to the agent for upload; the fd travels as SCM_RIGHTS so
+ * the agent reads this very inode even if the program renames it next. */
+static void cache_flush(struct fy_fd *f, int fd)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, f->path);
+    fy_call(FY_OP_CACHE_CLOSE, FY_FLAG_ONEWAY, &e, NULL, 0, fd, NULL, 0, NULL);
+}
+
+/* Forget fd before the kernel reuses its number (close, or dup2/dup3 onto it). */
+static void release_fd(int fd)
+{
+    if (fd == fy_conn_fd()) { fy_conn_forget(); return; }
+    struct fy_fd *f = fy_fd_get(fd);
+    if (!f) return;
+    if (f->kind == FY_FD_CACHE && f->dirty) cache_flush(f, fd);
+    fy_fd_clear(fd);
+}
+
+/* For fclose: do what close() does for ferry, but leave the fd for glibc to close. */
+void fy_close_fd_keep(int fd) { release_fd(fd); }
+
+int fy_close_fd(int fd)
+{
+    FY_REAL(int, close, int);
+    release_fd(fd);
+    return real_close(fd);
+}
+
+FY_EXPORT int close(int fd) { return fy_close_fd(fd); }
+
+static struct fy_fd *direct(int fd)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    return f && f->kind == FY_FD_DIRECT ? f : NULL;
+}
+
+ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        uint32_t want = (uint32_t)(n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK);
+        struct fy_enc e = {.len = 0};
+        fy_put_u64(&e, f->handle);
+        fy_put_u64(&e, (uint64_t)(off < 0 ? -1 : off + (int64_t)done));
+        fy_put_u32(&e, want);
+        uint32_t len = 0;
+        struct iovec rv[2] = {{&len, 4}, {(char *)buf + done, want}};
+        size_t got = 0;
+        int rc = fy_call(FY_OP_READ, 0, &e, NULL, 0, -1, rv, 2, &got);
+        if (rc < 0) { if (done) break; return fy_fail(rc); }
+        if (got < 4 || len > want) { if (done) break; return fy_fail(-EIO); }
+        done += len;
+        if (len < want) break;
+    }
+    return (ssize_t)done;
+}
+
+ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off)
+{
+    size_t done = 0;
+    do {
+        size_t chunk = n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK;
+        struct fy_enc e = {.len = 0};
+        fy_put_u64(&e, f->handle);
+        fy_put_u64(&e, (uint64_t)(off < 0 ? -1 : off + (int64_t)done));
+        fy_put_u32(&e, (uint32_t)chunk);
+        uint64_t count = 0;
+        struct iovec rv = {&count, 8};
+        int rc = fy_call(FY_OP_WRITE, 0, &e, (const char *)buf + done, chunk, -1, &rv, 1, NULL);
+        if (rc < 0) { if (done) break; return fy_fail(rc); }
+        done += count;
+        if (count < chunk) break;
+    } while (done < n);
+    return (ssize_t)done;
+}
+
+off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_u64(&e, f->handle);
+    fy_put_u64(&e, (uint64_t)off);
+    fy_put_u32(&e, (uint32_t)whence);
+    int64_t pos = 0;
+    struct iovec rv = {&pos, 8};
+    int rc = fy_call(FY_OP_LSEEK, 0, &e, NULL, 0, -1, &rv, 1, NULL);
+    return rc < 0 ? fy_fail(rc) : (off_t)pos;
+}
+
+FY_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    struct fy_fd *f = direct(fd);
+    if (!f) { FY_REAL(ssize_t, read, int, void *, size_t); return real_read(fd, buf, n); }
+    return fy_direct_read(f, buf, n, -1);
+}
+
+FY_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    (void)buflen;
+    return read(fd, buf, n);
+}
+
+FY_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    struct fy_fd *f = direct(fd);
+    if (!f) { FY_REAL(ssize_t, write, int, const void *, size_t); return real_write(fd, buf, n); }
+    return fy_direct_write(f, buf, n, -1);
+}
+
+#define PREAD_HOOK(name)                                                                   \
+    FY_EXPORT ssize_t name(int fd, void *buf, size_t n, off_t off)                        \
+    {                                                                                      \
+        struct fy_fd *f = direct(fd);                                                      \
+        if (!f) { FY_REAL(ssize_t, name, int, void *, size_t, off_t); return real_##name(fd, buf, n, off); } \
+        if (off < 0) { errno = EINVAL; return -1; }                                        \
+        return fy_direct_read(f, buf, n, off);                                             \
+    }
+#define PWRITE_HOOK(name)                                                                  \
+    FY_EXPORT ssize_t name(int fd, const void *buf, size_t n, off_t off)                  \
+    {                                                                                      \
+        struct fy_fd *f = direct(fd);                                                      \
+        if (!f) { FY_REAL(ssize_t, name, int, const void *, size_t, off_t); return real_##name(fd, buf, n, off); } \
+        if (off < 0) { errno = EINVAL; return -1; }                                        \
+        return fy_direct_write(f, buf, n, off);                                            \
+    }
+PREAD_HOOK(pread)
+PREAD_HOOK(pread64)
+PWRITE_HOOK(pwrite)
+PWRITE_HOOK(pwrite64)
+
+FY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    struct fy_fd *f = direct(fd);
+    if (!f) { FY_REAL(ssize_t, readv, int, const struct iovec *, int); return real_readv(fd, iov, cnt); }
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        ssize_t n = fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, -1);
+        if (n < 0) return total ? total : -1;
+        total += n;
+        if ((size_t)n < iov[i].iov_len) break;
+    }
+    return total;
+}
+
+FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    struct fy_fd *f = direct(fd);
+    if (!f) { FY_REAL(ssize_t, writev, int, const struct iovec *, int); return real_writev(fd, iov, cnt); }
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (!iov[i].iov_len) continue;
+        ssize_t n = fy_direct_write(f, iov[i].iov_base, iov[i].iov_len, -1);
+        if (n < 0) return total ? total : -1;
+        total += n;
+        if ((size_t)n < iov[i].iov_len) break;
+    }
+    return total;
+}
+
+FY_EXPORT off_t lseek(int fd, off_t off, int whence)
+{
+    struct fy_fd *f = direct(fd);
+    if (!f) { FY_REAL(off_t, lseek, int, off_t, int); return real_lseek(fd, off, whence); }
+    return fy_direct_lseek(f, off, whence);
+}
+
+FY_EXPORT off64_t lseek64(int fd, off64_t off, int whence) { return lseek(fd, off, whence); }
+
+static int fd_op(int fd, uint16_t op, uint64_t arg, int arg64)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    struct fy_enc e = {.len = 0};
+    fy_put_u64(&e, f->handle);
+    if (arg64) fy_put_u64(&e, arg); else fy_put_u32(&e, (uint32_t)arg);
+    int rc = fy_call(op, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    return rc < 0 ? fy_fail(rc) : 0;
+}
+
+FY_EXPORT int ftruncate(int fd, off_t len)
+{
+    if (!direct(fd)) { FY_REAL(int, ftruncate, int, off_t); return real_ftruncate(fd, len); }
+    if (len < 0) { errno = EINVAL; return -1; }
+    return fd_op(fd, FY_OP_FTRUNCATE, (uint64_t)len, 1);
+}
+
+FY_EXPORT int ftruncate64(int fd, off64_t len) { return ftruncate(fd, len); }
+
+/* fsync on a cache file: push it to the node and wait until it is there. */
+static int sync_fd(int fd, int datasync)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    if (f && f->kind == FY_FD_DIRECT) return fd_op(fd, FY_OP_FSYNC, (uint64_t)datasync, 0);
+    FY_REAL(int, fsync, int);
+    FY_REAL(int, fdatasync, int);
+    int rc = datasync ? real_fdatasync(fd) : real_fsync(fd);
+    if (rc < 0 || !f || !f->dirty) return rc;
+    cache_flush(f, fd);
+    struct fy_enc e = {.len = 0};
+    int st = fy_call(FY_OP_SYNC, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    return st < 0 ? fy_fail(st) : 0;
+}
+
+FY_EXPORT int fsync(int fd) { return sync_fd(fd, 0); }
+FY_EXPORT int fdatasync(int fd) { return sync_fd(fd, 1); }
+
+FY_EXPORT int dup(int fd)
+{
+    FY_REAL(int, dup, int);
+    int r = real_dup(fd);
+    if (r >= 0 && fy_fd_get(fd)) fy_fd_copy(fd, r);
+    return r;
+}
+
+FY_EXPORT int dup2(int from, int to)
+{
+    FY_REAL(int, dup2, int, int);
+    if (from != to) release_fd(to);
+    int r = real_dup2(from, to);
+    if (r >= 0 && from != to) fy_fd_copy(from, to);
+    return r;
+}
+
+FY_EXPORT int dup3(int from, int to, int flags)
+{
+    FY_REAL(int, dup3, int, int, int);
+    if (from != to) release_fd(to);
+    int r = real_dup3(from, to, flags);
+    if (r >= 0) fy_fd_copy(from, to);
+    return r;
+}
+
+static int fcntl_common(int fd, int cmd, void *arg, int (*real)(int, int, ...))
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    if (f && f->kind == FY_FD_DIRECT) {
+        /* The placeholder's own status flags are a socket's; report the program's. */
+        if (cmd == F_GETFL) return (f->flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC)) | O_LARGEFILE;
+        if (cmd == F_SETFL) {
+            f->flags = (f->flags & ~(O_APPEND | O_NONBLOCK)) | ((int)(long)arg & (O_APPEND | O_NONBLOCK));
+            return 0;
+        }
+    }
+    int r = real(fd, cmd, arg);
+    if (r >= 0 && f && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) fy_fd_copy(fd, r);
+    return r;
+}
+
+FY_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    FY_REAL(int, fcntl, int, int, ...);
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(fd, cmd, arg, real_fcntl);
+}
+
+FY_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    FY_REAL(int, fcntl64, int, int, ...);
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return fcntl_common(fd, cmd, arg, real_fcntl64);
+}

@@ -1,0 +1,112 @@
+/* Which paths are ferry's, and where they live in the cache.
+ *
+ * The test for a local absolute path is one short loop of prefix compares and must stay
+ * that cheap: it runs on every path a preloaded program touches.  Only ferry paths are
+ * normalised (".", "..", "//" removed lexically, as ORFA did).
+ */
+#include "fy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+char fy_vcwd[PATH_MAX];
+int fy_vcwd_set;
+
+static const char remote_tag[] = "/REMOTE@";
+
+size_t fy_mount_root(const char *p)
+{
+    if (p[0] != '/') return 0;
+    if (strncmp(p, remote_tag, sizeof remote_tag - 1) == 0) {
+        const char *end = strchr(p + sizeof remote_tag - 1, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        return n > sizeof remote_tag - 1 ? n : 0;
+    }
+    for (int i = 0; i < fy_cfg.nprefix; i++) {
+        size_t n = fy_cfg.prefix_len[i];
+        if (strncmp(p, fy_cfg.prefix[i], n) == 0 && (p[n] == '/' || p[n] == 0)) return n;
+    }
+    return 0;
+}
+
+/* Lexically normalise `in` (absolute) into `out`.  0 or -ENAMETOOLONG. */
+static int normalize(const char *in, char *out, size_t cap)
+{
+    size_t len = 0;
+    const char *s = in;
+    while (*s) {
+        while (*s == '/') s++;
+        if (!*s) break;
+        const char *e = s;
+        while (*e && *e != '/') e++;
+        size_t n = (size_t)(e - s);
+        if (n == 1 && s[0] == '.') {
+            /* skip */
+        } else if (n == 2 && s[0] == '.' && s[1] == '.') {
+            while (len > 0 && out[len - 1] != '/') len--;
+            if (len > 0) len--;
+        } else {
+            if (len + 1 + n + 1 > cap) return -ENAMETOOLONG;
+            out[len++] = '/';
+            memcpy(out + len, s, n);
+            len += n;
+        }
+        s = e;
+    }
+    if (len == 0) out[len++] = '/';
+    out[len] = 0;
+    return 0;
+}
+
+int fy_resolve(int dirfd, const char *path, struct fy_path *out)
+{
+    if (fy_cfg.mode == FY_MODE_OFF || !path) return 0;
+    char joined[2 * PATH_MAX];
+    const char *abs;
+    if (path[0] == '/') {
+        if (!fy_mount_root(path)) return 0;
+        abs = path;
+    } else {
+        const char *base;
+        if (dirfd == AT_FDCWD) {
+            if (!fy_vcwd_set) return 0;
+            base = fy_vcwd;
+        } else {
+            struct fy_fd *f = fy_fd_get(dirfd);
+            if (!f) return 0;
+            base = f->path;
+        }
+        size_t bl = strlen(base), pl = strlen(path);
+        if (bl + 1 + pl + 1 > sizeof joined) { errno = ENAMETOOLONG; return -1; }
+        memcpy(joined, base, bl);
+        joined[bl] = '/';
+        memcpy(joined + bl + 1, path, pl + 1);
+        abs = joined;
+    }
+    int rc = normalize(abs, out->ferry, sizeof out->ferry);
+    if (rc < 0) { errno = -rc; return -1; }
+    if (!fy_mount_root(out->ferry)) return 0;  /* ".." climbed out of the mount */
+    if (fy_cfg.cache_len) {
+        size_t fl = strlen(out->ferry);
+        if (fy_cfg.cache_len + fl + 1 > sizeof out->cache) { errno = ENAMETOOLONG; return -1; }
+        memcpy(out->cache, fy_cfg.cache, fy_cfg.cache_len);
+        memcpy(out->cache + fy_cfg.cache_len, out->ferry, fl + 1);
+    }
+    return 1;
+}
+
+int fy_uncache(const char *cache_path, char *out, size_t cap)
+{
+    if (fy_cfg.cache_len == 0 || strncmp(cache_path, fy_cfg.cache, fy_cfg.cache_len) != 0) return 0;
+    const char *rest = cache_path + fy_cfg.cache_len;
+    if (rest[0] != '/' || !fy_mount_root(rest) || strlen(rest) + 1 > cap) return 0;
+    strcpy(out, rest);
+    return 1;
+}
+
+int fy_same_mount(const char *a, const char *b)
+{
+    size_t ra = fy_mount_root(a), rb = fy_mount_root(b);
+    return ra && ra == rb && memcmp(a, b, ra) == 0;
+}

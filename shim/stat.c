@@ -1,0 +1,221 @@
+/* The stat family and access.
+ *
+ * Cache mode answers from the replica: one local stat.  Only when the replica has no
+ * answer yet (ENOENT/ENOTDIR, or a directory still carrying the "not yet listed" mode 0
+ * the agent gives placeholders) does it ask the agent (CACHE_LOOKUP) and look again.
+ * Direct mode asks the agent every time (STAT/FSTAT).
+ */
+#include "fy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+/* A device number per mount root, so tools that compare st_dev (find -xdev, du) see one fs. */
+static dev_t mount_dev(const char *ferry_path)
+{
+    size_t n = fy_mount_root(ferry_path);
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)ferry_path[i]) * 16777619u;
+    return makedev(0xfe, h & 0xfffff);
+}
+
+void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_dev = mount_dev(ferry_path);
+    st->st_ino = a->ino;
+    st->st_mode = a->mode;
+    st->st_nlink = a->nlink;
+    st->st_uid = a->uid;
+    st->st_gid = a->gid;
+    st->st_rdev = a->rdev;
+    st->st_size = a->size;
+    st->st_blksize = a->blksize;
+    st->st_blocks = a->blocks;
+    st->st_atim.tv_sec = a->atime_ns / 1000000000;
+    st->st_atim.tv_nsec = a->atime_ns % 1000000000;
+    st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
+    st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
+    st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
+    st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
+}
+
+int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, ferry_path);
+    fy_put_u32(&e, nofollow ? FY_STAT_NOFOLLOW : 0);
+    struct fy_attr a;
+    struct iovec rv = {&a, sizeof a};
+    int rc = fy_call(FY_OP_STAT, 0, &e, NULL, 0, -1, &rv, 1, NULL);
+    if (rc == 0) fy_attr_to_stat(&a, ferry_path, st);
+    return rc;
+}
+
+static int remote_fstat(struct fy_fd *f, struct stat *st)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_u64(&e, f->handle);
+    struct fy_attr a;
+    struct iovec rv = {&a, sizeof a};
+    int rc = fy_call(FY_OP_FSTAT, 0, &e, NULL, 0, -1, &rv, 1, NULL);
+    if (rc == 0) fy_attr_to_stat(&a, f->path, st);
+    return rc;
+}
+
+int fy_cache_lookup(const struct fy_path *p)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, p->ferry);
+    return fy_call(FY_OP_CACHE_LOOKUP, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+}
+
+static int unlisted_dir(const struct stat *st) { return S_ISDIR(st->st_mode) && (st->st_mode & 07777) == 0; }
+
+/* 0 with *st filled, or -errno. */
+int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
+{
+    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
+    int flag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
+    if (real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+    if (errno != ENOENT && errno != ENOTDIR && !unlisted_dir(st)) return -errno;
+    int rc = fy_cache_lookup(p);
+    if (rc < 0) return rc;
+    return real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 ? 0 : -errno;
+}
+
+/* Before a mutation: the parent directory must be listed, or local checks (EEXIST,
+ * ENOTEMPTY) would answer from an incomplete replica. */
+int fy_cache_parent(const struct fy_path *p)
+{
+    struct fy_path parent;
+    memcpy(&parent, p, sizeof parent);
+    char *s = strrchr(parent.ferry, '/');
+    char *c = strrchr(parent.cache, '/');
+    if (!s || !c || s == parent.ferry) return 0;
+    *s = 0;
+    *c = 0;
+    if (!fy_mount_root(parent.ferry)) return 0;
+    struct stat st;
+    int rc = fy_cache_stat(&parent, &st, 0);
+    if (rc < 0) return rc;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Stat a resolved ferry path in whichever mode. */
+static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
+{
+    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, nofollow, st) : fy_cache_stat(p, st, nofollow);
+    return rc < 0 ? fy_fail(rc) : 0;
+}
+
+static int fd_stat(int fd, struct stat *st)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    if (f && f->kind == FY_FD_DIRECT) {
+        int rc = remote_fstat(f, st);
+        return rc < 0 ? fy_fail(rc) : 0;
+    }
+    FY_REAL(int, fstat, int, struct stat *);
+    return real_fstat(fd, st);
+}
+
+static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
+{
+    if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fd_stat(dirfd, st);
+    struct fy_path p;
+    int r = fy_resolve(dirfd, path, &p);
+    if (r == 0) { FY_REAL(int, fstatat, int, const char *, struct stat *, int); return real_fstatat(dirfd, path, st, flags); }
+    if (r < 0) return -1;
+    return path_stat(&p, st, flags & AT_SYMLINK_NOFOLLOW);
+}
+
+FY_EXPORT int stat(const char *path, struct stat *st) { return at_stat(AT_FDCWD, path, st, 0); }
+FY_EXPORT int stat64(const char *path, struct stat64 *st) { return at_stat(AT_FDCWD, path, (struct stat *)st, 0); }
+FY_EXPORT int lstat(const char *path, struct stat *st) { return at_stat(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW); }
+FY_EXPORT int lstat64(const char *path, struct stat64 *st) { return at_stat(AT_FDCWD, path, (struct stat *)st, AT_SYMLINK_NOFOLLOW); }
+FY_EXPORT int fstat(int fd, struct stat *st) { return fd_stat(fd, st); }
+FY_EXPORT int fstat64(int fd, struct stat64 *st) { return fd_stat(fd, (struct stat *)st); }
+FY_EXPORT int fstatat(int dirfd, const char *path, struct stat *st, int flags) { return at_stat(dirfd, path, st, flags); }
+FY_EXPORT int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags) { return at_stat(dirfd, path, (struct stat *)st, flags); }
+
+/* Binaries built against glibc < 2.33 call these instead (ver is _STAT_VER, the kernel layout). */
+FY_EXPORT int __xstat(int ver, const char *path, struct stat *st) { (void)ver; return at_stat(AT_FDCWD, path, st, 0); }
+FY_EXPORT int __xstat64(int ver, const char *path, struct stat64 *st) { (void)ver; return at_stat(AT_FDCWD, path, (struct stat *)st, 0); }
+FY_EXPORT int __lxstat(int ver, const char *path, struct stat *st) { (void)ver; return at_stat(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW); }
+FY_EXPORT int __lxstat64(int ver, const char *path, struct stat64 *st) { (void)ver; return at_stat(AT_FDCWD, path, (struct stat *)st, AT_SYMLINK_NOFOLLOW); }
+FY_EXPORT int __fxstat(int ver, int fd, struct stat *st) { (void)ver; return fd_stat(fd, st); }
+FY_EXPORT int __fxstat64(int ver, int fd, struct stat64 *st) { (void)ver; return fd_stat(fd, (struct stat *)st); }
+FY_EXPORT int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags) { (void)ver; return at_stat(dirfd, path, st, flags); }
+FY_EXPORT int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags) { (void)ver; return at_stat(dirfd, path, (struct stat *)st, flags); }
+
+static void stat_to_statx(const struct stat *st, struct statx *sx)
+{
+    memset(sx, 0, sizeof *sx);
+    sx->stx_mask = STATX_BASIC_STATS;
+    sx->stx_blksize = (uint32_t)st->st_blksize;
+    sx->stx_nlink = (uint32_t)st->st_nlink;
+    sx->stx_uid = st->st_uid;
+    sx->stx_gid = st->st_gid;
+    sx->stx_mode = (uint16_t)st->st_mode;
+    sx->stx_ino = st->st_ino;
+    sx->stx_size = (uint64_t)st->st_size;
+    sx->stx_blocks = (uint64_t)st->st_blocks;
+    sx->stx_atime.tv_sec = st->st_atim.tv_sec;
+    sx->stx_atime.tv_nsec = (uint32_t)st->st_atim.tv_nsec;
+    sx->stx_mtime.tv_sec = st->st_mtim.tv_sec;
+    sx->stx_mtime.tv_nsec = (uint32_t)st->st_mtim.tv_nsec;
+    sx->stx_ctime.tv_sec = st->st_ctim.tv_sec;
+    sx->stx_ctime.tv_nsec = (uint32_t)st->st_ctim.tv_nsec;
+    sx->stx_rdev_major = major(st->st_rdev);
+    sx->stx_rdev_minor = minor(st->st_rdev);
+    sx->stx_dev_major = major(st->st_dev);
+    sx->stx_dev_minor = minor(st->st_dev);
+}
+
+FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
+{
+    FY_REAL(int, statx, int, const char *, int, unsigned int, struct statx *);
+    struct fy_path p;
+    int r;
+    if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
+        struct fy_fd *f = fy_fd_get(dirfd);
+        if (!f || f->kind != FY_FD_DIRECT) return real_statx(dirfd, path, flags, mask, sx);
+        struct stat st;
+        if (fd_stat(dirfd, &st) < 0) return -1;
+        stat_to_statx(&st, sx);
+        return 0;
+    }
+    r = fy_resolve(dirfd, path, &p);
+    if (r == 0) return real_statx(dirfd, path, flags, mask, sx);
+    if (r < 0) return -1;
+    struct stat st;
+    if (path_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
+    if (fy_cfg.mode == FY_MODE_CACHE) return real_statx(AT_FDCWD, p.cache, flags, mask, sx);
+    stat_to_statx(&st, sx);
+    return 0;
+}
+
+static int access_common(int dirfd, const char *path, int amode, int flags)
+{
+    FY_REAL(int, faccessat, int, const char *, int, int);
+    struct fy_path p;
+    int r = fy_resolve(dirfd, path, &p);
+    if (r == 0) return real_faccessat(dirfd, path, amode, flags);
+    if (r < 0) return -1;
+    if (fy_cfg.mode == FY_MODE_DIRECT) {
+        uint64_t arg = (uint64_t)amode;
+        int rc = fy_path_op(FY_OP_ACCESS, 0, p.ferry, 1, &arg, 0);
+        return rc < 0 ? fy_fail(rc) : 0;
+    }
+    struct stat st;
+    int rc = fy_cache_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW);
+    if (rc < 0) return fy_fail(rc);
+    return real_faccessat(AT_FDCWD, p.cache, amode, flags);
+}
+
+FY_EXPORT int access(const char *path, int amode) { return access_common(AT_FDCWD, path, amode, 0); }
+FY_EXPORT int faccessat(int dirfd, const char *path, int amode, int flags) { return access_common(dirfd, path, amode, flags); }

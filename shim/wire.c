@@ -1,0 +1,239 @@
+/* Requests to the agent over its Unix socket: one connection per process, opened on
+ * first use (and again in a forked child), one request in flight at a time under a lock.
+ *
+ * The socket fd is moved high so programs that dup2 onto low numbers or close "all fds
+ * above 2" rarely hit it; close/dup2/dup3 on it make us forget it rather than break.
+ */
+#include "fy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static int conn = -1;
+static pid_t conn_pid;
+static uint64_t next_rid = 1;
+static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int fy_conn_fd(void) { return conn; }
+void fy_conn_forget(void) { conn = -1; }
+
+void fy_put_u32(struct fy_enc *e, uint32_t v)
+{
+    if (e->len + 4 <= sizeof e->buf) memcpy(e->buf + e->len, &v, 4);
+    e->len += 4;
+}
+
+void fy_put_u64(struct fy_enc *e, uint64_t v)
+{
+    if (e->len + 8 <= sizeof e->buf) memcpy(e->buf + e->len, &v, 8);
+    e->len += 8;
+}
+
+void fy_put_str(struct fy_enc *e, const char *s)
+{
+    uint32_t n = (uint32_t)strlen(s);
+    fy_put_u32(e, n);
+    if (e->len + n <= sizeof e->buf) memcpy(e->buf + e->len, s, n);
+    e->len += n;
+}
+
+static int io_full(int write_side, int fd, struct iovec *iov, int cnt)
+{
+    FY_REAL(ssize_t, readv, int, const struct iovec *, int);
+    FY_REAL(ssize_t, writev, int, const struct iovec *, int);
+    while (cnt > 0) {
+        ssize_t n = write_side ? real_writev(fd, iov, cnt) : real_readv(fd, iov, cnt);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        while (cnt > 0 && (size_t)n >= iov->iov_len) { n -= (ssize_t)iov->iov_len; iov++; cnt--; }
+        if (cnt > 0) { iov->iov_base = (char *)iov->iov_base + n; iov->iov_len -= (size_t)n; }
+    }
+    return 0;
+}
+
+static int hello(int fd)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_u32(&e, FY_PROTOCOL_VERSION);
+    fy_put_u32(&e, FY_MAX_FRAME);
+    fy_put_u64(&e, 0);
+    fy_put_str(&e, "");
+    struct fy_req_header h = {(uint32_t)e.len, FY_OP_HELLO, 0, 0};
+    struct iovec iov[2] = {{&h, sizeof h}, {e.buf, e.len}};
+    if (io_full(1, fd, iov, 2) < 0) return -1;
+    struct fy_rep_header r;
+    char body[64];
+    struct iovec rv[1] = {{&r, sizeof r}};
+    if (io_full(0, fd, rv, 1) < 0 || r.status != 0 || r.length > sizeof body) return -1;
+    struct iovec bv[1] = {{body, r.length}};
+    return io_full(0, fd, bv, 1);
+}
+
+static int connect_agent(void)
+{
+    FY_REAL(int, close, int);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    memcpy(a.sun_path, fy_cfg.sock, sizeof fy_cfg.sock < sizeof a.sun_path ? sizeof fy_cfg.sock : sizeof a.sun_path);
+    int rc;
+    do rc = connect(fd, (struct sockaddr *)&a, sizeof a); while (rc < 0 && errno == EINTR);
+    if (rc < 0) { real_close(fd); return -1; }
+    struct rlimit rl;
+    int lo = 700;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 && rl.rlim_cur - 64 < (rlim_t)lo)
+        lo = (int)rl.rlim_cur - 64;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, lo);
+    if (high >= 0) { real_close(fd); fd = high; }
+    /* Never hang a program forever on a wedged agent. */
+    struct timeval tv = {120, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (hello(fd) < 0) { real_close(fd); return -1; }
+    return fd;
+}
+
+static void drop_conn(void)
+{
+    FY_REAL(int, close, int);
+    if (conn >= 0) real_close(conn);
+    conn = -1;
+}
+
+static int send_request(const struct fy_req_header *h, const struct fy_enc *e, const void *extra,
+                        size_t extra_len, int pass_fd)
+{
+    struct iovec iov[3] = {{(void *)h, sizeof *h}, {(void *)e->buf, e->len}, {(void *)extra, extra_len}};
+    int cnt = extra_len ? 3 : 2;
+    if (pass_fd < 0) return io_full(1, conn, iov, cnt);
+    /* The fd rides with the first byte; the rest follows as plain stream data. */
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)cnt, .msg_control = u.buf,
+                       .msg_controllen = sizeof u.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    ssize_t n;
+    do n = sendmsg(conn, &m, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+    if (n <= 0) return -1;
+    size_t total = sizeof *h + e->len + extra_len;
+    if ((size_t)n == total) return 0;
+    /* Partial: finish the rest without the fd. */
+    while (cnt > 0 && (size_t)n >= iov[0].iov_len) { n -= (ssize_t)iov[0].iov_len; memmove(iov, iov + 1, sizeof iov[0] * 2); cnt--; }
+    if (cnt > 0) { iov[0].iov_base = (char *)iov[0].iov_base + n; iov[0].iov_len -= (size_t)n; }
+    return io_full(1, conn, iov, cnt);
+}
+
+/* Read a reply payload of `len` bytes into riov (then discard any excess). */
+static int read_payload(uint32_t len, const struct iovec *riov, int riovcnt, size_t *got)
+{
+    struct iovec v[8];
+    int cnt = 0;
+    size_t want = len;
+    for (int i = 0; i < riovcnt && cnt < 8 && want; i++) {
+        size_t n = riov[i].iov_len < want ? riov[i].iov_len : want;
+        v[cnt].iov_base = riov[i].iov_base;
+        v[cnt++].iov_len = n;
+        want -= n;
+    }
+    if (cnt && io_full(0, conn, v, cnt) < 0) return -1;
+    if (got) *got = len - want;
+    char sink[4096];
+    while (want) {
+        struct iovec s = {sink, want < sizeof sink ? want : sizeof sink};
+        size_t n = s.iov_len;
+        if (io_full(0, conn, &s, 1) < 0) return -1;
+        want -= n;
+    }
+    return 0;
+}
+
+static int ensure_conn(void)
+{
+    pid_t me = getpid();
+    if (conn >= 0 && conn_pid == me) return 0;
+    if (conn_pid != me) drop_conn();  /* a forked child must not share its parent's stream */
+    conn = connect_agent();
+    conn_pid = me;
+    return conn >= 0 ? 0 : -1;
+}
+
+static int call_locked(uint16_t op, uint16_t flags, const struct fy_enc *e, const void *extra, size_t extra_len,
+                       int pass_fd, struct fy_rep_header *r)
+{
+    if (e->len > sizeof e->buf) return -ENAMETOOLONG;
+    if (ensure_conn() < 0) return -EIO;
+    struct fy_req_header h = {(uint32_t)(e->len + extra_len), op, flags, next_rid++};
+    if (send_request(&h, e, extra, extra_len, pass_fd) < 0) { drop_conn(); return -EIO; }
+    if (flags & FY_FLAG_ONEWAY) return 1;
+    struct iovec hv = {r, sizeof *r};
+    if (io_full(0, conn, &hv, 1) < 0 || r->rid != h.rid) { drop_conn(); return -EIO; }
+    return 0;
+}
+
+int fy_call(uint16_t op, uint16_t flags, const struct fy_enc *e, const void *extra, size_t extra_len,
+            int pass_fd, const struct iovec *riov, int riovcnt, size_t *got)
+{
+    int saved = errno;
+    struct fy_rep_header r;
+    pthread_mutex_lock(&conn_lock);
+    int rc = call_locked(op, flags, e, extra, extra_len, pass_fd, &r);
+    if (rc == 0) {
+        if (read_payload(r.length, riov, riovcnt, got) < 0) { drop_conn(); rc = -EIO; }
+        else rc = r.status;
+    } else if (rc == 1) {
+        rc = 0;
+    }
+    pthread_mutex_unlock(&conn_lock);
+    errno = saved;
+    return rc;
+}
+
+int fy_call_alloc(uint16_t op, const struct fy_enc *e, char **out, size_t *outlen)
+{
+    int saved = errno;
+    struct fy_rep_header r;
+    *out = NULL;
+    *outlen = 0;
+    pthread_mutex_lock(&conn_lock);
+    int rc = call_locked(op, 0, e, NULL, 0, -1, &r);
+    if (rc == 0) {
+        char *buf = malloc(r.length ? r.length : 1);
+        struct iovec v = {buf, r.length};
+        if (!buf) { read_payload(r.length, NULL, 0, NULL); rc = -ENOMEM; }
+        else if (read_payload(r.length, &v, 1, NULL) < 0) { drop_conn(); free(buf); rc = -EIO; }
+        else { rc = r.status; *out = buf; *outlen = r.length; }
+    }
+    pthread_mutex_unlock(&conn_lock);
+    errno = saved;
+    return rc;
+}
+
+int fy_path_op(uint16_t op, uint16_t flags, const char *path, int nargs, const uint64_t *args, int u64mask)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, path);
+    for (int i = 0; i < nargs; i++) {
+        if (u64mask & (1 << i)) fy_put_u64(&e, args[i]);
+        else fy_put_u32(&e, (uint32_t)args[i]);
+    }
+    return fy_call(op, flags, &e, NULL, 0, -1, NULL, 0, NULL);
+}
+
+void fy_after_fork_child(void)
+{
+    /* The parent's lock may have been held by another thread at fork time, and the
+     * child must not read replies meant for the parent: drop the inherited stream. */
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    memcpy(&conn_lock, &fresh, sizeof fresh);
+    drop_conn();
+    conn_pid = getpid();
+}

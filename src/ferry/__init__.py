@@ -1,0 +1,1 @@
+"""ferry: run unmodified programs with their file I/O carried to other machines."""

@@ -1,0 +1,1 @@
+"""The agent: serves shims, routes paths to nodes, owns the cache replica."""

@@ -1,0 +1,272 @@
+"""The agent's local replica of remote trees (cache mode).
+
+Layout: the cache file of ferry path P is ``<cache root>/P``.  A directory is *listed*
+once the agent has put every remote entry into it: files as sparse placeholders of the
+right size, mode and times (content fetched on first open), subdirectories as *unlisted*
+directories with mode 0 — the mark the shim checks to know it must ask us first.
+
+What the replica knows beyond the files themselves lives in `Meta`, keyed by ferry path:
+whether a file's content is here, which remote version it is, and whether it was made
+locally and not yet written back.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from ..protocol import spec
+from ..protocol.codec import Attr, Entry
+from .links import NodeLink
+
+READ_WINDOW = 8  # READs in flight while fetching a file
+
+
+@dataclass
+class Meta:
+    kind: str                       # "f", "d" or "l"
+    present: bool = False           # file: content fetched; dir: listed
+    version: tuple[int, int] | None = None  # remote (mtime_ns, size) the cache copy matches
+    local: bool = False             # created here, not yet on the node
+    pending: int = 0                # write-backs queued for this object
+    children: set[bytes] = field(default_factory=set)
+
+
+def kind_of(mode: int) -> str:
+    return "d" if stat.S_ISDIR(mode) else "l" if stat.S_ISLNK(mode) else "f"
+
+
+def parent_of(path: bytes) -> bytes:
+    return path.rsplit(b"/", 1)[0] or b"/"
+
+
+class Replica:
+    def __init__(self, root: bytes) -> None:
+        self.root = root
+        self.meta: dict[bytes, Meta] = {}
+
+    def cpath(self, path: bytes) -> bytes:
+        return self.root + path
+
+    # ----- building the replica from node answers -----
+
+    def ensure_root(self, root: bytes) -> Meta:
+        m = self.meta.get(root)
+        if m is None:
+            os.makedirs(self.cpath(root), mode=0o700, exist_ok=True)
+            os.chmod(self.cpath(root), 0)
+            m = self.meta[root] = Meta("d")
+        return m
+
+    def _place(self, path: bytes, e: Entry) -> None:
+        """Create the placeholder for one remote entry."""
+        cp = self.cpath(path)
+        a = e.attr
+        k = kind_of(a.mode)
+        if k == "d":
+            os.mkdir(cp, 0)
+            os.chmod(cp, 0)  # unlisted mark: the shim asks before trusting it
+        elif k == "l":
+            os.symlink(e.target, cp)
+        else:
+            fd = os.open(cp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if a.size:
+                    os.ftruncate(fd, a.size)
+                os.fchmod(fd, stat.S_IMODE(a.mode))
+                os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
+            finally:
+                os.close(fd)
+        self.meta[path] = Meta(k, version=(a.mtime_ns, a.size) if k == "f" else None)
+
+    def apply_listing(self, path: bytes, entries: list[Entry], dir_attr: Attr | None) -> None:
+        """Make the replica directory `path` hold exactly the remote entries, keeping
+        local work that the node has not seen yet."""
+        m = self.meta[path]
+        cp = self.cpath(path)
+        os.chmod(cp, 0o700)
+        remote = {e.name: e for e in entries}
+        for name in list(m.children):
+            child = self._child(path, name)
+            cm = self.meta.get(child)
+            if cm is None or cm.local or cm.pending:
+                continue
+            e = remote.get(name)
+            if e is not None and kind_of(e.attr.mode) == cm.kind and (
+                    cm.kind != "f" or cm.version == (e.attr.mtime_ns, e.attr.size)):
+                continue
+            self.forget(child)
+            _remove(self.cpath(child))
+            m.children.discard(name)
+        for name, e in remote.items():
+            if name in m.children:
+                continue
+            child = self._child(path, name)
+            try:
+                self._place(child, e)
+            except FileExistsError:
+                continue  # made locally meanwhile: local wins until written back
+            m.children.add(name)
+        m.present = True
+        mode = stat.S_IMODE(dir_attr.mode) if dir_attr else 0o755
+        os.chmod(cp, mode or 0o700)
+
+    @staticmethod
+    def _child(path: bytes, name: bytes) -> bytes:
+        return (path if path != b"/" else b"") + b"/" + name
+
+    def forget(self, path: bytes) -> None:
+        m = self.meta.pop(path, None)
+        if m and m.kind == "d":
+            for name in m.children:
+                self.forget(self._child(path, name))
+
+    # ----- local changes reported by the shim -----
+
+    def added(self, path: bytes, kind: str, present: bool = True) -> Meta:
+        parent = self.meta.get(parent_of(path))
+        if parent is not None:
+            parent.children.add(path.rsplit(b"/", 1)[1])
+        m = self.meta.get(path)
+        if m is None or m.kind != kind:
+            m = self.meta[path] = Meta(kind, present=present, local=True)
+        return m
+
+    def removed(self, path: bytes) -> None:
+        parent = self.meta.get(parent_of(path))
+        if parent is not None:
+            parent.children.discard(path.rsplit(b"/", 1)[1])
+        self.forget(path)
+
+    def renamed(self, old: bytes, new: bytes) -> None:
+        self.removed(new)
+        moved = {p: m for p, m in self.meta.items() if p == old or p.startswith(old + b"/")}
+        for p in moved:
+            del self.meta[p]
+        for p, m in moved.items():
+            self.meta[new + p[len(old):]] = m
+        op = self.meta.get(parent_of(old))
+        if op is not None:
+            op.children.discard(old.rsplit(b"/", 1)[1])
+        np_ = self.meta.get(parent_of(new))
+        if np_ is not None:
+            np_.children.add(new.rsplit(b"/", 1)[1])
+
+
+def _remove(cp: bytes) -> None:
+    try:
+        st = os.lstat(cp)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        os.chmod(cp, 0o700)
+        for name in os.listdir(cp):
+            _remove(cp + b"/" + name)
+        os.rmdir(cp)
+    else:
+        os.unlink(cp)
+
+
+async def fetch(link: NodeLink, rel: bytes, dest: bytes) -> Attr:
+    """Copy a node file into the cache: into a temporary beside `dest`, renamed over it
+    when complete, so a reader never sees half a file."""
+    async def job(client):
+        rep = await client.call("OPEN", path=rel, flags=os.O_RDONLY, mode=0)
+        handle, attr = rep["handle"], rep["attr"]
+        tmp = dest + b".ferry-fetch"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            offset = 0
+            inflight = []
+            done = False
+            while not done or inflight:
+                while not done and len(inflight) < READ_WINDOW:
+                    inflight.append((offset, client.send("READ", handle=handle, offset=offset, count=spec.IO_CHUNK)))
+                    offset += spec.IO_CHUNK
+                off, fut = inflight.pop(0)
+                data = (await fut)["data"]
+                if data:
+                    os.pwrite(fd, data, off)
+                if len(data) < spec.IO_CHUNK:
+                    done = True
+                    for _, f in inflight:
+                        await f
+                    inflight.clear()
+            size = os.fstat(fd).st_size
+            if size < attr.size:
+                os.ftruncate(fd, attr.size)
+            os.fchmod(fd, stat.S_IMODE(attr.mode))
+            os.utime(fd, ns=(attr.atime_ns, attr.mtime_ns))
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        finally:
+            client.send("CLOSE", handle=handle)
+        os.close(fd)
+        os.replace(tmp, dest)
+        return attr
+    return await link.run(job)
+
+
+def readable_copy(fd: int) -> int:
+    """A read-only fd on the same inode as `fd` (which may be write-only): the upload must
+    read what the program wrote, even if the program renamed or unlinked it since."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(fd)
+
+
+def upload_job(rel: bytes, fd: int, meta: Meta | None):
+    """A write-back of one closed file, read from the fd the shim handed over."""
+    async def job(client):
+        try:
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            rep = await client.call("PUT_OPEN", path=rel, mode=mode)
+            handle = rep["handle"]
+            writes = []
+            off = 0
+            while True:
+                data = os.pread(fd, spec.IO_CHUNK, off)
+                if not data:
+                    break
+                writes.append(client.send("WRITE", handle=handle, offset=off, data=data))
+                off += len(data)
+                await client.drain()
+            for w in writes:
+                await w
+            st = os.fstat(fd)
+            rep = await client.call("PUT_COMMIT", handle=handle, mode=stat.S_IMODE(st.st_mode),
+                                    atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
+            if meta is not None:
+                a = rep["attr"]
+                meta.version = (a.mtime_ns, a.size)
+                meta.local = False
+        finally:
+            os.close(fd)
+            if meta is not None:
+                meta.pending -= 1
+    return job
+
+
+def oneway_job(link: NodeLink, op: str, meta: Meta | None = None, **fields):
+    """A replayed namespace change, pipelined: the lane moves on without waiting for the
+    reply, and `link.track` reports a failure."""
+    what = f"{op} {fields.get('path', fields.get('old', b'')).decode(errors='replace')}"
+
+    def finished() -> None:
+        if meta is not None:
+            meta.pending -= 1
+
+    async def job(client):
+        fut = client.send(op, **fields)
+        if meta is not None:
+            def mark(f):
+                if not f.cancelled() and f.exception() is None:
+                    meta.local = False
+            fut.add_done_callback(mark)
+        link.track(fut, what, finished)
+    return job

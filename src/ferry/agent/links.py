@@ -1,0 +1,127 @@
+"""One ordered lane per node.
+
+Everything the agent asks of a node — a synchronous request for a program or a queued
+write-back — goes through that node's lane in submission order, because the node applies
+one connection's requests in order.  That is what makes "mkdir, write file, rename it"
+arrive as the program did it even though the program never waited for the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..node.client import NodeClient
+from .routes import NodeAddr
+
+Job = Callable[[NodeClient], Awaitable[Any]]
+
+
+class NodeLink:
+    def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> None:
+        self.addr = addr
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self._client: NodeClient | None = None
+        self._jobs: collections.deque[tuple[Job, asyncio.Future | None, str]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._outstanding: set[asyncio.Future] = set()
+        self.failures: list[str] = []  # write-backs that did not reach the node
+        self._last_complaint = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set() or bool(self._outstanding)
+
+    async def _connect(self) -> NodeClient:
+        if self._client is None or self._client.closed:
+            try:
+                self._client = await NodeClient.connect(self.addr.host, self.addr.port,
+                                                        timeout=self.connect_timeout,
+                                                        call_timeout=self.call_timeout)
+            except OSError as e:
+                self.complain(str(e))
+                raise OSError(errno.EIO, str(e)) from None
+        return self._client
+
+    def complain(self, message: str) -> None:
+        # A program retrying against a dead node must not flood the terminal.
+        now = time.monotonic()
+        if now - self._last_complaint > 5:
+            self._last_complaint = now
+            print(f"ferry: {message}", file=sys.stderr, flush=True)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._jobs:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            job, fut, what = self._jobs.popleft()
+            try:
+                client = await self._connect()
+                result = await job(client)
+            except Exception as e:  # noqa: BLE001 - a job's failure goes to its waiter or the report
+                if fut is not None:
+                    if not fut.done():
+                        fut.set_exception(e)
+                else:
+                    self.failures.append(f"{what}: {e}")
+                    self.complain(f"write-back to node {self.addr} failed: {what}: {e}")
+                continue
+            if fut is not None and not fut.done():
+                fut.set_result(result)
+
+    def _push(self, job: Job, fut: asyncio.Future | None, what: str) -> None:
+        self._jobs.append((job, fut, what))
+        self._idle.clear()
+        self._wake.set()
+
+    def submit(self, job: Job, what: str) -> None:
+        """Queue a write-back; its failure is recorded, not raised."""
+        self._push(job, None, what)
+
+    async def run(self, job: Job) -> Any:
+        """Run `job` after everything queued before it and return its result."""
+        fut = asyncio.get_running_loop().create_future()
+        self._push(job, fut, "")
+        return await fut
+
+    async def call(self, op: str, **fields: Any) -> dict:
+        return await self.run(lambda c: c.call(op, **fields))
+
+    def track(self, fut: asyncio.Future, what: str, done=None) -> None:
+        """Watch a pipelined write-back reply: failures are recorded, not raised."""
+        self._outstanding.add(fut)
+
+        def finished(f: asyncio.Future) -> None:
+            self._outstanding.discard(f)
+            if done is not None:
+                done()
+            exc = None if f.cancelled() else f.exception()
+            if exc is not None and not (isinstance(exc, OSError) and exc.errno == errno.ENOENT
+                                        and what.startswith(("UNLINK", "RMDIR"))):
+                self.failures.append(f"{what}: {exc}")
+                self.complain(f"write-back to node {self.addr} failed: {what}: {exc}")
+        fut.add_done_callback(finished)
+
+    async def drain(self) -> None:
+        while True:
+            await self._idle.wait()
+            if not self._outstanding:
+                return
+            await asyncio.wait(list(self._outstanding))
+
+    async def close(self) -> None:
+        self._worker.cancel()
+        if self._client is not None:
+            await self._client.close()

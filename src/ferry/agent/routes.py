@@ -1,0 +1,128 @@
+"""From a ferry path to a node: mount table, URL parsing, and the ORFA path form.
+
+A ferry path is either ``/REMOTE@HOST:PORT/rest`` (always routed to that node) or
+``PREFIX/rest`` for a mounted prefix.  `Router.route` turns it into the node's address
+and the export-relative path the node understands.  A later cluster router (several
+nodes per mount) replaces `Mount.node` with a ring lookup; nothing else here changes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from dataclasses import dataclass
+
+REMOTE_TAG = b"/REMOTE@"
+_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(\d{1,5})$")
+
+
+class RouteError(ValueError):
+    """A mount, URL or ferry path that cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class NodeAddr:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_hostport(text: str, what: str) -> NodeAddr:
+    m = _HOSTPORT.match(text)
+    if not m:
+        raise RouteError(f"{what}: {text!r} is not HOST:PORT (for example 127.0.0.1:7070)")
+    host, port = m.group(1).strip("[]"), int(m.group(2))
+    if not 0 < port < 65536:
+        raise RouteError(f"{what}: port {port} is out of range 1-65535")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise RouteError(f"{what}: {host!r} is not an IPv6 address") from None
+    return NodeAddr(host, port)
+
+
+def parse_url(url: str) -> tuple[NodeAddr, str]:
+    """``ferry://HOST:PORT[/SUBDIR]`` -> (node, export subdirectory)."""
+    if not url.startswith("ferry://"):
+        raise RouteError(f"bad URL {url!r}: it must start with ferry:// (for example ferry://127.0.0.1:7070/data)")
+    rest = url[len("ferry://"):]
+    hostport, slash, sub = rest.partition("/")
+    node = parse_hostport(hostport, f"bad URL {url!r}")
+    sub = posixpath.normpath("/" + sub) if slash else "/"
+    if ".." in sub.split("/"):
+        raise RouteError(f"bad URL {url!r}: the subdirectory may not contain '..'")
+    return node, sub.rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class Mount:
+    prefix: str
+    node: NodeAddr
+    subdir: str  # inside the node's export
+
+    @classmethod
+    def parse(cls, spec: str) -> Mount:
+        prefix, eq, url = spec.partition("=")
+        if not eq or not prefix or not url:
+            raise RouteError(f"bad mount {spec!r}: write PREFIX=URL, for example /data=ferry://127.0.0.1:7070")
+        if not prefix.startswith("/") or prefix.rstrip("/") == "":
+            raise RouteError(f"bad mount {spec!r}: PREFIX must be an absolute path other than /")
+        if ":" in prefix or "\0" in prefix:
+            raise RouteError(f"bad mount {spec!r}: PREFIX may not contain ':'")
+        prefix = posixpath.normpath(prefix)
+        if prefix.startswith(REMOTE_TAG.decode()):
+            raise RouteError(f"bad mount {spec!r}: /REMOTE@ paths are reserved for direct node addresses")
+        node, sub = parse_url(url)
+        return cls(prefix, node, sub)
+
+
+def check_mounts(mounts: list[Mount]) -> None:
+    for i, a in enumerate(mounts):
+        for b in mounts[i + 1:]:
+            if a.prefix == b.prefix or a.prefix.startswith(b.prefix + "/") or b.prefix.startswith(a.prefix + "/"):
+                raise RouteError(f"mounts {a.prefix} and {b.prefix} overlap: give each its own prefix")
+
+
+def _join(sub: bytes, rest: bytes) -> bytes:
+    if not rest or rest == b"/":
+        return sub
+    return rest if sub == b"/" else sub + rest
+
+
+class Router:
+    def __init__(self, mounts: list[Mount]) -> None:
+        check_mounts(mounts)
+        self.mounts = [(m.prefix.encode(), m) for m in mounts]
+        self._orfa: dict[bytes, NodeAddr] = {}
+
+    def root_of(self, path: bytes) -> bytes:
+        """The mount root a ferry path lies under (b"" when none)."""
+        if path.startswith(REMOTE_TAG):
+            end = path.find(b"/", len(REMOTE_TAG))
+            return path if end < 0 else path[:end]
+        for prefix, _ in self.mounts:
+            if path == prefix or path.startswith(prefix + b"/"):
+                return prefix
+        return b""
+
+    def route(self, path: bytes) -> tuple[NodeAddr, bytes]:
+        """Ferry path -> (node, export-relative path)."""
+        root = self.root_of(path)
+        if not root:
+            raise RouteError(f"{path.decode(errors='replace')} is not under any ferry mount")
+        rest = path[len(root):]
+        if root.startswith(REMOTE_TAG):
+            node = self._orfa.get(root)
+            if node is None:
+                node = parse_hostport(root[len(REMOTE_TAG):].decode(errors="replace"),
+                                      f"bad ferry path {root.decode(errors='replace')}")
+                self._orfa[root] = node
+            return node, rest or b"/"
+        for prefix, m in self.mounts:
+            if prefix == root:
+                return m.node, _join(m.subdir.encode(), rest)
+        raise AssertionError("root_of returned an unknown root")  # pragma: no cover

@@ -1,0 +1,528 @@
+"""The agent: serves shims on a Unix socket and routes their calls to nodes.
+
+One handler per opcode, found by name (`op_cache_open` for CACHE_OPEN).  A shim's
+ONEWAY frames (cache-mode mutations, already applied to the replica) are handled the
+moment they are read, in order; before any request that waits for an answer, every
+connection's pending bytes are read first, so a change one process made before it exited
+is applied before what the next process asks.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import collections
+import errno
+import os
+import socket
+import sys
+
+from ..protocol import codec, spec
+from ..protocol.codec import Attr
+from . import cache
+from .links import NodeLink
+from .routes import NodeAddr, RouteError, Router
+
+MAX_SYMLINK_HOPS = 8
+SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
+
+
+class DirectHandle:
+    """A direct-mode open file: the node's handle plus the position all dups share."""
+
+    def __init__(self, link: NodeLink, handle: int, flags: int, pipe_fd: int) -> None:
+        self.link, self.handle, self.flags, self.pipe_fd = link, handle, flags, pipe_fd
+        self.offset = 0
+
+
+class Agent:
+    def __init__(self, router: Router, cache_root: bytes, connect_timeout: float = 3.0,
+                 call_timeout: float = 30.0) -> None:
+        self.router = router
+        self.replica = cache.Replica(cache_root)
+        self.links: dict[NodeAddr, NodeLink] = {}
+        self.handles: dict[int, DirectHandle] = {}
+        self.next_handle = 1
+        self.conns: set[ShimConn] = set()
+        self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
+        self.server: asyncio.AbstractServer | None = None
+        self.handlers = {code: getattr(self, "op_" + name.lower()) for name, code in spec.OPCODES.items()
+                         if hasattr(self, "op_" + name.lower())}
+
+    # ----- plumbing -----
+
+    async def start(self, sock_path: str) -> None:
+        loop = asyncio.get_running_loop()
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(sock_path)
+        os.chmod(sock_path, 0o600)
+        lsock.listen(128)
+        lsock.setblocking(False)
+        self._lsock = lsock
+        loop.add_reader(lsock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._lsock.accept()
+        except BlockingIOError:
+            return
+        self.read_all()
+        self.conns.add(ShimConn(self, sock))
+
+    def read_all(self) -> None:
+        for c in list(self.conns):
+            c.readable()
+
+    def link(self, addr: NodeAddr) -> NodeLink:
+        lk = self.links.get(addr)
+        if lk is None:
+            lk = self.links[addr] = NodeLink(addr, self.connect_timeout, self.call_timeout)
+        return lk
+
+    def route(self, path: bytes) -> tuple[NodeLink, bytes]:
+        try:
+            addr, rel = self.router.route(path)
+        except RouteError as e:
+            print(f"ferry: {e}", file=sys.stderr, flush=True)
+            raise OSError(errno.ENOENT, str(e)) from None
+        return self.link(addr), rel
+
+    async def sync(self) -> list[str]:
+        """Wait until every write-back so far has reached its node; the failures so far."""
+        for lk in list(self.links.values()):
+            await lk.drain()
+        return [f for lk in self.links.values() for f in lk.failures]
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.server is None and hasattr(self, "_lsock"):
+            loop.remove_reader(self._lsock.fileno())
+            self._lsock.close()
+        for c in list(self.conns):
+            c.close()
+        for h in list(self.handles.values()):
+            loop.remove_reader(h.pipe_fd)
+            os.close(h.pipe_fd)
+        for lk in self.links.values():
+            await lk.close()
+
+    # ----- cache mode -----
+
+    async def listed(self, path: bytes) -> cache.Meta:
+        """Make sure directory `path` is in the replica and listed; returns its Meta."""
+        rep = self.replica
+        root = self.router.root_of(path)
+        m = rep.meta.get(path)
+        if m is None:
+            if path == root:
+                m = rep.ensure_root(root)
+            else:
+                parent = await self.listed(cache.parent_of(path))
+                if parent.kind != "d":
+                    raise OSError(errno.ENOTDIR, path)
+                m = rep.meta.get(path)
+                if m is None:
+                    raise OSError(errno.ENOENT, path)
+        if m.kind == "l":
+            return await self.listed(await self.follow(path))
+        if m.kind != "d":
+            raise OSError(errno.ENOTDIR, path)
+        if not m.present:
+            await self.list_dir(path)
+        return m
+
+    async def list_dir(self, path: bytes) -> None:
+        link, rel = self.route(path)
+        rep = await link.call("LISTDIR", path=rel)
+        attr = (await link.call("STAT", path=rel, flags=0))["attr"]
+        self.replica.apply_listing(path, rep["entries"], attr)
+
+    async def follow(self, path: bytes, hops: int = 0) -> bytes:
+        """The ferry path a replica symlink points to; escapes from the mount are refused."""
+        if hops > MAX_SYMLINK_HOPS:
+            raise OSError(errno.ELOOP, path)
+        target = os.readlink(self.replica.cpath(path))
+        if target.startswith(b"/"):
+            raise OSError(errno.EACCES, f"symlink {path!r} points outside the export")
+        root = self.router.root_of(path)
+        joined = os.path.normpath(cache.parent_of(path) + b"/" + target)
+        if joined != root and not joined.startswith(root + b"/"):
+            raise OSError(errno.EACCES, f"symlink {path!r} points outside the export")
+        m = self.replica.meta.get(joined)
+        if m is None:
+            await self.listed(cache.parent_of(joined))
+            m = self.replica.meta.get(joined)
+        if m is not None and m.kind == "l":
+            return await self.follow(joined, hops + 1)
+        return joined
+
+    async def lookup(self, path: bytes) -> cache.Meta | None:
+        """Meta of `path` after listing its parent, or None if it does not exist."""
+        root = self.router.root_of(path)
+        if path == root:
+            return await self.listed(path)
+        await self.listed(cache.parent_of(path))
+        return self.replica.meta.get(path)
+
+    async def op_cache_lookup(self, conn, f) -> dict:
+        m = await self.lookup(f["path"])
+        if m is None:
+            raise OSError(errno.ENOENT, f["path"])
+        if m.kind == "d" and not m.present:
+            await self.list_dir(f["path"])
+        elif m.kind == "l":
+            target = await self.follow(f["path"])
+            tm = await self.lookup(target)
+            if tm is not None and tm.kind == "d" and not tm.present:
+                await self.list_dir(target)
+        return {}
+
+    async def op_cache_open(self, conn, f) -> dict:
+        path, flags = f["path"], f["flags"]
+        m = await self.lookup(path)
+        if m is not None and m.kind == "l" and not flags & os.O_NOFOLLOW:
+            path = await self.follow(path)
+            m = await self.lookup(path)
+        if m is None:
+            if not flags & os.O_CREAT:
+                raise OSError(errno.ENOENT, path)
+            self.replica.added(path, "f")
+            return {}
+        if m.kind == "d":
+            if not m.present:
+                await self.list_dir(path)
+            elif not m.local and not m.pending and not self.route(path)[0].busy:
+                await self.list_dir(path)  # close-to-open for directories: see others' changes
+            return {}
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if m.kind == "f" and writing and flags & os.O_TRUNC:
+            m.present = True
+            return {}
+        if m.kind == "f" and not m.local and not m.pending:
+            link, rel = self.route(path)
+            if m.present:
+                # Close-to-open: another client may have closed a newer version.
+                a = (await link.call("STAT", path=rel, flags=0))["attr"]
+                if (a.mtime_ns, a.size) == m.version:
+                    return {}
+            attr = await cache.fetch(link, rel, self.replica.cpath(path))
+            m.present, m.version = True, (attr.mtime_ns, attr.size)
+        return {}
+
+    def op_cache_close(self, conn, f, fd: int) -> None:
+        path = f["path"]
+        m = self.replica.meta.get(path) or self.replica.added(path, "f")
+        m.present = True
+        m.pending += 1
+        link, rel = self.route(path)
+        link.submit(cache.upload_job(rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
+
+    async def op_sync(self, conn, f) -> dict:
+        failures = await self.sync()
+        if failures:
+            raise OSError(errno.EIO, failures[0])
+        return {}
+
+    def _replay(self, op: str, path: bytes, meta: cache.Meta | None, **fields) -> None:
+        link, rel = self.route(path)
+        if meta is not None:
+            meta.pending += 1
+        link.submit(cache.oneway_job(link, op, meta, path=rel, **fields), f"{op} {path!r}")
+
+    # ----- requests that are cache-mode replays (ONEWAY) or direct-mode calls -----
+
+    async def op_mkdir(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        await link.call("MKDIR", path=rel, mode=f["mode"])
+        return {}
+
+    def oneway_mkdir(self, f) -> None:
+        m = self.replica.added(f["path"], "d")
+        m.present = True
+        self._replay("MKDIR", f["path"], m, mode=f["mode"])
+
+    async def op_rmdir(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        await link.call("RMDIR", path=rel)
+        return {}
+
+    def oneway_rmdir(self, f) -> None:
+        self.replica.removed(f["path"])
+        self._replay("RMDIR", f["path"], None)
+
+    async def op_unlink(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        await link.call("UNLINK", path=rel)
+        return {}
+
+    def oneway_unlink(self, f) -> None:
+        self.replica.removed(f["path"])
+        self._replay("UNLINK", f["path"], None)
+
+    async def op_rename(self, conn, f) -> dict:
+        link, old = self.route(f["old"])
+        _, new = self.route(f["new"])
+        await link.call("RENAME", old=old, new=new, flags=f["flags"])
+        return {}
+
+    def oneway_rename(self, f) -> None:
+        self.replica.renamed(f["old"], f["new"])
+        link, old = self.route(f["old"])
+        _, new = self.route(f["new"])
+        link.submit(cache.oneway_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
+                    f"rename {f['old']!r}")
+
+    async def op_truncate(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        await link.call("TRUNCATE", path=rel, size=f["size"])
+        return {}
+
+    def oneway_truncate(self, f) -> None:
+        m = self.replica.meta.get(f["path"])
+        self._replay("TRUNCATE", f["path"], m, size=f["size"])
+
+    async def op_setattr(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        fields = {k: v for k, v in f.items() if k != "path"}
+        await link.call("SETATTR", path=rel, **fields)
+        return {}
+
+    def oneway_setattr(self, f) -> None:
+        fields = {k: v for k, v in f.items() if k != "path"}
+        self._replay("SETATTR", f["path"], self.replica.meta.get(f["path"]), **fields)
+
+    # ----- direct mode -----
+
+    async def op_stat(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        return await link.call("STAT", path=rel, flags=f["flags"])
+
+    async def op_access(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        return await link.call("ACCESS", path=rel, mode=f["mode"])
+
+    async def op_listdir(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        return await link.call("LISTDIR", path=rel)
+
+    async def op_open(self, conn, f, fd: int) -> dict:
+        try:
+            link, rel = self.route(f["path"])
+            flags = f["flags"]
+            try:
+                rep = await link.call("OPEN", path=rel, flags=flags, mode=f["mode"])
+                node_handle, attr = rep["handle"], rep["attr"]
+            except OSError as e:
+                # A directory opened for listing needs no node handle.
+                if e.errno != errno.EISDIR or flags & os.O_ACCMODE != os.O_RDONLY:
+                    raise
+                attr = (await link.call("STAT", path=rel, flags=0))["attr"]
+                node_handle = 0
+        except BaseException:
+            os.close(fd)
+            raise
+        hid = self.next_handle
+        self.next_handle += 1
+        h = self.handles[hid] = DirectHandle(link, node_handle, flags, fd)
+        # Our end of the placeholder socketpair reads EOF when the last copy of the
+        # program's placeholder is closed, in whatever process: then the node handle goes.
+        os.set_blocking(fd, False)
+        asyncio.get_running_loop().add_reader(fd, self._placeholder_event, hid)
+        return {"handle": hid, "attr": attr}
+
+    def _placeholder_event(self, hid: int) -> None:
+        h = self.handles.get(hid)
+        if h is None:
+            return
+        try:
+            if os.read(h.pipe_fd, 4096):
+                return  # bytes a program wrote past the shim: ignore them
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self.release(hid)
+
+    def release(self, hid: int) -> None:
+        h = self.handles.pop(hid)
+        asyncio.get_running_loop().remove_reader(h.pipe_fd)
+        os.close(h.pipe_fd)
+        if h.handle:
+            h.link.submit(lambda c: c.call("CLOSE", handle=h.handle), f"close handle {hid}")
+
+    def handle(self, hid: int) -> DirectHandle:
+        h = self.handles.get(hid)
+        if h is None:
+            raise OSError(errno.EBADF, f"no ferry handle {hid}")
+        return h
+
+    async def op_read(self, conn, f) -> dict:
+        h = self.handle(f["handle"])
+        if not h.handle:
+            raise OSError(errno.EISDIR, "is a directory")
+        positional = f["offset"] < 0
+        off = h.offset if positional else f["offset"]
+        rep = await h.link.call("READ", handle=h.handle, offset=off, count=min(f["count"], spec.IO_CHUNK))
+        if positional:
+            h.offset = off + len(rep["data"])
+        return rep
+
+    async def op_write(self, conn, f) -> dict:
+        h = self.handle(f["handle"])
+        if not h.handle:
+            raise OSError(errno.EBADF, "directory")
+        positional = f["offset"] < 0
+        off = h.offset if positional else f["offset"]
+        if h.flags & os.O_APPEND:
+            off = (await h.link.call("FSTAT", handle=h.handle))["attr"].size
+        rep = await h.link.call("WRITE", handle=h.handle, offset=off, data=f["data"])
+        if positional:
+            h.offset = off + rep["count"]
+        return rep
+
+    async def op_lseek(self, conn, f) -> dict:
+        h = self.handle(f["handle"])
+        off, whence = f["offset"], f["whence"]
+        if whence == SEEK_SET:
+            new = off
+        elif whence == SEEK_CUR:
+            new = h.offset + off
+        elif whence == SEEK_END:
+            size = (await self._fstat(h)).size
+            new = size + off
+        else:
+            raise OSError(errno.EINVAL, "unsupported whence")
+        if new < 0:
+            raise OSError(errno.EINVAL, "negative offset")
+        h.offset = new
+        return {"offset": new}
+
+    async def _fstat(self, h: DirectHandle) -> Attr:
+        return (await h.link.call("FSTAT", handle=h.handle))["attr"]
+
+    async def op_fstat(self, conn, f) -> dict:
+        h = self.handle(f["handle"])
+        if not h.handle:
+            raise OSError(errno.EBADF, "directory")
+        return {"attr": await self._fstat(h)}
+
+    async def op_ftruncate(self, conn, f) -> dict:
+        h = self.handle(f["handle"])
+        return await h.link.call("FTRUNCATE", handle=h.handle, size=f["size"])
+
+    async def op_fsync(self, conn, f) -> dict:
+        h = self.handle(f["handle"])
+        return await h.link.call("FSYNC", handle=h.handle, datasync=f["datasync"])
+
+    async def op_hello(self, conn, f) -> dict:
+        return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": 0}
+
+
+_FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"]}
+
+
+class ShimConn:
+    """One shim process's connection: frames in, replies out, fds via SCM_RIGHTS."""
+
+    def __init__(self, agent: Agent, sock: socket.socket) -> None:
+        self.agent = agent
+        self.sock = sock
+        sock.setblocking(False)
+        self.decoder = codec.FrameDecoder("request")
+        self.fds: collections.deque[int] = collections.deque()
+        self.queue: collections.deque[tuple[codec.Request, int]] = collections.deque()
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.fileno(), self.readable)
+        self.task = self.loop.create_task(self.run())
+
+    def readable(self) -> None:
+        if self.closed:
+            return
+        while True:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(64 * 4))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, anc = b"", []
+            for level, typ, cdata in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
+                    self.fds.extend(fds)
+            if not data:
+                self.close()
+                return
+            try:
+                frames = self.decoder.feed(data)
+            except codec.ProtocolError as e:
+                print(f"ferry agent: dropping a shim connection: {e}", file=sys.stderr, flush=True)
+                self.close()
+                return
+            for req in frames:
+                self.dispatch(req)
+
+    def dispatch(self, req: codec.Request) -> None:
+        fd = self.fds.popleft() if req.opcode in _FD_OPS and self.fds else -1
+        if req.flags & spec.FLAG_ONEWAY:
+            # Applied now, in order: these only touch agent state and queue write-backs.
+            try:
+                fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
+                name = spec.NAMES[req.opcode].lower()
+                if fd >= 0:
+                    getattr(self.agent, "op_" + name)(self, fields, fd)
+                else:
+                    getattr(self.agent, "oneway_" + name)(fields)
+            except Exception as e:  # noqa: BLE001 - report and keep serving
+                print(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}", file=sys.stderr, flush=True)
+            return
+        self.queue.append((req, fd))
+        self.wake.set()
+
+    async def run(self) -> None:
+        while not self.closed:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            req, fd = self.queue.popleft()
+            self.agent.read_all()  # earlier one-way changes from other processes first
+            status, body = 0, {}
+            try:
+                fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
+                handler = self.agent.handlers.get(req.opcode)
+                if handler is None:
+                    raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
+                body = await (handler(self, fields, fd) if req.opcode in _FD_OPS else handler(self, fields))
+            except OSError as e:
+                status = -(e.errno or errno.EIO)
+            except codec.ProtocolError as e:
+                print(f"ferry agent: bad request: {e}", file=sys.stderr, flush=True)
+                status = -errno.EPROTO
+            except Exception as e:  # noqa: BLE001 - a bug must not hang the program
+                print(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}", file=sys.stderr, flush=True)
+                status = -errno.EIO
+            try:
+                reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {})) if status == 0 \
+                    else codec.pack_error(req.rid, -status)
+                await self.loop.sock_sendall(self.sock, reply)
+            except OSError:
+                self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.wake.set()
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+        except (ValueError, OSError):
+            pass
+        self.sock.close()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        self.agent.conns.discard(self)
+

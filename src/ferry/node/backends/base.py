@@ -1,0 +1,114 @@
+"""The interface every node backend implements.
+
+Paths are export-relative bytes such as ``b"/a/b"`` (``b"/"`` is the export root).  Every
+method is synchronous and reports failure by raising `OSError` with a Linux errno, which
+travels to the client unchanged.  A backend refuses, with EACCES, any path that contains
+NUL or whose ``..`` climbs above the root, and any symlink that would lead outside it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from abc import ABC, abstractmethod
+
+from ferry.protocol.codec import Attr, Entry
+
+PUT_PREFIX = b".ferry-put-"  # hidden temporaries of uploads in progress
+log = logging.getLogger("ferry.node")
+
+KEEP_TIME = -1  # a PUT_COMMIT time field with this value leaves that time as the upload left it
+
+
+def split_path(path: bytes) -> list[bytes]:
+    """Export-relative path -> its components, with ``.`` and ``..`` applied lexically.
+
+    Lexical ``..`` (rather than the kernel's physical one) is what keeps two backends that
+    share no kernel in agreement, and it makes "climbs above the root" a check on the path
+    alone.
+    """
+    if b"\0" in path:
+        raise OSError(errno.EACCES, "path contains NUL", path)
+    out: list[bytes] = []
+    for c in path.split(b"/"):
+        if c == b"..":
+            if not out:
+                log.warning("ferry node: refused %r: its '..' climbs above the export root", path)
+                raise OSError(errno.EACCES, "path climbs above the export root", path)
+            out.pop()
+        elif c and c != b".":
+            out.append(c)
+    return out
+
+
+class BackendFile(ABC):
+    """An open file (or PUT temporary) on a backend."""
+
+    @abstractmethod
+    def pread(self, offset: int, count: int) -> bytes: ...
+
+    @abstractmethod
+    def pwrite(self, offset: int, data: bytes) -> int: ...
+
+    @abstractmethod
+    def fstat(self) -> Attr: ...
+
+    @abstractmethod
+    def ftruncate(self, size: int) -> None: ...
+
+    @abstractmethod
+    def fsync(self, datasync: bool) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Backend(ABC):
+    @abstractmethod
+    def stat(self, path: bytes, follow: bool = True) -> Attr: ...
+
+    @abstractmethod
+    def listdir(self, path: bytes) -> list[Entry]:
+        """Entries with lstat attributes and symlink targets; no ``.``/``..``, no PUT temporaries."""
+
+    @abstractmethod
+    def open(self, path: bytes, flags: int, mode: int) -> BackendFile:
+        """`flags` are Linux ``O_*`` flags, as open(2) takes them."""
+
+    @abstractmethod
+    def mkdir(self, path: bytes, mode: int) -> None: ...
+
+    @abstractmethod
+    def rmdir(self, path: bytes) -> None: ...
+
+    @abstractmethod
+    def unlink(self, path: bytes) -> None: ...
+
+    @abstractmethod
+    def rename(self, old: bytes, new: bytes, flags: int = 0) -> None:
+        """`flags` as renameat2(2): RENAME_NOREPLACE, RENAME_EXCHANGE."""
+
+    @abstractmethod
+    def truncate(self, path: bytes, size: int) -> None: ...
+
+    @abstractmethod
+    def setattr(self, path: bytes, valid: int, mode: int, uid: int, gid: int,
+                atime_ns: int, mtime_ns: int) -> None:
+        """Change what `valid` (spec.SET_* bits) selects; follows a final symlink like chmod(2)."""
+
+    @abstractmethod
+    def access(self, path: bytes, mode: int) -> None: ...
+
+    @abstractmethod
+    def put_open(self, path: bytes, mode: int) -> BackendFile:
+        """A hidden temporary beside `path` that only `put_commit` makes visible."""
+
+    @abstractmethod
+    def put_commit(self, obj: BackendFile, mode: int, atime_ns: int, mtime_ns: int) -> Attr:
+        """Set mode and times (KEEP_TIME leaves one alone), then atomically replace the target."""
+
+    @abstractmethod
+    def put_abort(self, obj: BackendFile) -> None: ...
+
+    def close(self) -> None:
+        """Release what the backend holds (directory fds...)."""

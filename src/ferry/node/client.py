@@ -1,0 +1,181 @@
+"""NodeClient: the agent's asyncio connection to one node.
+
+Requests go on the wire in the order they are made (`send` writes at once), replies are
+matched by request id, so any number may be in flight.  Every failure a caller sees is an
+`OSError`: the node's own errno for a refused op, EIO naming the node when the connection
+is lost or a reply is late — nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+from typing import Any, cast
+
+from ferry.protocol import spec
+from ferry.protocol.codec import FrameDecoder, ProtocolError, pack_request, unpack_fields
+
+_FieldList = list[tuple[str, str]]
+
+
+class NodeClient(asyncio.Protocol):
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.where = f"ferry node {host}:{port}"
+        self.timeout = timeout  # seconds a reply may take before the call fails with EIO
+        self.features = 0  # what the node's HELLO offered
+        self._loop = asyncio.get_running_loop()
+        self._decoder = FrameDecoder("reply")
+        self._pending: dict[int, tuple[asyncio.Future[dict[str, Any]], _FieldList, asyncio.TimerHandle]] = {}
+        self._rid = 0
+        self._transport: asyncio.Transport | None = None
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._writable: asyncio.Future[None] | None = None  # set while the socket buffer is full
+        self._error = OSError(errno.EIO, f"{self.where}: connection lost")
+
+    @classmethod
+    async def connect(cls, host: str, port: int, timeout: float = 3.0, *,
+                      call_timeout: float = 30.0, auth: str = "") -> NodeClient:
+        """Connect and say HELLO; raises OSError saying what failed and what to check."""
+        where = f"ferry node {host}:{port}"
+        loop = asyncio.get_running_loop()
+        client: NodeClient | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                _, client = await loop.create_connection(lambda: cls(host, port, call_timeout), host, port)
+                hello = await client.call("HELLO", version=spec.PROTOCOL_VERSION, max_frame=spec.MAX_FRAME,
+                                          features=spec.FEATURE_PIPELINE, auth=auth)
+        except BaseException as e:
+            if client is not None:
+                client._abort()
+            raise _connect_error(where, timeout, e) from e
+        if hello["version"] != spec.PROTOCOL_VERSION:
+            client._abort()
+            raise OSError(errno.EPROTONOSUPPORT, f"{where} speaks protocol {hello['version']}, we speak "
+                          f"{spec.PROTOCOL_VERSION}: run the same ferry version on both ends")
+        client.features = hello["features"]
+        return client
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            replies = self._decoder.feed(data)
+        except ProtocolError as e:
+            self._error = OSError(errno.EIO, f"{self.where} sent a malformed reply ({e}); connection dropped")
+            self._abort()
+            return
+        pending = self._pending
+        for status, rid, payload in replies:
+            entry = pending.pop(rid, None)
+            if entry is None:  # its caller already timed out
+                continue
+            fut, fields, timer = entry
+            timer.cancel()
+            if fut.done():
+                continue
+            if status < 0:
+                fut.set_exception(OSError(-status, os.strerror(-status)))
+                continue
+            try:
+                fut.set_result(unpack_fields(fields, payload))
+            except ProtocolError as e:
+                fut.set_exception(OSError(errno.EIO, f"{self.where} sent a malformed reply: {e}"))
+
+    def pause_writing(self) -> None:
+        self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            self._writable.set_result(None)
+            self._writable = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        pending, self._pending = self._pending, {}
+        for fut, _, timer in pending.values():
+            timer.cancel()
+            if not fut.done():
+                fut.set_exception(self._error)
+        self.resume_writing()
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    # --- requests ---
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def send(self, op: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        """Write the request now; the future gets the reply fields or an OSError."""
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        if self.closed:
+            fut.set_exception(self._error)
+            return fut
+        self._rid += 1
+        rid = self._rid
+        frame = pack_request(op, rid, 0, **fields)
+        timer = self._loop.call_later(self.timeout, self._expire, rid, op)
+        self._pending[rid] = (fut, spec.OPS[op][2], timer)
+        assert self._transport is not None
+        self._transport.write(frame)
+        return fut
+
+    async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        return await self.send(op, **fields)
+
+    def send_oneway(self, op: str, **fields: Any) -> None:
+        """Write a request the node applies in order but does not answer."""
+        if self.closed:
+            raise self._error
+        self._rid += 1
+        assert self._transport is not None
+        self._transport.write(pack_request(op, self._rid, spec.FLAG_ONEWAY, **fields))
+
+    async def drain(self) -> None:
+        """Wait while the socket's send buffer is over its high-water mark."""
+        if self._writable is not None:
+            await asyncio.shield(self._writable)
+        if self.closed:
+            raise self._error
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        await self._lost
+
+    def _expire(self, rid: int, op: str) -> None:
+        entry = self._pending.pop(rid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(OSError(errno.EIO, f"{self.where}: no reply to {op} within {self.timeout:g}s"))
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _connect_error(where: str, timeout: float, e: BaseException) -> BaseException:
+    if isinstance(e, TimeoutError):
+        return OSError(errno.ETIMEDOUT, f"{where}: no answer within {timeout:g}s; "
+                       "is the host reachable and `ferry serve` running there?")
+    if isinstance(e, ConnectionRefusedError):
+        return OSError(errno.ECONNREFUSED, f"{where}: connection refused; is `ferry serve` running there?")
+    if isinstance(e, socket.gaierror):
+        return OSError(errno.EHOSTUNREACH, f"{where}: cannot resolve the host ({e.strerror}); check its name")
+    if isinstance(e, OSError) and e.errno == errno.EACCES:
+        return OSError(errno.EACCES, f"{where} refused our HELLO: wrong auth token; pass the node's token")
+    if isinstance(e, OSError) and e.errno == errno.EIO:
+        return OSError(errno.EIO, f"{where} closed the connection during HELLO; "
+                       "is that port a `ferry serve` of the same ferry version?")
+    if isinstance(e, OSError):
+        code = e.errno or errno.EIO
+        return OSError(code, f"{where}: cannot connect ({e.strerror or e}); is `ferry serve` running there?")
+    return e

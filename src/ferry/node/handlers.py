@@ -1,0 +1,207 @@
+"""One handler per opcode, found by name: OP ``STAT`` is served by `handle_stat`.
+
+A handler takes the connection's `Session` and the decoded request fields and returns the
+reply fields; an `OSError` it raises becomes the reply status ``-errno``.  Handles live
+in the session, so they belong to one connection and die with it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+from typing import Any, Callable, NamedTuple
+
+from ferry.protocol import spec
+from ferry.protocol.codec import unpack_fields
+
+from .backends.base import Backend, BackendFile
+
+Fields = dict[str, Any]
+_NO_FIELDS: Fields = {}
+
+
+class Session:
+    """One connection's state: its backend, its open handles, whether HELLO let it in."""
+
+    __slots__ = ("backend", "files", "puts", "auth", "authed", "_next")
+
+    def __init__(self, backend: Backend, auth: str = "") -> None:
+        self.backend = backend
+        self.files: dict[int, BackendFile] = {}
+        self.puts: set[int] = set()  # handles of uploads not yet committed
+        self.auth = auth.encode()
+        self.authed = not auth
+        self._next = 1
+
+    def add(self, f: BackendFile, put: bool = False) -> int:
+        h = self._next
+        self._next += 1
+        self.files[h] = f
+        if put:
+            self.puts.add(h)
+        return h
+
+    def file(self, h: int) -> BackendFile:
+        try:
+            return self.files[h]
+        except KeyError:
+            raise OSError(errno.EBADF, f"no open handle {h}") from None
+
+    def release(self, h: int) -> None:
+        f = self.files.pop(h)
+        if h in self.puts:
+            self.puts.discard(h)
+            self.backend.put_abort(f)
+        else:
+            f.close()
+
+    def close_all(self) -> None:
+        for h in list(self.files):
+            try:
+                self.release(h)
+            except OSError:
+                pass  # the connection is gone; nobody is left to tell
+
+
+def handle_hello(s: Session, f: Fields) -> Fields:
+    if f["version"] != spec.PROTOCOL_VERSION:
+        raise OSError(errno.EPROTONOSUPPORT, f"protocol version {f['version']}, node speaks {spec.PROTOCOL_VERSION}")
+    if s.auth and not hmac.compare_digest(f["auth"], s.auth):
+        raise OSError(errno.EACCES, "wrong auth token")
+    s.authed = True
+    return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": spec.FEATURE_PIPELINE}
+
+
+def handle_stat(s: Session, f: Fields) -> Fields:
+    return {"attr": s.backend.stat(f["path"], not f["flags"] & spec.STAT_NOFOLLOW)}
+
+
+def handle_listdir(s: Session, f: Fields) -> Fields:
+    return {"entries": s.backend.listdir(f["path"])}
+
+
+def handle_open(s: Session, f: Fields) -> Fields:
+    obj = s.backend.open(f["path"], f["flags"], f["mode"])
+    try:
+        attr = obj.fstat()
+    except BaseException:
+        obj.close()
+        raise
+    return {"handle": s.add(obj), "attr": attr}
+
+
+def handle_close(s: Session, f: Fields) -> Fields:
+    s.file(f["handle"])
+    s.release(f["handle"])
+    return _NO_FIELDS
+
+
+def handle_read(s: Session, f: Fields) -> Fields:
+    if f["count"] + 4 > spec.MAX_FRAME:  # the reply (u32 length + data) must fit a frame
+        raise OSError(errno.EINVAL, "read larger than a frame")
+    return {"data": s.file(f["handle"]).pread(f["offset"], f["count"])}
+
+
+def handle_write(s: Session, f: Fields) -> Fields:
+    return {"count": s.file(f["handle"]).pwrite(f["offset"], f["data"])}
+
+
+def handle_fstat(s: Session, f: Fields) -> Fields:
+    return {"attr": s.file(f["handle"]).fstat()}
+
+
+def handle_ftruncate(s: Session, f: Fields) -> Fields:
+    s.file(f["handle"]).ftruncate(f["size"])
+    return _NO_FIELDS
+
+
+def handle_fsync(s: Session, f: Fields) -> Fields:
+    s.file(f["handle"]).fsync(bool(f["datasync"]))
+    return _NO_FIELDS
+
+
+def handle_mkdir(s: Session, f: Fields) -> Fields:
+    s.backend.mkdir(f["path"], f["mode"])
+    return _NO_FIELDS
+
+
+def handle_rmdir(s: Session, f: Fields) -> Fields:
+    s.backend.rmdir(f["path"])
+    return _NO_FIELDS
+
+
+def handle_unlink(s: Session, f: Fields) -> Fields:
+    s.backend.unlink(f["path"])
+    return _NO_FIELDS
+
+
+def handle_rename(s: Session, f: Fields) -> Fields:
+    s.backend.rename(f["old"], f["new"], f["flags"])
+    return _NO_FIELDS
+
+
+def handle_truncate(s: Session, f: Fields) -> Fields:
+    s.backend.truncate(f["path"], f["size"])
+    return _NO_FIELDS
+
+
+def handle_setattr(s: Session, f: Fields) -> Fields:
+    s.backend.setattr(f["path"], f["valid"], f["mode"], f["uid"], f["gid"], f["atime_ns"], f["mtime_ns"])
+    return _NO_FIELDS
+
+
+def handle_access(s: Session, f: Fields) -> Fields:
+    s.backend.access(f["path"], f["mode"])
+    return _NO_FIELDS
+
+
+def handle_put_open(s: Session, f: Fields) -> Fields:
+    return {"handle": s.add(s.backend.put_open(f["path"], f["mode"]), put=True)}
+
+
+def handle_put_commit(s: Session, f: Fields) -> Fields:
+    """Commit releases the handle whether it succeeds or not: on failure the temporary is
+    discarded, so the client never CLOSEs a handle it has committed."""
+    h = f["handle"]
+    if h not in s.puts:
+        raise OSError(errno.EBADF, f"no upload handle {h}")
+    obj = s.files.pop(h)
+    s.puts.discard(h)
+    try:
+        return {"attr": s.backend.put_commit(obj, f["mode"], f["atime_ns"], f["mtime_ns"])}
+    except BaseException:
+        s.backend.put_abort(obj)
+        raise
+
+
+def _agent_only(s: Session, f: Fields) -> Fields:
+    raise OSError(errno.EOPNOTSUPP, "only an agent serves this op")
+
+
+class Op(NamedTuple):
+    name: str
+    handler: Callable[[Session, Fields], Fields]
+    request: list[tuple[str, str]]
+    reply: list[tuple[str, str]]
+
+
+OPS: dict[int, Op] = {
+    code: Op(name, _agent_only if who == "agent" else globals()[f"handle_{name.lower()}"], req, rep)
+    for name, (code, req, rep, who) in spec.OPS.items()
+}
+_HELLO = spec.OPCODES["HELLO"]
+
+
+def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields]:
+    """Decode and apply one request: (op, status, reply fields).  Raises ProtocolError for
+    a payload that does not match the op."""
+    op = OPS[opcode]
+    fields = unpack_fields(op.request, payload)
+    if not s.authed and opcode != _HELLO:
+        return op, -errno.EACCES, _NO_FIELDS
+    try:
+        return op, 0, op.handler(s, fields)
+    except OSError as e:
+        return op, -(e.errno or errno.EIO), _NO_FIELDS
+    except (ValueError, OverflowError):  # a field the OS call cannot take (ids, sizes)
+        return op, -errno.EINVAL, _NO_FIELDS

@@ -1,0 +1,110 @@
+"""The one definition of ferry's wire protocol, for Python and C.
+
+`shim/fy_proto.h` is generated from this module (`python -m ferry.protocol.gen`) and
+`tests/test_protocol.py` fails when the checked-in header disagrees with it.
+
+Frames are little-endian.  A request is a 16-byte header ``{u32 length, u16 opcode,
+u16 flags, u64 request_id}``; a reply is ``{u32 length, i32 status, u64 request_id}``
+where status is 0 or a negative Linux errno.  ``length`` counts the payload bytes that
+follow the header.  A payload is the op's fields in order:
+
+* ``u32 i32 u64 i64`` — fixed little-endian integers;
+* ``str`` / ``bytes`` — a u32 byte count then the bytes (paths are UTF-8 or raw bytes,
+  never NUL-terminated on the wire);
+* ``attr`` — the fixed ``ATTR`` struct below;
+* ``entries`` — a u32 count then, per entry, ``str name, str link_target, attr``.
+
+The same opcodes serve two hops.  Node ops travel agent → node with export-relative
+paths.  Shim ops travel shim → agent over a Unix socket with full ferry paths (the
+agent routes them); ops flagged ONEWAY get no reply and are applied in order.
+"""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+HEADER_SIZE = 16
+MAX_FRAME = 8 << 20  # largest payload either side accepts
+IO_CHUNK = 1 << 20  # largest READ/WRITE a client issues in one frame
+
+# Header flags.
+FLAG_ONEWAY = 0x1  # no reply; the sender has already applied the change locally
+
+# HELLO feature bits.
+FEATURE_PIPELINE = 0x1
+
+# Flags for STAT.
+STAT_NOFOLLOW = 0x1
+
+# SETATTR valid mask.
+SET_MODE = 0x1
+SET_UID = 0x2
+SET_GID = 0x4
+SET_ATIME = 0x8
+SET_MTIME = 0x10
+
+# The attribute block every stat-like reply carries (mirrors struct stat).
+ATTR = [
+    ("ino", "u64"),
+    ("mode", "u32"),
+    ("nlink", "u32"),
+    ("uid", "u32"),
+    ("gid", "u32"),
+    ("rdev", "u64"),
+    ("size", "i64"),
+    ("blksize", "i64"),
+    ("blocks", "i64"),
+    ("atime_ns", "i64"),
+    ("mtime_ns", "i64"),
+    ("ctime_ns", "i64"),
+]
+
+# name: (opcode, request fields, reply fields, who sends it)
+OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = {
+    # --- node ops (agent -> node; also shim -> agent in direct mode) ---
+    "HELLO": (1, [("version", "u32"), ("max_frame", "u32"), ("features", "u64"), ("auth", "str")],
+              [("version", "u32"), ("max_frame", "u32"), ("features", "u64")], "any"),
+    "STAT": (2, [("path", "str"), ("flags", "u32")], [("attr", "attr")], "node"),
+    "LISTDIR": (3, [("path", "str")], [("entries", "entries")], "node"),
+    "OPEN": (4, [("path", "str"), ("flags", "u32"), ("mode", "u32")],
+             [("handle", "u64"), ("attr", "attr")], "node"),
+    "CLOSE": (5, [("handle", "u64")], [], "node"),
+    # offset -1 (shim -> agent only): use and advance the handle's shared position
+    "READ": (6, [("handle", "u64"), ("offset", "i64"), ("count", "u32")], [("data", "bytes")], "node"),
+    "WRITE": (7, [("handle", "u64"), ("offset", "i64"), ("data", "bytes")], [("count", "u64")], "node"),
+    "FSTAT": (8, [("handle", "u64")], [("attr", "attr")], "node"),
+    "FTRUNCATE": (9, [("handle", "u64"), ("size", "i64")], [], "node"),
+    "FSYNC": (10, [("handle", "u64"), ("datasync", "u32")], [], "node"),
+    "MKDIR": (11, [("path", "str"), ("mode", "u32")], [], "node"),
+    "RMDIR": (12, [("path", "str")], [], "node"),
+    "UNLINK": (13, [("path", "str")], [], "node"),
+    "RENAME": (14, [("old", "str"), ("new", "str"), ("flags", "u32")], [], "node"),
+    "TRUNCATE": (15, [("path", "str"), ("size", "i64")], [], "node"),
+    "SETATTR": (16, [("path", "str"), ("valid", "u32"), ("mode", "u32"), ("uid", "u32"),
+                     ("gid", "u32"), ("atime_ns", "i64"), ("mtime_ns", "i64")], [], "node"),
+    "ACCESS": (17, [("path", "str"), ("mode", "u32")], [], "node"),
+    # Upload of a whole file: data goes to a hidden temporary beside the target and
+    # only PUT_COMMIT renames it into place, so a node killed mid-upload never shows a
+    # partial file.  CLOSE of an uncommitted PUT handle discards the temporary.
+    "PUT_OPEN": (18, [("path", "str"), ("mode", "u32")], [("handle", "u64")], "node"),
+    "PUT_COMMIT": (19, [("handle", "u64"), ("mode", "u32"), ("atime_ns", "i64"), ("mtime_ns", "i64")],
+                   [("attr", "attr")], "node"),
+    # --- shim -> agent only ---
+    # (direct mode) position a handle's shared offset; returns the new offset
+    "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),
+    # (cache mode) make the cache hold `path` for opening with `flags`; the shim then
+    # opens the cache file itself.  Populates every ancestor directory on the way.
+    "CACHE_OPEN": (65, [("path", "str"), ("flags", "u32"), ("mode", "u32")], [], "agent"),
+    # (cache mode) populate the ancestors of `path` (and `path` if it is a directory)
+    "CACHE_LOOKUP": (66, [("path", "str")], [], "agent"),
+    # (cache mode, ONEWAY) a file written through the cache was closed; the cache fd
+    # rides along as SCM_RIGHTS so the upload reads the right inode even after renames
+    "CACHE_CLOSE": (67, [("path", "str")], [], "agent"),
+    # wait until every change sent so far has reached its node; status of the first failure
+    "SYNC": (68, [], [], "agent"),
+}
+
+OPCODES = {name: spec[0] for name, spec in OPS.items()}
+NAMES = {code: name for name, code in OPCODES.items()}
+
+FIXED_SIZES = {"u32": 4, "i32": 4, "u64": 8, "i64": 8}
+STRUCT_CODES = {"u32": "I", "i32": "i", "u64": "Q", "i64": "q"}

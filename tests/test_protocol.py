@@ -1,0 +1,116 @@
+"""The codec round-trips every op's fields, and the frame decoder fails only with
+ProtocolError on any input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ferry.protocol import codec, gen, spec
+from ferry.protocol.codec import Attr, Entry, FrameDecoder, ProtocolError
+
+_INTS = {
+    "u32": st.integers(0, 2**32 - 1),
+    "i32": st.integers(-(2**31), 2**31 - 1),
+    "u64": st.integers(0, 2**64 - 1),
+    "i64": st.integers(-(2**63), 2**63 - 1),
+}
+_ATTRS = st.builds(Attr, *(_INTS[kind] for _, kind in spec.ATTR))
+_KINDS = {
+    **_INTS,
+    "str": st.binary(max_size=64),
+    "bytes": st.binary(max_size=256),
+    "attr": _ATTRS,
+    "entries": st.lists(st.builds(Entry, st.binary(max_size=16), st.binary(max_size=16), _ATTRS), max_size=5),
+}
+
+
+def _fields(fields: list[tuple[str, str]]) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries({name: _KINDS[kind] for name, kind in fields})
+
+
+def test_c_header_matches_spec() -> None:
+    header = Path(__file__).resolve().parents[1] / "shim" / "fy_proto.h"
+    assert header.read_text() == gen.render(), "run `python -m ferry.protocol.gen` and commit shim/fy_proto.h"
+
+
+@pytest.mark.parametrize("op", list(spec.OPS))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), rid=_INTS["u64"], flags=st.integers(0, 2**16 - 1))
+def test_request_round_trip(op: str, data: st.DataObject, rid: int, flags: int) -> None:
+    code, req, _, _ = spec.OPS[op]
+    values = data.draw(_fields(req))
+    frames = FrameDecoder("request").feed(codec.pack_request(op, rid, flags, **values))
+    assert [(f.opcode, f.flags, f.rid) for f in frames] == [(code, flags, rid)]
+    assert codec.unpack_fields(codec.request_fields(code), frames[0].payload) == values
+
+
+@pytest.mark.parametrize("op", list(spec.OPS))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), rid=_INTS["u64"])
+def test_reply_round_trip(op: str, data: st.DataObject, rid: int) -> None:
+    code, _, rep, _ = spec.OPS[op]
+    values = data.draw(_fields(rep))
+    frames = FrameDecoder("reply").feed(codec.pack_reply(op, rid, 0, **values))
+    assert [(f.status, f.rid) for f in frames] == [(0, rid)]
+    assert codec.unpack_fields(codec.reply_fields(code), frames[0].payload) == values
+
+
+@given(rid=_INTS["u64"], err=st.integers(1, 4095))
+def test_error_reply_has_no_payload(rid: int, err: int) -> None:
+    assert FrameDecoder("reply").feed(codec.pack_error(rid, err)) == [codec.Reply(-err, rid, b"")]
+
+
+@settings(deadline=None)
+@given(ops=st.lists(st.sampled_from(["STAT", "MKDIR", "SYNC", "CLOSE"]), min_size=1, max_size=8),
+       cuts=st.lists(st.integers(0, 400), max_size=10))
+def test_decoder_reassembles_split_frames(ops: list[str], cuts: list[int]) -> None:
+    stream = b"".join(codec.pack_request(op, i, 0, path=b"/p", flags=0, mode=0o755, handle=7)
+                      for i, op in enumerate(ops))
+    dec = FrameDecoder("request")
+    frames = []
+    pos = 0
+    for cut in sorted(cuts) + [len(stream)]:
+        frames += dec.feed(stream[pos:max(pos, cut)])
+        pos = max(pos, cut)
+    assert [f.rid for f in frames] == list(range(len(ops)))
+    assert dec.pending == 0
+
+
+def test_field_called_flags_does_not_clash_with_header_flags() -> None:
+    frame = codec.pack_request("STAT", 9, spec.FLAG_ONEWAY, path=b"/x", flags=spec.STAT_NOFOLLOW)
+    (req,) = FrameDecoder("request").feed(frame)
+    assert req.flags == spec.FLAG_ONEWAY
+    assert codec.unpack_fields(codec.request_fields(req.opcode), req.payload)["flags"] == spec.STAT_NOFOLLOW
+
+
+@settings(max_examples=500, deadline=None)
+@given(kind=st.sampled_from(["request", "reply"]), chunks=st.lists(st.binary(max_size=64), max_size=8))
+def test_decoder_survives_random_bytes(kind: str, chunks: list[bytes]) -> None:
+    dec = FrameDecoder(kind)
+    try:
+        for chunk in chunks:
+            for frame in dec.feed(chunk):
+                if kind == "request":
+                    codec.unpack_fields(codec.request_fields(frame.opcode), frame.payload)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(op=st.sampled_from(list(spec.OPS)), payload=st.binary(max_size=200), reply=st.booleans())
+def test_unpack_survives_random_payloads(op: str, payload: bytes, reply: bool) -> None:
+    try:
+        codec.unpack_fields(spec.OPS[op][2 if reply else 1], payload)
+    except ProtocolError:
+        pass
+
+
+def test_decoder_rejects_oversized_and_unknown_frames() -> None:
+    with pytest.raises(ProtocolError, match="exceeds"):
+        FrameDecoder("request").feed(codec.REQ_HEADER.pack(spec.MAX_FRAME + 1, 2, 0, 1))
+    with pytest.raises(ProtocolError, match="unknown opcode"):
+        FrameDecoder("request").feed(codec.REQ_HEADER.pack(0, 999, 0, 1))
