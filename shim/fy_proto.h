@@ -10,6 +10,11 @@
 #define FY_FLAG_ONEWAY 0x1
 #define FY_FEATURE_PIPELINE 0x1
 #define FY_STAT_NOFOLLOW 0x1
+#define FY_SET_MODE 0x1
+#define FY_SET_UID 0x2
+#define FY_SET_GID 0x4
+#define FY_SET_ATIME 0x8
+#define FY_SET_MTIME 0x10
 
 enum fy_op {
     FY_OP_HELLO = 1, /* (u32 version, u32 max_frame, u64 features, str auth) -> (u32 version, u32 max_frame, u64 features) */
@@ -31,6 +36,7 @@ enum fy_op {
     FY_OP_ACCESS = 17, /* (str path, u32 mode) -> () */
     FY_OP_PUT_OPEN = 18, /* (str path, u32 mode) -> (u64 handle) */
     FY_OP_PUT_COMMIT = 19, /* (u64 handle, u32 mode, i64 atime_ns, i64 mtime_ns) -> (attr attr) */
+    FY_OP_PUT = 20, /* (str path, u32 mode, i64 atime_ns, i64 mtime_ns, bytes data) -> (attr attr) */
     FY_OP_LSEEK = 64, /* (u64 handle, i64 offset, u32 whence) -> (i64 offset) */
     FY_OP_CACHE_OPEN = 65, /* (str path, u32 flags, u32 mode) -> () */
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */

@@ -95,11 +95,13 @@ int fy_cache_parent(const struct fy_path *p)
     memcpy(&parent, p, sizeof parent);
     char *s = strrchr(parent.ferry, '/');
     char *c = strrchr(parent.cache, '/');
+    struct stat st;
     if (!s || !c || s == parent.ferry) return 0;
     *s = 0;
     *c = 0;
-    if (!fy_mount_root(parent.ferry)) return 0;
-    struct stat st;
+    /* The mount root has no parent here, but it exists: put it in the replica so that
+     * mkdir -p of the root says EEXIST locally instead of replaying MKDIR "/". */
+    if (!fy_mount_root(parent.ferry)) return fy_cache_stat(p, &st, 0);
     int rc = fy_cache_stat(&parent, &st, 0);
     if (rc < 0) return rc;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;

@@ -46,11 +46,13 @@ def serve(root: Path | None, memory: bool, listen: str) -> None:
     if bool(root) == memory:
         raise click.UsageError("give exactly one of --root DIR or --memory")
     try:
-        addr = parse_hostport(listen.replace("0.0.0.0", "0.0.0.0"), "bad --listen")
+        addr = parse_hostport(listen, "bad --listen", allow_zero=True)
     except RouteError as e:
         raise click.UsageError(str(e)) from None
     if root is not None and not root.is_dir():
         raise click.UsageError(f"--root {root}: not a directory (create it first)")
+    # Clients send the modes the program's umask already shaped: apply them as given.
+    os.umask(0)
     backend = MemoryBackend() if memory else DirBackend(str(root))
 
     async def main() -> None:

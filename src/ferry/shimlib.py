@@ -29,6 +29,8 @@ def build(out: Path, sources: Path = SOURCES) -> Path:
         subprocess.run(cmd, check=True)
     except FileNotFoundError:
         sys.exit("ferry: building the shim needs a C compiler (gcc): install it, e.g. apt-get install gcc")
+    except subprocess.CalledProcessError:
+        sys.exit(f"ferry: building the shim from {sources} failed (compiler errors above)")
     tmp.replace(out)
     return out
 

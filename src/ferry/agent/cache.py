@@ -219,37 +219,65 @@ def readable_copy(fd: int) -> int:
         os.close(fd)
 
 
-def upload_job(rel: bytes, fd: int, meta: Meta | None):
-    """A write-back of one closed file, read from the fd the shim handed over."""
+def upload_job(link: NodeLink, rel: bytes, fd: int, meta: Meta | None):
+    """A write-back of one closed file, read from the fd the shim handed over.  A small
+    file goes as one pipelined PUT (the lane moves on at once); a large one streams
+    through PUT_OPEN/WRITE/PUT_COMMIT."""
+    what = f"upload {rel.decode(errors='replace')}"
+
+    def committed(attr: Attr) -> None:
+        if meta is not None:
+            meta.version = (attr.mtime_ns, attr.size)
+            meta.local = False
+
+    def finished() -> None:
+        if meta is not None:
+            meta.pending -= 1
+
     async def job(client):
         try:
             st = os.fstat(fd)
-            mode = stat.S_IMODE(st.st_mode)
-            rep = await client.call("PUT_OPEN", path=rel, mode=mode)
-            handle = rep["handle"]
-            writes = []
-            off = 0
-            while True:
-                data = os.pread(fd, spec.IO_CHUNK, off)
-                if not data:
-                    break
-                writes.append(client.send("WRITE", handle=handle, offset=off, data=data))
-                off += len(data)
-                await client.drain()
-            for w in writes:
-                await w
-            st = os.fstat(fd)
-            rep = await client.call("PUT_COMMIT", handle=handle, mode=stat.S_IMODE(st.st_mode),
-                                    atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
-            if meta is not None:
-                a = rep["attr"]
-                meta.version = (a.mtime_ns, a.size)
-                meta.local = False
+            if st.st_size <= spec.PUT_MAX:
+                data = os.pread(fd, spec.PUT_MAX + 1, 0)
+                if len(data) <= spec.PUT_MAX:
+                    st = os.fstat(fd)
+                    fut = client.send("PUT", path=rel, mode=stat.S_IMODE(st.st_mode), atime_ns=st.st_atime_ns,
+                                      mtime_ns=st.st_mtime_ns, data=data)
+                    fut.add_done_callback(lambda f: f.cancelled() or f.exception() or committed(f.result()["attr"]))
+                    link.track(fut, what, finished)
+                    return
+            try:
+                await _stream_upload(client, rel, fd, committed)
+            finally:
+                finished()
         finally:
             os.close(fd)
-            if meta is not None:
-                meta.pending -= 1
     return job
+
+
+async def _stream_upload(client, rel: bytes, fd: int, committed) -> None:
+    st = os.fstat(fd)
+    rep = await client.call("PUT_OPEN", path=rel, mode=stat.S_IMODE(st.st_mode))
+    handle = rep["handle"]
+    writes = []
+    off = 0
+    while True:
+        data = os.pread(fd, spec.IO_CHUNK, off)
+        if not data:
+            break
+        writes.append(client.send("WRITE", handle=handle, offset=off, data=data))
+        off += len(data)
+        await client.drain()
+    try:
+        for w in writes:
+            await w
+    except BaseException:
+        client.send("CLOSE", handle=handle)  # discards the temporary
+        raise
+    st = os.fstat(fd)
+    rep = await client.call("PUT_COMMIT", handle=handle, mode=stat.S_IMODE(st.st_mode),
+                            atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
+    committed(rep["attr"])
 
 
 def oneway_job(link: NodeLink, op: str, meta: Meta | None = None, **fields):

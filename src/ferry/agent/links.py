@@ -97,6 +97,10 @@ class NodeLink:
         return await fut
 
     async def call(self, op: str, **fields: Any) -> dict:
+        if not self._jobs and self._idle.is_set() and self._client is not None and not self._client.closed:
+            # Nothing queued: the request goes on the wire now, so order holds without the
+            # worker's extra hop (a third of a round trip in Python).
+            return await self._client.call(op, **fields)
         return await self.run(lambda c: c.call(op, **fields))
 
     def track(self, fut: asyncio.Future, what: str, done=None) -> None:

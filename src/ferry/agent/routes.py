@@ -30,12 +30,12 @@ class NodeAddr:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def parse_hostport(text: str, what: str) -> NodeAddr:
+def parse_hostport(text: str, what: str, allow_zero: bool = False) -> NodeAddr:
     m = _HOSTPORT.match(text)
     if not m:
         raise RouteError(f"{what}: {text!r} is not HOST:PORT (for example 127.0.0.1:7070)")
     host, port = m.group(1).strip("[]"), int(m.group(2))
-    if not 0 < port < 65536:
+    if not (0 if allow_zero else 1) <= port < 65536:
         raise RouteError(f"{what}: port {port} is out of range 1-65535")
     if ":" in host:
         try:

@@ -215,7 +215,7 @@ class Agent:
         m.present = True
         m.pending += 1
         link, rel = self.route(path)
-        link.submit(cache.upload_job(rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
+        link.submit(cache.upload_job(link, rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
 
     async def op_sync(self, conn, f) -> dict:
         failures = await self.sync()
@@ -430,12 +430,9 @@ class ShimConn:
         sock.setblocking(False)
         self.decoder = codec.FrameDecoder("request")
         self.fds: collections.deque[int] = collections.deque()
-        self.queue: collections.deque[tuple[codec.Request, int]] = collections.deque()
-        self.wake = asyncio.Event()
         self.closed = False
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(sock.fileno(), self.readable)
-        self.task = self.loop.create_task(self.run())
 
     def readable(self) -> None:
         if self.closed:
@@ -478,44 +475,37 @@ class ShimConn:
             except Exception as e:  # noqa: BLE001 - report and keep serving
                 print(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}", file=sys.stderr, flush=True)
             return
-        self.queue.append((req, fd))
-        self.wake.set()
+        # A shim waits for each answer, so a connection has one request in flight at most.
+        self.loop.create_task(self.serve(req, fd))
 
-    async def run(self) -> None:
-        while not self.closed:
-            if not self.queue:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            req, fd = self.queue.popleft()
-            self.agent.read_all()  # earlier one-way changes from other processes first
-            status, body = 0, {}
-            try:
-                fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
-                handler = self.agent.handlers.get(req.opcode)
-                if handler is None:
-                    raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
-                body = await (handler(self, fields, fd) if req.opcode in _FD_OPS else handler(self, fields))
-            except OSError as e:
-                status = -(e.errno or errno.EIO)
-            except codec.ProtocolError as e:
-                print(f"ferry agent: bad request: {e}", file=sys.stderr, flush=True)
-                status = -errno.EPROTO
-            except Exception as e:  # noqa: BLE001 - a bug must not hang the program
-                print(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}", file=sys.stderr, flush=True)
-                status = -errno.EIO
-            try:
-                reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {})) if status == 0 \
-                    else codec.pack_error(req.rid, -status)
-                await self.loop.sock_sendall(self.sock, reply)
-            except OSError:
-                self.close()
+    async def serve(self, req: codec.Request, fd: int) -> None:
+        self.agent.read_all()  # earlier one-way changes from other processes first
+        status, body = 0, {}
+        try:
+            fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
+            handler = self.agent.handlers.get(req.opcode)
+            if handler is None:
+                raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
+            body = await (handler(self, fields, fd) if req.opcode in _FD_OPS else handler(self, fields))
+        except OSError as e:
+            status = -(e.errno or errno.EIO)
+        except codec.ProtocolError as e:
+            print(f"ferry agent: bad request: {e}", file=sys.stderr, flush=True)
+            status = -errno.EPROTO
+        except Exception as e:  # noqa: BLE001 - a bug must not hang the program
+            print(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}", file=sys.stderr, flush=True)
+            status = -errno.EIO
+        try:
+            reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {})) if status == 0 \
+                else codec.pack_error(req.rid, -status)
+            await self.loop.sock_sendall(self.sock, reply)
+        except OSError:
+            self.close()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self.wake.set()
         try:
             self.loop.remove_reader(self.sock.fileno())
         except (ValueError, OSError):

@@ -15,7 +15,7 @@ import socket
 from typing import Any, cast
 
 from ferry.protocol import spec
-from ferry.protocol.codec import FrameDecoder, ProtocolError, pack_request, unpack_fields
+from ferry.protocol.codec import FrameDecoder, ProtocolError, Reply, pack_request, unpack_fields
 
 _FieldList = list[tuple[str, str]]
 
@@ -67,7 +67,7 @@ class NodeClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            replies = self._decoder.feed(data)
+            replies = cast(list[Reply], self._decoder.feed(data))
         except ProtocolError as e:
             self._error = OSError(errno.EIO, f"{self.where} sent a malformed reply ({e}); connection dropped")
             self._abort()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import errno
 import hmac
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ferry.protocol import spec
 from ferry.protocol.codec import unpack_fields
@@ -23,7 +24,7 @@ _NO_FIELDS: Fields = {}
 class Session:
     """One connection's state: its backend, its open handles, whether HELLO let it in."""
 
-    __slots__ = ("backend", "files", "puts", "auth", "authed", "_next")
+    __slots__ = ("_next", "auth", "authed", "backend", "files", "puts")
 
     def __init__(self, backend: Backend, auth: str = "") -> None:
         self.backend = backend
@@ -172,6 +173,18 @@ def handle_put_commit(s: Session, f: Fields) -> Fields:
     except BaseException:
         s.backend.put_abort(obj)
         raise
+
+
+def handle_put(s: Session, f: Fields) -> Fields:
+    if len(f["data"]) > spec.PUT_MAX:
+        raise OSError(errno.EFBIG, "PUT larger than PUT_MAX: use PUT_OPEN/WRITE/PUT_COMMIT")
+    obj = s.backend.put_open(f["path"], f["mode"])
+    try:
+        obj.pwrite(0, f["data"])
+    except BaseException:
+        s.backend.put_abort(obj)
+        raise
+    return {"attr": s.backend.put_commit(obj, f["mode"], f["atime_ns"], f["mtime_ns"])}
 
 
 def _agent_only(s: Session, f: Fields) -> Fields:

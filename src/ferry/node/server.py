@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from ferry.protocol import spec
-from ferry.protocol.codec import REP_HEADER, FrameDecoder, ProtocolError, pack_fields
+from ferry.protocol.codec import REP_HEADER, FrameDecoder, ProtocolError, Request, pack_fields
 
 from .backends.base import Backend
 from .handlers import Session, run
@@ -49,7 +49,7 @@ class NodeProtocol(asyncio.Protocol):
         assert transport is not None
         out: list[bytes] = []
         try:
-            for req in self._decoder.feed(data):
+            for req in cast(list[Request], self._decoder.feed(data)):
                 try:
                     op, status, fields = run(self._session, req.opcode, req.payload)
                     body = pack_fields(op.reply, fields) if status == 0 else b""
@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     from .backends.local import DirBackend
     from .backends.memory import MemoryBackend
 
-    backend: Backend = MemoryBackend() if args.memory else DirBackend(args.root)
+    try:
+        backend: Backend = MemoryBackend() if args.memory else DirBackend(args.root)
+    except OSError as e:
+        print(f"ferry node: cannot export {args.root}: {e.strerror}; give an existing directory", file=sys.stderr)
+        return 125
 
     async def serve() -> None:
         server, port = await start_node(backend, args.host, args.port, args.auth)

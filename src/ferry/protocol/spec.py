@@ -25,6 +25,7 @@ PROTOCOL_VERSION = 1
 HEADER_SIZE = 16
 MAX_FRAME = 8 << 20  # largest payload either side accepts
 IO_CHUNK = 1 << 20  # largest READ/WRITE a client issues in one frame
+PUT_MAX = 4 << 20  # largest file sent with a single PUT
 
 # Header flags.
 FLAG_ONEWAY = 0x1  # no reply; the sender has already applied the change locally
@@ -88,6 +89,10 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     "PUT_OPEN": (18, [("path", "str"), ("mode", "u32")], [("handle", "u64")], "node"),
     "PUT_COMMIT": (19, [("handle", "u64"), ("mode", "u32"), ("atime_ns", "i64"), ("mtime_ns", "i64")],
                    [("attr", "attr")], "node"),
+    # A whole small file in one request (up to PUT_MAX bytes): same temporary-then-rename
+    # guarantee as PUT_OPEN/PUT_COMMIT, and no round trip to wait for, so uploads pipeline.
+    "PUT": (20, [("path", "str"), ("mode", "u32"), ("atime_ns", "i64"), ("mtime_ns", "i64"), ("data", "bytes")],
+            [("attr", "attr")], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),

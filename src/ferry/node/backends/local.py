@@ -92,7 +92,7 @@ class LocalFile(BackendFile):
 
 
 class _PutFile(LocalFile):
-    __slots__ = ("dirfd", "tmp", "name")
+    __slots__ = ("dirfd", "name", "tmp")
 
     def __init__(self, fd: int, dirfd: int, tmp: bytes, name: bytes) -> None:
         super().__init__(fd)
@@ -100,7 +100,7 @@ class _PutFile(LocalFile):
 
 
 class DirBackend(Backend):
-    def __init__(self, root: str | bytes, use_openat2: bool = True) -> None:
+    def __init__(self, root: str | bytes | os.PathLike[str], use_openat2: bool = True) -> None:
         self.root = os.fsencode(os.path.abspath(root))
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._use_openat2 = use_openat2 and self._probe_openat2()
@@ -172,8 +172,10 @@ class DirBackend(Backend):
                 try:
                     fd = os.open(name, (flags if last else _PATH_FLAGS) | os.O_NOFOLLOW, mode, dir_fd=cur)
                 except OSError as e:
-                    # Only a symlink makes O_NOFOLLOW fail with ELOOP: follow it ourselves.
-                    if not (last and follow and e.errno == errno.ELOOP):
+                    # A final symlink makes O_NOFOLLOW fail with ELOOP (ENOTDIR under
+                    # O_DIRECTORY): follow it ourselves.
+                    if not (last and follow and e.errno in (errno.ELOOP, errno.ENOTDIR)
+                            and st.S_ISLNK(os.stat(name, dir_fd=cur, follow_symlinks=False).st_mode)):
                         raise
                     is_link = True
                 else:

@@ -27,7 +27,7 @@ def _err(code: int, path: bytes) -> OSError:
 
 
 class _Node:
-    __slots__ = ("ino", "mode", "nlink", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns")
+    __slots__ = ("atime_ns", "ctime_ns", "gid", "ino", "mode", "mtime_ns", "nlink", "uid")
 
     def __init__(self, ino: int, mode: int) -> None:
         now = time.time_ns()
@@ -98,7 +98,7 @@ class _Dir(_Node):
 
 
 class MemFile(BackendFile):
-    __slots__ = ("node", "flags")
+    __slots__ = ("flags", "node")
 
     def __init__(self, node: _Node, flags: int) -> None:
         self.node, self.flags = node, flags
@@ -146,7 +146,7 @@ class MemFile(BackendFile):
 
 
 class _PutFile(MemFile):
-    __slots__ = ("parent", "name")
+    __slots__ = ("name", "parent")
 
     def __init__(self, node: _File, parent: _Dir, name: bytes) -> None:
         super().__init__(node, os.O_RDWR)
@@ -242,7 +242,7 @@ class MemoryBackend(Backend):
                 raise _err(errno.EISDIR, path)
         elif flags & os.O_DIRECTORY:
             raise _err(errno.ENOTDIR, path)
-        elif flags & os.O_TRUNC:
+        elif flags & os.O_TRUNC and isinstance(node, _File):
             node.resize(0)
         return MemFile(node, flags)
 
@@ -356,10 +356,10 @@ class MemoryBackend(Backend):
         euid = os.geteuid()
         if euid == 0:
             # root may do anything but execute a file nobody may execute
-            denied = mode & os.X_OK and not isinstance(node, _Dir) and not node.mode & 0o111
+            denied = bool(mode & os.X_OK) and not isinstance(node, _Dir) and not node.mode & 0o111
         else:
             shift = 6 if node.uid == euid else 3 if node.gid == os.getegid() else 0
-            denied = mode & ~(node.mode >> shift) & 0o7
+            denied = bool(mode & ~(node.mode >> shift) & 0o7)
         if denied:
             raise _err(errno.EACCES, path)
 

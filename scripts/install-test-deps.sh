@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian/Ubuntu machine: the C compiler
+# that builds the shim, and the real programs the tests run under `ferry run`.
+set -euo pipefail
+need=()
+for tool in gcc make tar gzip find diff strace; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  pkgs=()
+  for tool in "${need[@]}"; do
+    case "$tool" in
+      find) pkgs+=(findutils) ;;
+      diff) pkgs+=(diffutils) ;;
+      *) pkgs+=("$tool") ;;
+    esac
+  done
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi

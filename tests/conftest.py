@@ -1,0 +1,94 @@
+"""Shared fixtures: real nodes (`ferry serve` processes on 127.0.0.1) and `ferry run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+MODES = ["cache", "direct"]
+
+
+def ferry_env(tmp: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if tmp is not None:
+        env["XDG_DATA_HOME"] = str(tmp / "xdg-data")
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_xdg(tmp_path_factory):
+    """Keep test caches and the embedded store out of the user's home."""
+    base = tmp_path_factory.mktemp("xdg")
+    old = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_DATA_HOME")}
+    os.environ["XDG_CACHE_HOME"] = str(base / "cache")
+    os.environ["XDG_DATA_HOME"] = str(base / "data")
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@dataclass
+class Node:
+    proc: subprocess.Popen
+    root: Path
+    url: str
+
+    @property
+    def hostport(self) -> str:
+        return self.url[len("ferry://"):]
+
+    @property
+    def remote(self) -> str:
+        """The ORFA path form of the export root."""
+        return f"/REMOTE@{self.hostport}"
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=10)
+
+
+def start_node(root: Path, *extra: str) -> Node:
+    root.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "ferry", "serve", "--root", str(root), "--listen", "127.0.0.1:0",
+                             *extra], stdout=subprocess.PIPE, env=ferry_env(), text=True)
+    line = proc.stdout.readline().strip()
+    assert line.startswith("ferry://"), f"ferry serve printed {line!r}"
+    return Node(proc, root, line)
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = start_node(tmp_path / "export")
+    yield n
+    n.stop()
+
+
+def ferry_run(cmd: list[str], *, mode: str = "cache", mounts: tuple[str, ...] = (), cwd=None,
+              timeout: float = 120, input: str | None = None, env_extra: dict | None = None,
+              check: bool = True) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "ferry", "run", "--mode", mode]
+    for m in mounts:
+        args += ["--mount", m]
+    env = ferry_env()
+    env.update(env_extra or {})
+    p = subprocess.run(args + ["--", *cmd], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=timeout, input=input)
+    if check and p.returncode != 0:
+        raise AssertionError(f"ferry run {cmd} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def sh(script: str, **kw) -> subprocess.CompletedProcess:
+    return ferry_run(["sh", "-c", script], **kw)
