@@ -48,7 +48,7 @@ static struct fy_dirlist *listing(struct fy_fd *f)
     char *buf;
     size_t len;
     int rc = fy_call_alloc(FY_OP_LISTDIR, &e, &buf, &len);
-    if (rc < 0) { errno = -rc; return NULL; }
+    if (rc < 0) { free(buf); errno = -rc; return NULL; }
     uint32_t count = 0;
     if (len >= 4) memcpy(&count, buf, 4);
     struct fy_dirlist *dl = malloc(sizeof *dl + (count + 2) * sizeof(size_t) + len);
@@ -260,7 +260,7 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
     if (r == 0) return real_mkdirat(dirfd, path, mode);
     if (r < 0) return -1;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
-        uint64_t a = mode;
+        uint64_t a = mode & ~fy_umask;
         return remote_result(fy_path_op(FY_OP_MKDIR, 0, p.ferry, 1, &a, 0));
     }
     int rc = fy_cache_parent(&p);
@@ -362,13 +362,15 @@ static int set_vcwd(const char *ferry)
     return 0;
 }
 
-/* After a local chdir in cache mode the kernel may still be inside the replica. */
+/* After a local chdir: in cache mode the kernel may still be inside the replica, and
+ * a local cwd above a mount root changes how relative names resolve. */
 static void recheck_cwd(void)
 {
     FY_REAL(char *, getcwd, char *, size_t);
     char real[PATH_MAX];
     fy_vcwd_set = fy_cfg.mode == FY_MODE_CACHE && real_getcwd(real, sizeof real) &&
                   fy_uncache(real, fy_vcwd, sizeof fy_vcwd);
+    fy_note_real_cwd();
 }
 
 FY_EXPORT int chdir(const char *path)
@@ -377,8 +379,11 @@ FY_EXPORT int chdir(const char *path)
     struct fy_path p;
     int r = fy_resolve(AT_FDCWD, path, &p);
     if (r == 0) {
-        int rc = real_chdir(path);
-        if (rc == 0 && fy_vcwd_set) recheck_cwd();
+        /* "cd .." out of a ferry directory: the kernel's cwd is not the ferry cwd's
+         * parent (direct mode never moves it), so go by the normalised name. */
+        char out[PATH_MAX];
+        int rc = real_chdir(fy_vcwd_join(path, out, sizeof out) ? out : path);
+        if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
         return rc;
     }
     if (r < 0) return -1;
@@ -396,7 +401,7 @@ FY_EXPORT int fchdir(int fd)
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) {
         int rc = real_fchdir(fd);
-        if (rc == 0 && fy_vcwd_set) recheck_cwd();
+        if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
         return rc;
     }
     if (f->kind == FY_FD_CACHE) {

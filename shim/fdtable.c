@@ -3,7 +3,7 @@
  * The table lives in ordinary memory, so fork copies it; exec would lose it, so the exec
  * hooks serialise it into FERRY_FDS (only fds without FD_CLOEXEC, exactly the ones the
  * kernel keeps) and init.c reads it back.  Each entry is
- *   "<fd>,<kind>,<flags>,<dirty>,<handle>,<pathlen>,<path>"  separated by nothing.
+ *   "<fd>,<kind>,<flags>,<dirty>,<owner>,<handle>,<pathlen>,<path>"  separated by nothing.
  */
 #include "fy.h"
 
@@ -16,6 +16,9 @@
 
 static struct fy_fd *table[FY_MAXFD];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static int limit;  /* one past the highest fd ever entered: bounds the scans at exec and exit */
+
+int fy_fd_limit(void) { return limit; }
 
 struct fy_fd *fy_fd_get(int fd)
 {
@@ -43,6 +46,7 @@ struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char
     pthread_mutex_lock(&table_lock);
     struct fy_fd *old = table[fd];
     table[fd] = f;
+    if (fd >= limit) limit = fd + 1;
     pthread_mutex_unlock(&table_lock);
     entry_free(old);
     return f;
@@ -64,7 +68,7 @@ void fy_fd_copy(int from, int to)
     if (from == to) return;
     if (!f) { fy_fd_clear(to); return; }
     struct fy_fd *n = fy_fd_set(to, f->kind, f->flags, f->handle, f->path);
-    if (n) n->dirty = f->dirty;
+    if (n) { n->dirty = f->dirty; n->owner = f->owner; }
 }
 
 char *fy_fd_export(void)
@@ -74,7 +78,7 @@ char *fy_fd_export(void)
     char *s = malloc(cap);
     if (!s) return NULL;
     s[0] = 0;
-    for (int fd = 0; fd < FY_MAXFD; fd++) {
+    for (int fd = 0; fd < limit; fd++) {
         struct fy_fd *f = table[fd];
         if (!f) continue;
         int fdflags = real_fcntl(fd, F_GETFD);
@@ -86,8 +90,8 @@ char *fy_fd_export(void)
             if (!t) { free(s); return NULL; }
             s = t;
         }
-        len += (size_t)snprintf(s + len, cap - len, "%d,%d,%d,%d,%llu,%zu,%s", fd, f->kind, f->flags,
-                                f->dirty, (unsigned long long)f->handle, strlen(f->path), f->path);
+        len += (size_t)snprintf(s + len, cap - len, "%d,%d,%d,%d,%d,%llu,%zu,%s", fd, f->kind, f->flags,
+                                f->dirty, f->owner, (unsigned long long)f->handle, strlen(f->path), f->path);
     }
     return s;
 }
@@ -104,6 +108,8 @@ void fy_fd_import(const char *s)
         if (*e != ',') return;
         long dirty = strtol(e + 1, &e, 10);
         if (*e != ',') return;
+        long owner = strtol(e + 1, &e, 10);
+        if (*e != ',') return;
         unsigned long long handle = strtoull(e + 1, &e, 10);
         if (*e != ',') return;
         unsigned long plen = strtoul(e + 1, &e, 10);
@@ -112,7 +118,7 @@ void fy_fd_import(const char *s)
         memcpy(path, e + 1, plen);
         path[plen] = 0;
         struct fy_fd *f = fy_fd_set((int)fd, (int)kind, (int)flags, handle, path);
-        if (f) f->dirty = (uint8_t)dirty;
+        if (f) { f->dirty = (uint8_t)dirty; f->owner = (int)owner; }
         s = e + 1 + plen;
     }
 }

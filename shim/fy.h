@@ -44,6 +44,7 @@ struct fy_config {
     size_t prefix_len[32];
 };
 extern struct fy_config fy_cfg;
+extern mode_t fy_umask;  /* the process's umask, for modes sent to the node in direct mode */
 
 /* Look up the next definition of a libc symbol; cached by the caller in a static. */
 void *fy_next(const char *name);
@@ -68,6 +69,11 @@ int fy_same_mount(const char *a, const char *b);
 /* Virtual current directory: set when the cwd is a ferry directory. */
 extern char fy_vcwd[PATH_MAX];
 extern int fy_vcwd_set;
+/* After the cwd changed locally: remember it if it is an ancestor of a mount root. */
+void fy_note_real_cwd(void);
+/* `path` relative to the ferry cwd, normalised into out (for a name that climbs out of
+ * the mount with ".."); 0 when there is no ferry cwd or path is absolute. */
+int fy_vcwd_join(const char *path, char *out, size_t cap);
 
 /* ---- fdtable.c: which fds are ferry's ---- */
 enum fy_fd_kind { FY_FD_NONE = 0, FY_FD_CACHE, FY_FD_DIRECT };
@@ -75,6 +81,7 @@ struct fy_dirlist;  /* dir.c: a fetched LISTDIR for getdents/readdir in direct m
 struct fy_fd {
     uint8_t kind;
     uint8_t dirty;      /* cache mode: opened for writing, upload on close */
+    int owner;          /* cache mode: pid that opened it, which uploads it at exit if never closed */
     int flags;          /* open(2) flags as the program asked */
     uint64_t handle;    /* direct mode: the agent's handle */
     char *path;         /* ferry path (malloc'd) */
@@ -85,7 +92,8 @@ struct fy_fd *fy_fd_get(int fd); /* NULL when fd is not ferry's: one bounds chec
 struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path);
 void fy_fd_clear(int fd);
 void fy_fd_copy(int from, int to);
-/* Encode the table for a new program image ("fd:kind:flags:dirty:handle:path;...") and read it back. */
+int fy_fd_limit(void);  /* every ferry fd is below this */
+/* Encode the table for a new program image and read it back (format in fdtable.c). */
 char *fy_fd_export(void);
 void fy_fd_import(const char *s);
 
@@ -122,6 +130,9 @@ void fy_close_fd_keep(int fd);
 ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off);
 ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off);
 off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence);
+
+/* ---- stdio.c ---- */
+void fy_stdio_adopt(void);
 
 /* ---- proc.c ---- */
 char **fy_env_for_exec(char *const envp[]);

@@ -17,6 +17,17 @@
 #include <unistd.h>
 
 struct fy_config fy_cfg;
+mode_t fy_umask;
+
+/* Direct mode creates files on the node, which applies the modes it is given: the
+ * program's umask must shape them here, as the kernel would.  Kept current by umask(). */
+FY_EXPORT mode_t umask(mode_t mask)
+{
+    FY_REAL(mode_t, umask, mode_t);
+    mode_t old = real_umask(mask);
+    fy_umask = mask & 0777;
+    return old;
+}
 
 void *fy_next(const char *name)
 {
@@ -51,6 +62,9 @@ __attribute__((constructor)) static void fy_init(void)
     if (!sock || !*sock || strlen(sock) >= sizeof fy_cfg.sock) return;
     strcpy(fy_cfg.sock, sock);
     pthread_atfork(NULL, NULL, fy_after_fork_child);
+    FY_REAL(mode_t, umask, mode_t);
+    fy_umask = real_umask(022);
+    real_umask(fy_umask);
     fy_cfg.mode = (mode && strcmp(mode, "direct") == 0) ? FY_MODE_DIRECT : FY_MODE_CACHE;
 
     const char *cache = getenv("FERRY_CACHE");
@@ -74,6 +88,7 @@ __attribute__((constructor)) static void fy_init(void)
 
     const char *fds = getenv("FERRY_FDS");
     if (fds) fy_fd_import(fds);
+    if (fds && fy_cfg.mode == FY_MODE_DIRECT) fy_stdio_adopt();
     /* Consumed: a child started by a path that bypasses the exec hooks must not
      * inherit a stale table.  The exec hooks write fresh values. */
     unsetenv("FERRY_FDS");
@@ -91,4 +106,5 @@ __attribute__((constructor)) static void fy_init(void)
             fy_vcwd_set = 1;
     }
     unsetenv("FERRY_CWD");
+    fy_note_real_cwd();
 }

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,12 +31,19 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
     fy_put_str(&e, p->ferry);
     fy_put_u32(&e, (uint32_t)flags);
     fy_put_u32(&e, (uint32_t)mode);
-    int rc = fy_call(FY_OP_CACHE_OPEN, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    /* Exclusive create in a listed directory: nothing remote to fetch, and the kernel's
+     * EEXIST is the right answer, so skip the round trip (tar x, cp).  The agent learns
+     * of the file from its upload, or adopts it from the replica if asked first. */
+    int exclusive = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
+    int rc = exclusive ? fy_cache_parent(p) : fy_call(FY_OP_CACHE_OPEN, 0, &e, NULL, 0, -1, NULL, 0, NULL);
     if (rc < 0) return fy_fail(rc);
     int fd = real_open(p->cache, flags, mode);
     if (fd < 0) return -1;
     struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, 0, p->ferry);
-    if (f) f->dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+    if (f) {
+        f->dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+        f->owner = getpid();
+    }
     return fd;
 }
 
@@ -50,7 +58,7 @@ static int direct_open(const struct fy_path *p, int flags, mode_t mode)
     struct fy_enc e = {.len = 0};
     fy_put_str(&e, p->ferry);
     fy_put_u32(&e, (uint32_t)flags);
-    fy_put_u32(&e, (uint32_t)mode);
+    fy_put_u32(&e, (uint32_t)(mode & ~fy_umask));
     struct { uint64_t handle; struct fy_attr attr; } __attribute__((packed)) rep;
     struct iovec rv = {&rep, sizeof rep};
     int rc = fy_call(FY_OP_OPEN, 0, &e, NULL, 0, pfd[1], &rv, 1, NULL);
@@ -118,13 +126,26 @@ static void cache_flush(struct fy_fd *f, int fd)
     fy_call(FY_OP_CACHE_CLOSE, FY_FLAG_ONEWAY, &e, NULL, 0, fd, NULL, 0, NULL);
 }
 
-/* Forget fd before the kernel reuses its number (close, or dup2/dup3 onto it). */
+/* Another fd of this process still writing the same file? */
+static int dirty_elsewhere(int fd, const char *path)
+{
+    for (int i = 0; i < fy_fd_limit(); i++) {
+        struct fy_fd *o = fy_fd_get(i);
+        if (i != fd && o && o->kind == FY_FD_CACHE && o->dirty && strcmp(o->path, path) == 0) return 1;
+    }
+    return 0;
+}
+
+/* Forget fd before the kernel reuses its number (close, or dup2/dup3 onto it).  A dirty
+ * file is uploaded when its last fd here goes: a shell's `cmd > f` opens, dup2s to 1 and
+ * closes the original before cmd has written a byte, and uploading then would commit
+ * an empty file on the node as if it were the result. */
 static void release_fd(int fd)
 {
     if (fd == fy_conn_fd()) { fy_conn_forget(); return; }
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return;
-    if (f->kind == FY_FD_CACHE && f->dirty) cache_flush(f, fd);
+    if (f->kind == FY_FD_CACHE && f->dirty && !dirty_elsewhere(fd, f->path)) cache_flush(f, fd);
     fy_fd_clear(fd);
 }
 
@@ -139,6 +160,24 @@ int fy_close_fd(int fd)
 }
 
 FY_EXPORT int close(int fd) { return fy_close_fd(fd); }
+
+/* Many programs (and every shell's `exec 3>file`) leave files open at exit: the kernel
+ * closes them without a word to us, so upload what this process opened and still holds
+ * dirty.  Only the opener does it (pids survive exec), not every child that inherited
+ * the fd.  Destructors run before exit() flushes stdio, so flush stdio first.  A process
+ * killed or leaving by _exit() gets no such chance. */
+__attribute__((destructor)) static void flush_at_exit(void)
+{
+    if (fy_cfg.mode != FY_MODE_CACHE) return;
+    int me = getpid(), flushed = 0;
+    for (int fd = 0; fd < fy_fd_limit(); fd++) {
+        struct fy_fd *f = fy_fd_get(fd);
+        if (!f || f->kind != FY_FD_CACHE || !f->dirty || f->owner != me) continue;
+        if (!flushed++) fflush(NULL);
+        cache_flush(f, fd);
+        f->dirty = 0;
+    }
+}
 
 static struct fy_fd *direct(int fd)
 {
@@ -374,4 +413,20 @@ FY_EXPORT int fcntl64(int fd, int cmd, ...)
     void *arg = va_arg(ap, void *);
     va_end(ap);
     return fcntl_common(fd, cmd, arg, real_fcntl64);
+}
+
+/* Bulk closes (daemons, shells before exec): release what they take from under us. */
+FY_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
+{
+    FY_REAL(int, close_range, unsigned int, unsigned int, int);
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) {
+        unsigned int top = last < FY_MAXFD ? last : FY_MAXFD - 1;
+        for (unsigned int fd = first; fd <= top; fd++) release_fd((int)fd);
+    }
+    return real_close_range(first, last, flags);
+}
+
+FY_EXPORT void closefrom(int lowfd)
+{
+    close_range(lowfd < 0 ? 0 : (unsigned)lowfd, ~0U, 0);
 }

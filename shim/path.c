@@ -13,6 +13,24 @@
 char fy_vcwd[PATH_MAX];
 int fy_vcwd_set;
 
+/* The real cwd, kept only while it is an ancestor of a mount root ("/" always is, of
+ * /REMOTE@...): then a relative name such as mkdir -p's "x" after chdir("/mnt") enters
+ * the mount /mnt/x and must not create a local /mnt/x.  Refreshed on every local chdir. */
+static char rcwd[PATH_MAX];
+static int rcwd_above;
+
+void fy_note_real_cwd(void)
+{
+    FY_REAL(char *, getcwd, char *, size_t);
+    rcwd_above = 0;
+    if (fy_cfg.mode == FY_MODE_OFF || fy_vcwd_set || !real_getcwd(rcwd, sizeof rcwd)) return;
+    size_t n = strlen(rcwd);
+    if (n == 1) { rcwd_above = 1; return; }
+    for (int i = 0; i < fy_cfg.nprefix; i++)
+        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], rcwd, n) == 0 && fy_cfg.prefix[i][n] == '/')
+            rcwd_above = 1;
+}
+
 static const char remote_tag[] = "/REMOTE@";
 
 size_t fy_mount_root(const char *p)
@@ -70,14 +88,15 @@ int fy_resolve(int dirfd, const char *path, struct fy_path *out)
     } else {
         const char *base;
         if (dirfd == AT_FDCWD) {
-            if (!fy_vcwd_set) return 0;
-            base = fy_vcwd;
+            if (!fy_vcwd_set && !rcwd_above) return 0;
+            base = fy_vcwd_set ? fy_vcwd : rcwd;
         } else {
             struct fy_fd *f = fy_fd_get(dirfd);
             if (!f) return 0;
             base = f->path;
         }
         size_t bl = strlen(base), pl = strlen(path);
+        if (bl == 1) bl = 0;  /* base "/" */
         if (bl + 1 + pl + 1 > sizeof joined) { errno = ENAMETOOLONG; return -1; }
         memcpy(joined, base, bl);
         joined[bl] = '/';
@@ -94,6 +113,18 @@ int fy_resolve(int dirfd, const char *path, struct fy_path *out)
         memcpy(out->cache + fy_cfg.cache_len, out->ferry, fl + 1);
     }
     return 1;
+}
+
+int fy_vcwd_join(const char *path, char *out, size_t cap)
+{
+    char joined[2 * PATH_MAX];
+    if (!fy_vcwd_set || !path || path[0] == '/') return 0;
+    size_t bl = strlen(fy_vcwd), pl = strlen(path);
+    if (bl + 1 + pl + 1 > sizeof joined) return 0;
+    memcpy(joined, fy_vcwd, bl);
+    joined[bl] = '/';
+    memcpy(joined + bl + 1, path, pl + 1);
+    return normalize(joined, out, cap) == 0;
 }
 
 int fy_uncache(const char *cache_path, char *out, size_t cap)

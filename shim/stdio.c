@@ -152,3 +152,21 @@ FY_EXPORT int fileno_unlocked(FILE *stream)
     FY_REAL(int, fileno_unlocked, FILE *);
     return real_fileno_unlocked(stream);
 }
+
+/* Direct mode, at start-up: a standard stream whose fd is a ferry placeholder (the shell
+ * ran `prog > /REMOTE@...` or `prog < ...`) would make glibc read and write the socket
+ * behind our back, so the program's bytes would never reach the node (or a read would
+ * wait forever).  Point stdin/stdout/stderr at cookie FILEs instead, as fopen does. */
+void fy_stdio_adopt(void)
+{
+    static const char *const modes[3] = {"r", "w", "w"};
+    FILE **streams[3] = {&stdin, &stdout, &stderr};
+    for (int fd = 0; fd < 3; fd++) {
+        struct fy_fd *f = fy_fd_get(fd);
+        if (!f || f->kind != FY_FD_DIRECT) continue;
+        FILE *c = cookie_file(fd, modes[fd]);
+        if (!c) continue;
+        if (fd == 2) setvbuf(c, NULL, _IONBF, 0);
+        *streams[fd] = c;
+    }
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def ferry_run(cmd: list[str], *, mode: str = "cache", mounts: tuple[str, ...] = 
     env = ferry_env()
     env.update(env_extra or {})
     p = subprocess.run(args + ["--", *cmd], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=timeout, input=input)
+                       timeout=timeout, input=input, check=False)
     if check and p.returncode != 0:
         raise AssertionError(f"ferry run {cmd} exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
     return p
@@ -92,3 +93,56 @@ def ferry_run(cmd: list[str], *, mode: str = "cache", mounts: tuple[str, ...] = 
 
 def sh(script: str, **kw) -> subprocess.CompletedProcess:
     return ferry_run(["sh", "-c", script], **kw)
+
+
+PATH_FORMS = ["orfa", "mount"]
+MOUNT_PREFIX = "/mnt/x"
+
+
+@dataclass
+class Where:
+    """One way of reaching a node from a program: a data mode and a path form.
+
+    `base` is what the program writes in front of export-relative paths: the ORFA form
+    /REMOTE@host:port, or a --mount prefix that `mounts` declares."""
+
+    node: Node
+    mode: str
+    form: str
+
+    @property
+    def base(self) -> str:
+        return self.node.remote if self.form == "orfa" else MOUNT_PREFIX
+
+    @property
+    def mounts(self) -> tuple[str, ...]:
+        return () if self.form == "orfa" else (f"{MOUNT_PREFIX}={self.node.url}",)
+
+    def path(self, rel: str = "") -> str:
+        return self.base + ("/" + rel.lstrip("/") if rel else "")
+
+    def run(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
+        return ferry_run(cmd, mode=self.mode, mounts=self.mounts, **kw)
+
+    def sh(self, script: str, **kw) -> subprocess.CompletedProcess:
+        return self.run(["sh", "-c", script], **kw)
+
+
+WHERE_PARAMS = [pytest.param((m, f), id=f"{m}-{f}") for m in MODES for f in PATH_FORMS]
+
+
+@pytest.fixture(autouse=True)
+def _mount_prefix_stays_virtual():
+    """A call the shim misses would create the mount prefix on the real file system."""
+    yield
+    leaked = Path(MOUNT_PREFIX)
+    if leaked.exists():
+        shutil.rmtree(leaked, ignore_errors=True)
+        pytest.fail(f"{MOUNT_PREFIX} was created on the local file system")
+
+
+@pytest.fixture(params=WHERE_PARAMS)
+def where(request, node) -> Where:
+    """The `node` reached in each data mode through each path form."""
+    mode, form = request.param
+    return Where(node, mode, form)

@@ -114,3 +114,37 @@ def test_decoder_rejects_oversized_and_unknown_frames() -> None:
         FrameDecoder("request").feed(codec.REQ_HEADER.pack(spec.MAX_FRAME + 1, 2, 0, 1))
     with pytest.raises(ProtocolError, match="unknown opcode"):
         FrameDecoder("request").feed(codec.REQ_HEADER.pack(0, 999, 0, 1))
+
+
+def _read_all(reader: codec.FrameReader, stream: bytes, cuts: list[int]) -> list:
+    """Push `stream` through a FrameReader the way a BufferedProtocol would, in pieces."""
+    frames, pos = [], 0
+    for cut in cuts + [len(stream)]:
+        while pos < min(cut, len(stream)):
+            buf = reader.get_buffer(-1)
+            n = min(len(buf), min(cut, len(stream)) - pos)
+            buf[:n] = stream[pos:pos + n]
+            pos += n
+            frames += reader.buffer_updated(n)
+    return frames
+
+
+@settings(max_examples=60)
+@given(sizes=st.lists(st.sampled_from([0, 5, 70_000, 300_000, 1 << 20]), min_size=1, max_size=5),
+       cuts=st.lists(st.integers(0, 3 << 20), max_size=6))
+def test_frame_reader_matches_decoder(sizes: list[int], cuts: list[int]) -> None:
+    """Small frames, frames bigger than the scratch buffer and 1 MiB data frames, split
+    anywhere, come out of FrameReader exactly as FrameDecoder sees them."""
+    stream = b"".join(codec.pack_request("WRITE", i, 0, handle=i, offset=i, data=bytes([i % 251]) * n)
+                      for i, n in enumerate(sizes))
+    got = _read_all(codec.FrameReader("request"), stream, sorted(cuts))
+    want = FrameDecoder("request").feed(stream)
+    assert [(f.opcode, f.rid, bytes(f.payload)) for f in got] == [(f.opcode, f.rid, bytes(f.payload)) for f in want]
+
+
+def test_frame_reader_rejects_oversized_frames() -> None:
+    reader = codec.FrameReader("reply")
+    buf = reader.get_buffer(-1)
+    buf[:16] = codec.REP_HEADER.pack(spec.MAX_FRAME + 1, 0, 1)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        reader.buffer_updated(16)

@@ -31,6 +31,8 @@ class Meta:
     local: bool = False             # created here, not yet on the node
     pending: int = 0                # write-backs queued for this object
     children: set[bytes] = field(default_factory=set)
+    written: bool = False           # file: opened for writing through the cache in this run
+    uploaded: tuple[int, int, int] | None = None  # cache file (ino, size, mtime_ns) last read for upload
 
 
 def kind_of(mode: int) -> str:
@@ -106,7 +108,7 @@ class Replica:
             try:
                 self._place(child, e)
             except FileExistsError:
-                continue  # made locally meanwhile: local wins until written back
+                pass  # made locally meanwhile: local wins until written back
             m.children.add(name)
         m.present = True
         mode = stat.S_IMODE(dir_attr.mode) if dir_attr else 0o755
@@ -168,16 +170,20 @@ def _remove(cp: bytes) -> None:
         os.unlink(cp)
 
 
-async def fetch(link: NodeLink, rel: bytes, dest: bytes) -> Attr:
+async def fetch(link: NodeLink, rel: bytes, dest: bytes, in_place: bool = False) -> Attr:
     """Copy a node file into the cache: into a temporary beside `dest`, renamed over it
-    when complete, so a reader never sees half a file."""
+    when complete, so a reader of the old version never sees half a new one.
+
+    A first fetch fills the placeholder itself (`in_place`): nobody can hold its content
+    yet, and its inode must not change between the program's stat and open (cp, tar and
+    rsync compare st_ino and refuse a file "replaced while being copied")."""
     async def job(client):
         rep = await client.call("OPEN", path=rel, flags=os.O_RDONLY, mode=0)
         handle, attr = rep["handle"], rep["attr"]
-        tmp = dest + b".ferry-fetch"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = dest if in_place else dest + b".ferry-fetch"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (0 if in_place else os.O_TRUNC), 0o600)
         try:
-            offset = 0
+            offset = end = 0
             inflight = []
             done = False
             while not done or inflight:
@@ -189,23 +195,24 @@ async def fetch(link: NodeLink, rel: bytes, dest: bytes) -> Attr:
                 if data:
                     os.pwrite(fd, data, off)
                 if len(data) < spec.IO_CHUNK:
-                    done = True
+                    done, end = True, off + len(data)
                     for _, f in inflight:
                         await f
                     inflight.clear()
-            size = os.fstat(fd).st_size
-            if size < attr.size:
-                os.ftruncate(fd, attr.size)
+            if os.fstat(fd).st_size != end:  # an in-place placeholder may be longer
+                os.ftruncate(fd, end)
             os.fchmod(fd, stat.S_IMODE(attr.mode))
             os.utime(fd, ns=(attr.atime_ns, attr.mtime_ns))
         except BaseException:
             os.close(fd)
-            os.unlink(tmp)
+            if not in_place:
+                os.unlink(tmp)
             raise
         finally:
             client.send("CLOSE", handle=handle)
         os.close(fd)
-        os.replace(tmp, dest)
+        if not in_place:
+            os.replace(tmp, dest)
         return attr
     return await link.run(job)
 
@@ -217,6 +224,11 @@ def readable_copy(fd: int) -> int:
         return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(fd)
+
+
+def identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What says a cache file changed since an upload read it."""
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def upload_job(link: NodeLink, rel: bytes, fd: int, meta: Meta | None):
@@ -237,6 +249,8 @@ def upload_job(link: NodeLink, rel: bytes, fd: int, meta: Meta | None):
     async def job(client):
         try:
             st = os.fstat(fd)
+            if meta is not None:
+                meta.uploaded = identity(st)
             if st.st_size <= spec.PUT_MAX:
                 data = os.pread(fd, spec.PUT_MAX + 1, 0)
                 if len(data) <= spec.PUT_MAX:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 REMOTE_TAG = b"/REMOTE@"
-_HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(\d{1,5})$")
+_HOSTPORT = re.compile(r"^(\[[^\]]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(\d{1,5})$")
 
 
 class RouteError(ValueError):
@@ -52,9 +52,9 @@ def parse_url(url: str) -> tuple[NodeAddr, str]:
     rest = url[len("ferry://"):]
     hostport, slash, sub = rest.partition("/")
     node = parse_hostport(hostport, f"bad URL {url!r}")
-    sub = posixpath.normpath("/" + sub) if slash else "/"
     if ".." in sub.split("/"):
         raise RouteError(f"bad URL {url!r}: the subdirectory may not contain '..'")
+    sub = posixpath.normpath("/" + sub) if slash else "/"
     return node, sub.rstrip("/") or "/"
 
 

@@ -15,6 +15,7 @@ import collections
 import errno
 import os
 import socket
+import stat
 import sys
 
 from ..protocol import codec, spec
@@ -69,9 +70,10 @@ class Agent:
         self.read_all()
         self.conns.add(ShimConn(self, sock))
 
-    def read_all(self) -> None:
+    def read_all(self, but: ShimConn | None = None) -> None:
         for c in list(self.conns):
-            c.readable()
+            if c is not but:
+                c.readable()
 
     def link(self, addr: NodeAddr) -> NodeLink:
         lk = self.links.get(addr)
@@ -87,11 +89,38 @@ class Agent:
             raise OSError(errno.ENOENT, str(e)) from None
         return self.link(addr), rel
 
-    async def sync(self) -> list[str]:
-        """Wait until every write-back so far has reached its node; the failures so far."""
+    async def sync(self, leftovers: bool = True) -> list[str]:
+        """Wait until every write-back so far has reached its node; the failures so far.
+
+        With `leftovers` (the end of a run, when no program is left), first write back
+        the files programs wrote through the cache but never closed: killed, or gone by
+        _exit() (as dash does), their last close never reached us."""
         for lk in list(self.links.values()):
             await lk.drain()
+        if leftovers and self.write_back_leftovers():
+            for lk in list(self.links.values()):
+                await lk.drain()
         return [f for lk in self.links.values() for f in lk.failures]
+
+    def write_back_leftovers(self) -> int:
+        """Queue uploads of written cache files that changed since their last upload (after
+        a drain, so the uploads of closed files have all read theirs); how many."""
+        queued = 0
+        for path, m in list(self.replica.meta.items()):
+            if m.kind != "f" or not m.written:
+                continue
+            try:
+                fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            if m.uploaded == cache.identity(os.fstat(fd)):
+                os.close(fd)
+                continue
+            link, rel = self.route(path)
+            m.pending += 1
+            link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+            queued += 1
+        return queued
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -136,6 +165,26 @@ class Agent:
         rep = await link.call("LISTDIR", path=rel)
         attr = (await link.call("STAT", path=rel, flags=0))["attr"]
         self.replica.apply_listing(path, rep["entries"], attr)
+        self.replica.meta[path].version = (attr.mtime_ns, attr.size)
+
+    async def revalidate_miss(self, path: bytes) -> bool:
+        """Close-to-open for names: `path` is missing from our listings, but another
+        client may have created it since.  Re-list the nearest listed ancestor if the node
+        says it changed (one STAT); True when it was re-listed."""
+        d = cache.parent_of(path)
+        while d != self.router.root_of(d) and (d not in self.replica.meta or not self.replica.meta[d].present):
+            d = cache.parent_of(d)
+        m = self.replica.meta.get(d)
+        if m is None or m.kind != "d" or not m.present or m.local or m.pending:
+            return False
+        link, rel = self.route(d)
+        if link.busy:
+            return False  # our own changes are still on the way: the node is behind us
+        a = (await link.call("STAT", path=rel, flags=0))["attr"]
+        if (a.mtime_ns, a.size) == m.version:
+            return False
+        await self.list_dir(d)
+        return True
 
     async def follow(self, path: bytes, hops: int = 0) -> bytes:
         """The ferry path a replica symlink points to; escapes from the mount are refused."""
@@ -162,10 +211,31 @@ class Agent:
         if path == root:
             return await self.listed(path)
         await self.listed(cache.parent_of(path))
-        return self.replica.meta.get(path)
+        m = self.replica.meta.get(path)
+        if m is None:
+            # Created by a shim without asking (exclusive create) and not uploaded yet.
+            try:
+                st = os.lstat(self.replica.cpath(path))
+            except OSError:
+                return None
+            m = self.replica.added(path, cache.kind_of(st.st_mode))
+        return m
+
+    async def lookup_fresh(self, path: bytes, revalidate: bool = True) -> cache.Meta | None:
+        """`lookup`, but a miss is checked against the node first (see revalidate_miss):
+        a program polling for a file another client creates must see it appear."""
+        try:
+            m = await self.lookup(path)
+        except FileNotFoundError:
+            m = None  # an ancestor is not in our listings
+        if m is None and revalidate and await self.revalidate_miss(path):
+            return await self.lookup(path)
+        if m is None:
+            await self.lookup(path)  # ENOENT for a missing ancestor, as before
+        return m
 
     async def op_cache_lookup(self, conn, f) -> dict:
-        m = await self.lookup(f["path"])
+        m = await self.lookup_fresh(f["path"])
         if m is None:
             raise OSError(errno.ENOENT, f["path"])
         if m.kind == "d" and not m.present:
@@ -179,15 +249,17 @@ class Agent:
 
     async def op_cache_open(self, conn, f) -> dict:
         path, flags = f["path"], f["flags"]
-        m = await self.lookup(path)
+        m = await self.lookup_fresh(path, revalidate=not flags & os.O_CREAT)
         if m is not None and m.kind == "l" and not flags & os.O_NOFOLLOW:
             path = await self.follow(path)
             m = await self.lookup(path)
         if m is None:
             if not flags & os.O_CREAT:
                 raise OSError(errno.ENOENT, path)
-            self.replica.added(path, "f")
+            self.replica.added(path, "f").written = True
             return {}
+        if m.kind == "f" and ((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC):
+            m.written = True  # see write_back_leftovers
         if m.kind == "d":
             if not m.present:
                 await self.list_dir(path)
@@ -205,12 +277,17 @@ class Agent:
                 a = (await link.call("STAT", path=rel, flags=0))["attr"]
                 if (a.mtime_ns, a.size) == m.version:
                     return {}
-            attr = await cache.fetch(link, rel, self.replica.cpath(path))
+            attr = await cache.fetch(link, rel, self.replica.cpath(path), in_place=not m.present)
             m.present, m.version = True, (attr.mtime_ns, attr.size)
         return {}
 
     def op_cache_close(self, conn, f, fd: int) -> None:
         path = f["path"]
+        if os.fstat(fd).st_nlink == 0:
+            # Unlinked since (a temporary file): its UNLINK is, or will be, replayed;
+            # uploading it would bring back what the program deleted.
+            os.close(fd)
+            return
         m = self.replica.meta.get(path) or self.replica.added(path, "f")
         m.present = True
         m.pending += 1
@@ -218,7 +295,7 @@ class Agent:
         link.submit(cache.upload_job(link, rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
 
     async def op_sync(self, conn, f) -> dict:
-        failures = await self.sync()
+        failures = await self.sync(leftovers=False)  # the program's fsync: its files are still open
         if failures:
             raise OSError(errno.EIO, failures[0])
         return {}
@@ -309,6 +386,14 @@ class Agent:
         try:
             link, rel = self.route(f["path"])
             flags = f["flags"]
+            if flags & os.O_PATH:
+                # Only a name to hold (cp and tar open a target directory so): no node
+                # handle, and the checks the kernel would make for O_PATH.
+                nofollow = spec.STAT_NOFOLLOW if flags & os.O_NOFOLLOW else 0
+                attr = (await link.call("STAT", path=rel, flags=nofollow))["attr"]
+                if flags & os.O_DIRECTORY and not stat.S_ISDIR(attr.mode):
+                    raise OSError(errno.ENOTDIR, f["path"])
+                return self._new_handle(link, 0, flags, fd, attr)
             try:
                 rep = await link.call("OPEN", path=rel, flags=flags, mode=f["mode"])
                 node_handle, attr = rep["handle"], rep["attr"]
@@ -321,9 +406,12 @@ class Agent:
         except BaseException:
             os.close(fd)
             raise
+        return self._new_handle(link, node_handle, flags, fd, attr)
+
+    def _new_handle(self, link: NodeLink, node_handle: int, flags: int, fd: int, attr: Attr) -> dict:
         hid = self.next_handle
         self.next_handle += 1
-        h = self.handles[hid] = DirectHandle(link, node_handle, flags, fd)
+        self.handles[hid] = DirectHandle(link, node_handle, flags, fd)
         # Our end of the placeholder socketpair reads EOF when the last copy of the
         # program's placeholder is closed, in whatever process: then the node handle goes.
         os.set_blocking(fd, False)
@@ -479,7 +567,7 @@ class ShimConn:
         self.loop.create_task(self.serve(req, fd))
 
     async def serve(self, req: codec.Request, fd: int) -> None:
-        self.agent.read_all()  # earlier one-way changes from other processes first
+        self.agent.read_all(self)  # earlier one-way changes from other processes first
         status, body = 0, {}
         try:
             fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)

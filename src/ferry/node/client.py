@@ -15,18 +15,18 @@ import socket
 from typing import Any, cast
 
 from ferry.protocol import spec
-from ferry.protocol.codec import FrameDecoder, ProtocolError, Reply, pack_request, unpack_fields
+from ferry.protocol.codec import FrameReader, ProtocolError, Reply, pack_request, request_parts, unpack_fields
 
 _FieldList = list[tuple[str, str]]
 
 
-class NodeClient(asyncio.Protocol):
+class NodeClient(asyncio.BufferedProtocol):
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.where = f"ferry node {host}:{port}"
         self.timeout = timeout  # seconds a reply may take before the call fails with EIO
         self.features = 0  # what the node's HELLO offered
         self._loop = asyncio.get_running_loop()
-        self._decoder = FrameDecoder("reply")
+        self._reader = FrameReader("reply")
         self._pending: dict[int, tuple[asyncio.Future[dict[str, Any]], _FieldList, asyncio.TimerHandle]] = {}
         self._rid = 0
         self._transport: asyncio.Transport | None = None
@@ -65,9 +65,12 @@ class NodeClient(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            replies = cast(list[Reply], self._decoder.feed(data))
+            replies = cast(list[Reply], self._reader.buffer_updated(nbytes))
         except ProtocolError as e:
             self._error = OSError(errno.EIO, f"{self.where} sent a malformed reply ({e}); connection dropped")
             self._abort()
@@ -122,11 +125,11 @@ class NodeClient(asyncio.Protocol):
             return fut
         self._rid += 1
         rid = self._rid
-        frame = pack_request(op, rid, 0, **fields)
+        frame = request_parts(op, rid, 0, **fields)
         timer = self._loop.call_later(self.timeout, self._expire, rid, op)
         self._pending[rid] = (fut, spec.OPS[op][2], timer)
         assert self._transport is not None
-        self._transport.write(frame)
+        self._transport.writelines(frame)
         return fut
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:

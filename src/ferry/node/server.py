@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from ferry.protocol import spec
-from ferry.protocol.codec import REP_HEADER, FrameDecoder, ProtocolError, Request, pack_fields
+from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts
 
 from .backends.base import Backend
 from .handlers import Session, run
@@ -29,10 +29,10 @@ from .handlers import Session, run
 log = logging.getLogger("ferry.node")
 
 
-class NodeProtocol(asyncio.Protocol):
+class NodeProtocol(asyncio.BufferedProtocol):
     def __init__(self, backend: Backend, auth: str) -> None:
         self._session = Session(backend, auth)
-        self._decoder = FrameDecoder("request")
+        self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
 
@@ -44,35 +44,38 @@ class NodeProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         transport = self._transport
         assert transport is not None
         out: list[bytes] = []
         try:
-            for req in cast(list[Request], self._decoder.feed(data)):
+            for req in cast(list[Request], self._reader.buffer_updated(nbytes)):
                 try:
                     op, status, fields = run(self._session, req.opcode, req.payload)
-                    body = pack_fields(op.reply, fields) if status == 0 else b""
+                    body = pack_parts(op.reply, fields) if status == 0 else []
                 except ProtocolError:
                     raise
                 except Exception:  # a bug must cost one request, not the node
                     log.exception("ferry node: %s from %s failed", spec.NAMES[req.opcode], self._peer)
-                    status, body = -errno.EIO, b""
+                    status, body = -errno.EIO, []
                 if req.flags & spec.FLAG_ONEWAY:
                     if status:
                         log.warning("ferry node: one-way %s from %s failed: %s",
                                     spec.NAMES[req.opcode], self._peer, os.strerror(-status))
                     continue
-                out.append(REP_HEADER.pack(len(body), status, req.rid))
-                out.append(body)
+                out.append(REP_HEADER.pack(sum(map(len, body)), status, req.rid))
+                out.extend(body)
         except ProtocolError as e:
             log.warning("ferry node: closing connection from %s: malformed frame: %s", self._peer, e)
             if out:
-                transport.write(b"".join(out))
+                transport.writelines(out)
             transport.close()
             return
         if out:
-            transport.write(b"".join(out))
+            transport.writelines(out)
 
     # Replies are only produced while reading, so back-pressure on writing pauses reading:
     # a client that pipelines reads without collecting replies cannot grow our buffer.

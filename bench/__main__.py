@@ -1,0 +1,123 @@
+"""python -m bench [--quick] [--only NAME[,NAME]] [--repeats N] [--out DIR] [--keep] [--live]"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import report
+from .harness import REPO, Bench, Config, Failure, log, make_row
+from .workloads import ALL, BY_NAME
+
+
+def git_desc() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "shim"],
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        dirty = [d[3:] for d in dirty if d.strip()]
+        return f"git {rev}" + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else " (clean src/, shim/)")
+    except Exception as e:  # noqa: BLE001 - informational only
+        return f"git: unknown ({e})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description="ferry benchmarks (see bench/__init__.py)")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes, same code paths (< 2 min)")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help=f"run only these workloads (repeatable or comma-separated): {', '.join(BY_NAME)}")
+    ap.add_argument("--repeats", type=int, help="repeats per variant (default 5; --quick 3)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
+                    help="where REPORT.md, results.json and the plots go (default bench/results)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (data, node roots, logs)")
+    ap.add_argument("--live", action="store_true",
+                    help="run the checkout's src/ and shim/ directly instead of a snapshot taken at start")
+    ap.add_argument("--tmp", help="base dir for temp data (default: $TMPDIR or /tmp)")
+    a = ap.parse_args(argv)
+    only = [n.strip() for o in a.only for n in o.split(",") if n.strip()]
+    bad = [n for n in only if n not in BY_NAME]
+    if bad:
+        ap.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(BY_NAME)}")
+    if a.repeats is not None and a.repeats < 1:
+        ap.error("--repeats must be ≥ 1")
+    cfg = Config(quick=a.quick, repeats=a.repeats or (3 if a.quick else 5), keep=a.keep, live=a.live,
+                 tmp_base=a.tmp)
+    mods = [m for m in ALL if not only or m.NAME in only]
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    # SIGTERM/SIGHUP -> KeyboardInterrupt, so the finally below stops the nodes.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    t0 = time.monotonic()
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    load_start = " ".join(open("/proc/loadavg").read().split()[:3])
+    log(f"bench: {'quick' if a.quick else 'full'} run, {cfg.repeats} repeats, workloads: "
+        f"{', '.join(m.NAME for m in mods)}")
+    bench = Bench(cfg)
+    rows: list[dict] = []
+    data: dict = {}
+    interrupted = False
+    try:
+        log(f"bench: temp dir {bench.tmp}; shim {bench.shim}")
+        for m in mods:
+            t = time.monotonic()
+            log(f"bench: {m.NAME} …")
+            try:
+                got = m.run(bench)
+            except Failure as e:
+                got = [make_row(m.NAME, "(set-up)", "-", "s", [], error=e, check=lambda r: False)]
+            except Exception as e:  # noqa: BLE001 - a bench bug must not lose the other results
+                got = [make_row(m.NAME, "(bench error)", "-", "s", [],
+                                error=Failure(f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"),
+                                check=lambda r: False)]
+            rows += got
+            for r in got:
+                if not r.get("detail"):
+                    log(f"  {r['case'].strip()[:60]:60s} {r['variant']:13s} "
+                        f"{report.fmt(r['median'], r['unit']):>8s} {r['unit']:5s} "
+                        f"{report.fmt_ratio(r):>22s} {r['status']}" + (f" {r['error'][:200]}" if r["error"] else ""))
+            if m.NAME == "w2":
+                info = next((r.get("data") for r in got if r.get("data")), None)
+                if info:
+                    data["W2 tarball"] = (f"{info['tar_bytes'] / 1e6:.1f} MB, {info['files']} files "
+                                          f"({info['bytes'] / 1e6:.1f} MB; sizes {info['size_min']}…"
+                                          f"{info['size_max']} B, median {info['size_median']} B), {info['dirs']} dirs")
+            log(f"bench: {m.NAME} done in {time.monotonic() - t:.0f}s")
+    except KeyboardInterrupt:
+        interrupted = True
+        log("bench: interrupted — writing what was measured")
+    finally:
+        bench.close()
+    meta = {
+        "started": started, "duration_s": time.monotonic() - t0,
+        "mode": ("quick" if a.quick else "full") + (" (INTERRUPTED)" if interrupted else ""),
+        "repeats": cfg.repeats, "only": only, "git": git_desc(),
+        "code": ("checkout run live" if cfg.live else "snapshot of src/ and shim/ taken at start"),
+        "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+                   f"Python {platform.python_version()}",
+        "load_start": load_start, "load_end": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "command": " ".join(["python -m bench", shlex.join(argv if argv is not None else sys.argv[1:])]).strip(),
+        "warnings": bench.warnings, "data": data,
+    }
+    names, note = report.plots(rows, a.out)
+    meta["plots"], meta["plot_note"] = names, note
+    report.write_json(meta, rows, a.out / "results.json")
+    report.write_markdown(meta, rows, names, a.out / "REPORT.md", mods)
+    log(f"bench: wrote {a.out / 'REPORT.md'}, results.json{', ' + ', '.join(names) if names else ''} "
+        f"in {meta['duration_s']:.0f}s")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Remote `stat` latency: a C program stats N distinct existing files, twice, timing each call.
+
+Direct mode: both passes go to the node (uncached).  Cache mode: the first pass is the
+first touch, the second the warm cache.  Every repeat is a fresh `ferry run`.
+"""
+
+from __future__ import annotations
+
+from ..harness import MOUNT, VARIANTS, Failure, interleave, make_row, median_le, pct
+
+NAME = "stat"
+TITLE = "stat latency (N distinct existing files, per-call)"
+PASS_NAMES = {
+    "local": ("first pass", "second pass"),
+    "ferry-direct": ("first pass (uncached)", "second pass (uncached)"),
+    "ferry-cache": ("first pass (first touch)", "second pass (warm)"),
+}
+
+
+def run(b) -> list[dict]:
+    n = 300 if b.cfg.quick else 2000
+    prog = b.compile("statlat")
+    local = b.dir("stat-local", fresh=True)
+    outdir = b.dir("stat-out", fresh=True)
+    failures: dict[str, Failure] = {}
+    with b.node(NAME) as node:
+        for d in (local, node.root / "stat"):
+            d.mkdir(exist_ok=True)
+            for i in range(n):
+                (d / f"f{i:05d}").write_bytes(b"x" * (i % 100))
+
+        def one(v: str, i: int) -> list[list[float]]:
+            out = outdir / f"{v}-{i}.txt"
+            target = str(local) if v == "local" else f"{MOUNT}/stat"
+            cmd = [prog, target, str(n), "2", str(out)]
+            b.run_variant(v, cmd, node, timeout=300)
+            passes: list[list[float]] = [[], []]
+            for line in out.read_text().split("\n"):
+                if line:
+                    p, ns = line.split()
+                    passes[int(p)].append(int(ns) / 1000.0)
+            if len(passes[0]) != n or len(passes[1]) != n:
+                raise Failure(f"got {len(passes[0])}+{len(passes[1])} timings, expected {n}+{n}", b.repro(cmd, node))
+            return passes
+        b.run_variant("ferry-direct", [prog, f"{MOUNT}/stat", "10", "1", str(outdir / "warm.txt")], node, timeout=120)
+        res = interleave(b.cfg.repeats, list(VARIANTS), one, failures)
+    rows = []
+    for p in (0, 1):
+        for q, qname in ((50, "p50"), (99, "p99")):
+            loc = [pct(s[p], q) for s in res["local"]]
+            for v in VARIANTS:
+                samples = [pct(s[p], q) for s in res[v]]
+                has_target = v == "ferry-direct" and q == 50
+                pooled = sorted(x for s in res[v] for x in s[p])
+                cdf = [pct(pooled, k / 2) for k in range(0, 201)] if pooled else []
+                rows.append(make_row(NAME, f"stat {qname}, {PASS_NAMES[v][p]}, N={n}", v, "µs", samples,
+                                     local=loc if v != "local" else None,
+                                     target="p50 ≤ 100 µs" if has_target else "",
+                                     check=median_le(100.0) if has_target else None, error=failures.get(v),
+                                     extra={"cdf_us": cdf, "pass": p, "quantile": q}))
+    for v in VARIANTS:
+        loc = [s[0][0] for s in res["local"]] if v != "local" else None
+        rows.append(make_row(NAME, "  stat of the very first file (first pass, call 1)", v, "µs",
+                             [s[0][0] for s in res[v]], local=loc, error=failures.get(v), detail=True,
+                             note="cache mode lists the directory here" if v == "ferry-cache" else ""))
+        loc = [max(s[0]) for s in res["local"]] if v != "local" else None
+        rows.append(make_row(NAME, "  slowest call of the first pass", v, "µs", [max(s[0]) for s in res[v]],
+                             local=loc, error=failures.get(v), detail=True))
+    return rows

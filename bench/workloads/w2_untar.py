@@ -1,0 +1,95 @@
+"""W2: untar a ~80 MB tarball of ~1000 files, `ls -lR`, `rm -r` — remote dir vs local dir.
+
+Two shapes, both timed whole:
+  one run    — the three commands in a single `ferry run` (in cache mode nothing may ever
+               reach the node: the tree is created and removed before the write-back);
+  three runs — one `ferry run` per command, so the untar's write-back is paid and
+               checked (the node must hold the whole tree afterwards), `ls -lR` lists
+               what is really on the node, and `rm -r` removes it there.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+
+from ..harness import (MOUNT, VARIANTS, Failure, count_tree, interleave, make_row, phased, ratio_le,
+                       read_phases)
+
+NAME = "w2"
+TITLE = "W2: untar ~80 MB / ~1000 files, ls -lR, rm -r"
+SSHFS = "sshfs 23.5×"
+PHASES = ("untar", "ls -lR", "rm -r")
+
+
+def run(b) -> list[dict]:
+    total, nfiles = (20_000_000, 250) if b.cfg.quick else (80_000_000, 1000)
+    tar, info = b.tarball(total, nfiles)
+    local = b.dir("w2-local", fresh=True)
+    stamps = b.dir("w2-stamps")
+    failures: dict[str, Failure] = {}
+    f3: dict[str, Failure] = {}
+    with b.node(NAME) as node:
+        def steps_for(v: str) -> tuple[list[tuple[str, str]], "Path"]:
+            base = local if v == "local" else node.root
+            d = base / "w2"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            shown = shlex.quote(str(d if v == "local" else f"{MOUNT}/w2"))
+            return [("untar", f"tar -xf {shlex.quote(str(tar))} -C {shown}"),
+                    ("ls -lR", f"ls -lR {shown}/tree > /dev/null"),
+                    ("rm -r", f"rm -r {shown}/tree")], d
+
+        def check_gone(d, cmd) -> None:
+            left = sorted(p.name for p in d.iterdir())
+            if left:
+                raise Failure(f"after rm -r the {'node' if d.is_relative_to(node.root) else 'local'} dir "
+                              f"still holds {left[:5]}", b.repro(cmd, node))
+
+        def one_run(v: str, i: int) -> dict:
+            steps, d = steps_for(v)
+            sf = stamps / f"one-{v}-{i}"
+            cmd = phased(steps, sf)
+            r = b.run_variant(v, cmd, node, timeout=600)
+            out = {"wall": r.wall, **read_phases(steps, sf)}
+            check_gone(d, cmd)
+            return out
+
+        def three_runs(v: str, i: int) -> dict:
+            steps, d = steps_for(v)
+            out = {"wall": 0.0}
+            for name, step in steps:
+                cmd = ["sh", "-c", step]
+                r = b.run_variant(v, cmd, node, timeout=600)
+                out[name] = r.wall
+                out["wall"] += r.wall
+                if name == "untar":
+                    files, dirs, nbytes = count_tree(d / "tree")
+                    if (files, nbytes) != (info["files"], info["bytes"]):
+                        raise Failure(f"after the untar run the {'node' if v != 'local' else 'local'} dir holds "
+                                      f"{files} files / {nbytes} bytes, expected {info['files']} / {info['bytes']}",
+                                      b.repro(cmd, node))
+                if name == "rm -r":
+                    check_gone(d, cmd)
+            return out
+
+        res1 = interleave(b.cfg.repeats, list(VARIANTS), one_run, failures)
+        res3 = interleave(b.cfg.repeats, list(VARIANTS), three_runs, f3)
+    mb = info["tar_bytes"] / 1e6
+    label = f"{mb:.0f} MB tar, {info['files']} files, {info['dirs']} dirs"
+    rows = []
+    for shape, res, fl in (("one run", res1, failures), ("three runs", res3, f3)):
+        for v in VARIANTS:
+            loc = [s["wall"] for s in res["local"]] if v != "local" else None
+            rows.append(make_row(NAME, f"untar+ls -lR+rm -r, {shape} ({label})", v, "s",
+                                 [s["wall"] for s in res[v]], local=loc,
+                                 target=f"≤ 4× local ({SSHFS})" if v != "local" else "",
+                                 check=ratio_le(4.0) if v != "local" else None, error=fl.get(v),
+                                 extra={"data": info, "shape": shape}))
+        for phase in PHASES:
+            for v in VARIANTS:
+                loc = [s[phase] for s in res["local"]] if v != "local" else None
+                what = "inside the run" if shape == "one run" else "its own ferry run"
+                rows.append(make_row(NAME, f"  {shape} — {phase} ({what})", v, "s", [s[phase] for s in res[v]],
+                                     local=loc, error=fl.get(v), detail=True, extra={"shape": shape, "phase": phase}))
+    return rows
