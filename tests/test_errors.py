@@ -220,8 +220,6 @@ def test_remote_program_runs_and_fails_right(node, mode):
     assert p.stdout.splitlines() == ["tool ran x", "rc=7", "rc=126", "rc=127"]
 
 
-@pytest.mark.xfail(strict=True, reason="ferry run starts the program itself, outside the shim, so a ferry "
-                   "path as the command is not found (cli.py: exec through the shim or map it first)")
 def test_ferry_run_of_remote_program(node):
     (node.root / "tool.sh").write_text("#!/bin/sh\necho tool ran \"$1\"\nexit 7\n")
     os.chmod(node.root / "tool.sh", 0o755)

@@ -332,14 +332,20 @@ int main(int argc, char **argv)
 NOCLOSE_C = r"""
 #include <fcntl.h>
 #include <stdio.h>
+#include <signal.h>
 #include <unistd.h>
 
-/* Leaves both files open: exit() flushes stdio, the kernel closes the fds. */
+/* Leaves both files open: exit() flushes stdio, the kernel closes the fds.  With a third
+ * argument it also creates that file exclusively (as tar does) and dies by SIGKILL. */
 int main(int argc, char **argv)
 {
-    (void)argc;
     int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0 || write(fd, "raw\n", 4) != 4) return 2;
+    if (argc > 3) {
+        int x = open(argv[3], O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (x < 0 || write(x, "exclusive\n", 10) != 10) return 4;
+        raise(SIGKILL);
+    }
     FILE *f = fopen(argv[2], "w");
     if (!f) return 3;
     fprintf(f, "buffered by stdio\n");
@@ -373,6 +379,11 @@ def test_files_left_open_at_exit(where: Where, noclose_prog):
     p = where.sh(f"exec 3>{where.path('killed.txt')}; echo before the kill >&3; kill -KILL $$", check=False)
     assert p.returncode == 128 + 9, p.stderr
     assert (where.node.root / "killed.txt").read_bytes() == b"before the kill\n"
+    p = where.run([str(noclose_prog), where.path("raw2.txt"), where.path("unused"), where.path("excl.txt")],
+                  check=False)
+    assert p.returncode == 128 + 9, p.stderr
+    assert (where.node.root / "raw2.txt").read_bytes() == b"raw\n"
+    assert (where.node.root / "excl.txt").read_bytes() == b"exclusive\n"
 
 
 @pytest.mark.parametrize("child_closes", ["close", "exit"])

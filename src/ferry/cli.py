@@ -118,6 +118,10 @@ async def _run(mounts: list[Mount], mode: str, cmd: tuple[str, ...]) -> int:
                FERRY_PREFIXES=":".join(m.prefix for m in mounts))
     env.pop("FERRY_FDS", None)
     env.pop("FERRY_CWD", None)
+    router = agent.router
+    if router.root_of(os.fsencode(cmd[0])):
+        # The program itself is a ferry path: let a preloaded shell's exec hook fetch it.
+        cmd = ("/bin/sh", "-c", 'exec "$0" "$@"', *cmd)
     try:
         proc = await asyncio.create_subprocess_exec(*cmd, env=env)
     except FileNotFoundError:

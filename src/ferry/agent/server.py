@@ -106,6 +106,7 @@ class Agent:
         """Queue uploads of written cache files that changed since their last upload (after
         a drain, so the uploads of closed files have all read theirs); how many."""
         queued = 0
+        self.adopt_unannounced()
         for path, m in list(self.replica.meta.items()):
             if m.kind != "f" or not m.written:
                 continue
@@ -121,6 +122,28 @@ class Agent:
             link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
             queued += 1
         return queued
+
+    def adopt_unannounced(self) -> None:
+        """Files a shim created exclusively without asking (see the shim's cache_open) and
+        never closed: the program was killed or left by _exit().  Treat them as written."""
+        rep = self.replica
+        for path, m in list(rep.meta.items()):
+            if m.kind != "d" or not m.present:
+                continue
+            try:
+                names = os.listdir(rep.cpath(path))
+            except OSError:
+                continue
+            for name in names:
+                child = (path if path != b"/" else b"") + b"/" + name
+                if child in rep.meta or name.endswith(b".ferry-fetch"):
+                    continue
+                try:
+                    st = os.lstat(rep.cpath(child))
+                except OSError:
+                    continue
+                if cache.kind_of(st.st_mode) == "f":
+                    rep.added(child, "f").written = True
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -71,11 +71,11 @@ class NodeProtocol(asyncio.BufferedProtocol):
         except ProtocolError as e:
             log.warning("ferry node: closing connection from %s: malformed frame: %s", self._peer, e)
             if out:
-                transport.writelines(out)
+                transport.write(b"".join(out))
             transport.close()
             return
         if out:
-            transport.writelines(out)
+            transport.write(b"".join(out))
 
     # Replies are only produced while reading, so back-pressure on writing pauses reading:
     # a client that pipelines reads without collecting replies cannot grow our buffer.
