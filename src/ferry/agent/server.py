@@ -52,15 +52,11 @@ class Agent:
 
     # ----- plumbing -----
 
-    async def start(self, sock_path: str) -> None:
-        loop = asyncio.get_running_loop()
-        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        lsock.bind(sock_path)
-        os.chmod(sock_path, 0o600)
-        lsock.listen(128)
+    def listen(self, lsock: socket.socket) -> None:
+        """Serve shims on a bound, listening Unix socket (programs may already be waiting)."""
         lsock.setblocking(False)
         self._lsock = lsock
-        loop.add_reader(lsock.fileno(), self._accept)
+        asyncio.get_running_loop().add_reader(lsock.fileno(), self._accept)
 
     def _accept(self) -> None:
         try:
