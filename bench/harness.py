@@ -22,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -157,7 +157,7 @@ def tail(text: str, n: int = 400) -> str:
 class Node:
     """A `ferry serve --root ROOT` on 127.0.0.1, started by the bench."""
 
-    def __init__(self, bench: "Bench", root: Path, log: Path) -> None:
+    def __init__(self, bench: Bench, root: Path, log: Path) -> None:
         self.bench, self.root, self.log = bench, root, log
         self.cmd = [sys.executable, "-m", "ferry", "serve", "--root", str(root), "--listen", "127.0.0.1:0"]
         self.out = log.with_suffix(".out")
@@ -202,7 +202,7 @@ class Node:
                 self.proc.wait(timeout=10)
         self.bench.nodes.discard(self)
 
-    def __enter__(self) -> "Node":
+    def __enter__(self) -> Node:
         return self
 
     def __exit__(self, *exc) -> None:

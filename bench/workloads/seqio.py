@@ -16,7 +16,7 @@ from ..harness import MOUNT, VARIANTS, Failure, interleave, make_row, median_ge
 
 NAME = "seqio"
 TITLE = "Sequential read/write throughput (dd bs=1M, cold ferry cache)"
-DD_RE = re.compile(r"^(\d+) bytes .* copied, ([\d.e+-]+) s", re.M)
+DD_RE = re.compile(r"^(\d+) bytes .* copied, ([\d.e+-]+) s", re.MULTILINE)
 
 
 def dd_figure(stderr: str) -> tuple[int, float]:

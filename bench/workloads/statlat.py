@@ -52,7 +52,7 @@ def run(b) -> list[dict]:
                 samples = [pct(s[p], q) for s in res[v]]
                 has_target = v == "ferry-direct" and q == 50
                 pooled = sorted(x for s in res[v] for x in s[p])
-                cdf = [pct(pooled, k / 2) for k in range(0, 201)] if pooled else []
+                cdf = [pct(pooled, k / 2) for k in range(201)] if pooled else []
                 rows.append(make_row(NAME, f"stat {qname}, {PASS_NAMES[v][p]}, N={n}", v, "µs", samples,
                                      local=loc if v != "local" else None,
                                      target="p50 ≤ 100 µs" if has_target else "",

@@ -13,8 +13,7 @@ from __future__ import annotations
 import shlex
 import shutil
 
-from ..harness import (MOUNT, VARIANTS, Failure, count_tree, interleave, make_row, phased, ratio_le,
-                       read_phases)
+from ..harness import MOUNT, VARIANTS, Failure, count_tree, interleave, make_row, phased, ratio_le, read_phases
 
 NAME = "w2"
 TITLE = "W2: untar ~80 MB / ~1000 files, ls -lR, rm -r"
@@ -30,7 +29,7 @@ def run(b) -> list[dict]:
     failures: dict[str, Failure] = {}
     f3: dict[str, Failure] = {}
     with b.node(NAME) as node:
-        def steps_for(v: str) -> tuple[list[tuple[str, str]], "Path"]:
+        def steps_for(v: str) -> tuple[list[tuple[str, str]], Path]:
             base = local if v == "local" else node.root
             d = base / "w2"
             shutil.rmtree(d, ignore_errors=True)
