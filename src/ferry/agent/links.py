@@ -48,8 +48,9 @@ class NodeLink:
                                                         timeout=self.connect_timeout,
                                                         call_timeout=self.call_timeout)
             except OSError as e:
-                self.complain(str(e))
-                raise OSError(errno.EIO, str(e)) from None
+                why = e.strerror or str(e)  # the message, without "[Errno N]"
+                self.complain(why)
+                raise OSError(errno.EIO, why) from None
         return self._client
 
     def complain(self, message: str) -> None:
