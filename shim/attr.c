@@ -89,7 +89,7 @@ static void replay(const char *ferry, int fd, const char *cache_path, struct set
 static int path_setattr(int dirfd, const char *path, int nofollow, struct setattr *a, int *handled)
 {
     struct fy_path p;
-    int r = fy_resolve(dirfd, path, &p);
+    int r = fy_resolve(dirfd, &path, &p);
     *handled = r != 0;
     if (r <= 0) return r;
     if (fy_cfg.mode == FY_MODE_DIRECT) return remote(p.ferry, a);

@@ -151,7 +151,7 @@ FY_EXPORT DIR *opendir(const char *path)
 {
     FY_REAL(DIR *, opendir, const char *);
     struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, path, &p);
+    int r = fy_resolve(AT_FDCWD, &path, &p);
     if (r == 0) return real_opendir(path);
     if (r < 0) return NULL;
     int fd = fy_open_path(&p, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
@@ -256,7 +256,7 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
     FY_REAL(int, mkdirat, int, const char *, mode_t);
     struct fy_path p;
-    int r = fy_resolve(dirfd, path, &p);
+    int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_mkdirat(dirfd, path, mode);
     if (r < 0) return -1;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
@@ -280,7 +280,7 @@ static int unlink_common(int dirfd, const char *path, int flags)
 {
     FY_REAL(int, unlinkat, int, const char *, int);
     struct fy_path p;
-    int r = fy_resolve(dirfd, path, &p);
+    int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_unlinkat(dirfd, path, flags);
     if (r < 0) return -1;
     uint16_t op = (flags & AT_REMOVEDIR) ? FY_OP_RMDIR : FY_OP_UNLINK;
@@ -304,8 +304,8 @@ static int rename_common(int olddirfd, const char *old, int newdirfd, const char
 {
     FY_REAL(int, renameat2, int, const char *, int, const char *, unsigned);
     struct fy_path po, pn;
-    int ro = fy_resolve(olddirfd, old, &po);
-    int rn = fy_resolve(newdirfd, new, &pn);
+    int ro = fy_resolve(olddirfd, &old, &po);
+    int rn = fy_resolve(newdirfd, &new, &pn);
     if (ro < 0 || rn < 0) return -1;
     if (ro == 0 && rn == 0) return real_renameat2(olddirfd, old, newdirfd, new, flags);
     if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
@@ -335,7 +335,7 @@ FY_EXPORT int truncate(const char *path, off_t len)
 {
     FY_REAL(int, truncate, const char *, off_t);
     struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, path, &p);
+    int r = fy_resolve(AT_FDCWD, &path, &p);
     if (r == 0) return real_truncate(path, len);
     if (r < 0) return -1;
     uint64_t a = (uint64_t)len;
@@ -377,12 +377,10 @@ FY_EXPORT int chdir(const char *path)
 {
     FY_REAL(int, chdir, const char *);
     struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, path, &p);
+    int r = fy_resolve(AT_FDCWD, &path, &p);
     if (r == 0) {
-        /* "cd .." out of a ferry directory: the kernel's cwd is not the ferry cwd's
-         * parent (direct mode never moves it), so go by the normalised name. */
-        char out[PATH_MAX];
-        int rc = real_chdir(fy_vcwd_join(path, out, sizeof out) ? out : path);
+        /* "cd .." out of a ferry directory arrives here already made absolute. */
+        int rc = real_chdir(path);
         if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
         return rc;
     }

@@ -57,9 +57,10 @@ struct fy_path {
     char ferry[PATH_MAX];        /* normalised ferry path */
     char cache[PATH_MAX + 256];  /* FERRY_CACHE + ferry (cache mode) */
 };
-/* 0: not ferry's (call libc with the original arguments); 1: ferry's, `out` filled;
- * -1: ferry's but invalid, errno set. */
-int fy_resolve(int dirfd, const char *path, struct fy_path *out);
+/* 0: not ferry's (call libc with *path, which is rewritten to an absolute local path when
+ * a name relative to a ferry directory climbs out of its mount with ".."); 1: ferry's,
+ * `out` filled; -1: ferry's but invalid, errno set. */
+int fy_resolve(int dirfd, const char **path, struct fy_path *out);
 /* Length of the mount root ("/REMOTE@h:p" or the prefix) that `ferry_path` lies under, or 0. */
 size_t fy_mount_root(const char *ferry_path);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
@@ -71,9 +72,6 @@ extern char fy_vcwd[PATH_MAX];
 extern int fy_vcwd_set;
 /* After the cwd changed locally: remember it if it is an ancestor of a mount root. */
 void fy_note_real_cwd(void);
-/* `path` relative to the ferry cwd, normalised into out (for a name that climbs out of
- * the mount with ".."); 0 when there is no ferry cwd or path is absolute. */
-int fy_vcwd_join(const char *path, char *out, size_t cap);
 
 /* ---- fdtable.c: which fds are ferry's ---- */
 enum fy_fd_kind { FY_FD_NONE = 0, FY_FD_CACHE, FY_FD_DIRECT };

@@ -77,7 +77,7 @@ int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
 /* The four open entry points differ only in their real call. */
 #define OPEN_BODY(dirfd, real_call)                  \
     struct fy_path p;                                \
-    int r = fy_resolve(dirfd, path, &p);             \
+    int r = fy_resolve(dirfd, &path, &p);             \
     if (r == 0) return real_call;                    \
     return r < 0 ? -1 : fy_open_path(&p, flags, mode)
 

@@ -61,7 +61,7 @@ static ssize_t readlink_common(int dirfd, const char *path, char *buf, size_t si
 {
     FY_REAL(ssize_t, readlinkat, int, const char *, char *, size_t);
     struct fy_path p;
-    int r = fy_resolve(dirfd, path, &p);
+    int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_readlinkat(dirfd, path, buf, size);
     if (r < 0) return -1;
     if (fy_cfg.mode == FY_MODE_DIRECT) return remote_readlink(p.ferry, buf, size);
@@ -88,7 +88,7 @@ FY_EXPORT ssize_t __readlinkat_chk(int dirfd, const char *path, char *buf, size_
 static int refuse(int dirfd, const char *path)
 {
     struct fy_path p;
-    int r = fy_resolve(dirfd, path, &p);
+    int r = fy_resolve(dirfd, &path, &p);
     if (r > 0) errno = EOPNOTSUPP;
     return r == 0 ? 0 : -1;
 }

@@ -77,8 +77,9 @@ static int normalize(const char *in, char *out, size_t cap)
     return 0;
 }
 
-int fy_resolve(int dirfd, const char *path, struct fy_path *out)
+int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
 {
+    const char *path = *pathp;
     if (fy_cfg.mode == FY_MODE_OFF || !path) return 0;
     char joined[2 * PATH_MAX];
     const char *abs;
@@ -105,7 +106,12 @@ int fy_resolve(int dirfd, const char *path, struct fy_path *out)
     }
     int rc = normalize(abs, out->ferry, sizeof out->ferry);
     if (rc < 0) { errno = -rc; return -1; }
-    if (!fy_mount_root(out->ferry)) return 0;  /* ".." climbed out of the mount */
+    if (!fy_mount_root(out->ferry)) {
+        /* ".." climbed out of the mount: the name is local, but relative to a ferry
+         * directory the kernel does not know, so hand libc the absolute path instead. */
+        if (abs == joined) *pathp = out->ferry;
+        return 0;
+    }
     if (fy_cfg.cache_len) {
         size_t fl = strlen(out->ferry);
         if (fy_cfg.cache_len + fl + 1 > sizeof out->cache) { errno = ENAMETOOLONG; return -1; }
@@ -113,18 +119,6 @@ int fy_resolve(int dirfd, const char *path, struct fy_path *out)
         memcpy(out->cache + fy_cfg.cache_len, out->ferry, fl + 1);
     }
     return 1;
-}
-
-int fy_vcwd_join(const char *path, char *out, size_t cap)
-{
-    char joined[2 * PATH_MAX];
-    if (!fy_vcwd_set || !path || path[0] == '/') return 0;
-    size_t bl = strlen(fy_vcwd), pl = strlen(path);
-    if (bl + 1 + pl + 1 > sizeof joined) return 0;
-    memcpy(joined, fy_vcwd, bl);
-    joined[bl] = '/';
-    memcpy(joined + bl + 1, path, pl + 1);
-    return normalize(joined, out, cap) == 0;
 }
 
 int fy_uncache(const char *cache_path, char *out, size_t cap)

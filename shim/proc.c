@@ -68,7 +68,7 @@ static void free_env(char **env, char *const orig[])
 /* Ferry program path -> its cache file, fetched.  0 not ferry's; 1 mapped; -1 error. */
 static int program_path(const char *path, struct fy_path *p)
 {
-    int r = fy_resolve(AT_FDCWD, path, p);
+    int r = fy_resolve(AT_FDCWD, &path, p);
     if (r <= 0) return r;
     struct fy_enc e = {.len = 0};
     fy_put_str(&e, p->ferry);

@@ -91,17 +91,20 @@ int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
  * ENOTEMPTY) would answer from an incomplete replica. */
 int fy_cache_parent(const struct fy_path *p)
 {
+    struct stat st;
+    /* The mount root has no parent here, but it exists: put it in the replica so that
+     * mkdir -p of the root says EEXIST locally instead of replaying MKDIR "/". */
+    if (fy_mount_root(p->ferry) == strlen(p->ferry)) {
+        int rc = fy_cache_stat(p, &st, 0);
+        return rc < 0 ? rc : 0;
+    }
     struct fy_path parent;
     memcpy(&parent, p, sizeof parent);
     char *s = strrchr(parent.ferry, '/');
     char *c = strrchr(parent.cache, '/');
-    struct stat st;
-    if (!s || !c || s == parent.ferry) return 0;
+    if (!s || !c) return 0;
     *s = 0;
     *c = 0;
-    /* The mount root has no parent here, but it exists: put it in the replica so that
-     * mkdir -p of the root says EEXIST locally instead of replaying MKDIR "/". */
-    if (!fy_mount_root(parent.ferry)) return fy_cache_stat(p, &st, 0);
     int rc = fy_cache_stat(&parent, &st, 0);
     if (rc < 0) return rc;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
@@ -129,7 +132,7 @@ static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
 {
     if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fd_stat(dirfd, st);
     struct fy_path p;
-    int r = fy_resolve(dirfd, path, &p);
+    int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) { FY_REAL(int, fstatat, int, const char *, struct stat *, int); return real_fstatat(dirfd, path, st, flags); }
     if (r < 0) return -1;
     return path_stat(&p, st, flags & AT_SYMLINK_NOFOLLOW);
@@ -191,7 +194,7 @@ FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, s
         stat_to_statx(&st, sx);
         return 0;
     }
-    r = fy_resolve(dirfd, path, &p);
+    r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_statx(dirfd, path, flags, mask, sx);
     if (r < 0) return -1;
     struct stat st;
@@ -205,7 +208,7 @@ static int access_common(int dirfd, const char *path, int amode, int flags)
 {
     FY_REAL(int, faccessat, int, const char *, int, int);
     struct fy_path p;
-    int r = fy_resolve(dirfd, path, &p);
+    int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_faccessat(dirfd, path, amode, flags);
     if (r < 0) return -1;
     if (fy_cfg.mode == FY_MODE_DIRECT) {

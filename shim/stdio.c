@@ -91,7 +91,7 @@ static FILE *cookie_file(int fd, const char *mode)
 static FILE *open_file(const char *path, const char *mode, FILE *(*real)(const char *, const char *))
 {
     struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, path, &p);
+    int r = fy_resolve(AT_FDCWD, &path, &p);
     if (r == 0) return real(path, mode);
     if (r < 0) return NULL;
     int flags = mode_flags(mode);

@@ -11,7 +11,7 @@
 /* 0: not ferry's; 1: use `p.cache`; -1: errno set (ENOTSUP in direct mode). */
 static int xattr_path(const char *path, int nofollow, struct fy_path *p)
 {
-    int r = fy_resolve(AT_FDCWD, path, p);
+    int r = fy_resolve(AT_FDCWD, &path, p);
     if (r <= 0) return r;
     if (fy_cfg.mode == FY_MODE_DIRECT) { errno = ENOTSUP; return -1; }
     struct stat st;

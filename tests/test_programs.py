@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Where
+from conftest import Where, ferry_run
 
 q = shlex.quote
 
@@ -400,3 +400,25 @@ def test_exec_child_inherits_fd_and_cwd(where: Where):
                 cd {where.path('dir')} && exec sh -c 'echo "$(pwd)" > cwd.txt; /bin/pwd >> cwd.txt'""")
     assert (root / "dir" / "f").read_bytes() == b"x\ny\nz\nend\n"
     assert (root / "dir" / "cwd.txt").read_text() == f"{where.path('dir')}\n" * 2
+
+
+def test_dotdot_out_of_a_ferry_cwd_reaches_the_local_file(where: Where, tmp_path):
+    """`cd` into a ferry directory, then name a local file by climbing out with `..`."""
+    (tmp_path / "local.txt").write_text("local\n")
+    ups = "../" * (where.path("a/b").count("/"))
+    p = where.sh(f"mkdir -p {where.path('a/b')} && cd {where.path('a/b')} && "
+                 f"cat {ups}{str(tmp_path).lstrip('/')}/local.txt && "
+                 f"echo written > {ups}{str(tmp_path).lstrip('/')}/out.txt")
+    assert p.stdout == "local\n"
+    assert (tmp_path / "out.txt").read_text() == "written\n"
+    assert not (where.node.root / "out.txt").exists()
+
+
+@pytest.mark.parametrize("mode", ["cache", "direct"])
+def test_mkdir_p_under_a_one_component_prefix(node, mode):
+    """The mount root itself is the first component `mkdir -p` creates: EEXIST, no replay."""
+    p = ferry_run(["sh", "-c", "mkdir -p /fy-one/a/b && mkdir /fy-one; echo $?"], mode=mode,
+                  mounts=(f"/fy-one={node.url}",))
+    assert p.stdout == "1\n"
+    assert "File exists" in p.stderr and "could not be written back" not in p.stderr
+    assert (node.root / "a" / "b").is_dir()
