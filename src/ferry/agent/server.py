@@ -46,7 +46,7 @@ class Agent:
         self.next_handle = 1
         self.conns: set[ShimConn] = set()
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
-        self.server: asyncio.AbstractServer | None = None
+        self._lsock: socket.socket | None = None
         self.handlers = {code: getattr(self, "op_" + name.lower()) for name, code in spec.OPCODES.items()
                          if hasattr(self, "op_" + name.lower())}
 
@@ -59,6 +59,7 @@ class Agent:
         asyncio.get_running_loop().add_reader(lsock.fileno(), self._accept)
 
     def _accept(self) -> None:
+        assert self._lsock is not None
         try:
             sock, _ = self._lsock.accept()
         except BlockingIOError:
@@ -143,7 +144,7 @@ class Agent:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.server is None and hasattr(self, "_lsock"):
+        if self._lsock is not None:
             loop.remove_reader(self._lsock.fileno())
             self._lsock.close()
         for c in list(self.conns):
@@ -546,7 +547,7 @@ class ShimConn:
             return
         while True:
             try:
-                data, anc, _, _ = self.sock.recvmsg(1 << 20, socket.CMSG_SPACE(64 * 4))
+                data, anc, _, _ = self.sock.recvmsg(64 << 10, socket.CMSG_SPACE(64 * 4))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
