@@ -5,6 +5,7 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,4 +23,11 @@ class BuildWithShim(build_py):
                        check=True)
 
 
-setup(cmdclass={"build_py": BuildWithShim})
+class PlatformDistribution(Distribution):
+    """The wheel carries a compiled library: tag it for this platform, not "any"."""
+
+    def has_ext_modules(self):
+        return True
+
+
+setup(cmdclass={"build_py": BuildWithShim}, distclass=PlatformDistribution)
