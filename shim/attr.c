@@ -92,6 +92,7 @@ static int path_setattr(int dirfd, const char *path, int nofollow, struct setatt
     int r = fy_resolve(dirfd, &path, &p);
     *handled = r != 0;
     if (r <= 0) return r;
+    if (nofollow) a->valid |= FY_SET_NOFOLLOW;
     if (fy_cfg.mode == FY_MODE_DIRECT) return remote(p.ferry, a);
     struct stat st;
     int rc = fy_cache_stat(&p, &st, 1);

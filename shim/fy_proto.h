@@ -15,6 +15,7 @@
 #define FY_SET_GID 0x4
 #define FY_SET_ATIME 0x8
 #define FY_SET_MTIME 0x10
+#define FY_SET_NOFOLLOW 0x20
 
 enum fy_op {
     FY_OP_HELLO = 1, /* (u32 version, u32 max_frame, u64 features, str auth) -> (u32 version, u32 max_frame, u64 features) */
@@ -37,6 +38,7 @@ enum fy_op {
     FY_OP_PUT_OPEN = 18, /* (str path, u32 mode) -> (u64 handle) */
     FY_OP_PUT_COMMIT = 19, /* (u64 handle, u32 mode, i64 atime_ns, i64 mtime_ns) -> (attr attr) */
     FY_OP_PUT = 20, /* (str path, u32 mode, i64 atime_ns, i64 mtime_ns, bytes data) -> (attr attr) */
+    FY_OP_SYMLINK = 21, /* (str target, str path) -> () */
     FY_OP_LSEEK = 64, /* (u64 handle, i64 offset, u32 whence) -> (i64 offset) */
     FY_OP_CACHE_OPEN = 65, /* (str path, u32 flags, u32 mode) -> () */
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */

@@ -2,9 +2,9 @@
  *
  * Reading a link: cache mode reads the replica's copy (the agent places remote symlinks
  * as symlinks); direct mode finds the target in the parent's LISTDIR, which carries it.
- * Making links: the protocol has no operation for it yet, so ferry paths get EOPNOTSUPP
- * rather than a link made only in the replica (never reaching the node) or, for a
- * relative name in direct mode, on the local disk.
+ * Making a symlink: SYMLINK (cache mode: in the replica first, then one-way).  Hard links
+ * have no protocol operation yet, so ferry paths get EOPNOTSUPP rather than a link made
+ * only in the replica (never reaching the node) or, in direct mode, on the local disk.
  */
 #include "fy.h"
 
@@ -96,7 +96,22 @@ static int refuse(int dirfd, const char *path)
 FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
 {
     FY_REAL(int, symlinkat, const char *, int, const char *);
-    return refuse(dirfd, path) < 0 ? -1 : real_symlinkat(target, dirfd, path);
+    struct fy_path p;
+    int r = fy_resolve(dirfd, &path, &p);
+    if (r == 0) return real_symlinkat(target, dirfd, path);
+    if (r < 0) return -1;
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, target);
+    fy_put_str(&e, p.ferry);
+    if (fy_cfg.mode == FY_MODE_DIRECT) {
+        int rc = fy_call(FY_OP_SYMLINK, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+        return rc < 0 ? fy_fail(rc) : 0;
+    }
+    int rc = fy_cache_parent(&p);
+    if (rc < 0) return fy_fail(rc);
+    if (real_symlinkat(target, AT_FDCWD, p.cache) < 0) return -1;
+    fy_call(FY_OP_SYMLINK, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
+    return 0;
 }
 
 FY_EXPORT int symlink(const char *target, const char *path) { return symlinkat(target, AT_FDCWD, path); }

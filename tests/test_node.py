@@ -57,11 +57,7 @@ class Export:
         self.backend.mkdir(path.encode(), 0o755)
 
     def symlink(self, target: str, path: str) -> None:
-        if isinstance(self.backend, MemoryBackend):
-            self.backend.symlink(target.encode(), path.encode())
-        else:
-            assert self.root is not None
-            os.symlink(target, self.root / path.lstrip("/"))
+        self.backend.symlink(target.encode(), path.encode())
 
     def outside_state(self) -> tuple[list[str], bytes, int]:
         secret = self.outside / "secret"
@@ -188,6 +184,30 @@ def test_dir_ops(export: Export) -> None:
         assert (await c.call("STAT", path=b"/", flags=0))["attr"].is_dir
         assert (await c.call("STAT", path=b"/d/../d/./x", flags=0))["attr"].size == 5
 
+    serve(export.backend, body)
+
+
+def test_symlink_op(export: Export) -> None:
+    """SYMLINK stores the target verbatim, even one pointing outside; following it stays refused."""
+    seed(export)
+
+    async def body(c: NodeClient) -> None:
+        await c.call("SYMLINK", target=b"x", path=b"/d/tox")
+        await c.call("SYMLINK", target=b"/etc/passwd", path=b"/abs")
+        entries = {e.name: e.target for e in (await c.call("LISTDIR", path=b"/d"))["entries"]}
+        assert entries[b"tox"] == b"x"
+        assert (await c.call("STAT", path=b"/abs", flags=spec.STAT_NOFOLLOW))["attr"].is_link
+        assert await errno_of(c.call("SYMLINK", target=b"x", path=b"/f")) == errno.EEXIST
+        assert await errno_of(c.call("SYMLINK", target=b"x", path=b"/nodir/l")) == errno.ENOENT
+        assert await errno_of(c.call("OPEN", path=b"/abs", flags=os.O_RDONLY, mode=0)) == errno.EACCES
+        # SET_NOFOLLOW acts on the link itself: its times change, its target's do not
+        before = (await c.call("STAT", path=b"/d/tox", flags=0))["attr"].mtime_ns
+        await c.call("SETATTR", path=b"/d/tox", valid=spec.SET_MTIME | spec.SET_NOFOLLOW, mode=0, uid=0, gid=0,
+                     atime_ns=0, mtime_ns=123_000_000_000)
+        assert (await c.call("STAT", path=b"/d/tox", flags=spec.STAT_NOFOLLOW))["attr"].mtime_ns == 123_000_000_000
+        assert (await c.call("STAT", path=b"/d/tox", flags=0))["attr"].mtime_ns == before
+        assert await errno_of(c.call("SETATTR", path=b"/d/tox", valid=spec.SET_MODE | spec.SET_NOFOLLOW, mode=0o600,
+                                     uid=0, gid=0, atime_ns=0, mtime_ns=0)) == errno.EOPNOTSUPP
     serve(export.backend, body)
 
 

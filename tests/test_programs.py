@@ -422,3 +422,24 @@ def test_mkdir_p_under_a_one_component_prefix(node, mode):
     assert p.stdout == "1\n"
     assert "File exists" in p.stderr and "could not be written back" not in p.stderr
     assert (node.root / "a" / "b").is_dir()
+
+
+def test_symlinks_ln_and_tar(where: Where, tmp_path):
+    """`ln -s` makes a link on the node; `tar x` of a tree with links, and `tar c` back."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_text("data\n")
+    os.symlink("f", src / "d" / "rel")
+    os.symlink("../d/f", src / "d" / "up")
+    subprocess.run(["tar", "cf", str(tmp_path / "t.tar"), "-C", str(src), "d"], check=True, timeout=60)
+    out = tmp_path / "out.tar"
+    p = where.sh(f"tar xf {tmp_path / 't.tar'} -C {where.path()} && ln -s d/f {where.path('top')} && "
+                 f"readlink {where.path('top')} && cat {where.path('top')} {where.path('d/up')} && "
+                 f"tar cf {out} -C {where.path()} d")
+    assert p.stdout == "d/f\ndata\ndata\n"
+    root = where.node.root
+    assert os.readlink(root / "top") == "d/f"
+    assert (os.readlink(root / "d" / "rel"), os.readlink(root / "d" / "up")) == ("f", "../d/f")
+    with tarfile.open(out) as t:
+        links = {m.name: m.linkname for m in t.getmembers() if m.issym()}
+    assert links == {"d/rel": "f", "d/up": "../d/f"}

@@ -338,6 +338,16 @@ class Agent:
         m.present = True
         self._replay("MKDIR", f["path"], m, mode=f["mode"])
 
+    async def op_symlink(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        await link.call("SYMLINK", target=f["target"], path=rel)
+        return {}
+
+    def oneway_symlink(self, f) -> None:
+        m = self.replica.added(f["path"], "l")
+        m.present = True
+        self._replay("SYMLINK", f["path"], m, target=f["target"])
+
     async def op_rmdir(self, conn, f) -> dict:
         link, rel = self.route(f["path"])
         await link.call("RMDIR", path=rel)

@@ -126,6 +126,11 @@ def handle_mkdir(s: Session, f: Fields) -> Fields:
     return _NO_FIELDS
 
 
+def handle_symlink(s: Session, f: Fields) -> Fields:
+    s.backend.symlink(f["target"], f["path"])
+    return _NO_FIELDS
+
+
 def handle_rmdir(s: Session, f: Fields) -> Fields:
     s.backend.rmdir(f["path"])
     return _NO_FIELDS

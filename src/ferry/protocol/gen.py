@@ -28,7 +28,7 @@ def render() -> str:
         f"#define FY_FLAG_ONEWAY {spec.FLAG_ONEWAY:#x}",
         f"#define FY_FEATURE_PIPELINE {spec.FEATURE_PIPELINE:#x}",
         f"#define FY_STAT_NOFOLLOW {spec.STAT_NOFOLLOW:#x}",
-        *(f"#define FY_{n} {getattr(spec, n):#x}" for n in ("SET_MODE", "SET_UID", "SET_GID", "SET_ATIME", "SET_MTIME")),
+        *(f"#define FY_{n} {getattr(spec, n):#x}" for n in ("SET_MODE", "SET_UID", "SET_GID", "SET_ATIME", "SET_MTIME", "SET_NOFOLLOW")),
         "",
         "enum fy_op {",
     ]

@@ -42,6 +42,7 @@ SET_UID = 0x2
 SET_GID = 0x4
 SET_ATIME = 0x8
 SET_MTIME = 0x10
+SET_NOFOLLOW = 0x20  # act on a final symlink itself (lchown, lutimes, AT_SYMLINK_NOFOLLOW)
 
 # The attribute block every stat-like reply carries (mirrors struct stat).
 ATTR = [
@@ -93,6 +94,8 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # guarantee as PUT_OPEN/PUT_COMMIT, and no round trip to wait for, so uploads pipeline.
     "PUT": (20, [("path", "str"), ("mode", "u32"), ("atime_ns", "i64"), ("mtime_ns", "i64"), ("data", "bytes")],
             [("attr", "attr")], "node"),
+    # Make a symbolic link holding `target` verbatim (the node never follows it here).
+    "SYMLINK": (21, [("target", "str"), ("path", "str")], [], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),

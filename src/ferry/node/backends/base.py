@@ -79,6 +79,9 @@ class Backend(ABC):
     def mkdir(self, path: bytes, mode: int) -> None: ...
 
     @abstractmethod
+    def symlink(self, target: bytes, path: bytes) -> None: ...
+
+    @abstractmethod
     def rmdir(self, path: bytes) -> None: ...
 
     @abstractmethod

@@ -269,6 +269,15 @@ class DirBackend(Backend):
         finally:
             self._done(dirfd)
 
+    def symlink(self, target: bytes, path: bytes) -> None:
+        dirfd, name = self._parent(path)
+        try:
+            if name is None:
+                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
+            os.symlink(target, name, dir_fd=dirfd)
+        finally:
+            self._done(dirfd)
+
     def rmdir(self, path: bytes) -> None:
         dirfd, name = self._parent(path)
         try:
@@ -312,6 +321,8 @@ class DirBackend(Backend):
 
     def setattr(self, path: bytes, valid: int, mode: int, uid: int, gid: int,
                 atime_ns: int, mtime_ns: int) -> None:
+        if valid & spec.SET_NOFOLLOW and self._setattr_link(path, valid, uid, gid, atime_ns, mtime_ns):
+            return
         fd = self._fd(path, _PATH_FLAGS)
         try:
             p = _proc(fd)
@@ -325,6 +336,26 @@ class DirBackend(Backend):
                                 mtime_ns if valid & spec.SET_MTIME else cur.st_mtime_ns))
         finally:
             os.close(fd)
+
+    def _setattr_link(self, path: bytes, valid: int, uid: int, gid: int, atime_ns: int, mtime_ns: int) -> bool:
+        """SETATTR on a final symlink itself; False when `path` is not a symlink."""
+        dirfd, name = self._parent(path)
+        try:
+            if name is None or not st.S_ISLNK(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                return False
+            if valid & spec.SET_MODE:  # Linux keeps no mode on a symlink
+                raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP), path)
+            if valid & (spec.SET_UID | spec.SET_GID):
+                os.chown(name, uid if valid & spec.SET_UID else -1, gid if valid & spec.SET_GID else -1,
+                         dir_fd=dirfd, follow_symlinks=False)
+            if valid & (spec.SET_ATIME | spec.SET_MTIME):
+                cur = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                os.utime(name, ns=(atime_ns if valid & spec.SET_ATIME else cur.st_atime_ns,
+                                   mtime_ns if valid & spec.SET_MTIME else cur.st_mtime_ns),
+                         dir_fd=dirfd, follow_symlinks=False)
+            return True
+        finally:
+            self._done(dirfd)
 
     def access(self, path: bytes, mode: int) -> None:
         fd = self._fd(path, _PATH_FLAGS)

@@ -159,7 +159,6 @@ class MemoryBackend(Backend):
         self._root = _Dir(next(self._inos), 0o755, None)
 
     def symlink(self, target: bytes, path: bytes) -> None:
-        """Seed a symlink (the protocol has no op for it yet)."""
         parent, name, node = self._resolve(path, False)
         if name is None or node is not None:
             raise _err(errno.EEXIST, path)
@@ -338,8 +337,10 @@ class MemoryBackend(Backend):
 
     def setattr(self, path: bytes, valid: int, mode: int, uid: int, gid: int,
                 atime_ns: int, mtime_ns: int) -> None:
-        node = self._node(path)
+        node = self._node(path, follow=not valid & spec.SET_NOFOLLOW)
         if valid & spec.SET_MODE:
+            if isinstance(node, _Link):  # as Linux: a symlink keeps no mode
+                raise _err(errno.EOPNOTSUPP, path)
             node.mode = st.S_IFMT(node.mode) | (mode & 0o7777)
         if valid & spec.SET_UID:
             node.uid = uid
