@@ -2,9 +2,9 @@
  *
  * Reading a link: cache mode reads the replica's copy (the agent places remote symlinks
  * as symlinks); direct mode finds the target in the parent's LISTDIR, which carries it.
- * Making a symlink: SYMLINK (cache mode: in the replica first, then one-way).  Hard links
- * have no protocol operation yet, so ferry paths get EOPNOTSUPP rather than a link made
- * only in the replica (never reaching the node) or, in direct mode, on the local disk.
+ * Making links: SYMLINK and LINK (cache mode: in the replica first, then one-way).  A
+ * link between a ferry path and a local one, or two mounts, is EXDEV as the kernel says
+ * across file systems.
  */
 #include "fy.h"
 
@@ -84,15 +84,6 @@ FY_EXPORT ssize_t __readlinkat_chk(int dirfd, const char *path, char *buf, size_
     return readlink_common(dirfd, path, buf, size);
 }
 
-/* 0: not ferry's; -1 with errno: ferry's (refused) or invalid. */
-static int refuse(int dirfd, const char *path)
-{
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r > 0) errno = EOPNOTSUPP;
-    return r == 0 ? 0 : -1;
-}
-
 FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
 {
     FY_REAL(int, symlinkat, const char *, int, const char *);
@@ -119,8 +110,26 @@ FY_EXPORT int symlink(const char *target, const char *path) { return symlinkat(t
 FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
 {
     FY_REAL(int, linkat, int, const char *, int, const char *, int);
-    if (refuse(olddirfd, old) < 0 || refuse(newdirfd, new) < 0) return -1;
-    return real_linkat(olddirfd, old, newdirfd, new, flags);
+    struct fy_path po, pn;
+    int ro = fy_resolve(olddirfd, &old, &po);
+    int rn = fy_resolve(newdirfd, &new, &pn);
+    if (ro < 0 || rn < 0) return -1;
+    if (ro == 0 && rn == 0) return real_linkat(olddirfd, old, newdirfd, new, flags);
+    if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, po.ferry);
+    fy_put_str(&e, pn.ferry);
+    if (fy_cfg.mode == FY_MODE_DIRECT) {
+        int rc = fy_call(FY_OP_LINK, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+        return rc < 0 ? fy_fail(rc) : 0;
+    }
+    struct stat st;
+    int rc = fy_cache_stat(&po, &st, 1);    /* the source must be in the replica */
+    if (rc == 0) rc = fy_cache_parent(&pn);
+    if (rc < 0) return fy_fail(rc);
+    if (real_linkat(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
+    fy_call(FY_OP_LINK, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
+    return 0;
 }
 
 FY_EXPORT int link(const char *old, const char *new) { return linkat(AT_FDCWD, old, AT_FDCWD, new, 0); }

@@ -211,6 +211,22 @@ def test_symlink_op(export: Export) -> None:
     serve(export.backend, body)
 
 
+def test_link_op(export: Export) -> None:
+    seed(export)
+
+    async def body(c: NodeClient) -> None:
+        await c.call("LINK", old=b"/f", new=b"/d/f2")
+        a = (await c.call("STAT", path=b"/f", flags=0))["attr"]
+        b = (await c.call("STAT", path=b"/d/f2", flags=0))["attr"]
+        assert (a.ino, a.nlink) == (b.ino, 2)
+        await c.call("LINK", old=b"/l", new=b"/l2")  # the symlink itself, not its target
+        assert (await c.call("STAT", path=b"/l2", flags=spec.STAT_NOFOLLOW))["attr"].is_link
+        assert await errno_of(c.call("LINK", old=b"/d", new=b"/d3")) == errno.EPERM
+        assert await errno_of(c.call("LINK", old=b"/f", new=b"/d/x")) == errno.EEXIST
+        assert await errno_of(c.call("LINK", old=b"/nope", new=b"/n2")) == errno.ENOENT
+    serve(export.backend, body)
+
+
 def test_inode_numbers_are_stable(export: Export) -> None:
     seed(export)
 

@@ -424,13 +424,15 @@ def test_mkdir_p_under_a_one_component_prefix(node, mode):
     assert (node.root / "a" / "b").is_dir()
 
 
-def test_symlinks_ln_and_tar(where: Where, tmp_path):
-    """`ln -s` makes a link on the node; `tar x` of a tree with links, and `tar c` back."""
+def test_links_ln_and_tar(where: Where, tmp_path):
+    """`ln -s` makes a link on the node; `tar x` of a tree with symbolic and hard links, and
+    `tar c` back; a hard link across ferry and local is EXDEV, as across file systems."""
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     (src / "d" / "f").write_text("data\n")
     os.symlink("f", src / "d" / "rel")
     os.symlink("../d/f", src / "d" / "up")
+    os.link(src / "d" / "f", src / "d" / "hard")
     subprocess.run(["tar", "cf", str(tmp_path / "t.tar"), "-C", str(src), "d"], check=True, timeout=60)
     out = tmp_path / "out.tar"
     p = where.sh(f"tar xf {tmp_path / 't.tar'} -C {where.path()} && ln -s d/f {where.path('top')} && "
@@ -440,6 +442,9 @@ def test_symlinks_ln_and_tar(where: Where, tmp_path):
     root = where.node.root
     assert os.readlink(root / "top") == "d/f"
     assert (os.readlink(root / "d" / "rel"), os.readlink(root / "d" / "up")) == ("f", "../d/f")
+    assert os.stat(root / "d" / "hard").st_ino == os.stat(root / "d" / "f").st_ino
     with tarfile.open(out) as t:
         links = {m.name: m.linkname for m in t.getmembers() if m.issym()}
     assert links == {"d/rel": "f", "d/up": "../d/f"}
+    p = where.sh(f"ln {where.path('d/f')} {tmp_path / 'cross'}", check=False)
+    assert p.returncode != 0 and "cross-device" in p.stderr

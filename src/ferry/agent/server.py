@@ -348,6 +348,22 @@ class Agent:
         m.present = True
         self._replay("SYMLINK", f["path"], m, target=f["target"])
 
+    async def op_link(self, conn, f) -> dict:
+        link, old = self.route(f["old"])
+        _, new = self.route(f["new"])
+        await link.call("LINK", old=old, new=new)
+        return {}
+
+    def oneway_link(self, f) -> None:
+        src = self.replica.meta.get(f["old"])
+        m = self.replica.added(f["new"], "f")
+        if src is not None:
+            m.present, m.version = src.present, src.version
+        link, old = self.route(f["old"])
+        _, new = self.route(f["new"])
+        m.pending += 1
+        link.submit(cache.oneway_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
+
     async def op_rmdir(self, conn, f) -> dict:
         link, rel = self.route(f["path"])
         await link.call("RMDIR", path=rel)

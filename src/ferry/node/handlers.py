@@ -131,6 +131,11 @@ def handle_symlink(s: Session, f: Fields) -> Fields:
     return _NO_FIELDS
 
 
+def handle_link(s: Session, f: Fields) -> Fields:
+    s.backend.link(f["old"], f["new"])
+    return _NO_FIELDS
+
+
 def handle_rmdir(s: Session, f: Fields) -> Fields:
     s.backend.rmdir(f["path"])
     return _NO_FIELDS

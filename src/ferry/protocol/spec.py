@@ -96,6 +96,8 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
             [("attr", "attr")], "node"),
     # Make a symbolic link holding `target` verbatim (the node never follows it here).
     "SYMLINK": (21, [("target", "str"), ("path", "str")], [], "node"),
+    # A second name for a non-directory (never following a final symlink).
+    "LINK": (22, [("old", "str"), ("new", "str")], [], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),

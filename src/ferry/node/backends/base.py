@@ -82,6 +82,9 @@ class Backend(ABC):
     def symlink(self, target: bytes, path: bytes) -> None: ...
 
     @abstractmethod
+    def link(self, old: bytes, new: bytes) -> None: ...
+
+    @abstractmethod
     def rmdir(self, path: bytes) -> None: ...
 
     @abstractmethod

@@ -278,6 +278,21 @@ class DirBackend(Backend):
         finally:
             self._done(dirfd)
 
+    def link(self, old: bytes, new: bytes) -> None:
+        olddir, oldname = self._parent(old)
+        try:
+            newdir, newname = self._parent(new)
+            try:
+                if oldname is None:
+                    raise OSError(errno.EPERM, os.strerror(errno.EPERM), old)
+                if newname is None:
+                    raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), new)
+                os.link(oldname, newname, src_dir_fd=olddir, dst_dir_fd=newdir, follow_symlinks=False)
+            finally:
+                self._done(newdir)
+        finally:
+            self._done(olddir)
+
     def rmdir(self, path: bytes) -> None:
         dirfd, name = self._parent(path)
         try:

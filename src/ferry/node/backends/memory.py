@@ -165,6 +165,18 @@ class MemoryBackend(Backend):
         parent.children[name] = _Link(next(self._inos), target)
         parent.touch()
 
+    def link(self, old: bytes, new: bytes) -> None:
+        node = self._node(old, follow=False)
+        if isinstance(node, _Dir):
+            raise _err(errno.EPERM, old)
+        parent, name, existing = self._resolve(new, False)
+        if name is None or existing is not None:
+            raise _err(errno.EEXIST, new)
+        parent.children[name] = node
+        node.nlink += 1
+        node.ctime_ns = time.time_ns()
+        parent.touch()
+
     def _resolve(self, path: bytes, follow_last: bool) -> tuple[_Dir, bytes | None, _Node | None]:
         """(parent dir, final name, node or None if absent), following symlinks beneath the
         root; name is None when the path ends on a directory reached as such (the root)."""
