@@ -429,3 +429,24 @@ FY_EXPORT char *getcwd(char *buf, size_t size)
 }
 
 FY_EXPORT char *__getcwd_chk(char *buf, size_t size, size_t buflen) { (void)buflen; return getcwd(buf, size); }
+
+/* ---------- special files ---------- */
+
+/* Nodes keep regular files, directories and symlinks only: a FIFO or device made in the
+ * replica would never reach the node, so say so instead (EOPNOTSUPP, as NFS-less file
+ * systems do).  Local paths go to libc untouched. */
+static int mknod_common(int dirfd, const char *path, mode_t mode, dev_t dev)
+{
+    FY_REAL(int, mknodat, int, const char *, mode_t, dev_t);
+    struct fy_path p;
+    int r = fy_resolve(dirfd, &path, &p);
+    if (r == 0) return real_mknodat(dirfd, path, mode, dev);
+    if (r < 0) return -1;
+    errno = EOPNOTSUPP;
+    return -1;
+}
+
+FY_EXPORT int mknod(const char *path, mode_t mode, dev_t dev) { return mknod_common(AT_FDCWD, path, mode, dev); }
+FY_EXPORT int mknodat(int dirfd, const char *path, mode_t mode, dev_t dev) { return mknod_common(dirfd, path, mode, dev); }
+FY_EXPORT int mkfifo(const char *path, mode_t mode) { return mknod_common(AT_FDCWD, path, mode | S_IFIFO, 0); }
+FY_EXPORT int mkfifoat(int dirfd, const char *path, mode_t mode) { return mknod_common(dirfd, path, mode | S_IFIFO, 0); }

@@ -226,3 +226,11 @@ def test_ferry_run_of_remote_program(node):
     w = Where(node, "cache", "orfa")
     p = w.run([w.path("tool.sh"), "arg"], check=False)
     assert (p.returncode, p.stdout) == (7, "tool ran arg\n")
+
+
+def test_special_files_are_refused_clearly(where: Where, tmp_path):
+    """A FIFO could never reach the node: EOPNOTSUPP, nothing made; local paths unaffected."""
+    p = where.sh(f"mkfifo {where.path('ff')}; echo rc=$?; mkfifo {tmp_path / 'local'} && echo local-ok", check=False)
+    assert p.stdout.splitlines() == ["rc=1", "local-ok"]
+    assert "Operation not supported" in p.stderr
+    assert not (where.node.root / "ff").exists()
