@@ -40,6 +40,7 @@ enum fy_op {
     FY_OP_PUT = 20, /* (str path, u32 mode, i64 atime_ns, i64 mtime_ns, bytes data) -> (attr attr) */
     FY_OP_SYMLINK = 21, /* (str target, str path) -> () */
     FY_OP_LINK = 22, /* (str old, str new) -> () */
+    FY_OP_STATFS = 23, /* (str path) -> (u64 bsize, u64 frsize, u64 blocks, u64 bfree, u64 bavail, u64 files, u64 ffree, u64 favail, u64 namemax) */
     FY_OP_LSEEK = 64, /* (u64 handle, i64 offset, u32 whence) -> (i64 offset) */
     FY_OP_CACHE_OPEN = 65, /* (str path, u32 flags, u32 mode) -> () */
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */

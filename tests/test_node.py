@@ -227,6 +227,18 @@ def test_link_op(export: Export) -> None:
     serve(export.backend, body)
 
 
+def test_statfs_op(export: Export) -> None:
+    seed(export)
+
+    async def body(c: NodeClient) -> None:
+        rep = await c.call("STATFS", path=b"/d")
+        assert rep["bsize"] > 0 and rep["blocks"] >= rep["bfree"] >= rep["bavail"] and rep["namemax"] >= 255
+        if export.root is not None:
+            assert rep["blocks"] == os.statvfs(export.root).f_blocks
+        assert await errno_of(c.call("STATFS", path=b"/nope")) == errno.ENOENT
+    serve(export.backend, body)
+
+
 def test_inode_numbers_are_stable(export: Export) -> None:
     seed(export)
 

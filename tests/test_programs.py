@@ -448,3 +448,10 @@ def test_links_ln_and_tar(where: Where, tmp_path):
     assert links == {"d/rel": "f", "d/up": "../d/f"}
     p = where.sh(f"ln {where.path('d/f')} {tmp_path / 'cross'}", check=False)
     assert p.returncode != 0 and "cross-device" in p.stderr
+
+
+def test_statfs_reports_the_node(where: Where):
+    """`stat -f` on a ferry path describes the node's file system, not the replica's."""
+    p = where.sh(f"stat -f -c '%S %b' {where.path()}")
+    v = os.statvfs(where.node.root)
+    assert p.stdout.split() == [str(v.f_frsize), str(v.f_blocks)]

@@ -348,6 +348,10 @@ class Agent:
         m.present = True
         self._replay("SYMLINK", f["path"], m, target=f["target"])
 
+    async def op_statfs(self, conn, f) -> dict:
+        link, rel = self.route(f["path"])
+        return await link.call("STATFS", path=rel)
+
     async def op_link(self, conn, f) -> dict:
         link, old = self.route(f["old"])
         _, new = self.route(f["new"])

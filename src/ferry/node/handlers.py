@@ -131,6 +131,10 @@ def handle_symlink(s: Session, f: Fields) -> Fields:
     return _NO_FIELDS
 
 
+def handle_statfs(s: Session, f: Fields) -> Fields:
+    return s.backend.statfs(f["path"])
+
+
 def handle_link(s: Session, f: Fields) -> Fields:
     s.backend.link(f["old"], f["new"])
     return _NO_FIELDS

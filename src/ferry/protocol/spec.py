@@ -98,6 +98,10 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     "SYMLINK": (21, [("target", "str"), ("path", "str")], [], "node"),
     # A second name for a non-directory (never following a final symlink).
     "LINK": (22, [("old", "str"), ("new", "str")], [], "node"),
+    # The file system holding `path`, as statvfs(3) reports it.
+    "STATFS": (23, [("path", "str")], [("bsize", "u64"), ("frsize", "u64"), ("blocks", "u64"), ("bfree", "u64"),
+                                        ("bavail", "u64"), ("files", "u64"), ("ffree", "u64"), ("favail", "u64"),
+                                        ("namemax", "u64")], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),

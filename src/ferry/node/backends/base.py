@@ -106,6 +106,10 @@ class Backend(ABC):
     def access(self, path: bytes, mode: int) -> None: ...
 
     @abstractmethod
+    def statfs(self, path: bytes) -> dict[str, int]:
+        """The STATFS reply fields for the file system holding `path`."""
+
+    @abstractmethod
     def put_open(self, path: bytes, mode: int) -> BackendFile:
         """A hidden temporary beside `path` that only `put_commit` makes visible."""
 

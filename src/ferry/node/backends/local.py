@@ -372,6 +372,16 @@ class DirBackend(Backend):
         finally:
             self._done(dirfd)
 
+    def statfs(self, path: bytes) -> dict[str, int]:
+        fd = self._fd(path, _PATH_FLAGS)
+        try:
+            v = os.fstatvfs(fd)
+        finally:
+            os.close(fd)
+        return {"bsize": v.f_bsize, "frsize": v.f_frsize, "blocks": v.f_blocks, "bfree": v.f_bfree,
+                "bavail": v.f_bavail, "files": v.f_files, "ffree": v.f_ffree, "favail": v.f_favail,
+                "namemax": v.f_namemax}
+
     def access(self, path: bytes, mode: int) -> None:
         fd = self._fd(path, _PATH_FLAGS)
         try:

@@ -364,6 +364,19 @@ class MemoryBackend(Backend):
             node.mtime_ns = mtime_ns
         node.ctime_ns = time.time_ns()
 
+    def statfs(self, path: bytes) -> dict[str, int]:
+        self._node(path)  # ENOENT/ENOTDIR/EACCES as for any path
+        used = sum(1 for _ in self._walk(self._root))
+        # A tree in memory has no fixed size: report what is used plus ample room.
+        return {"bsize": 4096, "frsize": 4096, "blocks": 1 << 30, "bfree": 1 << 29, "bavail": 1 << 29,
+                "files": 1 << 24, "ffree": (1 << 24) - used, "favail": (1 << 24) - used, "namemax": 255}
+
+    def _walk(self, d: _Dir):
+        for child in d.children.values():
+            yield child
+            if isinstance(child, _Dir):
+                yield from self._walk(child)
+
     def access(self, path: bytes, mode: int) -> None:
         node = self._node(path)
         euid = os.geteuid()
