@@ -455,3 +455,53 @@ def test_statfs_reports_the_node(where: Where):
     p = where.sh(f"stat -f -c '%S %b' {where.path()}")
     v = os.statvfs(where.node.root)
     assert p.stdout.split() == [str(v.f_frsize), str(v.f_blocks)]
+
+
+MKSTEMP_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+/* argv[1]: a directory.  mkstemp, mkstemps and mkdtemp in it; print the names made. */
+int main(int argc, char **argv)
+{
+    (void)argc;
+    char a[4096], b[4096], d[4096];
+    snprintf(a, sizeof a, "%s/tmpXXXXXX", argv[1]);
+    snprintf(b, sizeof b, "%s/tmpXXXXXX.sfx", argv[1]);
+    snprintf(d, sizeof d, "%s/dirXXXXXX", argv[1]);
+    int fa = mkstemp(a), fb = mkstemps(b, 4);
+    if (fa < 0 || fb < 0 || !mkdtemp(d)) { perror("mk*temp"); return 1; }
+    if (write(fa, "A", 1) != 1 || close(fa) || close(fb)) return 2;
+    printf("%s\n%s\n%s\n", strrchr(a, '/') + 1, strrchr(b, '/') + 1, strrchr(d, '/') + 1);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def mkstemp_prog(tmp_path_factory) -> Path:
+    return compile_c(tmp_path_factory.mktemp("mkstemp"), "mkstemp", MKSTEMP_C)
+
+
+def test_mkstemp_family_in_a_ferry_dir(where: Where, mkstemp_prog):
+    """glibc creates these with its internal open; ferry must make them on the node."""
+    a, b, d = where.run([str(mkstemp_prog), where.path()]).stdout.split()
+    root = where.node.root
+    assert a.startswith("tmp") and len(a) == 9 and (root / a).read_bytes() == b"A"
+    assert b.endswith(".sfx") and (root / b).is_file()
+    assert d.startswith("dir") and (root / d).is_dir()
+
+
+def test_git_in_a_ferry_dir(node):
+    """git init/add/commit/log/status in cache mode (direct mode needs mmap: POSIX issue)."""
+    ferry_run(["sh", "-c", (f"mkdir -p {node.remote}/g && cd {node.remote}/g && git init -q . && echo hi > a && "
+                            "git add a && git -c user.email=a@b -c user.name=n commit -qm first")])
+    p = ferry_run(["sh", "-c", f"cd {node.remote}/g && git log --format=%s && git status --short"])
+    assert p.stdout == "first\n"
+    fsck = subprocess.run(["git", "fsck"], cwd=node.root / "g", capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert fsck.returncode == 0, fsck.stderr
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=node.root / "g", capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert log.stdout == "first\n"

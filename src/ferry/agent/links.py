@@ -113,8 +113,11 @@ class NodeLink:
             if done is not None:
                 done()
             exc = None if f.cancelled() else f.exception()
+            # ENOENT is the outcome asked for by a replayed UNLINK/RMDIR, and for SETATTR it
+            # means the file had not reached the node at that point of the replay: a file
+            # still open for writing, whose upload carries its mode and times.
             if exc is not None and not (isinstance(exc, OSError) and exc.errno == errno.ENOENT
-                                        and what.startswith(("UNLINK", "RMDIR"))):
+                                        and what.startswith(("UNLINK", "RMDIR", "SETATTR"))):
                 self.failures.append(f"{what}: {exc}")
                 self.complain(f"write-back to node {self.addr} failed: {what}: {exc}")
         fut.add_done_callback(finished)

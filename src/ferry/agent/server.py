@@ -231,15 +231,7 @@ class Agent:
         if path == root:
             return await self.listed(path)
         await self.listed(cache.parent_of(path))
-        m = self.replica.meta.get(path)
-        if m is None:
-            # Created by a shim without asking (exclusive create) and not uploaded yet.
-            try:
-                st = os.lstat(self.replica.cpath(path))
-            except OSError:
-                return None
-            m = self.replica.added(path, cache.kind_of(st.st_mode))
-        return m
+        return self.replica.meta.get(path) or self._adopt(path)
 
     async def lookup_fresh(self, path: bytes, revalidate: bool = True) -> cache.Meta | None:
         """`lookup`, but a miss is checked against the node first (see revalidate_miss):
@@ -415,8 +407,20 @@ class Agent:
         return {}
 
     def oneway_setattr(self, f) -> None:
+        path = f["path"]
+        m = self.replica.meta.get(path)
+        if m is not None and m.kind == "f" and m.local:
+            return  # not on the node yet: its upload reads mode and times when it runs
         fields = {k: v for k, v in f.items() if k != "path"}
-        self._replay("SETATTR", f["path"], self.replica.meta.get(f["path"]), **fields)
+        self._replay("SETATTR", path, m, **fields)
+
+    def _adopt(self, path: bytes) -> cache.Meta | None:
+        """Meta for a replica file a shim created without asking (exclusive create)."""
+        try:
+            st = os.lstat(self.replica.cpath(path))
+        except OSError:
+            return None
+        return self.replica.added(path, cache.kind_of(st.st_mode))
 
     # ----- direct mode -----
 
