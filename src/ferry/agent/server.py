@@ -246,7 +246,7 @@ class Agent:
             await self.lookup(path)  # ENOENT for a missing ancestor, as before
         return m
 
-    async def op_cache_lookup(self, conn, f) -> dict:
+    async def op_cache_lookup(self, f) -> dict:
         m = await self.lookup_fresh(f["path"])
         if m is None:
             raise OSError(errno.ENOENT, f["path"])
@@ -259,7 +259,7 @@ class Agent:
                 await self.list_dir(target)
         return {}
 
-    async def op_cache_open(self, conn, f) -> dict:
+    async def op_cache_open(self, f) -> dict:
         path, flags = f["path"], f["flags"]
         m = await self.lookup_fresh(path, revalidate=not flags & os.O_CREAT)
         if m is not None and m.kind == "l" and not flags & os.O_NOFOLLOW:
@@ -293,7 +293,7 @@ class Agent:
             m.present, m.version = True, (attr.mtime_ns, attr.size)
         return {}
 
-    def op_cache_close(self, conn, f, fd: int) -> None:
+    def op_cache_close(self, f, fd: int) -> None:
         path = f["path"]
         if os.fstat(fd).st_nlink == 0:
             # Unlinked since (a temporary file): its UNLINK is, or will be, replayed;
@@ -306,7 +306,7 @@ class Agent:
         link, rel = self.route(path)
         link.submit(cache.upload_job(link, rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
 
-    async def op_sync(self, conn, f) -> dict:
+    async def op_sync(self, f) -> dict:
         failures = await self.sync(leftovers=False)  # the program's fsync: its files are still open
         if failures:
             raise OSError(errno.EIO, failures[0])
@@ -320,7 +320,7 @@ class Agent:
 
     # ----- requests that are cache-mode replays (ONEWAY) or direct-mode calls -----
 
-    async def op_mkdir(self, conn, f) -> dict:
+    async def op_mkdir(self, f) -> dict:
         link, rel = self.route(f["path"])
         await link.call("MKDIR", path=rel, mode=f["mode"])
         return {}
@@ -330,7 +330,7 @@ class Agent:
         m.present = True
         self._replay("MKDIR", f["path"], m, mode=f["mode"])
 
-    async def op_symlink(self, conn, f) -> dict:
+    async def op_symlink(self, f) -> dict:
         link, rel = self.route(f["path"])
         await link.call("SYMLINK", target=f["target"], path=rel)
         return {}
@@ -340,11 +340,11 @@ class Agent:
         m.present = True
         self._replay("SYMLINK", f["path"], m, target=f["target"])
 
-    async def op_statfs(self, conn, f) -> dict:
+    async def op_statfs(self, f) -> dict:
         link, rel = self.route(f["path"])
         return await link.call("STATFS", path=rel)
 
-    async def op_link(self, conn, f) -> dict:
+    async def op_link(self, f) -> dict:
         link, old = self.route(f["old"])
         _, new = self.route(f["new"])
         await link.call("LINK", old=old, new=new)
@@ -360,7 +360,7 @@ class Agent:
         m.pending += 1
         link.submit(cache.oneway_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
 
-    async def op_rmdir(self, conn, f) -> dict:
+    async def op_rmdir(self, f) -> dict:
         link, rel = self.route(f["path"])
         await link.call("RMDIR", path=rel)
         return {}
@@ -369,7 +369,7 @@ class Agent:
         self.replica.removed(f["path"])
         self._replay("RMDIR", f["path"], None)
 
-    async def op_unlink(self, conn, f) -> dict:
+    async def op_unlink(self, f) -> dict:
         link, rel = self.route(f["path"])
         await link.call("UNLINK", path=rel)
         return {}
@@ -378,7 +378,7 @@ class Agent:
         self.replica.removed(f["path"])
         self._replay("UNLINK", f["path"], None)
 
-    async def op_rename(self, conn, f) -> dict:
+    async def op_rename(self, f) -> dict:
         link, old = self.route(f["old"])
         _, new = self.route(f["new"])
         await link.call("RENAME", old=old, new=new, flags=f["flags"])
@@ -391,7 +391,7 @@ class Agent:
         link.submit(cache.oneway_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
                     f"rename {f['old']!r}")
 
-    async def op_truncate(self, conn, f) -> dict:
+    async def op_truncate(self, f) -> dict:
         link, rel = self.route(f["path"])
         await link.call("TRUNCATE", path=rel, size=f["size"])
         return {}
@@ -400,7 +400,7 @@ class Agent:
         m = self.replica.meta.get(f["path"])
         self._replay("TRUNCATE", f["path"], m, size=f["size"])
 
-    async def op_setattr(self, conn, f) -> dict:
+    async def op_setattr(self, f) -> dict:
         link, rel = self.route(f["path"])
         fields = {k: v for k, v in f.items() if k != "path"}
         await link.call("SETATTR", path=rel, **fields)
@@ -424,19 +424,19 @@ class Agent:
 
     # ----- direct mode -----
 
-    async def op_stat(self, conn, f) -> dict:
+    async def op_stat(self, f) -> dict:
         link, rel = self.route(f["path"])
         return await link.call("STAT", path=rel, flags=f["flags"])
 
-    async def op_access(self, conn, f) -> dict:
+    async def op_access(self, f) -> dict:
         link, rel = self.route(f["path"])
         return await link.call("ACCESS", path=rel, mode=f["mode"])
 
-    async def op_listdir(self, conn, f) -> dict:
+    async def op_listdir(self, f) -> dict:
         link, rel = self.route(f["path"])
         return await link.call("LISTDIR", path=rel)
 
-    async def op_open(self, conn, f, fd: int) -> dict:
+    async def op_open(self, f, fd: int) -> dict:
         try:
             link, rel = self.route(f["path"])
             flags = f["flags"]
@@ -498,7 +498,7 @@ class Agent:
             raise OSError(errno.EBADF, f"no ferry handle {hid}")
         return h
 
-    async def op_read(self, conn, f) -> dict:
+    async def op_read(self, f) -> dict:
         h = self.handle(f["handle"])
         if not h.handle:
             raise OSError(errno.EISDIR, "is a directory")
@@ -509,7 +509,7 @@ class Agent:
             h.offset = off + len(rep["data"])
         return rep
 
-    async def op_write(self, conn, f) -> dict:
+    async def op_write(self, f) -> dict:
         h = self.handle(f["handle"])
         if not h.handle:
             raise OSError(errno.EBADF, "directory")
@@ -522,7 +522,7 @@ class Agent:
             h.offset = off + rep["count"]
         return rep
 
-    async def op_lseek(self, conn, f) -> dict:
+    async def op_lseek(self, f) -> dict:
         h = self.handle(f["handle"])
         off, whence = f["offset"], f["whence"]
         if whence == SEEK_SET:
@@ -542,21 +542,21 @@ class Agent:
     async def _fstat(self, h: DirectHandle) -> Attr:
         return (await h.link.call("FSTAT", handle=h.handle))["attr"]
 
-    async def op_fstat(self, conn, f) -> dict:
+    async def op_fstat(self, f) -> dict:
         h = self.handle(f["handle"])
         if not h.handle:
             raise OSError(errno.EBADF, "directory")
         return {"attr": await self._fstat(h)}
 
-    async def op_ftruncate(self, conn, f) -> dict:
+    async def op_ftruncate(self, f) -> dict:
         h = self.handle(f["handle"])
         return await h.link.call("FTRUNCATE", handle=h.handle, size=f["size"])
 
-    async def op_fsync(self, conn, f) -> dict:
+    async def op_fsync(self, f) -> dict:
         h = self.handle(f["handle"])
         return await h.link.call("FSYNC", handle=h.handle, datasync=f["datasync"])
 
-    async def op_hello(self, conn, f) -> dict:
+    async def op_hello(self, f) -> dict:
         return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": 0}
 
 
@@ -611,7 +611,7 @@ class ShimConn:
                 fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
                 name = spec.NAMES[req.opcode].lower()
                 if fd >= 0:
-                    getattr(self.agent, "op_" + name)(self, fields, fd)
+                    getattr(self.agent, "op_" + name)(fields, fd)
                 else:
                     getattr(self.agent, "oneway_" + name)(fields)
             except Exception as e:  # noqa: BLE001 - report and keep serving
@@ -628,7 +628,7 @@ class ShimConn:
             handler = self.agent.handlers.get(req.opcode)
             if handler is None:
                 raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
-            body = await (handler(self, fields, fd) if req.opcode in _FD_OPS else handler(self, fields))
+            body = await (handler(fields, fd) if req.opcode in _FD_OPS else handler(fields))
         except OSError as e:
             status = -(e.errno or errno.EIO)
         except codec.ProtocolError as e:

@@ -8,7 +8,6 @@ fields (as listed in `spec.OPS`) into payload bytes and back.  Both ends of both
 from __future__ import annotations
 
 import collections
-import errno
 import os
 import stat as stat_mod
 import struct
@@ -108,10 +107,6 @@ def pack_parts(fields: list[tuple[str, str]], values: dict[str, Any]) -> list[by
         else:  # pragma: no cover - spec is static
             raise ValueError(kind)
     return parts
-
-
-def pack_fields(fields: list[tuple[str, str]], values: dict[str, Any]) -> bytes:
-    return b"".join(pack_parts(fields, values))
 
 
 def unpack_fields(fields: list[tuple[str, str]], payload: bytes | memoryview) -> dict[str, Any]:
@@ -332,7 +327,3 @@ class FrameReader:
             buf[:rest] = buf[pos:self._fill]
             self._fill = rest
         return frames
-
-
-def errno_name(status: int) -> str:
-    return errno.errorcode.get(-status, str(status)) if status < 0 else "OK"
