@@ -18,17 +18,47 @@ int fy_vcwd_set;
  * the mount /mnt/x and must not create a local /mnt/x.  Refreshed on every local chdir. */
 static char rcwd[PATH_MAX];
 static int rcwd_above;
+/* The first component below rcwd of each mount root under it: a relative name whose first
+ * component is none of these (and is not "." or "..") stays local after one compare each,
+ * which keeps programs started in "/" off the normalising path. */
+static const char *rcwd_first[32];
+static size_t rcwd_first_len[32];
+static int rcwd_nfirst, rcwd_orfa;  /* rcwd_orfa: the cwd is "/", above every /REMOTE@ */
+
+static void add_first(const char *rest)
+{
+    if (rcwd_nfirst >= 32) return;
+    const char *slash = strchr(rest, '/');
+    rcwd_first[rcwd_nfirst] = rest;
+    rcwd_first_len[rcwd_nfirst++] = slash ? (size_t)(slash - rest) : strlen(rest);
+}
 
 void fy_note_real_cwd(void)
 {
     FY_REAL(char *, getcwd, char *, size_t);
-    rcwd_above = 0;
+    rcwd_above = rcwd_nfirst = rcwd_orfa = 0;
     if (fy_cfg.mode == FY_MODE_OFF || fy_vcwd_set || !real_getcwd(rcwd, sizeof rcwd)) return;
     size_t n = strlen(rcwd);
-    if (n == 1) { rcwd_above = 1; return; }
-    for (int i = 0; i < fy_cfg.nprefix; i++)
-        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], rcwd, n) == 0 && fy_cfg.prefix[i][n] == '/')
-            rcwd_above = 1;
+    if (n == 1) {
+        rcwd_orfa = 1;
+        for (int i = 0; i < fy_cfg.nprefix; i++) add_first(fy_cfg.prefix[i] + 1);
+    } else {
+        for (int i = 0; i < fy_cfg.nprefix; i++)
+            if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], rcwd, n) == 0 && fy_cfg.prefix[i][n] == '/')
+                add_first(fy_cfg.prefix[i] + n + 1);
+    }
+    rcwd_above = rcwd_orfa || rcwd_nfirst > 0;
+}
+
+/* Could relative `path` lead under a mount from rcwd?  Only through a mount root's first
+ * component below rcwd, "REMOTE@..." from "/", or a "." or ".." somewhere. */
+static int may_enter_mount(const char *path)
+{
+    if (path[0] == '.' || (rcwd_orfa && strncmp(path, "REMOTE@", 7) == 0) || strstr(path, "/.")) return 1;
+    size_t len = strcspn(path, "/");
+    for (int i = 0; i < rcwd_nfirst; i++)
+        if (len == rcwd_first_len[i] && strncmp(path, rcwd_first[i], len) == 0) return 1;
+    return 0;
 }
 
 static const char remote_tag[] = "/REMOTE@";
@@ -89,7 +119,7 @@ int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
     } else {
         const char *base;
         if (dirfd == AT_FDCWD) {
-            if (!fy_vcwd_set && !rcwd_above) return 0;
+            if (!fy_vcwd_set && (!rcwd_above || !may_enter_mount(path))) return 0;
             base = fy_vcwd_set ? fy_vcwd : rcwd;
         } else {
             struct fy_fd *f = fy_fd_get(dirfd);

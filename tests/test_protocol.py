@@ -148,3 +148,13 @@ def test_frame_reader_rejects_oversized_frames() -> None:
     buf[:16] = codec.REP_HEADER.pack(spec.MAX_FRAME + 1, 0, 1)
     with pytest.raises(ProtocolError, match="exceeds"):
         reader.buffer_updated(16)
+
+
+@given(kind=st.sampled_from(["request", "reply"]), stream=st.binary(max_size=300),
+       cuts=st.lists(st.integers(0, 300), max_size=6))
+def test_frame_reader_survives_random_bytes(kind: str, stream: bytes, cuts: list[int]) -> None:
+    """Garbage from a peer ends in ProtocolError, never another exception."""
+    try:
+        _read_all(codec.FrameReader(kind), stream, sorted(cuts))
+    except ProtocolError:
+        pass

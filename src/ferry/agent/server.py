@@ -236,14 +236,15 @@ class Agent:
     async def lookup_fresh(self, path: bytes, revalidate: bool = True) -> cache.Meta | None:
         """`lookup`, but a miss is checked against the node first (see revalidate_miss):
         a program polling for a file another client creates must see it appear."""
+        missing_ancestor: FileNotFoundError | None = None
         try:
             m = await self.lookup(path)
-        except FileNotFoundError:
-            m = None  # an ancestor is not in our listings
+        except FileNotFoundError as e:
+            m, missing_ancestor = None, e
         if m is None and revalidate and await self.revalidate_miss(path):
             return await self.lookup(path)
-        if m is None:
-            await self.lookup(path)  # ENOENT for a missing ancestor, as before
+        if missing_ancestor is not None:
+            raise missing_ancestor
         return m
 
     async def op_cache_lookup(self, f) -> dict:
