@@ -16,6 +16,12 @@
 #define FY_SET_ATIME 0x8
 #define FY_SET_MTIME 0x10
 #define FY_SET_NOFOLLOW 0x20
+#define FY_LOCK_POSIX 0x1
+#define FY_LOCK_OFD 0x2
+#define FY_LOCK_FLOCK 0x3
+#define FY_LOCK_READ 0x0
+#define FY_LOCK_WRITE 0x1
+#define FY_LOCK_UNLOCK 0x2
 
 enum fy_op {
     FY_OP_HELLO = 1, /* (u32 version, u32 max_frame, u64 features, str auth) -> (u32 version, u32 max_frame, u64 features) */
@@ -41,6 +47,14 @@ enum fy_op {
     FY_OP_SYMLINK = 21, /* (str target, str path) -> () */
     FY_OP_LINK = 22, /* (str old, str new) -> () */
     FY_OP_STATFS = 23, /* (str path) -> (u64 bsize, u64 frsize, u64 blocks, u64 bfree, u64 bavail, u64 files, u64 ffree, u64 favail, u64 namemax) */
+    FY_OP_LOCK = 24, /* (str path, u32 kind, u64 owner, u32 pid, u32 type, i64 start, i64 len, u32 wait) -> () */
+    FY_OP_GETLK = 25, /* (str path, u32 kind, u64 owner, u32 type, i64 start, i64 len) -> (u32 type, i64 start, i64 len, i32 pid) */
+    FY_OP_UNLOCK_ALL = 26, /* (u32 kind, u64 owner) -> () */
+    FY_OP_FALLOCATE = 27, /* (u64 handle, u32 mode, i64 offset, i64 len) -> () */
+    FY_OP_GETXATTR = 28, /* (str path, str name, u32 nofollow) -> (bytes value) */
+    FY_OP_LISTXATTR = 29, /* (str path, u32 nofollow) -> (bytes names) */
+    FY_OP_SETXATTR = 30, /* (str path, str name, bytes value, u32 flags, u32 nofollow) -> () */
+    FY_OP_REMOVEXATTR = 31, /* (str path, str name, u32 nofollow) -> () */
     FY_OP_LSEEK = 64, /* (u64 handle, i64 offset, u32 whence) -> (i64 offset) */
     FY_OP_CACHE_OPEN = 65, /* (str path, u32 flags, u32 mode) -> () */
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */

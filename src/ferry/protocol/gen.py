@@ -28,7 +28,9 @@ def render() -> str:
         f"#define FY_FLAG_ONEWAY {spec.FLAG_ONEWAY:#x}",
         f"#define FY_FEATURE_PIPELINE {spec.FEATURE_PIPELINE:#x}",
         f"#define FY_STAT_NOFOLLOW {spec.STAT_NOFOLLOW:#x}",
-        *(f"#define FY_{n} {getattr(spec, n):#x}" for n in ("SET_MODE", "SET_UID", "SET_GID", "SET_ATIME", "SET_MTIME", "SET_NOFOLLOW")),
+        *(f"#define FY_{n} {getattr(spec, n):#x}" for n in ("SET_MODE", "SET_UID", "SET_GID", "SET_ATIME", "SET_MTIME", "SET_NOFOLLOW",
+                                                         "LOCK_POSIX", "LOCK_OFD", "LOCK_FLOCK",
+                                                         "LOCK_READ", "LOCK_WRITE", "LOCK_UNLOCK")),
         "",
         "enum fy_op {",
     ]

@@ -36,6 +36,15 @@ FEATURE_PIPELINE = 0x1
 # Flags for STAT.
 STAT_NOFOLLOW = 0x1
 
+# LOCK/GETLK kinds: whose lock it is (Linux semantics of each).
+LOCK_POSIX = 1  # fcntl F_SETLK/lockf: owned by the process (owner = pid); any close of the file drops it
+LOCK_OFD = 2    # F_OFD_SETLK: owned by the open file description (owner = description id)
+LOCK_FLOCK = 3  # flock(2): whole file, owned by the description; never conflicts with the other two
+# LOCK/GETLK types: Linux's F_RDLCK, F_WRLCK, F_UNLCK.
+LOCK_READ, LOCK_WRITE, LOCK_UNLOCK = 0, 1, 2
+
+# SETXATTR flags are setxattr(2)'s XATTR_CREATE (1) and XATTR_REPLACE (2).
+
 # SETATTR valid mask.
 SET_MODE = 0x1
 SET_UID = 0x2
@@ -102,6 +111,30 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     "STATFS": (23, [("path", "str")], [("bsize", "u64"), ("frsize", "u64"), ("blocks", "u64"), ("bfree", "u64"),
                                         ("bavail", "u64"), ("files", "u64"), ("ffree", "u64"), ("favail", "u64"),
                                         ("namemax", "u64")], "node"),
+    # Byte-range or whole-file locks, kept by the node so they hold across clients.  The
+    # owner is the client's (a pid for LOCK_POSIX, a description id otherwise); the node
+    # keys it by connection too, and drops a connection's locks when it goes.  `len` 0
+    # means "to the end of the file".  With `wait`, the reply comes when the lock is
+    # granted (EDEADLK for a POSIX wait cycle); without, a conflict is EAGAIN.
+    "LOCK": (24, [("path", "str"), ("kind", "u32"), ("owner", "u64"), ("pid", "u32"), ("type", "u32"),
+                  ("start", "i64"), ("len", "i64"), ("wait", "u32")], [], "node"),
+    # The first lock that would block the given one, as F_GETLK reports it (type
+    # LOCK_UNLOCK when none; pid -1 for description locks).
+    "GETLK": (25, [("path", "str"), ("kind", "u32"), ("owner", "u64"), ("type", "u32"),
+                   ("start", "i64"), ("len", "i64")],
+              [("type", "u32"), ("start", "i64"), ("len", "i64"), ("pid", "i32")], "node"),
+    # Drop every lock `owner` of `kind` holds on any file (its process died, or the last
+    # copy of its description was closed).
+    "UNLOCK_ALL": (26, [("kind", "u32"), ("owner", "u64")], [], "node"),
+    # fallocate(2) on an open handle (mode as fallocate's; 0 = allocate and extend).
+    "FALLOCATE": (27, [("handle", "u64"), ("mode", "u32"), ("offset", "i64"), ("len", "i64")], [], "node"),
+    # Extended attributes (nofollow: the l* variants).  LISTXATTR's names are
+    # NUL-terminated one after another, as listxattr(2) returns them.
+    "GETXATTR": (28, [("path", "str"), ("name", "str"), ("nofollow", "u32")], [("value", "bytes")], "node"),
+    "LISTXATTR": (29, [("path", "str"), ("nofollow", "u32")], [("names", "bytes")], "node"),
+    "SETXATTR": (30, [("path", "str"), ("name", "str"), ("value", "bytes"), ("flags", "u32"),
+                      ("nofollow", "u32")], [], "node"),
+    "REMOVEXATTR": (31, [("path", "str"), ("name", "str"), ("nofollow", "u32")], [], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),
