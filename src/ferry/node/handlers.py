@@ -9,25 +9,47 @@ from __future__ import annotations
 
 import errno
 import hmac
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ferry.protocol import spec
 from ferry.protocol.codec import unpack_fields
 
-from .backends.base import Backend, BackendFile
+from .backends.base import Backend, BackendFile, split_path
+from .locks import EOF, LockTable, owner_class
 
 Fields = dict[str, Any]
 _NO_FIELDS: Fields = {}
 
 
+_session_ids = itertools.count(1)
+
+
+class Deferred:
+    """A reply that comes later (a lock wait): the server sets `send`, the handler's
+    callback calls `resolve` with the status once the outcome is known."""
+
+    __slots__ = ("send",)
+
+    def __init__(self) -> None:
+        self.send: Callable[[int], None] | None = None
+
+    def resolve(self, status: int) -> None:
+        if self.send is not None:
+            self.send(status)
+
+
 class Session:
-    """One connection's state: its backend, its open handles, whether HELLO let it in."""
+    """One connection's state: its backend, its open handles, whether HELLO let it in,
+    and (through the node-wide lock table) the locks its owners hold."""
 
-    __slots__ = ("_next", "auth", "authed", "backend", "files", "puts")
+    __slots__ = ("_next", "auth", "authed", "backend", "files", "id", "locks", "puts")
 
-    def __init__(self, backend: Backend, auth: str = "") -> None:
+    def __init__(self, backend: Backend, auth: str = "", locks: LockTable | None = None) -> None:
         self.backend = backend
+        self.locks = locks if locks is not None else LockTable()
+        self.id = next(_session_ids)
         self.files: dict[int, BackendFile] = {}
         self.puts: set[int] = set()  # handles of uploads not yet committed
         self.auth = auth.encode()
@@ -57,6 +79,8 @@ class Session:
             f.close()
 
     def close_all(self) -> None:
+        sid = self.id
+        self.locks.release_owner(lambda o: o[0] == sid)
         for h in list(self.files):
             try:
                 self.release(h)
@@ -201,6 +225,72 @@ def handle_put(s: Session, f: Fields) -> Fields:
     return {"attr": s.backend.put_commit(obj, f["mode"], f["atime_ns"], f["mtime_ns"])}
 
 
+def _lock_args(s: Session, f: Fields) -> tuple[tuple, tuple[int, str, int], int, int]:
+    """(space, owner, start, end) of a LOCK/GETLK request, checked as fcntl(2) checks."""
+    path = b"/" + b"/".join(split_path(f["path"]))
+    kind = f["kind"]
+    owner = (s.id, owner_class(kind), f["owner"])
+    if f["type"] not in (spec.LOCK_READ, spec.LOCK_WRITE, spec.LOCK_UNLOCK):
+        raise OSError(errno.EINVAL, f"lock type {f['type']}")
+    if kind == spec.LOCK_FLOCK:
+        return LockTable.space(path, kind), owner, 0, EOF
+    start, length = f["start"], f["len"]
+    if length < 0:
+        start, length = start + length, -length
+    if start < 0:
+        raise OSError(errno.EINVAL, "lock range starts before the file")
+    end = EOF if length == 0 else start + length
+    if end > EOF:
+        raise OSError(errno.EOVERFLOW, "lock range past the largest offset")
+    return LockTable.space(path, kind), owner, start, end
+
+
+def handle_lock(s: Session, f: Fields) -> Fields | Deferred:
+    space, owner, start, end = _lock_args(s, f)
+    if not f["wait"] or f["type"] == spec.LOCK_UNLOCK:
+        s.locks.request(space, owner, f["type"], start, end, f["pid"], None)
+        return _NO_FIELDS
+    later = Deferred()
+    if s.locks.request(space, owner, f["type"], start, end, f["pid"], later.resolve):
+        return _NO_FIELDS
+    return later
+
+
+def handle_getlk(s: Session, f: Fields) -> Fields:
+    space, owner, start, end = _lock_args(s, f)
+    lk = s.locks.conflict(space, owner, f["type"], start, end) if f["type"] != spec.LOCK_UNLOCK else None
+    if lk is None:
+        return {"type": spec.LOCK_UNLOCK, "start": start, "len": 0 if end == EOF else end - start, "pid": 0}
+    return {"type": lk.type, "start": lk.start, "len": 0 if lk.end == EOF else lk.end - lk.start,
+            "pid": lk.pid if lk.owner[1] == "posix" else -1}
+
+
+def handle_unlock_all(s: Session, f: Fields) -> Fields:
+    """kind LOCK_POSIX: the process's locks; LOCK_OFD or LOCK_FLOCK: every lock of the
+    description, both kinds (it was closed)."""
+    who = (s.id, owner_class(f["kind"]), f["owner"])
+    s.locks.release_owner(lambda o: o == who)
+    return _NO_FIELDS
+
+
+def handle_getxattr(s: Session, f: Fields) -> Fields:
+    return {"value": s.backend.getxattr(f["path"], f["name"], not f["nofollow"])}
+
+
+def handle_listxattr(s: Session, f: Fields) -> Fields:
+    return {"names": b"".join(n + b"\0" for n in s.backend.listxattr(f["path"], not f["nofollow"]))}
+
+
+def handle_setxattr(s: Session, f: Fields) -> Fields:
+    s.backend.setxattr(f["path"], f["name"], f["value"], f["flags"], not f["nofollow"])
+    return _NO_FIELDS
+
+
+def handle_removexattr(s: Session, f: Fields) -> Fields:
+    s.backend.removexattr(f["path"], f["name"], not f["nofollow"])
+    return _NO_FIELDS
+
+
 def _agent_only(s: Session, f: Fields) -> Fields:
     raise OSError(errno.EOPNOTSUPP, "only an agent serves this op")
 
@@ -211,7 +301,7 @@ def _unsupported(s: Session, f: Fields) -> Fields:
 
 class Op(NamedTuple):
     name: str
-    handler: Callable[[Session, Fields], Fields]
+    handler: Callable[[Session, Fields], Fields | Deferred]
     request: list[tuple[str, str]]
     reply: list[tuple[str, str]]
 
@@ -223,9 +313,9 @@ OPS: dict[int, Op] = {
 _HELLO = spec.OPCODES["HELLO"]
 
 
-def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields]:
-    """Decode and apply one request: (op, status, reply fields).  Raises ProtocolError for
-    a payload that does not match the op."""
+def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Deferred]:
+    """Decode and apply one request: (op, status, reply fields or a `Deferred` reply).
+    Raises ProtocolError for a payload that does not match the op."""
     op = OPS[opcode]
     fields = unpack_fields(op.request, payload)
     if not s.authed and opcode != _HELLO:

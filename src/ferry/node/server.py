@@ -24,14 +24,15 @@ from ferry.protocol import spec
 from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts
 
 from .backends.base import Backend
-from .handlers import Session, run
+from .handlers import Deferred, Session, run
+from .locks import LockTable
 
 log = logging.getLogger("ferry.node")
 
 
 class NodeProtocol(asyncio.BufferedProtocol):
-    def __init__(self, backend: Backend, auth: str) -> None:
-        self._session = Session(backend, auth)
+    def __init__(self, backend: Backend, auth: str, locks: LockTable) -> None:
+        self._session = Session(backend, auth, locks)
         self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
@@ -55,6 +56,10 @@ class NodeProtocol(asyncio.BufferedProtocol):
             for req in cast(list[Request], self._reader.buffer_updated(nbytes)):
                 try:
                     op, status, fields = run(self._session, req.opcode, req.payload)
+                    if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
+                        if not req.flags & spec.FLAG_ONEWAY:
+                            fields.send = self._late_reply_to(req.rid)
+                        continue
                     body = pack_parts(op.reply, fields) if status == 0 else []
                 except ProtocolError:
                     raise
@@ -77,6 +82,12 @@ class NodeProtocol(asyncio.BufferedProtocol):
         if out:
             transport.write(b"".join(out))
 
+    def _late_reply_to(self, rid: int):
+        def send(status: int) -> None:
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.write(REP_HEADER.pack(0, status, rid))
+        return send
+
     # Replies are only produced while reading, so back-pressure on writing pauses reading:
     # a client that pipelines reads without collecting replies cannot grow our buffer.
     def pause_writing(self) -> None:
@@ -97,7 +108,8 @@ async def start_node(backend: Backend, host: str = "127.0.0.1", port: int = 0,
     """Serve `backend` on host:port (0 picks a free port); returns the server and its port.
     With `auth`, a connection may do nothing before a HELLO carrying that token."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: NodeProtocol(backend, auth), host, port)
+    locks = LockTable()  # one per export: every connection's locks meet here
+    server = await loop.create_server(lambda: NodeProtocol(backend, auth, locks), host, port)
     return server, server.sockets[0].getsockname()[1]
 
 
