@@ -3,7 +3,7 @@
 # that builds the shim, and the real programs the tests run under `ferry run`.
 set -euo pipefail
 need=()
-for tool in gcc make tar gzip find diff strace; do
+for tool in gcc make tar gzip find diff strace getfattr; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -12,6 +12,7 @@ if [ ${#need[@]} -gt 0 ]; then
     case "$tool" in
       find) pkgs+=(findutils) ;;
       diff) pkgs+=(diffutils) ;;
+      getfattr) pkgs+=(attr) ;;
       *) pkgs+=("$tool") ;;
     esac
   done

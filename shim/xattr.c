@@ -1,62 +1,198 @@
-/* Extended attributes, as far as programs that merely probe them need (ls -l asks for
- * ACLs on every file).  Cache mode reads the replica's; direct mode has none yet and says
- * ENOTSUP, which such programs take as "no ACLs".  Setting them is the POSIX issue's.
+/* Extended attributes: get/lget/fget, list/llist/flist, set/lset/fset, remove/lremove/fremove.
+ *
+ * The node keeps them (GETXATTR, LISTXATTR, SETXATTR, REMOVEXATTR); the shim only sizes the
+ * answer as the kernel does (size 0 asks for the length, a smaller buffer is ERANGE).
+ * Direct mode: every call goes to the node.  Cache mode: the replica carries no xattrs, so
+ * list/set/remove and reads of most names go to the node too; only reads in the system.
+ * and security. namespaces are answered by the replica, because `ls -l` probes
+ * system.posix_acl_access and security.selinux on every file and `ls -lR` must stay free of
+ * round trips (those probes therefore see no ACLs or labels the node may have).
  */
 #include "fy.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/xattr.h>
 
-/* 0: not ferry's; 1: use `p.cache`; -1: errno set (ENOTSUP in direct mode). */
-static int xattr_path(const char *path, int nofollow, struct fy_path *p)
+#define XATTR_NAME_LIMIT 255     /* Linux's XATTR_NAME_MAX */
+#define XATTR_VALUE_LIMIT 65536  /* Linux's XATTR_SIZE_MAX */
+
+static int bad_name(const char *key)
 {
-    int r = fy_resolve(AT_FDCWD, &path, p);
-    if (r <= 0) return r;
-    if (fy_cfg.mode == FY_MODE_DIRECT) { errno = ENOTSUP; return -1; }
-    struct stat st;
-    int rc = fy_cache_stat(p, &st, nofollow);
-    return rc < 0 ? fy_fail(rc) : 1;
+    size_t n = strlen(key);
+    return n == 0 || n > XATTR_NAME_LIMIT;
 }
 
-#define GET_HOOK(name, nofollow)                                                              \
-    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size)       \
-    {                                                                                         \
-        FY_REAL(ssize_t, name, const char *, const char *, void *, size_t);                  \
-        struct fy_path p;                                                                     \
-        int r = xattr_path(path, nofollow, &p);                                               \
-        return r < 0 ? -1 : real_##name(r ? p.cache : path, key, val, size);                 \
+/* Cache mode: is this read answered by the replica? */
+static int replica_name(const char *key)
+{
+    return fy_cfg.mode == FY_MODE_CACHE && (strncmp(key, "system.", 7) == 0 || strncmp(key, "security.", 9) == 0);
+}
+
+/* GETXATTR (key) or LISTXATTR (key NULL): the reply's bytes into (buf, size). */
+static ssize_t remote_get(const char *ferry, const char *key, int nofollow, void *buf, size_t size)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, ferry);
+    if (key) fy_put_str(&e, key);
+    fy_put_u32(&e, (uint32_t)nofollow);
+    char *rep;
+    size_t len;
+    int rc = fy_call_alloc(key ? FY_OP_GETXATTR : FY_OP_LISTXATTR, &e, &rep, &len);
+    if (rc < 0) { free(rep); return fy_fail(rc); }
+    uint32_t n = 0;
+    if (len >= 4) memcpy(&n, rep, 4);
+    if (len < 4 || n > len - 4) { free(rep); return fy_fail(-EIO); }
+    if (size && n > size) { free(rep); errno = ERANGE; return -1; }
+    if (size && n) memcpy(buf, rep + 4, n);
+    free(rep);
+    return (ssize_t)n;
+}
+
+static int remote_set(const char *ferry, const char *key, const void *val, size_t size, int flags, int nofollow)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, ferry);
+    fy_put_str(&e, key);
+    fy_put_u32(&e, (uint32_t)size);
+    /* The value sits between the name and two u32s: send those three as one extra block. */
+    char *tail = malloc(size + 8);
+    if (!tail) { errno = ENOMEM; return -1; }
+    if (size) memcpy(tail, val, size);
+    uint32_t f = (uint32_t)flags, nf = (uint32_t)nofollow;
+    memcpy(tail + size, &f, 4);
+    memcpy(tail + size + 4, &nf, 4);
+    int rc = fy_call(FY_OP_SETXATTR, 0, &e, tail, size + 8, -1, NULL, 0, NULL);
+    free(tail);
+    return rc < 0 ? fy_fail(rc) : 0;
+}
+
+static int remote_remove(const char *ferry, const char *key, int nofollow)
+{
+    struct fy_enc e = {.len = 0};
+    fy_put_str(&e, ferry);
+    fy_put_str(&e, key);
+    fy_put_u32(&e, (uint32_t)nofollow);
+    int rc = fy_call(FY_OP_REMOVEXATTR, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    return rc < 0 ? fy_fail(rc) : 0;
+}
+
+/* setxattr's own checks, in the kernel's order, before anything is looked up. */
+static int bad_set(const char *key, size_t size, int flags)
+{
+    if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) { errno = EINVAL; return 1; }
+    if (bad_name(key)) { errno = ERANGE; return 1; }
+    if (size > XATTR_VALUE_LIMIT) { errno = E2BIG; return 1; }
+    return 0;
+}
+
+/* A ferry fd the xattr calls may act on: NULL (EBADF set) for an O_PATH one, as Linux. */
+static struct fy_fd *usable_fd(struct fy_fd *f)
+{
+    if (f->flags & O_PATH) { errno = EBADF; return NULL; }
+    return f;
+}
+
+/* ---------- get ---------- */
+
+#define GET_HOOK(name, nofollow)                                                                  \
+    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size)           \
+    {                                                                                             \
+        FY_REAL(ssize_t, name, const char *, const char *, void *, size_t);                      \
+        struct fy_path p;                                                                         \
+        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
+        if (r == 0) return real_##name(path, key, val, size);                                    \
+        if (r < 0) return -1;                                                                     \
+        if (bad_name(key)) { errno = ERANGE; return -1; }                                         \
+        if (!replica_name(key)) return remote_get(p.ferry, key, nofollow, val, size);            \
+        struct stat st;                                                                           \
+        int rc = fy_cache_stat(&p, &st, nofollow);                                                \
+        return rc < 0 ? fy_fail(rc) : real_##name(p.cache, key, val, size);                      \
     }
 GET_HOOK(getxattr, 0)
 GET_HOOK(lgetxattr, 1)
 
-#define LIST_HOOK(name, nofollow)                                                             \
-    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)                        \
-    {                                                                                         \
-        FY_REAL(ssize_t, name, const char *, char *, size_t);                                \
-        struct fy_path p;                                                                     \
-        int r = xattr_path(path, nofollow, &p);                                               \
-        return r < 0 ? -1 : real_##name(r ? p.cache : path, list, size);                     \
+FY_EXPORT ssize_t fgetxattr(int fd, const char *key, void *val, size_t size)
+{
+    FY_REAL(ssize_t, fgetxattr, int, const char *, void *, size_t);
+    struct fy_fd *f = fy_fd_get(fd);
+    if (!f) return real_fgetxattr(fd, key, val, size);
+    if (!usable_fd(f)) return -1;
+    if (bad_name(key)) { errno = ERANGE; return -1; }
+    if (f->kind == FY_FD_CACHE && replica_name(key)) return real_fgetxattr(fd, key, val, size);
+    return remote_get(f->path, key, 0, val, size);
+}
+
+/* ---------- list ---------- */
+
+#define LIST_HOOK(name, nofollow)                                                                 \
+    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)                            \
+    {                                                                                             \
+        FY_REAL(ssize_t, name, const char *, char *, size_t);                                    \
+        struct fy_path p;                                                                         \
+        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
+        if (r == 0) return real_##name(path, list, size);                                        \
+        return r < 0 ? -1 : remote_get(p.ferry, NULL, nofollow, list, size);                     \
     }
 LIST_HOOK(listxattr, 0)
 LIST_HOOK(llistxattr, 1)
 
-static int direct_fd(int fd)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    return f && f->kind == FY_FD_DIRECT;
-}
-
-FY_EXPORT ssize_t fgetxattr(int fd, const char *key, void *val, size_t size)
-{
-    if (direct_fd(fd)) { errno = ENOTSUP; return -1; }
-    FY_REAL(ssize_t, fgetxattr, int, const char *, void *, size_t);
-    return real_fgetxattr(fd, key, val, size);
-}
-
 FY_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
 {
-    if (direct_fd(fd)) { errno = ENOTSUP; return -1; }
     FY_REAL(ssize_t, flistxattr, int, char *, size_t);
-    return real_flistxattr(fd, list, size);
+    struct fy_fd *f = fy_fd_get(fd);
+    if (!f) return real_flistxattr(fd, list, size);
+    return usable_fd(f) ? remote_get(f->path, NULL, 0, list, size) : -1;
+}
+
+/* ---------- set ---------- */
+
+#define SET_HOOK(name, nofollow)                                                                  \
+    FY_EXPORT int name(const char *path, const char *key, const void *val, size_t size, int flags) \
+    {                                                                                             \
+        FY_REAL(int, name, const char *, const char *, const void *, size_t, int);               \
+        struct fy_path p;                                                                         \
+        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
+        if (r == 0) return real_##name(path, key, val, size, flags);                             \
+        if (r < 0 || bad_set(key, size, flags)) return -1;                                        \
+        return remote_set(p.ferry, key, val, size, flags, nofollow);                             \
+    }
+SET_HOOK(setxattr, 0)
+SET_HOOK(lsetxattr, 1)
+
+FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, int flags)
+{
+    FY_REAL(int, fsetxattr, int, const char *, const void *, size_t, int);
+    struct fy_fd *f = fy_fd_get(fd);
+    if (!f) return real_fsetxattr(fd, key, val, size, flags);
+    if (bad_set(key, size, flags) || !usable_fd(f)) return -1;
+    return remote_set(f->path, key, val, size, flags, 0);
+}
+
+/* ---------- remove ---------- */
+
+#define REMOVE_HOOK(name, nofollow)                                                               \
+    FY_EXPORT int name(const char *path, const char *key)                                        \
+    {                                                                                             \
+        FY_REAL(int, name, const char *, const char *);                                          \
+        struct fy_path p;                                                                         \
+        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
+        if (r == 0) return real_##name(path, key);                                               \
+        if (r < 0) return -1;                                                                     \
+        if (bad_name(key)) { errno = ERANGE; return -1; }                                         \
+        return remote_remove(p.ferry, key, nofollow);                                            \
+    }
+REMOVE_HOOK(removexattr, 0)
+REMOVE_HOOK(lremovexattr, 1)
+
+FY_EXPORT int fremovexattr(int fd, const char *key)
+{
+    FY_REAL(int, fremovexattr, int, const char *);
+    struct fy_fd *f = fy_fd_get(fd);
+    if (!f) return real_fremovexattr(fd, key);
+    if (!usable_fd(f)) return -1;
+    if (bad_name(key)) { errno = ERANGE; return -1; }
+    return remote_remove(f->path, key, 0);
 }

@@ -345,6 +345,42 @@ class Agent:
         link, rel = self.route(f["path"])
         return await link.call("STATFS", path=rel)
 
+    # Extended attributes, both modes: the node keeps them (the replica carries none).
+    # They go through the node's lane, so they land after the program's queued changes.
+
+    async def _xattr(self, op: str, f) -> dict:
+        self._onto_node(f["path"])
+        link, rel = self.route(f["path"])
+        return await link.call(op, path=rel, **{k: v for k, v in f.items() if k != "path"})
+
+    async def op_getxattr(self, f) -> dict:
+        return await self._xattr("GETXATTR", f)
+
+    async def op_listxattr(self, f) -> dict:
+        return await self._xattr("LISTXATTR", f)
+
+    async def op_setxattr(self, f) -> dict:
+        return await self._xattr("SETXATTR", f)
+
+    async def op_removexattr(self, f) -> dict:
+        return await self._xattr("REMOVEXATTR", f)
+
+    def _onto_node(self, path: bytes) -> None:
+        """Cache mode: a file made here and still open for writing is not on the node yet.
+        Queue an upload of what it holds so far, so the node has a file to act on; the
+        upload at its close replaces it and keeps its user.* xattrs (see put_commit)."""
+        m = self.replica.meta.get(path) or self._adopt(path)
+        if m is None or m.kind != "f" or not m.local or m.pending:
+            return
+        try:
+            fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        link, rel = self.route(path)
+        m.pending += 1
+        m.written = True
+        link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+
     async def op_link(self, f) -> dict:
         link, old = self.route(f["old"])
         _, new = self.route(f["new"])

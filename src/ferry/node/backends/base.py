@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from abc import ABC, abstractmethod
 
 from ferry.protocol.codec import Attr, Entry
 
 PUT_PREFIX = b".ferry-put-"  # hidden temporaries of uploads in progress
 log = logging.getLogger("ferry.node")
+
+XATTR_CARRIED = b"user."  # xattrs an upload carries from the file it replaces to the new one
 
 KEEP_TIME = -1  # a PUT_COMMIT time field with this value leaves that time as the upload left it
 
@@ -115,10 +118,29 @@ class Backend(ABC):
 
     @abstractmethod
     def put_commit(self, obj: BackendFile, mode: int, atime_ns: int, mtime_ns: int) -> Attr:
-        """Set mode and times (KEEP_TIME leaves one alone), then atomically replace the target."""
+        """Set mode and times (KEEP_TIME leaves one alone), give the new file the replaced
+        regular file's XATTR_CARRIED xattrs (an upload is an edit of that file, which keeps
+        them), then atomically replace the target."""
 
     @abstractmethod
     def put_abort(self, obj: BackendFile) -> None: ...
+
+    # Extended attributes.  A backend that keeps none inherits these: ENOTSUP, which
+    # programs read as "this file system has no xattrs".  `follow` is False for the l*
+    # calls.  Errnos as Linux: ENODATA for a missing name, EEXIST/ENODATA for
+    # XATTR_CREATE/XATTR_REPLACE, ERANGE for a bad name, E2BIG for a value over 64 KiB.
+
+    def getxattr(self, path: bytes, name: bytes, follow: bool = True) -> bytes:
+        raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP), path)
+
+    def listxattr(self, path: bytes, follow: bool = True) -> list[bytes]:
+        raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP), path)
+
+    def setxattr(self, path: bytes, name: bytes, value: bytes, flags: int, follow: bool = True) -> None:
+        raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP), path)
+
+    def removexattr(self, path: bytes, name: bytes, follow: bool = True) -> None:
+        raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP), path)
 
     def close(self) -> None:
         """Release what the backend holds (directory fds...)."""

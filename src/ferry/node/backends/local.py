@@ -19,7 +19,7 @@ import stat as st
 from ferry.protocol import spec
 from ferry.protocol.codec import Attr, Entry
 
-from .base import KEEP_TIME, PUT_PREFIX, Backend, BackendFile, log, split_path
+from .base import KEEP_TIME, PUT_PREFIX, XATTR_CARRIED, Backend, BackendFile, log, split_path
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_OPENAT2 = 437  # the same number on x86_64 and on aarch64's generic table
@@ -71,6 +71,8 @@ class LocalFile(BackendFile):
 
     def pwrite(self, offset: int, data: bytes) -> int:
         view = memoryview(data)
+        if not view:
+            return os.pwrite(self.fd, b"", offset)  # still EBADF on a read-only handle
         done = 0
         while done < len(view):  # a short write on a regular file means the next one reports why
             done += os.pwrite(self.fd, view[done:], offset + done)
@@ -390,6 +392,37 @@ class DirBackend(Backend):
         finally:
             os.close(fd)
 
+    # --- extended attributes ---
+
+    def _xattr(self, path: bytes, follow: bool, call):
+        """`call(name_for_the_kernel, follow)` on the confined object: a followed path is
+        resolved to an O_PATH fd first; an l* call names the final component under its
+        parent's fd, so the kernel acts on a final symlink itself.  Either way the kernel
+        only ever sees /proc/self/fd/N (plus one plain name), never a path it resolves again."""
+        if follow:
+            fd = self._fd(path, _PATH_FLAGS)
+            try:
+                return call(_proc(fd), True)
+            finally:
+                os.close(fd)
+        dirfd, name = self._parent(path)
+        try:
+            return call(_proc(dirfd) if name is None else os.fsencode(_proc(dirfd)) + b"/" + name, name is None)
+        finally:
+            self._done(dirfd)
+
+    def getxattr(self, path: bytes, name: bytes, follow: bool = True) -> bytes:
+        return self._xattr(path, follow, lambda p, f: os.getxattr(p, name, follow_symlinks=f))
+
+    def listxattr(self, path: bytes, follow: bool = True) -> list[bytes]:
+        return [os.fsencode(n) for n in self._xattr(path, follow, lambda p, f: os.listxattr(p, follow_symlinks=f))]
+
+    def setxattr(self, path: bytes, name: bytes, value: bytes, flags: int, follow: bool = True) -> None:
+        self._xattr(path, follow, lambda p, f: os.setxattr(p, name, value, flags, follow_symlinks=f))
+
+    def removexattr(self, path: bytes, name: bytes, follow: bool = True) -> None:
+        self._xattr(path, follow, lambda p, f: os.removexattr(p, name, follow_symlinks=f))
+
     def put_open(self, path: bytes, mode: int) -> BackendFile:
         dirfd, name = self._parent(path)
         try:
@@ -413,12 +446,29 @@ class DirBackend(Backend):
             cur = os.fstat(obj.fd)
             os.utime(obj.fd, ns=(cur.st_atime_ns if atime_ns == KEEP_TIME else atime_ns,
                                  cur.st_mtime_ns if mtime_ns == KEEP_TIME else mtime_ns))
+        self._carry_xattrs(obj)
         os.rename(obj.tmp, obj.name, src_dir_fd=obj.dirfd, dst_dir_fd=obj.dirfd)
         attr = obj.fstat()
         obj.close()
         os.close(obj.dirfd)
         obj.dirfd = -1
         return attr
+
+    @staticmethod
+    def _carry_xattrs(obj: _PutFile) -> None:
+        old = os.fsencode(_proc(obj.dirfd)) + b"/" + obj.name
+        try:
+            if not st.S_ISREG(os.lstat(old).st_mode):
+                return
+            for key in os.listxattr(old, follow_symlinks=False):
+                if os.fsencode(key).startswith(XATTR_CARRIED):
+                    os.setxattr(obj.fd, key, os.getxattr(old, key, follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing replaced
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP):  # removed meanwhile, or no xattrs here
+                log.warning("ferry node: upload of %r keeps no xattrs of the file it replaces: %s",
+                            obj.name, e.strerror)
 
     def put_abort(self, obj: BackendFile) -> None:
         assert isinstance(obj, _PutFile)

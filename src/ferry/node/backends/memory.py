@@ -15,11 +15,14 @@ import time
 from ferry.protocol import spec
 from ferry.protocol.codec import Attr, Entry
 
-from .base import KEEP_TIME, Backend, BackendFile, log, split_path
+from .base import KEEP_TIME, XATTR_CARRIED, Backend, BackendFile, log, split_path
 
 _MAX_LINKS = 40
 _RENAME_NOREPLACE = 1  # renameat2(2) flags
 _RENAME_EXCHANGE = 2
+_XATTR_CREATE, _XATTR_REPLACE = 1, 2
+_XATTR_NAME_MAX, _XATTR_SIZE_MAX = 255, 65536
+_XATTR_SPACES = (b"user.", b"trusted.", b"security.")  # as tmpfs; no ACLs (system.*)
 
 
 def _err(code: int, path: bytes) -> OSError:
@@ -27,11 +30,12 @@ def _err(code: int, path: bytes) -> OSError:
 
 
 class _Node:
-    __slots__ = ("atime_ns", "ctime_ns", "gid", "ino", "mode", "mtime_ns", "nlink", "uid")
+    __slots__ = ("atime_ns", "ctime_ns", "gid", "ino", "mode", "mtime_ns", "nlink", "uid", "xattrs")
 
     def __init__(self, ino: int, mode: int) -> None:
         now = time.time_ns()
         self.ino, self.mode, self.nlink = ino, mode, 1
+        self.xattrs: dict[bytes, bytes] = {}
         self.uid, self.gid = os.geteuid(), os.getegid()
         self.atime_ns = self.mtime_ns = self.ctime_ns = now
 
@@ -389,6 +393,61 @@ class MemoryBackend(Backend):
         if denied:
             raise _err(errno.EACCES, path)
 
+    # --- extended attributes (the checks in Linux's order) ---
+
+    def _xattr_node(self, path: bytes, name: bytes, follow: bool) -> _Node:
+        if not name or len(name) > _XATTR_NAME_MAX:  # checked before the path is looked up
+            raise _err(errno.ERANGE, path)
+        return self._node(path, follow)
+
+    @staticmethod
+    def _xattr_allowed(node: _Node, name: bytes, path: bytes, write: bool) -> None:
+        """EOPNOTSUPP for an unknown namespace; EPERM (ENODATA for a read) where Linux
+        refuses the name on this object."""
+        space = next((p for p in _XATTR_SPACES if name.startswith(p)), None)
+        if space is None:
+            raise _err(errno.EOPNOTSUPP, path)
+        if len(name) == len(space):
+            raise _err(errno.EINVAL, path)
+        # user.* lives on regular files and directories only; trusted.* needs privilege
+        if (space == b"user." and not isinstance(node, (_File, _Dir))
+                or space == b"trusted." and os.geteuid() != 0):
+            raise _err(errno.EPERM if write else errno.ENODATA, path)
+
+    def getxattr(self, path: bytes, name: bytes, follow: bool = True) -> bytes:
+        node = self._xattr_node(path, name, follow)
+        self._xattr_allowed(node, name, path, False)
+        try:
+            return node.xattrs[name]
+        except KeyError:
+            raise _err(errno.ENODATA, path) from None
+
+    def listxattr(self, path: bytes, follow: bool = True) -> list[bytes]:
+        node = self._node(path, follow)
+        hidden = () if os.geteuid() == 0 else (b"trusted.",)
+        return [n for n in node.xattrs if not n.startswith(hidden)]
+
+    def setxattr(self, path: bytes, name: bytes, value: bytes, flags: int, follow: bool = True) -> None:
+        if flags & ~(_XATTR_CREATE | _XATTR_REPLACE):
+            raise _err(errno.EINVAL, path)
+        if len(value) > _XATTR_SIZE_MAX:
+            raise _err(errno.E2BIG, path)
+        node = self._xattr_node(path, name, follow)
+        self._xattr_allowed(node, name, path, True)
+        if name in node.xattrs and flags & _XATTR_CREATE:
+            raise _err(errno.EEXIST, path)
+        if name not in node.xattrs and flags & _XATTR_REPLACE:
+            raise _err(errno.ENODATA, path)
+        node.xattrs[name] = bytes(value)
+        node.ctime_ns = time.time_ns()
+
+    def removexattr(self, path: bytes, name: bytes, follow: bool = True) -> None:
+        node = self._xattr_node(path, name, follow)
+        self._xattr_allowed(node, name, path, True)
+        if node.xattrs.pop(name, None) is None:
+            raise _err(errno.ENODATA, path)
+        node.ctime_ns = time.time_ns()
+
     def put_open(self, path: bytes, mode: int) -> BackendFile:
         parent, name, _ = self._resolve(path, False)
         if name is None:
@@ -410,6 +469,8 @@ class MemoryBackend(Backend):
             node.mtime_ns = mtime_ns
         if old is not None:
             old.nlink -= 1
+            if isinstance(old, _File):
+                node.xattrs.update((k, v) for k, v in old.xattrs.items() if k.startswith(XATTR_CARRIED))
         parent.children[obj.name] = node
         parent.touch()
         return node.attr()
