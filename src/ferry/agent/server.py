@@ -593,6 +593,12 @@ class Agent:
         h = self.handle(f["handle"])
         return await h.link.call("FSYNC", handle=h.handle, datasync=f["datasync"])
 
+    async def op_fallocate(self, f) -> dict:
+        h = self.handle(f["handle"])
+        if not h.handle:  # a directory or an O_PATH fd: not open for writing
+            raise OSError(errno.EBADF, "not open for writing")
+        return await h.link.call("FALLOCATE", handle=h.handle, mode=f["mode"], offset=f["offset"], len=f["len"])
+
     async def op_hello(self, f) -> dict:
         return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": 0}
 

@@ -145,6 +145,11 @@ def handle_fsync(s: Session, f: Fields) -> Fields:
     return _NO_FIELDS
 
 
+def handle_fallocate(s: Session, f: Fields) -> Fields:
+    s.file(f["handle"]).fallocate(f["mode"], f["offset"], f["len"])
+    return _NO_FIELDS
+
+
 def handle_mkdir(s: Session, f: Fields) -> Fields:
     s.backend.mkdir(f["path"], f["mode"])
     return _NO_FIELDS

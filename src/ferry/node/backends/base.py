@@ -65,6 +65,10 @@ class BackendFile(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) with its `mode` bits; a backend that cannot says EOPNOTSUPP."""
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
 
 class Backend(ABC):
     @abstractmethod

@@ -87,6 +87,14 @@ class LocalFile(BackendFile):
     def fsync(self, datasync: bool) -> None:
         (os.fdatasync if datasync else os.fsync)(self.fd)
 
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        if mode == 0:
+            # glibc's posix_fallocate writes zeros where the file system cannot allocate
+            os.posix_fallocate(self.fd, offset, length)
+        elif _libc.fallocate(self.fd, mode, ctypes.c_int64(offset), ctypes.c_int64(length)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1

@@ -21,6 +21,7 @@ _MAX_LINKS = 40
 _RENAME_NOREPLACE = 1  # renameat2(2) flags
 _RENAME_EXCHANGE = 2
 _XATTR_CREATE, _XATTR_REPLACE = 1, 2
+_FALLOC_KEEP_SIZE = 1
 _XATTR_NAME_MAX, _XATTR_SIZE_MAX = 255, 65536
 _XATTR_SPACES = (b"user.", b"trusted.", b"security.")  # as tmpfs; no ACLs (system.*)
 
@@ -144,6 +145,15 @@ class MemFile(BackendFile):
 
     def fsync(self, datasync: bool) -> None:
         pass
+
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        f = self._file(os.O_RDONLY)
+        if offset < 0 or length <= 0:
+            raise _err(errno.EINVAL, b"")
+        if mode & ~_FALLOC_KEEP_SIZE:  # punching holes, collapsing, zeroing ranges: not here
+            raise _err(errno.EOPNOTSUPP, b"")
+        if not mode and offset + length > len(f.data):
+            f.resize(offset + length)
 
     def close(self) -> None:
         pass
