@@ -81,7 +81,7 @@ struct fy_fd {
     uint8_t dirty;      /* cache mode: opened for writing, upload on close */
     int owner;          /* cache mode: pid that opened it, which uploads it at exit if never closed */
     int flags;          /* open(2) flags as the program asked */
-    uint64_t handle;    /* direct mode: the agent's handle */
+    uint64_t handle;    /* direct mode: the agent's handle; cache mode: the description's id (lock.c) */
     char *path;         /* ferry path (malloc'd) */
     struct fy_dirlist *dl;
 };
@@ -110,6 +110,9 @@ int fy_call_alloc(uint16_t op, const struct fy_enc *e, char **out, size_t *outle
 int fy_conn_fd(void);
 void fy_conn_forget(void);
 
+/* A request whose answer may take any time (a lock wait), on a connection of its own. */
+int fy_call_waiting(uint16_t op, const struct fy_enc *e);
+
 /* Convenience: one request with a path and up to three u32/u64 args, no reply body. */
 int fy_path_op(uint16_t op, uint16_t flags, const char *path, int nargs, const uint64_t *args, int u64mask);
 
@@ -128,6 +131,11 @@ void fy_close_fd_keep(int fd);
 ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off);
 ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off);
 off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence);
+
+/* ---- lock.c ---- */
+uint64_t fy_new_desc_id(void);
+void fy_lock_on_close(struct fy_fd *f, int fd);
+int fy_lock_fcntl(struct fy_fd *f, int fd, int cmd, void *arg);  /* -2: not a lock command */
 
 /* ---- stdio.c ---- */
 void fy_stdio_adopt(void);

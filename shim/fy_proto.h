@@ -60,6 +60,8 @@ enum fy_op {
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */
     FY_OP_CACHE_CLOSE = 67, /* (str path) -> () */
     FY_OP_SYNC = 68, /* () -> () */
+    FY_OP_DESC_HOLD = 69, /* (u64 owner, u32 pid) -> () */
+    FY_OP_DESC_DROP = 70, /* (u64 owner, u32 pid) -> () */
 };
 
 struct fy_req_header { uint32_t length; uint16_t opcode; uint16_t flags; uint64_t rid; } __attribute__((packed));

@@ -39,7 +39,7 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
     if (rc < 0) return fy_fail(rc);
     int fd = real_open(p->cache, flags, mode);
     if (fd < 0) return -1;
-    struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, 0, p->ferry);
+    struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, fy_new_desc_id(), p->ferry);
     if (f) {
         f->dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
         f->owner = getpid();
@@ -146,6 +146,7 @@ static void release_fd(int fd)
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return;
     if (f->kind == FY_FD_CACHE && f->dirty && !dirty_elsewhere(fd, f->path)) cache_flush(f, fd);
+    fy_lock_on_close(f, fd);
     fy_fd_clear(fd);
 }
 
@@ -382,6 +383,8 @@ FY_EXPORT int dup3(int from, int to, int flags)
 static int fcntl_common(int fd, int cmd, void *arg, int (*real)(int, int, ...))
 {
     struct fy_fd *f = fy_fd_get(fd);
+    int locked = f ? fy_lock_fcntl(f, fd, cmd, arg) : -2;
+    if (locked != -2) return locked;
     if (f && f->kind == FY_FD_DIRECT) {
         /* The placeholder's own status flags are a socket's; report the program's. */
         if (cmd == F_GETFL) return (f->flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC)) | O_LARGEFILE;

@@ -217,6 +217,25 @@ int fy_call_alloc(uint16_t op, const struct fy_enc *e, char **out, size_t *outle
     return rc;
 }
 
+int fy_call_waiting(uint16_t op, const struct fy_enc *e)
+{
+    FY_REAL(int, close, int);
+    if (e->len > sizeof e->buf) return -ENAMETOOLONG;
+    int saved = errno;
+    int fd = connect_agent();
+    if (fd < 0) { errno = saved; return -EIO; }
+    struct timeval forever = {0, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
+    struct fy_req_header h = {(uint32_t)e->len, op, 0, 1};
+    struct iovec iov[2] = {{&h, sizeof h}, {(void *)e->buf, e->len}};
+    struct fy_rep_header r;
+    struct iovec rv = {&r, sizeof r};
+    int rc = io_full(1, fd, iov, 2) < 0 || io_full(0, fd, &rv, 1) < 0 || r.rid != h.rid ? -EIO : r.status;
+    real_close(fd);
+    errno = saved;
+    return rc;
+}
+
 int fy_path_op(uint16_t op, uint16_t flags, const char *path, int nargs, const uint64_t *args, int u64mask)
 {
     struct fy_enc e = {.len = 0};

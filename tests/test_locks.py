@@ -6,9 +6,14 @@ import asyncio
 import errno
 import fcntl
 import os
+import sqlite3
 import struct
+import subprocess
+import sys
+import time
 
 import pytest
+from conftest import ferry_env, ferry_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,3 +155,166 @@ def test_flock_is_owned_by_description():
             server.close()
 
     asyncio.run(main())
+
+
+# --- through real programs under `ferry run` ---
+
+LOCK_PROG = r"""
+import errno, fcntl, os, select, signal, struct, sys, time
+path = sys.argv[1]
+FL = struct.Struct("hhqqi4x")
+BUSY = (errno.EAGAIN, errno.EACCES)
+
+def ready():  # the child got there (a child that failed instead never writes)
+    assert select.select([r], [], [], 30)[0], "the child did not get there"
+    os.read(r, 1)
+
+def refused(fn):
+    try:
+        fn()
+    except OSError as e:
+        assert e.errno in BUSY, e
+        return True
+    return False
+
+# Record locks belong to the process: a child conflicts, F_GETLK names the holder, and
+# closing any fd on the file lets go (the child's wait then ends).
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+r, w = os.pipe()
+fcntl.lockf(fd, fcntl.LOCK_EX, 10, 5)  # bytes 5-14
+pid = os.fork()
+if pid == 0:
+    fd2 = os.open(path, os.O_RDWR)
+    assert refused(lambda: fcntl.lockf(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 12))
+    fcntl.lockf(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 0)  # bytes 0-4: free
+    got = FL.unpack(fcntl.fcntl(fd2, fcntl.F_GETLK, FL.pack(fcntl.F_WRLCK, 0, 0, 0, 0)))
+    assert got[0] == fcntl.F_WRLCK and got[2:5] == (5, 10, os.getppid()), got
+    os.write(w, b"x")
+    fcntl.lockf(fd2, fcntl.LOCK_EX, 5, 10)  # waits for the parent's close
+    os._exit(0)
+ready()
+time.sleep(0.3)
+os.close(os.open(path, os.O_RDONLY))  # any close of the file drops our record locks
+_, st = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(st) == 0, st
+os.close(fd)
+
+# flock belongs to the open file description: a forked copy shares it, so the lock lives
+# until the last copy anywhere is closed.
+a = os.open(path, os.O_RDWR)
+fcntl.flock(a, fcntl.LOCK_EX)
+pid = os.fork()
+if pid == 0:
+    fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the same description: no conflict
+    os.write(w, b"x")
+    time.sleep(0.6)
+    os._exit(0)
+ready()
+os.close(a)  # the child still holds its copy
+b = os.open(path, os.O_RDWR)
+assert refused(lambda: fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB))
+os.waitpid(pid, 0)  # its exit closes the last copy
+fcntl.flock(b, fcntl.LOCK_EX)  # (a wait: the release may still be on its way)
+assert refused(lambda: fcntl.flock(os.open(path, os.O_RDONLY), fcntl.LOCK_SH | fcntl.LOCK_NB))
+fcntl.flock(b, fcntl.LOCK_UN)
+
+# A holder killed with SIGKILL releases its locks.
+pid = os.fork()
+if pid == 0:
+    c = os.open(path, os.O_RDWR)
+    fcntl.lockf(c, fcntl.LOCK_EX)
+    fcntl.flock(c, fcntl.LOCK_EX)
+    os.write(w, b"x")
+    time.sleep(60)
+    os._exit(1)
+ready()
+assert refused(lambda: fcntl.lockf(b, fcntl.LOCK_EX | fcntl.LOCK_NB))
+os.kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+fcntl.lockf(b, fcntl.LOCK_EX)
+fcntl.flock(b, fcntl.LOCK_EX)
+
+# OFD locks: per description, even within one process (and they conflict with our own
+# record locks, so those go first).
+os.close(b)
+F_OFD_SETLK = 37
+d1, d2 = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)
+fcntl.fcntl(d1, F_OFD_SETLK, FL.pack(fcntl.F_WRLCK, 0, 0, 1, 0))
+assert refused(lambda: fcntl.fcntl(d2, F_OFD_SETLK, FL.pack(fcntl.F_RDLCK, 0, 0, 1, 0)))
+fcntl.fcntl(os.dup(d1), F_OFD_SETLK, FL.pack(fcntl.F_RDLCK, 0, 0, 1, 0))  # a dup is the same description
+try:
+    fcntl.fcntl(d1, F_OFD_SETLK, FL.pack(fcntl.F_WRLCK, 0, 0, 1, 99))
+except OSError as e:
+    assert e.errno == errno.EINVAL  # OFD locks want l_pid 0
+else:
+    raise AssertionError("F_OFD_SETLK took a nonzero l_pid")
+print("locks ok")
+"""
+
+
+def test_lock_semantics_through_programs(where, tmp_path):
+    prog = tmp_path / "locks.py"
+    prog.write_text(LOCK_PROG)
+    p = where.run([sys.executable, str(prog), where.path("lockfile")], timeout=60)
+    assert p.stdout.strip() == "locks ok", p.stderr
+
+
+@pytest.mark.parametrize("mode", ["cache", "direct"])
+def test_flock_holds_across_clients(node, mode, tmp_path):
+    """Two `ferry run`s are two clients: util-linux flock(1) in one excludes the other."""
+    lockfile = f"{node.remote}/held"
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "run", "--mode", mode, "--", "flock", lockfile, "-c",
+         f"touch {ready}; sleep 2"], env=ferry_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            if ready.exists() or holder.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists(), holder.communicate(timeout=10)
+        busy = ferry_run(["flock", "-n", lockfile, "true"], mode=mode, check=False)
+        assert busy.returncode == 1, busy.stderr  # flock -n: "already locked"
+        waited = ferry_run(["flock", "-w", "20", lockfile, "echo", "mine"], mode=mode)
+        assert waited.stdout.strip() == "mine"
+        assert holder.wait(timeout=20) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_sqlite_writers_on_two_clients_direct_mode(node, tmp_path):
+    """Four writer processes in two `ferry run`s (direct mode: data goes to the node at
+    once, so locks are all that keeps them apart)."""
+    script = tmp_path / "writers.py"
+    script.write_text(SQLITE_WRITERS)
+    db = f"{node.remote}/two.db"
+    sqlite3.connect(node.root / "two.db").execute("create table t(x)").connection.close()
+    runs = [subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mode", "direct", "--", sys.executable,
+                              str(script), db, str(k)], env=ferry_env(), stderr=subprocess.PIPE, text=True)
+            for k in range(2)]
+    for r in runs:
+        _, err = r.communicate(timeout=180)
+        assert r.returncode == 0, err
+    c = sqlite3.connect(node.root / "two.db")
+    try:
+        assert c.execute("select count(*) from t").fetchone()[0] == 4 * 50
+        assert c.execute("pragma integrity_check").fetchone()[0] == "ok"
+    finally:
+        c.close()
+
+
+SQLITE_WRITERS = r"""
+import multiprocessing as mp, sqlite3, sys
+db, run = sys.argv[1], int(sys.argv[2])
+def writer(k):
+    c = sqlite3.connect(db, timeout=60)
+    for i in range(50):
+        with c:
+            c.execute("insert into t values (?)", (run * 10000 + k * 1000 + i,))
+    c.close()
+ps = [mp.Process(target=writer, args=(k,)) for k in range(2)]
+[p.start() for p in ps]; [p.join() for p in ps]
+sys.exit(max(p.exitcode for p in ps))
+"""

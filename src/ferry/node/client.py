@@ -119,6 +119,13 @@ class NodeClient(asyncio.BufferedProtocol):
 
     def send(self, op: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
         """Write the request now; the future gets the reply fields or an OSError."""
+        return self._send(op, fields, self.timeout)
+
+    def send_waiting(self, op: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        """`send` for a request whose answer may rightly take any time (a lock wait)."""
+        return self._send(op, fields, None)
+
+    def _send(self, op: str, fields: dict[str, Any], timeout: float | None) -> asyncio.Future[dict[str, Any]]:
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         if self.closed:
             fut.set_exception(self._error)
@@ -126,7 +133,7 @@ class NodeClient(asyncio.BufferedProtocol):
         self._rid += 1
         rid = self._rid
         frame = request_parts(op, rid, 0, **fields)
-        timer = self._loop.call_later(self.timeout, self._expire, rid, op)
+        timer = self._loop.call_later(timeout if timeout is not None else 10**9, self._expire, rid, op)
         self._pending[rid] = (fut, spec.OPS[op][2], timer)
         assert self._transport is not None
         self._transport.writelines(frame)

@@ -148,6 +148,12 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     "CACHE_CLOSE": (67, [("path", "str")], [], "agent"),
     # wait until every change sent so far has reached its node; status of the first failure
     "SYNC": (68, [], [], "agent"),
+    # (cache mode, ONEWAY) description locks: a cache-mode fd is a real file, so the agent
+    # cannot see when its last copy closes; the shims say so.  DESC_HOLD: process `pid`
+    # got a copy of locked description `owner` (the parent says it for a forked child);
+    # DESC_DROP: `pid` closed its last copy.  The locks go when no holder is left (or alive).
+    "DESC_HOLD": (69, [("owner", "u64"), ("pid", "u32")], [], "agent"),
+    "DESC_DROP": (70, [("owner", "u64"), ("pid", "u32")], [], "agent"),
 }
 
 OPCODES = {name: spec[0] for name, spec in OPS.items()}
