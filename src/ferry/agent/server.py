@@ -22,6 +22,7 @@ from ..protocol import codec, spec
 from ..protocol.codec import Attr
 from . import cache
 from .links import NodeLink
+from .locks import LockKeeper, oneway_job
 from .routes import NodeAddr, RouteError, Router
 
 MAX_SYMLINK_HOPS = 8
@@ -45,6 +46,7 @@ class Agent:
         self.handles: dict[int, DirectHandle] = {}
         self.next_handle = 1
         self.conns: set[ShimConn] = set()
+        self.locks = LockKeeper()
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         self._lsock: socket.socket | None = None
         self.handlers = {code: getattr(self, "op_" + name.lower()) for name, code in spec.OPCODES.items()
@@ -152,6 +154,7 @@ class Agent:
         for h in list(self.handles.values()):
             loop.remove_reader(h.pipe_fd)
             os.close(h.pipe_fd)
+        self.locks.close()
         for lk in self.links.values():
             await lk.close()
 
@@ -526,6 +529,7 @@ class Agent:
         h = self.handles.pop(hid)
         asyncio.get_running_loop().remove_reader(h.pipe_fd)
         os.close(h.pipe_fd)
+        self.locks.forget_desc(hid)  # the last copy of the description is closed
         if h.handle:
             h.link.submit(lambda c: c.call("CLOSE", handle=h.handle), f"close handle {hid}")
 
@@ -592,6 +596,37 @@ class Agent:
     async def op_fsync(self, f) -> dict:
         h = self.handle(f["handle"])
         return await h.link.call("FSYNC", handle=h.handle, datasync=f["datasync"])
+
+    # ----- locks (both modes: the node keeps them, see locks.py) -----
+
+    async def op_lock(self, f) -> dict:
+        link, rel = self.route(f["path"])
+        self.locks.used(link, f["kind"], f["owner"], f["pid"])
+        fields = dict(f, path=rel)
+        if f["wait"] and f["type"] != spec.LOCK_UNLOCK:
+            # Sent in lane order but awaited outside the lane: the unlock that lets this
+            # wait end may have to travel the same lane.
+            async def send(c):
+                return c.send_waiting("LOCK", **fields)
+            await (await link.run(send))
+        else:
+            await link.call("LOCK", **fields)
+        return {}
+
+    def oneway_lock(self, f) -> None:
+        """A process closed a file it held record locks on: they go (as close(2) does)."""
+        link, rel = self.route(f["path"])
+        link.submit(oneway_job("LOCK", **dict(f, path=rel)), f"unlock {f['path']!r}")
+
+    async def op_getlk(self, f) -> dict:
+        link, rel = self.route(f["path"])
+        return await link.call("GETLK", **dict(f, path=rel))
+
+    def oneway_desc_hold(self, f) -> None:
+        self.locks.hold(f["owner"], f["pid"])
+
+    def oneway_desc_drop(self, f) -> None:
+        self.locks.drop(f["owner"], f["pid"])
 
     async def op_fallocate(self, f) -> dict:
         h = self.handle(f["handle"])
