@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only NAME[,NAME]] [--repeats N] [--out DIR] [--keep] [--live]"""
+"""python -m bench [--quick] [--only NAME[,NAME]] [--peers all|none|NAME,..] [--repeats N] [--out DIR] ..."""
 
 from __future__ import annotations
 
@@ -14,18 +14,18 @@ import time
 import traceback
 from pathlib import Path
 
-from . import report
+from . import peers, report
 from .harness import REPO, Bench, Config, Failure, log, make_row
 from .workloads import ALL, BY_NAME
 
 
-def git_desc() -> str:
+def git_desc(at: str | None = None) -> str:
     try:
-        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", at or "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "shim"],
-                               capture_output=True, text=True, timeout=10).stdout.split("\n")
-        dirty = [d[3:] for d in dirty if d.strip()]
+                               capture_output=True, text=True, timeout=10, check=False).stdout.split("\n")
+        dirty = [d[3:] for d in dirty if d.strip()] if at is None else []
         return f"git {rev}" + (f" + uncommitted changes in {', '.join(dirty)}" if dirty else " (clean src/, shim/)")
     except Exception as e:  # noqa: BLE001 - informational only
         return f"git: unknown ({e})"
@@ -42,16 +42,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (data, node roots, logs)")
     ap.add_argument("--live", action="store_true",
                     help="run the checkout's src/ and shim/ directly instead of a snapshot taken at start")
+    ap.add_argument("--rev", metavar="GITREV",
+                    help="bench src/ and shim/ as committed at this git revision (e.g. HEAD) instead of the work tree")
     ap.add_argument("--tmp", help="base dir for temp data (default: $TMPDIR or /tmp)")
+    ap.add_argument("--peers", metavar="NAME[,NAME]",
+                    help=f"peers to run: all (default), none, or some of {', '.join(peers.BY_NAME)}")
+    ap.add_argument("--no-install", action="store_true",
+                    help="skip (with the reason in the report) peers whose programs are missing, instead of "
+                         "installing them with apt-get / pip")
     a = ap.parse_args(argv)
     only = [n.strip() for o in a.only for n in o.split(",") if n.strip()]
     bad = [n for n in only if n not in BY_NAME]
     if bad:
         ap.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(BY_NAME)}")
+    if a.peers in (None, "all"):
+        want = None
+    elif a.peers == "none":
+        want = []
+    else:
+        want = [n.strip() for n in a.peers.split(",") if n.strip()]
+        badp = [n for n in want if n not in peers.BY_NAME]
+        if badp:
+            ap.error(f"unknown peer(s) {', '.join(badp)}; choose from {', '.join(peers.BY_NAME)}")
     if a.repeats is not None and a.repeats < 1:
         ap.error("--repeats must be ≥ 1")
     cfg = Config(quick=a.quick, repeats=a.repeats or (3 if a.quick else 5), keep=a.keep, live=a.live,
-                 tmp_base=a.tmp)
+                 tmp_base=a.tmp, peers=want, install=not a.no_install, rev=a.rev)
     mods = [m for m in ALL if not only or m.NAME in only]
     a.out.mkdir(parents=True, exist_ok=True)
 
@@ -61,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    load_start = " ".join(open("/proc/loadavg").read().split()[:3])
+    load_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     log(f"bench: {'quick' if a.quick else 'full'} run, {cfg.repeats} repeats, workloads: "
         f"{', '.join(m.NAME for m in mods)}")
     bench = Bench(cfg)
@@ -98,18 +114,21 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         log("bench: interrupted — writing what was measured")
     finally:
+        peer_info = {n: p.desc for n, p in bench.peers.items()}
         bench.close()
     meta = {
         "started": started, "duration_s": time.monotonic() - t0,
         "mode": ("quick" if a.quick else "full") + (" (INTERRUPTED)" if interrupted else ""),
-        "repeats": cfg.repeats, "only": only, "git": git_desc(),
-        "code": ("checkout run live" if cfg.live else "snapshot of src/ and shim/ taken at start"),
+        "repeats": cfg.repeats, "only": only, "git": git_desc(cfg.rev),
+        "code": ("checkout run live" if cfg.live else f"src/ and shim/ as committed at {cfg.rev}" if cfg.rev
+                 else "snapshot of src/ and shim/ taken at start"),
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
                    f"Python {platform.python_version()}",
-        "load_start": load_start, "load_end": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "load_start": load_start, "load_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "command": " ".join(["python -m bench", shlex.join(argv if argv is not None else sys.argv[1:])]).strip(),
-        "warnings": bench.warnings, "data": data,
+        "warnings": bench.warnings, "data": data, "peers": peer_info, "peer_skips": dict(bench.peer_skips),
     }
+    report.peer_ratios(rows)
     names, note = report.plots(rows, a.out)
     meta["plots"], meta["plot_note"] = names, note
     report.write_json(meta, rows, a.out / "results.json")

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 REPO = Path(__file__).resolve().parents[1]
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -56,6 +57,9 @@ class Config:
     keep: bool = False
     live: bool = False       # run the checkout itself instead of a snapshot of src/ + shim/
     tmp_base: str | None = None
+    peers: list[str] | None = None   # peer names to run (None: all of them; []: none)
+    install: bool = True             # install missing peers with apt-get / pip
+    rev: str | None = None           # snapshot src/ + shim/ from this git revision, not the work tree
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -82,10 +86,12 @@ def summary(samples: list[float]) -> dict:
 def make_row(workload: str, case: str, variant: str, unit: str, samples: list[float], *,
              local: list[float] | None = None, target: str = "", check: Callable[[dict], bool] | None = None,
              error: Failure | None = None, note: str = "", extra: dict | None = None,
-             higher_is_better: bool = False, detail: bool = False) -> dict:
+             higher_is_better: bool = False, detail: bool = False, group: str | None = None) -> dict:
     """One line of the report.  `ratio` = median / local median (both from this run);
-    `check(row)` decides pass/miss for rows with a target."""
-    row = {"workload": workload, "case": case, "variant": variant, "unit": unit,
+    `check(row)` decides pass/miss for rows with a target.  Rows of one workload with the
+    same `group` (default: the case) measure the same thing for different variants: the
+    report compares ferry's rows with the peers' rows of their group."""
+    row = {"workload": workload, "case": case, "group": group or case.strip(), "variant": variant, "unit": unit,
            "samples": samples, **summary(samples), "ratio": None, "ratio_per_repeat": None,
            "target": target, "status": "info", "error": None, "repro": None, "note": note,
            "higher_is_better": higher_is_better, "detail": detail}
@@ -202,7 +208,7 @@ class Node:
                 self.proc.wait(timeout=10)
         self.bench.nodes.discard(self)
 
-    def __enter__(self) -> Node:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -218,8 +224,19 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-", dir=cfg.tmp_base))
         self.warnings: list[str] = []
         self._cache: dict = {}
+        self.peers: dict[str, object] = {}        # name -> running Peer
+        self.peer_skips: dict[str, str] = {}      # name -> why it is not in the report
         if cfg.live:
             self.pyroot = REPO / "src"
+        elif cfg.rev:
+            snap = self.tmp / "code"
+            snap.mkdir()
+            arch = subprocess.run(["git", "-C", str(REPO), "archive", cfg.rev, "src/ferry", "shim"],
+                                  capture_output=True, timeout=120, check=False)
+            if arch.returncode != 0:
+                raise SystemExit(f"bench: git archive {cfg.rev} failed: {arch.stderr.decode(errors='replace')}")
+            subprocess.run(["tar", "-x", "-C", str(snap)], input=arch.stdout, check=True, timeout=120)
+            self.pyroot = snap / "src"
         else:
             # Snapshot the code under test: other people edit the checkout while this runs,
             # and a mid-run edit of shim/ would otherwise rebuild (or break) the shim.
@@ -255,8 +272,87 @@ class Bench:
         for n in list(self.nodes):
             with contextlib.suppress(Exception):
                 n.stop()
+        self.stop_peers()
         if not self.cfg.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- peers (bench/peers/): started on first use, stopped by close()
+
+    def peer_wanted(self, name: str) -> bool:
+        return self.cfg.peers is None or name in self.cfg.peers
+
+    def peer(self, name: str):
+        """The running peer `name`, started now if needed; None if it is skipped (the
+        reason is kept for the report)."""
+        from . import peers as peermod
+        if name in self.peers:
+            return self.peers[name]
+        if name in self.peer_skips or not self.peer_wanted(name):
+            return None
+        mod = peermod.BY_NAME[name]
+        log(f"bench: starting peer {name} …")
+        t = time.monotonic()
+        try:
+            p = mod.start(self)
+        except peermod.Skip as e:
+            self.peer_skips[name] = str(e)
+            log(f"bench: peer {name} skipped: {e}")
+            return None
+        except (Failure, OSError, subprocess.SubprocessError) as e:
+            self.peer_skips[name] = f"set-up failed: {type(e).__name__}: {e}"
+            log(f"bench: peer {name} set-up failed: {e}")
+            return None
+        self.peers[name] = p
+        log(f"bench: peer {name} up in {time.monotonic() - t:.1f}s: {p.desc}")
+        return p
+
+    def fs_peers(self) -> list:
+        from . import peers as peermod
+        return [p for p in (self.peer(m.NAME) for m in peermod.ALL if m.KIND == "fs") if p is not None]
+
+    def variants(self, peers: bool = True) -> list[str]:
+        """local, ferry-cache, ferry-direct and the running file-system peers."""
+        return list(VARIANTS) + ([p.name for p in self.fs_peers()] if peers else [])
+
+    def where(self, variant: str, node: Node | None, sub: str) -> tuple[str, Path]:
+        """(the path the program is given, the same place as the bench can reach it
+        directly for set-up and checks) for a sub-directory `sub` of the variant's
+        storage.  The local variant uses a dir in the bench temp dir."""
+        if variant == "local":
+            p = self.dir("local", sub)
+            return str(p), p
+        if variant.startswith("ferry-"):
+            assert node is not None
+            return f"{MOUNT}/{sub}", node.root / sub
+        p = self.peers[variant]
+        return str(p.mount / sub), p.backing / sub
+
+    def drop_cache(self, variant: str, node: Node | None, sub: str) -> None:
+        """Evict the pages of the files under `sub` from the page cache (posix_fadvise
+        DONTNEED, per file, so the rest of the machine keeps its cache): the backing files,
+        the peer's mount (FUSE keeps its own pages) and a peer's own store (peer.info["store"])."""
+        where, backing = self.where(variant, node, sub)
+        paths = [backing] + ([Path(where)] if variant in self.peers else [])
+        peer = self.peers.get(variant)
+        if peer is not None:
+            paths += [Path(x) for x in peer.info.get("store", [])]
+        for p in paths:
+            files = [p] if p.is_file() else [Path(dp) / f for dp, _, fs in os.walk(p) for f in fs]
+            for f in files:
+                with contextlib.suppress(OSError):
+                    fd = os.open(f, os.O_RDONLY)
+                    try:
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    finally:
+                        os.close(fd)
+
+    def stop_peers(self) -> None:
+        for name, p in list(self.peers.items()):
+            try:
+                p.stop()
+            except Exception as e:  # noqa: BLE001 - stop the others whatever happens
+                log(f"bench: stopping peer {name}: {e}")
+            self.peers.pop(name, None)
 
     def node(self, name: str) -> Node:
         root = self.dir("nodes", name, "root", fresh=True)
@@ -280,19 +376,23 @@ class Bench:
                     cwd: str | None = None, stderr_ok: bool = False) -> Result:
         """Run `cmd` as `variant` (local: directly; ferry-*: under `ferry run --mode`).
         Raises Failure on timeout, non-zero exit or a dead node."""
-        if variant == "local":
+        peer = self.peers.get(variant)
+        if variant == "local" or peer is not None:
             full, env = cmd, self.local_env
         else:
             assert node is not None
             full, env = self.ferry_cmd(variant.split("-", 1)[1], node.url, cmd), self.env
         r = run_cmd(full, timeout=timeout, env=env, cwd=cwd)
+        ferry = variant.startswith("ferry-")
         if r.timed_out:
             raise Failure(f"timed out after {timeout:.0f}s (hang?); stderr: {tail(r.stderr)}",
-                          self.repro(full, node if variant != "local" else None))
-        if node is not None and variant != "local":
+                          self.repro(full, node if ferry else None))
+        if node is not None and ferry:
             node.check()
+        if peer is not None:
+            peer.check()
         if r.rc != 0:
-            raise Failure(f"exit {r.rc}: {tail(r.stderr)}", self.repro(full, node if variant != "local" else None))
+            raise Failure(f"exit {r.rc}: {tail(r.stderr)}", self.repro(full, node if ferry else None))
         if r.stderr.strip() and variant != "local" and not stderr_ok:
             msg = f"{variant}: stderr from `{shlex.join(cmd)[:80]}`: {tail(r.stderr, 200)}"
             if msg not in self.warnings:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from .harness import VARIANTS, dump_json
 
-COLORS = {"local": "#4d4d4d", "ferry-cache": "#1f77b4", "ferry-direct": "#ff7f0e"}
+COLORS = {"local": "#4d4d4d", "ferry-cache": "#1f77b4", "ferry-direct": "#ff7f0e", "sshfs": "#2ca02c",
+          "nfs": "#9467bd", "s3fs": "#8c564b", "proxychains": "#e377c2", "lsyncd": "#17becf"}
+
+
+def color(variant: str) -> str:
+    return COLORS.get(variant, "#bcbd22")
+
+
+def is_ferry(variant: str) -> bool:
+    return variant.startswith("ferry-")
 STATUS = {"pass": "✅ pass", "miss": "❌ miss", "FAIL": "💥 FAIL", "info": ""}
 
 
 def fmt(x: float | None, unit: str) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
-    if unit == "MB/s":
+    if unit in ("MB/s", "IOPS", "ops/s"):
         return f"{x:.0f}"
     if unit == "µs":
         return f"{x:.1f}" if x < 1000 else f"{x:.0f}"
@@ -30,47 +40,85 @@ def fmt_ratio(row: dict) -> str:
     return f"{r:.2f}×{spread}"
 
 
-def table(rows: list[dict]) -> list[str]:
-    out = ["| Workload | Case | Variant | Median | Min | Max | Unit | × local | Target | Result |",
-           "|---|---|---|---:|---:|---:|---|---:|---|---|"]
+def peer_ratios(rows: list[dict]) -> None:
+    """For each ferry row, `vs_peers` = {peer: slowdown of ferry against that peer} over the
+    rows of the same workload and group measured in this run (< 1: ferry is faster)."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["workload"], r.get("group", r["case"].strip())), []).append(r)
+    for group in by.values():
+        peers = [p for p in group if p["variant"] != "local" and not is_ferry(p["variant"]) and p["median"]]
+        for r in group:
+            if not is_ferry(r["variant"]) or not r["median"]:
+                continue
+            r["vs_peers"] = {p["variant"]: (p["median"] / r["median"] if r["higher_is_better"]
+                                            else r["median"] / p["median"]) for p in peers}
+
+
+def fmt_peers(row: dict) -> str:
+    return ", ".join(f"{x:.2f}× {p}" for p, x in (row.get("vs_peers") or {}).items()) or "—"
+
+
+def table(rows: list[dict], workload_col: bool = False) -> list[str]:
+    wl = "Workload | " if workload_col else ""
+    out = [f"| {wl}Case | Variant | Median | Min | Max | Unit | × local | × peer | Target | Result |",
+           "|" + ("---|" if workload_col else "") + "---|---|---:|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
         status = STATUS[r["status"]]
         if r["status"] == "FAIL":
             status += f": {r['error'][:120].replace('|', '/').replace(chr(10), ' ')}"
-        out.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            r["workload"], r["case"].strip().replace("|", "/"), r["variant"], fmt(r["median"], r["unit"]),
-            fmt(r["min"], r["unit"]), fmt(r["max"], r["unit"]), r["unit"], fmt_ratio(r), r["target"], status))
+        out.append("| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            f"{r['workload']} | " if workload_col else "",
+            r["case"].strip().replace("|", "/"), r["variant"], fmt(r["median"], r["unit"]),
+            fmt(r["min"], r["unit"]), fmt(r["max"], r["unit"]), r["unit"], fmt_ratio(r), fmt_peers(r),
+            r["target"], status))
     return out
 
 
 def write_markdown(meta: dict, rows: list[dict], plots: list[str], out: Path, workloads: list) -> None:
+    peer_ratios(rows)
     head = [r for r in rows if not r.get("detail")]
     detail = [r for r in rows if r.get("detail")]
     L = ["# ferry benchmark report", ""]
-    L += [f"- Run: {meta['started']} ({meta['mode']}, {meta['repeats']} repeats per variant, "
-          f"took {meta['duration_s']:.0f} s){' — only: ' + ', '.join(meta['only']) if meta['only'] else ''}",
+    L += [(f"- Run: {meta['started']} ({meta['mode']}, {meta['repeats']} repeats per variant, "
+          f"took {meta['duration_s']:.0f} s){' — only: ' + ', '.join(meta['only']) if meta['only'] else ''}"),
           f"- Code: {meta['git']}; {meta['code']}",
           f"- Machine: {meta['machine']}",
-          f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']} "
-          "(other work on the machine adds noise; variants are interleaved repeat by repeat so it hits all alike)",
+          (f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']} "
+          "(other work on the machine adds noise; variants are interleaved repeat by repeat so it hits all alike)"),
           f"- Command: `{meta['command']}`", ""]
     counts = {s: sum(1 for r in head if r["status"] == s) for s in ("pass", "miss", "FAIL")}
     L += [f"**Targets: {counts['pass']} pass, {counts['miss']} miss, {counts['FAIL']} failed.**", ""]
     L += ["## How to read this", "",
-          "- `local`: the same commands on a local directory, no ferry. `ferry-cache` / `ferry-direct`: "
+          ("- `local`: the same commands on a local directory, no ferry. `ferry-cache` / `ferry-direct`: "
           "`ferry run --mode cache|direct --mount /mnt/r=ferry://127.0.0.1:PORT -- CMD` against a "
-          "`ferry serve --root` started by the bench on loopback, exporting a temp dir on the same disk.",
-          "- Times are the wall time of the whole invocation (spawn to exit, so `ferry run`'s startup, "
+          "`ferry serve --root` started by the bench on loopback, exporting a temp dir on the same disk."),
+          ("- Times are the wall time of the whole invocation (spawn to exit, so `ferry run`'s startup, "
           "exit and final write-back are included — what a user waits for). Nothing is subtracted; see the "
-          "startup rows for the fixed cost of every `ferry run`.",
+          "startup rows for the fixed cost of every `ferry run`."),
           "- Median / min / max are over the repeats; every repeat is a fresh `ferry run` (cold ferry cache).",
-          "- `× local` = median ÷ local median from this same run (a slowdown factor: > 1 is slower; for "
+          ("- `× local` = median ÷ local median from this same run (a slowdown factor: > 1 is slower; for "
           "MB/s rows it is local MB/s ÷ variant MB/s); in parentheses the range of the per-repeat ratios "
-          "(repeat i of the variant ÷ repeat i of local).",
-          "- sshfs figures are the issue's reference measurements, quoted, not measured here.", ""]
-    L += ["## Results", ""] + table(head) + [""]
+          "(repeat i of the variant ÷ repeat i of local)."),
+          ("- Peers (below) run the same commands on their own mount point (file workloads) or serve the "
+          "relay / mirror workloads; they get no target. `× peer` (ferry rows) = ferry's median ÷ the peer's "
+          "median from this same run, again as a slowdown factor: < 1 means ferry is faster than that peer."),
+          ("- sshfs figures inside the targets are the issue's reference measurements, quoted; the `sshfs` rows "
+          "are measured here."), ""]
+    L += ["## Peers", ""]
+    for name, desc in (meta.get("peers") or {}).items():
+        L += [f"- **{name}**: {desc}"]
+    for name, why in (meta.get("peer_skips") or {}).items():
+        L += [f"- **{name}: skipped** — {why}"]
+    if not meta.get("peers") and not meta.get("peer_skips"):
+        L += ["- none in this run (`--peers none`, or no workload that uses one)"]
+    L += [""]
+    L += ["## Results", ""]
+    titles = {m.NAME: m.TITLE for m in workloads}
+    for wname in dict.fromkeys(r["workload"] for r in head):
+        L += [f"### {titles.get(wname, wname)}", ""] + table([r for r in head if r["workload"] == wname]) + [""]
     if detail:
-        L += ["## Details (phase breakdowns, in-process timings)", ""] + table(detail) + [""]
+        L += ["## Details (phase breakdowns, in-process timings)", ""] + table(detail, workload_col=True) + [""]
     fails = [r for r in rows if r["status"] == "FAIL" and not r.get("detail")]
     if fails:
         L += ["## Failures", ""]
@@ -108,9 +156,9 @@ def plots(rows: list[dict], outdir: Path) -> tuple[list[str], str]:
     except ImportError:
         return [], "matplotlib is not installed (`pip install matplotlib`): plots skipped."
     made = []
-    for stale in ("ratios.png", "stat_cdf.png", "throughput.png", "w2_phases.png"):
+    for stale in ("ratios.png", "peers.png", "stat_cdf.png", "throughput.png", "w2_phases.png"):
         (outdir / stale).unlink(missing_ok=True)
-    for fn in (plot_ratios, plot_stat_cdf, plot_throughput, plot_w2_phases):
+    for fn in (plot_ratios, plot_peers, plot_stat_cdf, plot_throughput, plot_w2_phases):
         name = fn(plt, rows, outdir)
         if name:
             made.append(name)
@@ -118,7 +166,7 @@ def plots(rows: list[dict], outdir: Path) -> tuple[list[str], str]:
 
 
 def plot_ratios(plt, rows, outdir: Path) -> str | None:
-    rs = [r for r in rows if not r.get("detail") and r["variant"] != "local" and r["ratio"]]
+    rs = [r for r in rows if not r.get("detail") and is_ferry(r["variant"]) and r["ratio"]]
     if not rs:
         return None
     fig, ax = plt.subplots(figsize=(11, 0.42 * len(rs) + 1.6))
@@ -170,7 +218,7 @@ def plot_stat_cdf(plt, rows, outdir: Path) -> str | None:
         ys = [k / 200 for k in range(len(cdf))]
         ls = "-" if r["pass"] == 0 else "--"
         label = f"{r['variant']}: {r['case'].split(', ')[1]}"
-        ax.plot(cdf, ys, ls=ls, color=COLORS[r["variant"]], label=label)
+        ax.plot(cdf, ys, ls=ls, color=color(r["variant"]), label=label)
     ax.axvline(100, color="red", lw=1, ls=":")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.text(105, 0.45, "target: p50 ≤ 100 µs\n(direct mode)", color="red", fontsize=8, va="top")
@@ -187,36 +235,71 @@ def plot_stat_cdf(plt, rows, outdir: Path) -> str | None:
 
 
 def plot_throughput(plt, rows, outdir: Path) -> str | None:
-    rs = [r for r in rows if r["workload"] == "seqio" and r["median"] is not None]
+    rs = [r for r in rows if r["workload"] == "seqio" and not r.get("detail") and r["median"] is not None]
     if not rs:
         return None
-    fig, ax = plt.subplots(figsize=(9, 5))
-    groups = []
-    for op in ("read", "write"):
-        for kind, det in (("whole run", False), ("dd's own", True)):
-            groups.append((op, kind, det))
-    w = 0.26
-    for gi, (op, kind, det) in enumerate(groups):
-        for vi, v in enumerate(VARIANTS):
-            r = next((r for r in rs if r.get("op") == op and bool(r.get("detail")) == det and r["variant"] == v), None)
-            if not r or r["median"] is None:
+    variants = list(dict.fromkeys(r["variant"] for r in rs))
+    groups = [(op, temp) for op in ("read", "write") for temp in ("cold", "warm")]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    w = 0.8 / len(variants)
+    for gi, (op, temp) in enumerate(groups):
+        for vi, v in enumerate(variants):
+            r = next((r for r in rs if r.get("op") == op and r.get("temp") == temp and r["variant"] == v), None)
+            if not r:
                 continue
-            x = gi + (vi - 1) * w
-            ax.bar(x, r["median"], w, color=COLORS[v], label=v if gi == 0 else None,
-                   yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]], capsize=3)
-            ax.text(x, r["max"] * 1.03, f"{r['median']:.0f}", ha="center", fontsize=7)
-    ax.axhline(600, color="red", ls=":", lw=1.2, label="target ≥ 600 MB/s")
-    ax.axhline(310, color="grey", ls="--", lw=1, label="sshfs ~310 MB/s (issue, not measured)")
-    ax.set_xticks(range(len(groups)), [f"{op}\n({kind})" for op, kind, _ in groups])
+            x = gi + (vi - (len(variants) - 1) / 2) * w
+            ax.bar(x, r["median"], w, color=color(v), label=v if gi == 0 else None,
+                   yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]], capsize=2)
+            ax.text(x, r["max"] * 1.04, f"{r['median']:.0f}", ha="center", fontsize=6)
+    ax.axhline(600, color="red", ls=":", lw=1.2, label="target ≥ 600 MB/s (ferry, cold)")
+    ax.set_xticks(range(len(groups)), [f"{op} {temp}" for op, temp in groups])
     ax.set_yscale("log")
     ax.set_ylabel("MB/s (median, min–max whiskers; log scale)")
-    ax.set_title(rs[0]["case"].split(",")[0].strip().replace("read ", "sequential dd bs=1M, ") + ", cold ferry cache")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("sequential dd bs=1M, " + rs[0]["case"].split(",")[0].split(" ", 1)[1] + ": cold (whole fresh run) "
+                 "and warm (second dd)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
     ax.grid(alpha=0.3, axis="y", which="both")
     fig.tight_layout()
     fig.savefig(outdir / "throughput.png", dpi=110)
     plt.close(fig)
     return "throughput.png"
+
+
+def plot_peers(plt, rows, outdir: Path) -> str | None:
+    """Every headline case that a peer ran: each variant's slowdown against local."""
+    head = [r for r in rows if not r.get("detail") and r["variant"] != "local" and r["ratio"]]
+    groups: dict = {}
+    for r in head:
+        groups.setdefault((r["workload"], r.get("group", r["case"].strip())), []).append(r)
+    groups = {k: g for k, g in groups.items() if any(not is_ferry(r["variant"]) for r in g)}
+    if not groups:
+        return None
+    variants = list(dict.fromkeys(r["variant"] for g in groups.values() for r in g))
+    fig, ax = plt.subplots(figsize=(11, 0.3 * len(variants) * len(groups) + 1.8))
+    h = 0.8 / len(variants)
+    labels = []
+    for gi, ((wl, grp), g) in enumerate(reversed(list(groups.items()))):
+        for vi, v in enumerate(variants):
+            r = next((r for r in g if r["variant"] == v), None)
+            if not r:
+                continue
+            y = gi + (len(variants) / 2 - vi - 0.5) * h
+            ax.barh(y, r["ratio"], h, color=color(v), label=v if v not in [t.get_label() for t in ax.patches]
+                    else None)
+            ax.text(r["ratio"] * 1.05, y, f"{r['ratio']:.2f}×", va="center", fontsize=6)
+        labels.append((gi, textwrap.fill(f"{wl}: {g[0]['case'].strip()}", 42)))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=color(v)) for v in variants]
+    ax.legend(handles, variants, fontsize=8, loc="lower right")
+    ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=7)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="grey", ls=":", lw=1)
+    ax.set_xlabel("slowdown vs local (median; log scale; for MB/s and IOPS: local ÷ variant) — shorter is better")
+    ax.set_title("ferry and its peers against local, same machine, same run")
+    ax.set_xlim(right=ax.get_xlim()[1] * 2)
+    fig.tight_layout()
+    fig.savefig(outdir / "peers.png", dpi=110)
+    plt.close(fig)
+    return "peers.png"
 
 
 def plot_w2_phases(plt, rows, outdir: Path) -> str | None:

@@ -6,7 +6,7 @@ first touch, the second the warm cache.  Every repeat is a fresh `ferry run`.
 
 from __future__ import annotations
 
-from ..harness import MOUNT, VARIANTS, Failure, interleave, make_row, median_le, pct
+from ..harness import Failure, interleave, make_row, median_le, pct
 
 NAME = "stat"
 TITLE = "stat latency (N distinct existing files, per-call)"
@@ -20,18 +20,23 @@ PASS_NAMES = {
 def run(b) -> list[dict]:
     n = 300 if b.cfg.quick else 2000
     prog = b.compile("statlat")
-    local = b.dir("stat-local", fresh=True)
     outdir = b.dir("stat-out", fresh=True)
     failures: dict[str, Failure] = {}
+    variants = b.variants()
     with b.node(NAME) as node:
-        for d in (local, node.root / "stat"):
+        made = set()
+        for v in variants:
+            d = b.where(v, node, "stat")[1]
+            if d in made:
+                continue
+            made.add(d)
             d.mkdir(exist_ok=True)
             for i in range(n):
                 (d / f"f{i:05d}").write_bytes(b"x" * (i % 100))
 
         def one(v: str, i: int) -> list[list[float]]:
             out = outdir / f"{v}-{i}.txt"
-            target = str(local) if v == "local" else f"{MOUNT}/stat"
+            target = b.where(v, node, "stat")[0]
             cmd = [prog, target, str(n), "2", str(out)]
             b.run_variant(v, cmd, node, timeout=300)
             passes: list[list[float]] = [[], []]
@@ -42,23 +47,25 @@ def run(b) -> list[dict]:
             if len(passes[0]) != n or len(passes[1]) != n:
                 raise Failure(f"got {len(passes[0])}+{len(passes[1])} timings, expected {n}+{n}", b.repro(cmd, node))
             return passes
-        b.run_variant("ferry-direct", [prog, f"{MOUNT}/stat", "10", "1", str(outdir / "warm.txt")], node, timeout=120)
-        res = interleave(b.cfg.repeats, list(VARIANTS), one, failures)
+        b.run_variant("ferry-direct", [prog, b.where("ferry-direct", node, "stat")[0], "10", "1", str(outdir / "warm.txt")], node, timeout=120)
+        res = interleave(b.cfg.repeats, variants, one, failures)
     rows = []
     for p in (0, 1):
         for q, qname in ((50, "p50"), (99, "p99")):
             loc = [pct(s[p], q) for s in res["local"]]
-            for v in VARIANTS:
+            for v in variants:
                 samples = [pct(s[p], q) for s in res[v]]
                 has_target = v == "ferry-direct" and q == 50
                 pooled = sorted(x for s in res[v] for x in s[p])
                 cdf = [pct(pooled, k / 2) for k in range(201)] if pooled else []
-                rows.append(make_row(NAME, f"stat {qname}, {PASS_NAMES[v][p]}, N={n}", v, "µs", samples,
+                pname = PASS_NAMES.get(v, ("first pass", "second pass"))[p]
+                rows.append(make_row(NAME, f"stat {qname}, {pname}, N={n}", v, "µs", samples,
+                                     group=f"stat {qname}, pass {p + 1}",
                                      local=loc if v != "local" else None,
                                      target="p50 ≤ 100 µs" if has_target else "",
                                      check=median_le(100.0) if has_target else None, error=failures.get(v),
                                      extra={"cdf_us": cdf, "pass": p, "quantile": q}))
-    for v in VARIANTS:
+    for v in variants:
         loc = [s[0][0] for s in res["local"]] if v != "local" else None
         rows.append(make_row(NAME, "  stat of the very first file (first pass, call 1)", v, "µs",
                              [s[0][0] for s in res[v]], local=loc, error=failures.get(v), detail=True,

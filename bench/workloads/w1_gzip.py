@@ -6,7 +6,7 @@ import filecmp
 import shlex
 import shutil
 
-from ..harness import MOUNT, VARIANTS, Failure, interleave, make_row, phased, ratio_le, read_phases
+from ..harness import Failure, interleave, make_row, phased, ratio_le, read_phases
 
 NAME = "w1"
 TITLE = "W1: cp 20 MB in, gzip -1, gunzip"
@@ -16,16 +16,15 @@ SSHFS = "sshfs 1.43×"
 def run(b) -> list[dict]:
     size = 5_000_000 if b.cfg.quick else 20_000_000
     src = b.text_file(size)
-    local = b.dir("w1-local", fresh=True)
     stamps = b.dir("w1-stamps")
     failures: dict[str, Failure] = {}
+    variants = b.variants()
     with b.node(NAME) as node:
         def one(v: str, i: int) -> dict:
-            base = local if v == "local" else node.root
-            d = base / "w1"
+            where, d = b.where(v, node, "w1")
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir()
-            shown = shlex.quote(str(d if v == "local" else f"{MOUNT}/w1"))
+            shown = shlex.quote(where)
             steps = [("cp", f"cp {shlex.quote(str(src))} {shown}/f"),
                      ("gzip -1", f"gzip -1 {shown}/f"),
                      ("gunzip", f"gunzip {shown}/f.gz")]
@@ -35,25 +34,25 @@ def run(b) -> list[dict]:
             out = {"wall": r.wall, **read_phases(steps, sf)}
             names = sorted(p.name for p in d.iterdir())
             if names != ["f"] or not filecmp.cmp(src, d / "f", shallow=False):
-                raise Failure(f"after the run the {'local' if v == 'local' else 'node'} dir holds {names}, "
+                raise Failure(f"after the run the {v} dir holds {names}, "
                               f"expected just f identical to the source", b.repro(cmd, node))
             shutil.rmtree(d)
             return out
-        res = interleave(b.cfg.repeats, list(VARIANTS), one, failures)
+        res = interleave(b.cfg.repeats, variants, one, failures)
     mb = size // 1_000_000
     rows = []
-    for v in VARIANTS:
+    for v in variants:
         loc = [s["wall"] for s in res["local"]] if v != "local" else None
         rows.append(make_row(NAME, f"cp {mb} MB + gzip -1 + gunzip (whole run)", v, "s",
                              [s["wall"] for s in res[v]], local=loc,
-                             target=f"≤ 1.2× local ({SSHFS})" if v != "local" else "",
-                             check=ratio_le(1.2) if v != "local" else None, error=failures.get(v)))
+                             target=f"≤ 1.2× local ({SSHFS})" if v.startswith("ferry") else "",
+                             check=ratio_le(1.2) if v.startswith("ferry") else None, error=failures.get(v)))
     for phase in ("cp", "gzip -1", "gunzip"):
-        for v in VARIANTS:
+        for v in variants:
             loc = [s[phase] for s in res["local"]] if v != "local" else None
             rows.append(make_row(NAME, f"  phase: {phase}", v, "s", [s[phase] for s in res[v]], local=loc,
                                  error=failures.get(v), detail=True))
-    for v in VARIANTS:
+    for v in variants:
         rest = [s["wall"] - s["cp"] - s["gzip -1"] - s["gunzip"] for s in res[v]]
         rows.append(make_row(NAME, "  outside the phases (startup, exit, write-back)", v, "s", rest,
                              error=failures.get(v), detail=True))

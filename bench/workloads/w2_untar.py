@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import shlex
 import shutil
+from pathlib import Path
 
-from ..harness import MOUNT, VARIANTS, Failure, count_tree, interleave, make_row, phased, ratio_le, read_phases
+from ..harness import Failure, count_tree, interleave, make_row, phased, ratio_le, read_phases
 
 NAME = "w2"
 TITLE = "W2: untar ~80 MB / ~1000 files, ls -lR, rm -r"
@@ -24,26 +25,24 @@ PHASES = ("untar", "ls -lR", "rm -r")
 def run(b) -> list[dict]:
     total, nfiles = (20_000_000, 250) if b.cfg.quick else (80_000_000, 1000)
     tar, info = b.tarball(total, nfiles)
-    local = b.dir("w2-local", fresh=True)
     stamps = b.dir("w2-stamps")
     failures: dict[str, Failure] = {}
     f3: dict[str, Failure] = {}
+    variants = b.variants()
     with b.node(NAME) as node:
         def steps_for(v: str) -> tuple[list[tuple[str, str]], Path]:
-            base = local if v == "local" else node.root
-            d = base / "w2"
+            where, d = b.where(v, node, "w2")
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir()
-            shown = shlex.quote(str(d if v == "local" else f"{MOUNT}/w2"))
+            shown = shlex.quote(where)
             return [("untar", f"tar -xf {shlex.quote(str(tar))} -C {shown}"),
                     ("ls -lR", f"ls -lR {shown}/tree > /dev/null"),
                     ("rm -r", f"rm -r {shown}/tree")], d
 
-        def check_gone(d, cmd) -> None:
+        def check_gone(v, d, cmd) -> None:
             left = sorted(p.name for p in d.iterdir())
             if left:
-                raise Failure(f"after rm -r the {'node' if d.is_relative_to(node.root) else 'local'} dir "
-                              f"still holds {left[:5]}", b.repro(cmd, node))
+                raise Failure(f"after rm -r the {v} dir still holds {left[:5]}", b.repro(cmd, node))
 
         def one_run(v: str, i: int) -> dict:
             steps, d = steps_for(v)
@@ -51,7 +50,7 @@ def run(b) -> list[dict]:
             cmd = phased(steps, sf)
             r = b.run_variant(v, cmd, node, timeout=600)
             out = {"wall": r.wall, **read_phases(steps, sf)}
-            check_gone(d, cmd)
+            check_gone(v, d, cmd)
             return out
 
         def three_runs(v: str, i: int) -> dict:
@@ -63,30 +62,30 @@ def run(b) -> list[dict]:
                 out[name] = r.wall
                 out["wall"] += r.wall
                 if name == "untar":
-                    files, dirs, nbytes = count_tree(d / "tree")
+                    files, _dirs, nbytes = count_tree(d / "tree")
                     if (files, nbytes) != (info["files"], info["bytes"]):
-                        raise Failure(f"after the untar run the {'node' if v != 'local' else 'local'} dir holds "
+                        raise Failure(f"after the untar run the {v} dir holds "
                                       f"{files} files / {nbytes} bytes, expected {info['files']} / {info['bytes']}",
                                       b.repro(cmd, node))
                 if name == "rm -r":
-                    check_gone(d, cmd)
+                    check_gone(v, d, cmd)
             return out
 
-        res1 = interleave(b.cfg.repeats, list(VARIANTS), one_run, failures)
-        res3 = interleave(b.cfg.repeats, list(VARIANTS), three_runs, f3)
+        res1 = interleave(b.cfg.repeats, variants, one_run, failures)
+        res3 = interleave(b.cfg.repeats, variants, three_runs, f3)
     mb = info["tar_bytes"] / 1e6
     label = f"{mb:.0f} MB tar, {info['files']} files, {info['dirs']} dirs"
     rows = []
     for shape, res, fl in (("one run", res1, failures), ("three runs", res3, f3)):
-        for v in VARIANTS:
+        for v in variants:
             loc = [s["wall"] for s in res["local"]] if v != "local" else None
             rows.append(make_row(NAME, f"untar+ls -lR+rm -r, {shape} ({label})", v, "s",
                                  [s["wall"] for s in res[v]], local=loc,
-                                 target=f"≤ 4× local ({SSHFS})" if v != "local" else "",
-                                 check=ratio_le(4.0) if v != "local" else None, error=fl.get(v),
+                                 target=f"≤ 4× local ({SSHFS})" if v.startswith("ferry") else "",
+                                 check=ratio_le(4.0) if v.startswith("ferry") else None, error=fl.get(v),
                                  extra={"data": info, "shape": shape}))
         for phase in PHASES:
-            for v in VARIANTS:
+            for v in variants:
                 loc = [s[phase] for s in res["local"]] if v != "local" else None
                 what = "inside the run" if shape == "one run" else "its own ferry run"
                 rows.append(make_row(NAME, f"  {shape} — {phase} ({what})", v, "s", [s[phase] for s in res[v]],
