@@ -121,10 +121,11 @@ static void free_env(char **env, char *const orig[])
     free(env);
 }
 
-/* Ferry program path -> its cache file, fetched.  0 not ferry's; 1 mapped; -1 error. */
-static int program_path(const char *path, struct fy_path *p)
+/* Ferry program path -> its cache file, fetched.  0 not ferry's (*path may be rewritten to
+ * an absolute local name, see fy_resolve); 1 mapped; -1 error. */
+static int program_path(const char **path, struct fy_path *p)
 {
-    int r = fy_resolve(AT_FDCWD, &path, p);
+    int r = fy_resolve(AT_FDCWD, path, p);
     if (r <= 0) return r;
     struct fy_enc e = {.len = 0};
     fy_put_str(&e, p->ferry);
@@ -134,35 +135,236 @@ static int program_path(const char *path, struct fy_path *p)
     return rc < 0 ? fy_fail(rc) : 1;
 }
 
+/* `#!` scripts.  The kernel reads a script's first line and runs "interpreter [arg] script
+ * args...", but it would look for a ferry script's interpreter on the local file system
+ * and hand it the replica's name for the script.  So for a ferry script the shim does the
+ * kernel's part: the interpreter (fetched first when it is a ferry path too) gets the
+ * script's name as the program gave it, and opens it through ferry like any file.  A
+ * local script whose interpreter is a ferry path is rewritten the same way; every other
+ * local program goes to the kernel untouched. */
+#define SCRIPT_HOPS 5   /* scripts in one chain before the kernel says ELOOP */
+#define SCRIPT_HEAD 256 /* bytes of the first line the kernel reads (BINPRM_BUF_SIZE) */
+
+struct exec_plan {
+    struct fy_path p;
+    const char *run;   /* the file to hand the kernel */
+    char **argv;       /* the caller's, or `owned` */
+    char **owned;      /* malloc'd rewritten argv */
+    char *names[SCRIPT_HOPS + 1];        /* malloc'd copies of rewritten local names */
+    char line[SCRIPT_HOPS + 1][SCRIPT_HEAD + 1];
+};
+
+static void plan_free(struct exec_plan *pl)
+{
+    free(pl->owned);
+    for (int i = 0; i <= SCRIPT_HOPS; i++) free(pl->names[i]);
+}
+
+/* The first line of `file` if it starts with "#!", cut into interpreter and optional
+ * argument as the kernel does.  1: a script; 0: not one (or unreadable: the kernel
+ * decides); -1: "#!" with no interpreter (ENOEXEC). */
+static int read_shebang(const char *file, char *line, char **interp, char **arg)
+{
+    FY_REAL(int, open, const char *, int, ...);
+    FY_REAL(int, close, int);
+    int fd = real_open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, line, SCRIPT_HEAD) : -1;
+    real_close(fd);
+    if (n < 2 || line[0] != '#' || line[1] != '!') return 0;
+    line[n] = 0;
+    char *nl = memchr(line, '\n', (size_t)n);
+    if (nl) *nl = 0;
+    char *s = line + 2;
+    while (*s == ' ' || *s == '\t') s++;
+    if (!*s) { errno = ENOEXEC; return -1; }
+    *interp = s;
+    *arg = NULL;
+    while (*s && *s != ' ' && *s != '\t') s++;
+    if (*s) {
+        *s++ = 0;
+        while (*s == ' ' || *s == '\t') s++;
+        if (*s) {
+            char *e = s + strlen(s);
+            while (e > s && (e[-1] == ' ' || e[-1] == '\t')) *--e = 0;
+            *arg = s;
+        }
+    }
+    return 1;
+}
+
+static int is_ferry_name(const char *name)
+{
+    struct fy_path p;
+    return fy_resolve(AT_FDCWD, &name, &p) == 1;
+}
+
+/* Decide what the kernel runs for execve(path, argv): fills pl->run and pl->argv.
+ * 0 or -1 with errno. */
+static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
+{
+    FY_REAL(int, access, const char *, int);
+    memset(pl->names, 0, sizeof pl->names);
+    pl->owned = NULL;
+    pl->argv = (char **)argv;
+    const char *cur = path;
+    for (int hop = 0;; hop++) {
+        const char *local = cur;
+        int r = program_path(&local, &pl->p);
+        if (r < 0) return -1;
+        if (!r && local != cur && !(local = pl->names[hop] = strdup(local))) { errno = ENOMEM; return -1; }
+        const char *file = r ? pl->p.cache : local;
+        char *interp, *arg;
+        int s = read_shebang(file, pl->line[hop], &interp, &arg);
+        if (s < 0) return -1;
+        if (s > 0 && !r && !is_ferry_name(interp)) s = 0;  /* the kernel's to run */
+        if (s == 0) {
+            pl->run = file;
+            return 0;
+        }
+        if (hop == SCRIPT_HOPS) { errno = ELOOP; return -1; }
+        /* A script we run ourselves: the kernel's permission check on it first. */
+        if (real_access(file, X_OK) < 0) return -1;
+        size_t argc = 0;
+        while (pl->argv && pl->argv[argc]) argc++;
+        char **nv = malloc((argc + 3) * sizeof *nv);
+        if (!nv) { errno = ENOMEM; return -1; }
+        size_t k = 0;
+        nv[k++] = interp;
+        if (arg) nv[k++] = arg;
+        nv[k++] = (char *)(r ? cur : local);
+        for (size_t i = 1; i < argc; i++) nv[k++] = pl->argv[i];
+        nv[k] = NULL;
+        free(pl->owned);
+        pl->argv = pl->owned = nv;
+        cur = interp;
+    }
+}
+
 FY_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
     FY_REAL(int, execve, const char *, char *const[], char *const[]);
     if (fy_cfg.mode == FY_MODE_OFF) return real_execve(path, argv, envp);
-    struct fy_path p;
-    int r = program_path(path, &p);
-    if (r < 0) return -1;
-    char **env = fy_env_for_exec(envp);
-    if (!env) { errno = ENOMEM; return -1; }
-    real_execve(r ? p.cache : path, argv, env);
-    int e = errno;
-    free_env(env, envp);
+    struct exec_plan pl;
+    int e = ENOMEM;
+    if (plan_exec(&pl, path, argv) < 0) {
+        e = errno;
+    } else {
+        char **env = fy_env_for_exec(envp);
+        if (env) {
+            real_execve(pl.run, pl.argv, env);
+            e = errno;
+            free_env(env, envp);
+        }
+    }
+    plan_free(&pl);
     errno = e;
     return -1;
 }
 
 FY_EXPORT int execv(const char *path, char *const argv[]) { return execve(path, argv, environ); }
 
+/* fexecve on a ferry fd: run the file by its ferry path (a direct-mode fd is a placeholder
+ * the kernel cannot execute). */
+FY_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    FY_REAL(int, fexecve, int, char *const[], char *const[]);
+    if (fy_cfg.mode == FY_MODE_OFF) return real_fexecve(fd, argv, envp);
+    struct fy_fd *f = fy_fd_get(fd);
+    if (f) return execve(f->path, argv, envp);
+    char **env = fy_env_for_exec(envp);
+    if (!env) { errno = ENOMEM; return -1; }
+    real_fexecve(fd, argv, env);
+    int e = errno;
+    free_env(env, envp);
+    errno = e;
+    return -1;
+}
+
+/* PATH search.  glibc's own search calls its internal execve, which would look for a
+ * ferry directory in PATH on the local file system: when PATH holds one, search here. */
+static const char *search_path(void)
+{
+    const char *s = getenv("PATH");
+    return s ? s : "/bin:/usr/bin";
+}
+
+/* Element [s, e) of PATH joined with `file` into buf (an empty element is the cwd). */
+static int join_elem(char *buf, size_t cap, const char *s, const char *e, const char *file)
+{
+    size_t dl = (size_t)(e - s), fl = strlen(file);
+    if (dl + 1 + fl + 1 > cap) return -1;
+    memcpy(buf, s, dl);
+    if (dl) buf[dl++] = '/';
+    memcpy(buf + dl, file, fl + 1);
+    return 0;
+}
+
+static int path_has_ferry(const char *pathvar)
+{
+    for (const char *s = pathvar;; s++) {
+        const char *e = strchrnul(s, ':');
+        char dir[PATH_MAX];
+        if (e == s || *s != '/') {
+            if (fy_vcwd_set) return 1;
+        } else if ((size_t)(e - s) < sizeof dir) {
+            memcpy(dir, s, (size_t)(e - s));
+            dir[e - s] = 0;
+            if (fy_mount_root(dir)) return 1;
+        }
+        if (!*e) return 0;
+        s = e;
+    }
+}
+
 FY_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
     FY_REAL(int, execvpe, const char *, char *const[], char *const[]);
     if (fy_cfg.mode == FY_MODE_OFF) return real_execvpe(file, argv, envp);
     if (strchr(file, '/')) return execve(file, argv, envp);
-    char **env = fy_env_for_exec(envp);
-    if (!env) { errno = ENOMEM; return -1; }
-    real_execvpe(file, argv, env);
-    int e = errno;
-    free_env(env, envp);
-    errno = e;
+    if (!*file) { errno = ENOENT; return -1; }
+    const char *pathvar = search_path();
+    if (!path_has_ferry(pathvar)) {
+        char **env = fy_env_for_exec(envp);
+        if (!env) { errno = ENOMEM; return -1; }
+        real_execvpe(file, argv, env);
+        int e = errno;
+        free_env(env, envp);
+        errno = e;
+        return -1;
+    }
+    /* glibc's loop, over our execve. */
+    int eacces = 0;
+    for (const char *s = pathvar;; s++) {
+        const char *e = strchrnul(s, ':');
+        char buf[PATH_MAX];
+        if (join_elem(buf, sizeof buf, s, e, file) == 0) {
+            execve(buf, argv, envp);
+            if (errno == ENOEXEC) {
+                /* no "#!": the shell runs it, as glibc does */
+                size_t argc = 0;
+                while (argv && argv[argc]) argc++;
+                char **nv = malloc((argc + 3) * sizeof *nv);
+                if (nv) {
+                    nv[0] = (char *)"/bin/sh";
+                    nv[1] = buf;
+                    for (size_t i = 1; i < argc; i++) nv[i + 1] = argv[i];
+                    nv[argc < 1 ? 2 : argc + 1] = NULL;
+                    execve("/bin/sh", nv, envp);
+                    free(nv);
+                }
+            }
+            switch (errno) {
+            case EACCES: eacces = 1; /* fall through */
+            case ENOENT: case ESTALE: case ENOTDIR: case ENODEV: case ETIMEDOUT: break;
+            default: return -1;
+            }
+        }
+        if (!*e) break;
+        s = e;
+    }
+    if (eacces) errno = EACCES;
     return -1;
 }
 
@@ -216,13 +418,44 @@ static int spawn_common(pid_t *pid, const char *path, const posix_spawn_file_act
             const posix_spawnattr_t *, char *const[], char *const[]);
     if (fy_cfg.mode == FY_MODE_OFF)
         return (search ? real_posix_spawnp : real_posix_spawn)(pid, path, fa, attr, argv, envp);
-    struct fy_path p;
-    int r = (!search || strchr(path, '/')) ? program_path(path, &p) : 0;
-    if (r < 0) return errno;
-    char **env = fy_env_for_exec(envp);
-    if (!env) return ENOMEM;
-    int rc = (search && !r ? real_posix_spawnp : real_posix_spawn)(pid, r ? p.cache : path, fa, attr, argv, env);
-    free_env(env, envp);
+    char found[PATH_MAX];
+    if (search && !strchr(path, '/')) {
+        const char *pathvar = search_path();
+        if (!path_has_ferry(pathvar)) {
+            char **env = fy_env_for_exec(envp);
+            if (!env) return ENOMEM;
+            int rc = real_posix_spawnp(pid, path, fa, attr, argv, env);
+            free_env(env, envp);
+            return rc;
+        }
+        if (!*path) return ENOENT;
+        /* The first executable regular file along PATH, through the ferry hooks. */
+        int rc = ENOENT;
+        for (const char *s = pathvar;; s++) {
+            const char *e = strchrnul(s, ':');
+            struct stat st;
+            if (join_elem(found, sizeof found, s, e, path) == 0 && stat(found, &st) == 0 && S_ISREG(st.st_mode)) {
+                if (access(found, X_OK) == 0) { rc = 0; break; }
+                rc = EACCES;
+            }
+            if (!*e) break;
+            s = e;
+        }
+        if (rc) return rc;
+        path = found;
+    }
+    struct exec_plan pl;
+    int rc = ENOMEM;
+    if (plan_exec(&pl, path, argv) < 0) {
+        rc = errno;
+    } else {
+        char **env = fy_env_for_exec(envp);
+        if (env) {
+            rc = real_posix_spawn(pid, pl.run, fa, attr, pl.argv, env);
+            free_env(env, envp);
+        }
+    }
+    plan_free(&pl);
     return rc;
 }
 

@@ -3,8 +3,12 @@ programs and scripts that live on ferry paths, in both data modes and both path 
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+from pathlib import Path
 
+import pytest
 from conftest import Where
 
 q = shlex.quote
@@ -30,3 +34,148 @@ def test_env_i_keeps_ferry(where: Where):
     preload, content = p.stdout.splitlines()
     assert preload.endswith(" libc.so.6") and "libferry" in preload.split()[0]
     assert content == "hi"
+
+
+# ---------------------------------------------------------------- exec of ferry programs
+
+EXEC_C = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* exec HOW PROG ARGS...: run PROG (argv[0] = PROG) through one exec entry point. */
+int main(int argc, char **argv)
+{
+    if (argc < 3) return 64;
+    const char *how = argv[1], *prog = argv[2];
+    char **args = argv + 2;
+    fflush(stdout);
+    if (!strcmp(how, "execv")) execv(prog, args);
+    else if (!strcmp(how, "execvp")) execvp(prog, args);
+    else if (!strcmp(how, "execvpe")) execvpe(prog, args, environ);
+    else if (!strcmp(how, "execlp")) execlp(prog, prog, "l", (char *)NULL);
+    else if (!strcmp(how, "fexecve")) {
+        int fd = open(prog, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) { printf("open: %s\n", strerrorname_np(errno)); return 65; }
+        fexecve(fd, args, environ);
+    } else if (!strcmp(how, "spawn") || !strcmp(how, "spawnp")) {
+        pid_t pid;
+        int rc = (how[5] ? posix_spawnp : posix_spawn)(&pid, prog, NULL, NULL, args, environ);
+        if (rc) { printf("%s: %s\n", how, strerrorname_np(rc)); return 66; }
+        int st;
+        waitpid(pid, &st, 0);
+        printf("status %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        return 0;
+    } else return 64;
+    printf("%s: %s\n", how, strerrorname_np(errno));
+    return 0;
+}
+"""
+
+HELLO_C = r"""
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+    printf("hello");
+    for (int i = 1; i < argc; i++) printf(" %s", argv[i]);
+    printf("\n");
+    return 3;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def exec_prog(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("execprog")
+    (d / "exec.c").write_text(EXEC_C)
+    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(d / "exec"), str(d / "exec.c")], check=True,
+                   timeout=60)
+    return d / "exec"
+
+
+def make_scripts(d: Path, base: str) -> None:
+    """Scripts whose `#!` lines name interpreters under `base` (where `d` is reached)."""
+    (d / "bin").mkdir()
+    files = {
+        "bin/interp": '#!/bin/sh\necho "interp [$*]"\n',
+        "plain.sh": '#!/bin/sh\necho "plain $0 [$*]"\n',
+        "viaferry": f"#!{base}/bin/interp -o  x \nbody\n",  # the argument keeps inner spaces
+        "nested": f"#!{base}/viaferry\n",
+        "bin/noshebang": 'echo "noshebang $0 [$*]"\n',
+        "notexec.sh": "#!/bin/sh\necho never\n",
+        "empty-shebang": "#!   \n",
+    }
+    for name, text in files.items():
+        (d / name).write_text(text)
+        os.chmod(d / name, 0o644 if name == "notexec.sh" else 0o755)
+    # a chain of five scripts is the kernel's limit (deep2 runs, deep3 is ELOOP)
+    prev = "viaferry"
+    for i in range(4):
+        (d / f"deep{i}").write_text(f"#!{base}/{prev}\n")
+        os.chmod(d / f"deep{i}", 0o755)
+        prev = f"deep{i}"
+
+
+EXEC_SCRIPT = """
+B={base}; X={prog}
+$B/plain.sh a b; echo rc=$?
+$B/viaferry q r; $B/nested z; $B/deep2 d; echo rc=$?
+$B/deep3 d 2>/dev/null; echo rc=$?
+$B/notexec.sh 2>/dev/null; echo rc=$?
+$B/empty-shebang 2>/dev/null; echo rc=$?
+(cd $B && ./plain.sh rel && cd bin && ../viaferry up)
+$X execv $B/viaferry v; $X execv $B/notexec.sh; $X execv $B/deep3; $X execv $B/empty-shebang
+$X spawn $B/nested s; $X spawn $B/notexec.sh
+{cd_bin}PATH={bin}:$PATH
+$X execvp interp p; $X execvpe noshebang pe; $X execlp interp; $X execvp not-there-anywhere
+$X spawnp interp sp; $X spawnp not-there-anywhere
+"""
+
+
+def run_exec_script(run, base: str, prog: Path, relative_path: bool) -> list[str]:
+    """`relative_path`: PATH names the ferry directory relative to the cwd (the ORFA form
+    holds a ':', which PATH cannot)."""
+    p = run(EXEC_SCRIPT.format(base=base, prog=prog, cd_bin="cd $B; " if relative_path else "",
+                               bin="bin" if relative_path else "$B/bin"))
+    return p.stdout.replace(base, "B").splitlines()
+
+
+def test_scripts_and_interpreters(where: Where, exec_prog, tmp_path):
+    """Every exec entry point on ferry scripts gives what the kernel gives for the same
+    files on a local directory, `#!` interpreters on ferry paths included."""
+    local = tmp_path / "local"
+    local.mkdir()
+    make_scripts(local, str(local))
+    make_scripts(where.node.root, where.base)
+
+    def local_run(script):
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+
+    rel = where.form == "orfa"
+    expected = run_exec_script(local_run, str(local), exec_prog, rel)
+    assert expected[:4] == ["plain B/plain.sh [a b]", "rc=0", "interp [-o  x B/viaferry q r]",
+                            "interp [-o  x B/viaferry B/nested z]"]
+    assert "execv: ELOOP" in expected and "spawn: EACCES" in expected
+    assert run_exec_script(lambda s: where.sh(s, check=False), where.base, exec_prog, rel) == expected
+
+
+def test_remote_compiled_binary(where: Where, exec_prog):
+    """gcc under ferry writes a binary into the ferry directory; every exec entry point runs it."""
+    (where.node.root / "hello.c").write_text(HELLO_C)
+    b = where.path("hello")
+    d = where.path("")
+    pd = "." if where.form == "orfa" else d  # PATH cannot hold the ORFA form's ':'
+    p = where.sh(f"""gcc -o {b} {where.path('hello.c')} && {b} direct; echo rc=$?
+                     cd {d} && ./hello relative; PATH={pd}:$PATH hello path
+                     X={exec_prog}; $X execv {b} v; $X fexecve {b} f; $X spawn {b} s
+                     PATH={pd}:$PATH; $X execvp hello vp; $X spawnp hello sp""")
+    assert p.stdout.splitlines() == ["hello direct", "rc=3", "hello relative", "hello path", "hello v", "hello f",
+                                     "hello s", "status 3", "hello vp", "hello sp", "status 3"]
+    assert os.access(where.node.root / "hello", os.X_OK)
