@@ -1,0 +1,176 @@
+/* Copies between fds in the kernel: copy_file_range, sendfile, sendfile64.
+ *
+ * Cache-mode fds are real fds, so the kernel does these.  When either fd is a direct-mode
+ * placeholder the kernel would only see a socket, so the copy is done here: reads and
+ * writes through the direct-mode calls (and libc for the other, local, end), with the
+ * offset pointers honoured as the kernel does (NULL: use and advance the fd's own offset;
+ * otherwise read or write there, update *off and leave the fd's offset alone), and the
+ * kernel's errnos for what it would refuse.  copy_file_range between a ferry fd and a local
+ * one copies (in cache mode too, where the kernel would say EXDEV: the replica is on another
+ * file system than the program's files), as it does between two local files.
+ */
+#include "fy.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#define MAX_RW 0x7ffff000L  /* Linux's MAX_RW_COUNT: the most one call moves */
+
+struct end { int fd; struct fy_fd *f; };  /* f: the direct-mode entry, NULL for a real fd */
+
+static struct fy_fd *direct(int fd)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    return f && f->kind == FY_FD_DIRECT ? f : NULL;
+}
+
+/* Up to n bytes at `off` (-1: at and advancing the fd's offset). */
+static ssize_t end_read(const struct end *e, void *buf, size_t n, off64_t off)
+{
+    if (e->f) return fy_direct_read(e->f, buf, n, off);
+    FY_REAL(ssize_t, read, int, void *, size_t);
+    FY_REAL(ssize_t, pread64, int, void *, size_t, off64_t);
+    ssize_t r;
+    do r = off < 0 ? real_read(e->fd, buf, n) : real_pread64(e->fd, buf, n, off); while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* All n bytes if it can; the count written, or -1 when nothing was. */
+static ssize_t end_write(const struct end *e, const char *buf, size_t n, off64_t off)
+{
+    if (e->f) return fy_direct_write(e->f, buf, n, off);
+    FY_REAL(ssize_t, write, int, const void *, size_t);
+    FY_REAL(ssize_t, pwrite64, int, const void *, size_t, off64_t);
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = off < 0 ? real_write(e->fd, buf + done, n - done)
+                            : real_pwrite64(e->fd, buf + done, n - done, off + (off64_t)done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return done ? (ssize_t)done : -1;
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
+/* The read went further than the write: put the fd's offset back by n. */
+static void end_unread(const struct end *e, size_t n)
+{
+    if (e->f) { fy_direct_lseek(e->f, -(off_t)n, SEEK_CUR); return; }
+    FY_REAL(off64_t, lseek64, int, off64_t, int);
+    real_lseek64(e->fd, -(off64_t)n, SEEK_CUR);
+}
+
+static ssize_t pump(const struct end *in, off64_t *in_off, const struct end *out, off64_t *out_off, size_t len)
+{
+    int saved = errno;
+    if (len > (size_t)MAX_RW) len = (size_t)MAX_RW;
+    size_t chunk = len < FY_IO_CHUNK ? len : FY_IO_CHUNK;
+    char *buf = malloc(chunk ? chunk : 1);
+    if (!buf) { errno = ENOMEM; return -1; }
+    size_t total = 0;
+    while (total < len) {
+        size_t want = len - total < chunk ? len - total : chunk;
+        ssize_t r = end_read(in, buf, want, in_off ? *in_off : -1);
+        if (r <= 0) {
+            if (r < 0 && !total) { int e = errno; free(buf); errno = e; return -1; }
+            break;
+        }
+        ssize_t w = end_write(out, buf, (size_t)r, out_off ? *out_off : -1);
+        size_t wrote = w > 0 ? (size_t)w : 0;
+        if (in_off) *in_off += (off64_t)wrote;
+        else if (wrote < (size_t)r) end_unread(in, (size_t)r - wrote);
+        if (out_off) *out_off += (off64_t)wrote;
+        total += wrote;
+        if (w < 0 && !total) { int e = errno; free(buf); errno = e; return -1; }
+        if (wrote < (size_t)r || (size_t)r < want) break;  /* stopped short, or the end of the input */
+    }
+    free(buf);
+    errno = saved;
+    return (ssize_t)total;
+}
+
+/* Status flags of an fd (through the fcntl hook, so a placeholder reports the program's). */
+static int status_flags(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_PATH)) { errno = EBADF; return -1; }
+    return fl;
+}
+
+FY_EXPORT ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
+                                  unsigned int flags)
+{
+    struct end in = {fd_in, direct(fd_in)}, out = {fd_out, direct(fd_out)};
+    if (!in.f && !out.f) {
+        FY_REAL(ssize_t, copy_file_range, int, off64_t *, int, off64_t *, size_t, unsigned int);
+        int saved = errno;
+        ssize_t r = real_copy_file_range(fd_in, off_in, fd_out, off_out, len, flags);
+        /* Cache mode: the replica lives on another file system than the program's local
+         * files; copy as direct mode does rather than refuse with EXDEV. */
+        if (r >= 0 || errno != EXDEV || (!fy_fd_get(fd_in) && !fy_fd_get(fd_out))) return r;
+        errno = saved;
+    }
+    int fl_in = status_flags(fd_in), fl_out = status_flags(fd_out);
+    if (fl_in < 0 || fl_out < 0) return -1;
+    if (flags) { errno = EINVAL; return -1; }
+    struct stat si, so;
+    if (fstat(fd_in, &si) < 0 || fstat(fd_out, &so) < 0) return -1;
+    if (S_ISDIR(si.st_mode) || S_ISDIR(so.st_mode)) { errno = EISDIR; return -1; }
+    if (!S_ISREG(si.st_mode) || !S_ISREG(so.st_mode)) { errno = EINVAL; return -1; }
+    if ((fl_in & O_ACCMODE) == O_WRONLY || (fl_out & O_ACCMODE) == O_RDONLY || (fl_out & O_APPEND)) {
+        errno = EBADF;
+        return -1;
+    }
+    if ((off_in && *off_in < 0) || (off_out && *off_out < 0)) { errno = len ? EOVERFLOW : EINVAL; return -1; }
+    if (len == 0) return 0;
+    if (si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+        /* One file: the two ranges must not overlap. */
+        off64_t a = off_in ? *off_in : lseek64(fd_in, 0, SEEK_CUR);
+        off64_t b = off_out ? *off_out : lseek64(fd_out, 0, SEEK_CUR);
+        if (a < 0 || b < 0) return -1;
+        off64_t n = len > (size_t)MAX_RW ? MAX_RW : (off64_t)len;
+        if (a < b + n && b < a + n) { errno = EINVAL; return -1; }
+    }
+    return pump(&in, off_in, &out, off_out, len);
+}
+
+static ssize_t sendfile_common(int out_fd, int in_fd, off64_t *offset, size_t count)
+{
+    struct end in = {in_fd, direct(in_fd)}, out = {out_fd, direct(out_fd)};
+    /* the kernel's checks, in its order */
+    int fl_in = status_flags(in_fd);
+    if (fl_in < 0) return -1;
+    if ((fl_in & O_ACCMODE) == O_WRONLY) { errno = EBADF; return -1; }
+    if (offset && *offset < 0) { errno = EINVAL; return -1; }
+    int fl_out = status_flags(out_fd);
+    if (fl_out < 0) return -1;
+    if ((fl_out & O_ACCMODE) == O_RDONLY) { errno = EBADF; return -1; }
+    if (fl_out & O_APPEND) { errno = EINVAL; return -1; }
+    if (count == 0) return 0;
+    struct stat si;
+    if (fstat(in_fd, &si) < 0) return -1;
+    if (!S_ISREG(si.st_mode)) { errno = EINVAL; return -1; }  /* not a file the kernel could map */
+    return pump(&in, offset, &out, NULL, count);
+}
+
+FY_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t count)
+{
+    if (!direct(in_fd) && !direct(out_fd)) {
+        FY_REAL(ssize_t, sendfile64, int, int, off64_t *, size_t);
+        return real_sendfile64(out_fd, in_fd, offset, count);
+    }
+    return sendfile_common(out_fd, in_fd, offset, count);
+}
+
+FY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    if (!direct(in_fd) && !direct(out_fd)) {
+        FY_REAL(ssize_t, sendfile, int, int, off_t *, size_t);
+        return real_sendfile(out_fd, in_fd, offset, count);
+    }
+    _Static_assert(sizeof(off_t) == sizeof(off64_t), "off_t is 64-bit here");
+    return sendfile_common(out_fd, in_fd, (off64_t *)offset, count);
+}
