@@ -233,6 +233,29 @@ FY_EXPORT void rewinddir(DIR *dir)
     if (f && f->dl) { free(f->dl); f->dl = NULL; }  /* re-list: rewinddir sees changes */
 }
 
+/* A position is the index of the next entry in the directory's listing (what readdir's
+ * d_off says), valid until rewinddir fetches a new listing. */
+FY_EXPORT long telldir(DIR *dir)
+{
+    struct fy_dir *d = ours(dir);
+    if (!d) { FY_REAL(long, telldir, DIR *); return real_telldir(dir); }
+    struct fy_fd *f = fy_fd_get(d->fd);
+    if (!f) { errno = EBADF; return -1; }
+    return f->dl ? (long)f->dl->pos : 0;
+}
+
+FY_EXPORT void seekdir(DIR *dir, long pos)
+{
+    struct fy_dir *d = ours(dir);
+    if (!d) { FY_REAL(void, seekdir, DIR *, long); real_seekdir(dir, pos); return; }
+    struct fy_fd *f = fy_fd_get(d->fd);
+    if (!f || pos < 0) return;
+    int saved = errno;  /* seekdir reports nothing */
+    struct fy_dirlist *dl = pos ? listing(f) : f->dl;
+    if (dl) dl->pos = (size_t)pos < dl->count ? (size_t)pos : dl->count;
+    errno = saved;
+}
+
 FY_EXPORT int dirfd(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
