@@ -18,6 +18,10 @@ from . import peers, report
 from .harness import REPO, Bench, Config, Failure, log, make_row
 from .workloads import ALL, BY_NAME
 
+# The peers a --quick run starts unless --peers says otherwise: the ones whose set-up costs
+# seconds, not the minutes that writing the test data through s3fs takes.
+QUICK_PEERS = ("sshfs", "nfs", "proxychains", "lsyncd")
+
 
 def git_desc(at: str | None = None) -> str:
     try:
@@ -46,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="bench src/ and shim/ as committed at this git revision (e.g. HEAD) instead of the work tree")
     ap.add_argument("--tmp", help="base dir for temp data (default: $TMPDIR or /tmp)")
     ap.add_argument("--peers", metavar="NAME[,NAME]",
-                    help=f"peers to run: all (default), none, or some of {', '.join(peers.BY_NAME)}")
+                    help=f"peers to run: all (default; --quick: {','.join(QUICK_PEERS)}), none, or some of "
+                         f"{', '.join(peers.BY_NAME)}")
     ap.add_argument("--no-install", action="store_true",
                     help="skip (with the reason in the report) peers whose programs are missing, instead of "
                          "installing them with apt-get / pip")
@@ -55,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [n for n in only if n not in BY_NAME]
     if bad:
         ap.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(BY_NAME)}")
-    if a.peers in (None, "all"):
+    if a.peers is None and a.quick:
+        want = list(QUICK_PEERS)
+    elif a.peers in (None, "all"):
         want = None
     elif a.peers == "none":
         want = []

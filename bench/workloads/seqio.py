@@ -1,79 +1,80 @@
-"""Sequential throughput, cold: `dd bs=1M` from / to the remote path in a fresh `ferry run`.
+"""Sequential throughput, cold and warm: `dd bs=1M`, twice in one invocation.
 
-Read: the file already sits on the node (written there directly), the run starts with an
-empty ferry cache.  Write: from a local file (random bytes, in the page cache) to the
-remote dir; in cache mode the time includes the write-back at exit.  MB/s = bytes / wall
-time of the whole invocation; dd's own figure (which excludes ferry's startup and, in
-cache mode, the write-back) is shown as a detail.  The page cache is not dropped.
+Every repeat is one invocation (`ferry run` for ferry; plain `sh` for local and the
+peers) running the same dd twice, with a clock stamp around each:
+  cold — the first dd, in a fresh `ferry run` (empty ferry cache, agent just started),
+         after the file's pages were evicted from the page cache (posix_fadvise
+         DONTNEED on the backing file, on a peer's mount and on its store), i.e. read
+         from disk; for writes the target file does not exist.  Its MB/s is over the
+         whole invocation minus the second dd, so ferry's startup and exit (and in cache
+         mode the write-back of the file) are paid here;
+  warm — the second dd right after, same file: ferry's replica / the page caches are
+         filled, connections are up; MB/s over that dd alone (clock stamps around it).
+Read: the file sits in the variant's storage beforehand.  Write: from a local file
+(random bytes, in the page cache) to the variant's dir; the written file is checked.
 """
 
 from __future__ import annotations
 
-import re
-import shutil
+import shlex
 
-from ..harness import MOUNT, VARIANTS, Failure, interleave, make_row, median_ge
+from ..harness import Failure, interleave, make_row, median_ge, phased, read_phases
 
 NAME = "seqio"
-TITLE = "Sequential read/write throughput (dd bs=1M, cold ferry cache)"
-DD_RE = re.compile(r"^(\d+) bytes .* copied, ([\d.e+-]+) s", re.MULTILINE)
-
-
-def dd_figure(stderr: str) -> tuple[int, float]:
-    m = DD_RE.search(stderr)
-    if not m:
-        raise Failure(f"cannot parse dd output: {stderr[-300:]}")
-    return int(m.group(1)), float(m.group(2))
+TITLE = "Sequential read/write throughput, cold and warm (dd bs=1M)"
+TARGET = "≥ 600 MB/s (sshfs ~310)"
 
 
 def run(b) -> list[dict]:
     mib = 64 if b.cfg.quick else 512
     size = mib << 20
     src = b.random_file(size)
-    local = b.dir("seqio-local", fresh=True)
+    stamps = b.dir("seqio-stamps")
     rows = []
+    variants = b.variants()
     with b.node(NAME) as node:
-        for d in (local, node.root):
-            shutil.copyfile(src, d / "big")
+        made = set()
+        for v in variants:
+            d = b.where(v, node, "seqio")[1]
+            if d not in made:
+                made.add(d)
+                d.mkdir(exist_ok=True)
+                with open(src, "rb") as fi, open(d / "big", "wb") as fo:
+                    while chunk := fi.read(8 << 20):
+                        fo.write(chunk)
 
-        def read(v: str, i: int) -> dict:
-            path = str(local / "big") if v == "local" else f"{MOUNT}/big"
-            cmd = ["dd", f"if={path}", "of=/dev/null", "bs=1M"]
-            r = b.run_variant(v, cmd, node, timeout=600, stderr_ok=True)
-            nbytes, secs = dd_figure(r.stderr)
-            if nbytes != size:
-                raise Failure(f"dd read {nbytes} bytes, expected {size}", b.repro(cmd, node))
-            return {"wall": size / 1e6 / r.wall, "dd": size / 1e6 / secs}
+        def both(v: str, i: int, op: str) -> dict:
+            where, d = b.where(v, node, "seqio")
+            if op == "read":
+                b.drop_cache(v, node, "seqio")
+                dd = f"dd if={shlex.quote(where + '/big')} of=/dev/null bs=1M status=none"
+            else:
+                (d / "out").unlink(missing_ok=True)
+                dd = f"dd if={shlex.quote(str(src))} of={shlex.quote(where + '/out')} bs=1M status=none"
+            steps = [("cold", dd), ("warm", dd)]
+            sf = stamps / f"{op}-{v}-{i}"
+            cmd = phased(steps, sf)
+            r = b.run_variant(v, cmd, node, timeout=900, stderr_ok=True)
+            ph = read_phases(steps, sf)
+            if op == "write":
+                got = (d / "out").stat().st_size if (d / "out").exists() else -1
+                if got != size:
+                    raise Failure(f"the {v} file has {got} bytes after the run, expected {size}", b.repro(cmd, node))
+                (d / "out").unlink()
+            return {"cold": size / 1e6 / max(r.wall - ph["warm"], 1e-9), "warm": size / 1e6 / ph["warm"],
+                    "cold_dd": size / 1e6 / ph["cold"]}
 
-        def write(v: str, i: int) -> dict:
-            d = local if v == "local" else node.root
-            out = d / "out"
-            out.unlink(missing_ok=True)
-            path = str(out) if v == "local" else f"{MOUNT}/out"
-            cmd = ["dd", f"if={src}", f"of={path}", "bs=1M"]
-            r = b.run_variant(v, cmd, node, timeout=600, stderr_ok=True)
-            nbytes, secs = dd_figure(r.stderr)
-            got = out.stat().st_size if out.exists() else -1
-            if nbytes != size or got != size:
-                raise Failure(f"dd wrote {nbytes} bytes; the {'node' if v != 'local' else 'local'} file has {got}, "
-                              f"expected {size}", b.repro(cmd, node))
-            out.unlink()
-            return {"wall": size / 1e6 / r.wall, "dd": size / 1e6 / secs}
-
-        for op, fn in (("read", read), ("write", write)):
+        for op in ("read", "write"):
             failures: dict[str, Failure] = {}
-            res = interleave(b.cfg.repeats, list(VARIANTS), fn, failures)
-            for v in VARIANTS:
-                loc = [s["wall"] for s in res["local"]] if v != "local" else None
-                rows.append(make_row(NAME, f"{op} {mib} MiB, MB/s over the whole invocation", v, "MB/s",
-                                     [s["wall"] for s in res[v]], local=loc, higher_is_better=True,
-                                     target="≥ 600 MB/s (sshfs ~310)" if v != "local" else "",
-                                     check=median_ge(600.0) if v != "local" else None, error=failures.get(v),
-                                     extra={"op": op}))
-            for v in VARIANTS:
-                loc = [s["dd"] for s in res["local"]] if v != "local" else None
-                rows.append(make_row(NAME, f"  {op} {mib} MiB, MB/s as dd reports it", v, "MB/s",
-                                     [s["dd"] for s in res[v]], local=loc, higher_is_better=True,
-                                     error=failures.get(v), detail=True, extra={"op": op},
-                                     note="excludes ferry startup" + (" and write-back" if op == "write" else "")))
+            res = interleave(b.cfg.repeats, variants, lambda v, i, op=op: both(v, i, op), failures)
+            for key, label, det in (("cold", "cold (fresh run, evicted page cache), whole invocation", False),
+                                    ("warm", "warm (second dd in the same run)", False),
+                                    ("cold_dd", "  cold, the first dd alone (no ferry startup/exit)", True)):
+                for v in variants:
+                    loc = [s[key] for s in res["local"]] if v != "local" else None
+                    has_target = key == "cold" and v.startswith("ferry")
+                    rows.append(make_row(NAME, f"{op} {mib} MiB, {label}", v, "MB/s", [s[key] for s in res[v]],
+                                         local=loc, higher_is_better=True, target=TARGET if has_target else "",
+                                         check=median_ge(600.0) if has_target else None, error=failures.get(v),
+                                         detail=det, extra={"op": op, "temp": key}))
     return rows

@@ -1,0 +1,51 @@
+"""Random 4 KiB pread IOPS: a C program opens one file and preads N random 4 KiB-aligned
+blocks of it (xorshift offsets, the same sequence for every variant).
+
+The file lies in the variant's storage and in the page cache (warm; no eviction).  IOPS
+over the whole invocation (in cache mode: the whole file is fetched at open, so that is
+paid here) and over the program's own loop (details).
+"""
+
+from __future__ import annotations
+
+from ..harness import Failure, interleave, make_row
+
+NAME = "randread"
+TITLE = "Random 4 KiB pread IOPS"
+
+
+def run(b) -> list[dict]:
+    mib, n = (16, 3000) if b.cfg.quick else (64, 20000)
+    prog = b.compile("randread")
+    src = b.random_file(mib << 20)
+    failures: dict[str, Failure] = {}
+    variants = b.variants()
+    with b.node(NAME) as node:
+        made = set()
+        for v in variants:
+            d = b.where(v, node, "randread")[1]
+            if d not in made:
+                made.add(d)
+                d.mkdir(exist_ok=True)
+                with open(src, "rb") as fi, open(d / "data", "wb") as fo:
+                    while chunk := fi.read(8 << 20):
+                        fo.write(chunk)
+
+        def one(v: str, i: int) -> dict:
+            cmd = [prog, b.where(v, node, "randread")[0] + "/data", str(n), str(i + 1)]
+            r = b.run_variant(v, cmd, node, timeout=600)
+            ns, nbytes = (int(x) for x in r.stdout.split())
+            if nbytes != n * 4096:
+                raise Failure(f"read {nbytes} bytes, expected {n * 4096}", b.repro(cmd, node))
+            return {"wall": n / r.wall, "loop": n / (ns / 1e9)}
+        b.run_variant("ferry-direct", [prog, b.where("ferry-direct", node, "randread")[0] + "/data", "10", "0"],
+                      node, timeout=120)
+        res = interleave(b.cfg.repeats, variants, one, failures)
+    rows = []
+    for key, label, det in (("wall", "whole invocation", False), ("loop", "  the pread loop alone", True)):
+        for v in variants:
+            loc = [s[key] for s in res["local"]] if v != "local" else None
+            rows.append(make_row(NAME, f"{n} × pread 4 KiB of a {mib} MiB file, IOPS, {label.strip()}", v, "IOPS",
+                                 [s[key] for s in res[v]], local=loc, error=failures.get(v), detail=det,
+                                 higher_is_better=True))
+    return rows
