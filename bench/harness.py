@@ -252,6 +252,7 @@ class Bench:
             self.env.pop(k, None)
         self.env["LC_ALL"] = "C"
         self.local_env = dict(self.env)
+        self.bench_root = REPO     # cwd for `python -m bench.…` helpers
         # Build the shim now, outside any timing.
         r = run_cmd([sys.executable, "-c", "from ferry import shimlib; print(shimlib.path())"], timeout=300,
                     env=self.env)

@@ -25,7 +25,7 @@ def start(b) -> Peer:
 sync {{ default.rsync, source = "{src}/", target = "{dst}/", delay = 0,
        rsync = {{ binary = "{t['rsync']}", whole_file = true }} }}
 """)
-    ver = run_cmd([t["lsyncd"], "--version"], timeout=10).stdout.strip().split("\n")[0]
+    ver = run_cmd([t["lsyncd"], "--version"], timeout=10).stdout.strip().split("\n")[0].replace("Version:", "lsyncd")
     peer = Peer(NAME, KIND, mount=src, backing=dst, desc=f"{ver or 'lsyncd'} (inotify, `delay = 0`) + rsync "
                 f"--whole-file, local dir → local dir")
     ld = Daemon("lsyncd", [t["lsyncd"], str(d / "lsyncd.conf")], d / "lsyncd.out")
