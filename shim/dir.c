@@ -210,6 +210,40 @@ FY_EXPORT struct dirent64 *readdir64(DIR *dir)
     return our_readdir(d);
 }
 
+/* Deprecated but still called (ORFA's list has them): the entry is copied out. */
+static int our_readdir_r(struct fy_dir *d, struct dirent64 *entry, struct dirent64 **result)
+{
+    int saved = errno;
+    errno = 0;
+    struct dirent64 *e = our_readdir(d);
+    int err = errno;
+    errno = saved;
+    if (!e) { *result = NULL; return err; }
+    memcpy(entry, e, sizeof *e);
+    *result = entry;
+    return 0;
+}
+
+FY_EXPORT int readdir_r(DIR *dir, struct dirent *entry, struct dirent **result)
+{
+    struct fy_dir *d = ours(dir);
+    if (!d) {
+        FY_REAL(int, readdir_r, DIR *, struct dirent *, struct dirent **);
+        return real_readdir_r(dir, entry, result);
+    }
+    return our_readdir_r(d, (struct dirent64 *)entry, (struct dirent64 **)result);
+}
+
+FY_EXPORT int readdir64_r(DIR *dir, struct dirent64 *entry, struct dirent64 **result)
+{
+    struct fy_dir *d = ours(dir);
+    if (!d) {
+        FY_REAL(int, readdir64_r, DIR *, struct dirent64 *, struct dirent64 **);
+        return real_readdir64_r(dir, entry, result);
+    }
+    return our_readdir_r(d, entry, result);
+}
+
 FY_EXPORT int closedir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
