@@ -137,6 +137,12 @@ uint64_t fy_new_desc_id(void);
 void fy_lock_on_close(struct fy_fd *f, int fd);
 int fy_lock_fcntl(struct fy_fd *f, int fd, int cmd, void *arg);  /* -2: not a lock command */
 
+/* ---- tmp.c ---- */
+/* An O_TMPFILE open whose directory is ferry's: an anonymous local file (see tmp.c). */
+int fy_open_tmpfile(const struct fy_path *p, int flags, mode_t mode);
+/* 0 when the anonymous file `st` describes was opened O_EXCL (never to be linked). */
+int fy_tmpfile_linkable(const struct stat *st);
+
 /* ---- stdio.c ---- */
 void fy_stdio_adopt(void);
 

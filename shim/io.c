@@ -71,6 +71,7 @@ static int direct_open(const struct fy_path *p, int flags, mode_t mode)
 
 int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
 {
+    if ((flags & O_TMPFILE) == O_TMPFILE) return fy_open_tmpfile(p, flags, mode);  /* tmp.c */
     return fy_cfg.mode == FY_MODE_DIRECT ? direct_open(p, flags, mode) : cache_open(p, flags, mode);
 }
 

@@ -107,6 +107,88 @@ FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
 
 FY_EXPORT int symlink(const char *target, const char *path) { return symlinkat(target, AT_FDCWD, path); }
 
+/* The open file a linkat source names, if it names one: (fd, "", AT_EMPTY_PATH), or
+ * "/proc/self/fd/N" followed (AT_SYMLINK_FOLLOW), the two ways to give an O_TMPFILE file a
+ * name.  -1 for an ordinary name. */
+static int source_fd(int olddirfd, const char *old, int flags)
+{
+    if (!old) return -1;
+    if ((flags & AT_EMPTY_PATH) && old[0] == 0) return olddirfd;
+    if (!(flags & AT_SYMLINK_FOLLOW)) return -1;
+    char own[40];
+    snprintf(own, sizeof own, "/proc/%d/fd/", (int)getpid());
+    const char *n = strncmp(old, "/proc/self/fd/", 14) == 0 ? old + 14
+                  : strncmp(old, own, strlen(own)) == 0 ? old + strlen(own) : NULL;
+    if (!n || *n < '0' || *n > '9') return -1;
+    char *end;
+    long v = strtol(n, &end, 10);
+    return *end == 0 && v < FY_MAXFD ? (int)v : -1;
+}
+
+/* A new ferry file `pn` with the content and mode of the local file open on `src`. */
+static int copy_into(int fd_in, const struct fy_path *pn, mode_t mode)
+{
+    FY_REAL(ssize_t, pread64, int, void *, size_t, off64_t);
+    FY_REAL(int, open, const char *, int, ...);
+    FY_REAL(int, close, int);
+    char proc[32];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd_in);
+    int src = real_open(proc, O_RDONLY | O_CLOEXEC);  /* the fd may be write-only */
+    if (src < 0) return -1;
+    int fd = fy_open_path(pn, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0) { int e = errno; real_close(src); errno = e; return -1; }
+    enum { CHUNK = 1 << 20 };
+    char *buf = malloc(CHUNK);
+    int err = buf ? 0 : ENOMEM;
+    for (off64_t off = 0; !err;) {
+        ssize_t r = real_pread64(src, buf, CHUNK, off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) { err = r < 0 ? errno : 0; break; }
+        for (ssize_t done = 0; done < r && !err;) {
+            ssize_t w = write(fd, buf + done, (size_t)(r - done));
+            if (w < 0 && errno != EINTR) err = errno;
+            else if (w > 0) done += w;
+        }
+        off += r;
+    }
+    free(buf);
+    real_close(src);
+    if (!err && fchmod(fd, mode) < 0) err = errno;  /* as the kernel keeps it, umask aside */
+    if (fy_close_fd(fd) < 0 && !err) err = errno;
+    if (err) { unlink(pn->ferry); errno = err; return -1; }
+    return 0;
+}
+
+/* linkat of an O_TMPFILE file (local: see tmp.c) to a ferry name.  Cache mode links it in
+ * the replica, where it was made, and the fd then writes that ferry file (uploaded when it
+ * is closed, as any written file); otherwise its content is copied into a new ferry file,
+ * and later writes through the fd stay in the anonymous file. */
+static int link_anonymous(int fd, const struct fy_path *pn)
+{
+    FY_REAL(int, fcntl, int, int, ...);
+    FY_REAL(int, fstat, int, struct stat *);
+    FY_REAL(int, linkat, int, const char *, int, const char *, int);
+    struct stat st;
+    int fl = real_fcntl(fd, F_GETFL);
+    if (fl < 0 || real_fstat(fd, &st) < 0) return -1;
+    if (st.st_nlink > 0) { errno = EXDEV; return -1; }  /* a named local file: another file system */
+    /* an unlinked file, or O_TMPFILE | O_EXCL, which asked never to be linked */
+    if ((fl & O_TMPFILE) != O_TMPFILE || !fy_tmpfile_linkable(&st)) { errno = ENOENT; return -1; }
+    if (fy_cfg.mode == FY_MODE_CACHE) {
+        int rc = fy_cache_parent(pn);
+        if (rc < 0) return fy_fail(rc);
+        char proc[32];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        if (real_linkat(AT_FDCWD, proc, AT_FDCWD, pn->cache, AT_SYMLINK_FOLLOW) == 0) {
+            struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, fl & ~O_TMPFILE, fy_new_desc_id(), pn->ferry);
+            if (f) { f->dirty = 1; f->owner = getpid(); }
+            return 0;
+        }
+        if (errno != EXDEV) return -1;  /* made elsewhere (tmpfile() in /tmp): copy it */
+    }
+    return copy_into(fd, pn, st.st_mode & 07777);
+}
+
 FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
 {
     FY_REAL(int, linkat, int, const char *, int, const char *, int);
@@ -114,6 +196,13 @@ FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *ne
     int ro = fy_resolve(olddirfd, &old, &po);
     int rn = fy_resolve(newdirfd, &new, &pn);
     if (ro < 0 || rn < 0) return -1;
+    int sfd = ro == 0 && rn == 1 ? source_fd(olddirfd, old, flags) : -1;
+    if (sfd >= 0) {
+        struct fy_fd *sf = fy_fd_get(sfd);
+        if (!sf) return link_anonymous(sfd, &pn);
+        const char *named = sf->path;  /* /proc/self/fd/N of a ferry fd: that file */
+        if ((ro = fy_resolve(AT_FDCWD, &named, &po)) < 0) return -1;
+    }
     if (ro == 0 && rn == 0) return real_linkat(olddirfd, old, newdirfd, new, flags);
     if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
     struct fy_enc e = {.len = 0};

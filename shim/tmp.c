@@ -1,11 +1,14 @@
 /* Temporary files and directories in ferry directories: mkstemp and friends.  glibc
  * makes the file with its internal open, which never reaches our hooks, so for a ferry
- * template we pick the names ourselves and create through the ferry open/mkdir.
+ * template we pick the names ourselves and create through the ferry open/mkdir.  And
+ * O_TMPFILE opens of a ferry directory (tmpfile() itself uses /tmp and stays local).
  */
 #include "fy.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -88,4 +91,64 @@ FY_EXPORT char *mkdtemp(char *tmpl)
         if (errno != EEXIST) return NULL;
     }
     return NULL;
+}
+
+/* ---------- O_TMPFILE ---------- */
+
+/* open(dir, O_TMPFILE) in a ferry directory: the file has no name, so where it lives is
+ * invisible to the program; it is an ordinary local file, in the replica directory itself
+ * in cache mode (so a later linkat can make it a replica file without copying), in the
+ * cache root, $TMPDIR or /tmp in direct mode.  It is not in the ferry fd table until
+ * linkat gives it a ferry name (link.c). */
+/* Anonymous files opened with O_EXCL, "never to be linked": F_GETFL does not say so, so
+ * linkat asks here (the kernel refuses such a link itself when it makes it in cache mode).
+ * Keyed by inode; an O_TMPFILE open that gets the same inode number again clears it. */
+static struct { dev_t dev; ino_t ino; } never[64];
+static unsigned never_next;
+static pthread_mutex_t never_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void note_tmpfile(int fd, int excl)
+{
+    FY_REAL(int, fstat, int, struct stat *);
+    struct stat st;
+    if (fd < 0 || real_fstat(fd, &st) < 0) return;
+    pthread_mutex_lock(&never_lock);
+    for (size_t i = 0; i < sizeof never / sizeof *never; i++)
+        if (never[i].ino == st.st_ino && never[i].dev == st.st_dev) never[i].ino = 0;
+    if (excl) {
+        never[never_next % (sizeof never / sizeof *never)].dev = st.st_dev;
+        never[never_next++ % (sizeof never / sizeof *never)].ino = st.st_ino;
+    }
+    pthread_mutex_unlock(&never_lock);
+}
+
+int fy_tmpfile_linkable(const struct stat *st)
+{
+    int ok = 1;
+    pthread_mutex_lock(&never_lock);
+    for (size_t i = 0; i < sizeof never / sizeof *never; i++)
+        if (never[i].ino == st->st_ino && never[i].dev == st->st_dev) ok = 0;
+    pthread_mutex_unlock(&never_lock);
+    return ok;
+}
+
+int fy_open_tmpfile(const struct fy_path *p, int flags, mode_t mode)
+{
+    FY_REAL(int, open, const char *, int, ...);
+    if ((flags & O_ACCMODE) == O_RDONLY) { errno = EINVAL; return -1; }
+    struct stat st;
+    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, 0, &st) : fy_cache_stat(p, &st, 0);
+    if (rc < 0) return fy_fail(rc);
+    if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return -1; }
+    int fd = -1;
+    if (fy_cfg.mode == FY_MODE_CACHE) {
+        fd = real_open(p->cache, flags, mode);
+    } else {
+        const char *tmpdir = getenv("TMPDIR");
+        const char *dirs[] = {fy_cfg.cache_len ? fy_cfg.cache : NULL, tmpdir && *tmpdir ? tmpdir : NULL, "/tmp"};
+        for (size_t i = 0; i < sizeof dirs / sizeof *dirs && fd < 0; i++)
+            if (dirs[i]) fd = real_open(dirs[i], flags, mode);
+    }
+    note_tmpfile(fd, flags & O_EXCL);
+    return fd;
 }

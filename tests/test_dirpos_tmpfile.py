@@ -3,6 +3,8 @@ on ferry paths, through C programs that call them directly."""
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,109 @@ def test_telldir_seekdir_rewinddir(where: Where, dirpos_prog):
         (d / f"f{i}").write_text(str(i))
     (d / "sub").mkdir()
     assert where.run([str(dirpos_prog), where.path("d")]).stdout == "ok 13\n"
+
+
+TMPFILE_C = r"""
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    while (d && readdir(d)) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+static void show(const char *what, int rc) { printf("%s %d %s\n", what, rc, rc < 0 ? strerror(errno) : "-"); }
+
+static void cat(const char *path)
+{
+    char buf[64] = {0};
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd < 0 || read(fd, buf, sizeof buf - 1) < 0 || fstat(fd, &st) < 0) { printf("%s: %s\n", path, strerror(errno)); return; }
+    printf("%s mode %o: %s", strrchr(path, '/') + 1, (unsigned)(st.st_mode & 07777), buf);
+    close(fd);
+}
+
+/* argv[1]: a directory holding a file "plain".  O_TMPFILE files made there, linked in by
+ * both forms, and the errors the kernel gives. */
+int main(int argc, char **argv)
+{
+    (void)argc;
+    const char *dir = argv[1];
+    char one[4096], two[4096], three[4096], plain[4096], missing[4096], proc[64];
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    snprintf(three, sizeof three, "%s/three", dir);
+    snprintf(plain, sizeof plain, "%s/plain", dir);
+    snprintf(missing, sizeof missing, "%s/missing", dir);
+    int before = entries(dir);
+    int a = open(dir, O_TMPFILE | O_RDWR, 0640);
+    if (a < 0) { perror("O_TMPFILE"); return 1; }
+    struct stat st;
+    if (write(a, "first\n", 6) != 6 || fstat(a, &st) < 0) return 2;
+    printf("nlink %d size %lld new entries %d\n", (int)st.st_nlink, (long long)st.st_size, entries(dir) - before);
+    char buf[16] = {0};
+    if (pread(a, buf, 6, 0) != 6) return 3;
+    printf("reads back %s", buf);
+    show("link-empty-path", linkat(a, "", AT_FDCWD, one, AT_EMPTY_PATH));
+    show("link-again-exists", linkat(a, "", AT_FDCWD, one, AT_EMPTY_PATH));
+    close(a);
+
+    int b = open(dir, O_TMPFILE | O_WRONLY, 0600);
+    if (b < 0 || write(b, "second\n", 7) != 7) return 4;
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", b);
+    show("link-proc", linkat(AT_FDCWD, proc, AT_FDCWD, two, AT_SYMLINK_FOLLOW));
+    close(b);
+
+    int c = open(dir, O_TMPFILE | O_RDWR | O_EXCL, 0600);
+    if (c < 0 || write(c, "never\n", 6) != 6) return 5;
+    show("link-excl", linkat(c, "", AT_FDCWD, three, AT_EMPTY_PATH));
+    close(c);
+    show("read-only", open(dir, O_TMPFILE | O_RDONLY, 0600));
+    show("missing-dir", open(missing, O_TMPFILE | O_RDWR, 0600));
+    show("not-a-dir", open(plain, O_TMPFILE | O_RDWR, 0600));
+    printf("new entries %d\n", entries(dir) - before);
+    cat(one);
+    cat(two);
+
+    /* tmpfile() makes its file in /tmp, whatever the cwd */
+    if (chdir(dir) < 0) return 6;
+    FILE *t = tmpfile();
+    char line[16] = {0};
+    if (!t || fputs("scratch\n", t) < 0 || fseek(t, 0, SEEK_SET) || !fgets(line, sizeof line, t)) { perror("tmpfile"); return 7; }
+    printf("tmpfile %s", line);
+    fclose(t);
+    printf("entries after tmpfile %d\n", entries(".") - before);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tmpfile_prog(tmp_path_factory) -> Path:
+    return compile_c(tmp_path_factory.mktemp("tmpfile"), "tmpfile", TMPFILE_C)
+
+
+def test_o_tmpfile_and_linkat(where: Where, tmpfile_prog, tmp_path):
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "plain").write_text("x")
+    expected = subprocess.run([str(tmpfile_prog), str(local)], capture_output=True, text=True, check=True,
+                              timeout=60).stdout
+    assert "link-empty-path 0 -" in expected and "one mode 640: first" in expected
+    (where.node.root / "plain").write_text("x")
+    assert where.run([str(tmpfile_prog), where.path()]).stdout == expected
+    root = where.node.root
+    assert (root / "one").read_text() == "first\n" and (root / "two").read_text() == "second\n"
+    assert stat.S_IMODE((root / "one").stat().st_mode) == 0o640
+    assert sorted(p.name for p in root.iterdir()) == ["one", "plain", "two"]
