@@ -66,6 +66,8 @@ size_t fy_mount_root(const char *ferry_path);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
 int fy_uncache(const char *cache_path, char *out, size_t cap);
 int fy_same_mount(const char *a, const char *b);
+/* walk.c: resolve every symlink, "." and ".." of a path with the hooked calls; 0 or -errno. */
+int fy_realpath(const char *path, char *out);
 
 /* Virtual current directory: set when the cwd is a ferry directory. */
 extern char fy_vcwd[PATH_MAX];

@@ -8,6 +8,7 @@
 #include "fy.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
@@ -308,6 +309,49 @@ FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
     }
     return total;
 }
+
+/* Vectored positional I/O on direct-mode fds: one positional request per buffer.  The v2
+ * forms take offset -1 as "at the file position", as the kernel does. */
+static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t off, int writing)
+{
+    if (cnt < 0 || cnt > IOV_MAX) { errno = EINVAL; return -1; }
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (!iov[i].iov_len) continue;
+        int64_t at = off < 0 ? -1 : off + total;
+        ssize_t n = writing ? fy_direct_write(f, iov[i].iov_base, iov[i].iov_len, at)
+                            : fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, at);
+        if (n < 0) return total ? total : -1;
+        total += n;
+        if ((size_t)n < iov[i].iov_len) break;
+    }
+    return total;
+}
+
+#define PREADV_HOOK(name, writing, iovtype)                                                          \
+    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off)                                 \
+    {                                                                                                \
+        struct fy_fd *f = direct(fd);                                                                \
+        if (!f) { FY_REAL(ssize_t, name, int, iovtype *, int, off_t); return real_##name(fd, iov, cnt, off); } \
+        if (off < 0) { errno = EINVAL; return -1; }                                                  \
+        return vec_io(f, iov, cnt, off, writing);                                                    \
+    }
+#define PREADV2_HOOK(name, writing, iovtype)                                                         \
+    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off, int flags)                      \
+    {                                                                                                \
+        struct fy_fd *f = direct(fd);                                                                \
+        if (!f) { FY_REAL(ssize_t, name, int, iovtype *, int, off_t, int); return real_##name(fd, iov, cnt, off, flags); } \
+        if (off < -1) { errno = EINVAL; return -1; }                                                 \
+        return vec_io(f, iov, cnt, off, writing);                                                    \
+    }
+PREADV_HOOK(preadv, 0, const struct iovec)
+PREADV_HOOK(preadv64, 0, const struct iovec)
+PREADV_HOOK(pwritev, 1, const struct iovec)
+PREADV_HOOK(pwritev64, 1, const struct iovec)
+PREADV2_HOOK(preadv2, 0, const struct iovec)
+PREADV2_HOOK(preadv64v2, 0, const struct iovec)
+PREADV2_HOOK(pwritev2, 1, const struct iovec)
+PREADV2_HOOK(pwritev64v2, 1, const struct iovec)
 
 FY_EXPORT off_t lseek(int fd, off_t off, int whence)
 {

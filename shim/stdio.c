@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* FILE*s we built with fopencookie, so fileno() can answer for them. */
 static struct { FILE *f; int fd; } cookies[256];
@@ -42,20 +43,23 @@ static int cookie_fd(FILE *f, int forget)
 static ssize_t ck_read(void *c, char *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_get((int)(intptr_t)c);
-    return f ? fy_direct_read(f, buf, n, -1) : (errno = EBADF, -1);
+    FY_REAL(ssize_t, read, int, void *, size_t);
+    /* The fd may have been dup2'ed over since (a program restoring stdout): follow it. */
+    return f ? fy_direct_read(f, buf, n, -1) : real_read((int)(intptr_t)c, buf, n);
 }
 
 static ssize_t ck_write(void *c, const char *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_get((int)(intptr_t)c);
-    return f ? fy_direct_write(f, buf, n, -1) : (errno = EBADF, -1);
+    FY_REAL(ssize_t, write, int, const void *, size_t);
+    return f ? fy_direct_write(f, buf, n, -1) : real_write((int)(intptr_t)c, buf, n);
 }
 
 static int ck_seek(void *c, off64_t *pos, int whence)
 {
     struct fy_fd *f = fy_fd_get((int)(intptr_t)c);
-    if (!f) { errno = EBADF; return -1; }
-    off_t r = fy_direct_lseek(f, *pos, whence);
+    FY_REAL(off_t, lseek, int, off_t, int);
+    off_t r = f ? fy_direct_lseek(f, *pos, whence) : real_lseek((int)(intptr_t)c, *pos, whence);
     if (r < 0) return -1;
     *pos = r;
     return 0;
@@ -169,4 +173,108 @@ void fy_stdio_adopt(void)
         if (fd == 2) setvbuf(c, NULL, _IONBF, 0);
         *streams[fd] = c;
     }
+}
+
+/* freopen: glibc reopens with its internal open (a ferry name would go to the local file
+ * system) and refuses streams it did not build (our cookie FILEs). */
+static FILE *reopen_direct(const struct fy_path *p, const char *local, const char *mode, FILE *fp)
+{
+    int std = fp == stdin ? 0 : fp == stdout ? 1 : fp == stderr ? 2 : -1;
+    int flags = mode_flags(mode);
+    if (flags < 0) { errno = EINVAL; return NULL; }
+    int oldfd = fileno(fp);
+    fflush(fp);
+    int fd = p ? fy_open_path(p, flags, 0666) : open(local, flags, 0666);
+    fclose(fp);
+    if (fd < 0) return NULL;
+    if (oldfd >= 0 && oldfd != fd) {
+        /* The stream keeps its fd number, as glibc's freopen does: stdout stays fd 1. */
+        if (dup3(fd, oldfd, flags & O_CLOEXEC) < 0) { int e = errno; close(fd); errno = e; return NULL; }
+        close(fd);
+        fd = oldfd;
+    }
+    FY_REAL(FILE *, fdopen, int, const char *);
+    FILE *nf = fy_fd_get(fd) ? cookie_file(fd, mode) : real_fdopen(fd, mode);
+    if (!nf) { int e = errno; close(fd); errno = e; return NULL; }
+    /* The FILE is a new one: the standard streams are variables, so point them at it. */
+    if (std == 0) stdin = nf;
+    else if (std == 1) stdout = nf;
+    else if (std == 2) stderr = nf;
+    return nf;
+}
+
+/* Cache mode: open through ferry (fetch, revalidate), then let glibc reopen the stream on
+ * the replica file and take the fd it ends with as ours. */
+static FILE *reopen_cache(const struct fy_path *p, const char *mode, FILE *fp,
+                          FILE *(*real)(const char *, const char *, FILE *))
+{
+    int flags = mode_flags(mode);
+    if (flags < 0) { errno = EINVAL; return NULL; }
+    fflush(fp);
+    FY_REAL(int, fileno, FILE *);
+    FY_REAL(int, close, int);
+    int oldfd = real_fileno(fp);
+    if (fy_fd_get(oldfd)) fy_close_fd_keep(oldfd);  /* glibc closes it: upload first */
+    int nfd = fy_open_path(p, flags, 0666);
+    if (nfd < 0) { int e = errno; fclose(fp); errno = e; return NULL; }
+    struct fy_fd *nf = fy_fd_get(nfd);
+    char ferry[PATH_MAX], cpath[2 * PATH_MAX + 8], m[16];
+    snprintf(ferry, sizeof ferry, "%s", nf ? nf->path : p->ferry);
+    snprintf(cpath, sizeof cpath, "%s%s", fy_cfg.cache, ferry);
+    size_t k = 0;
+    for (const char *c = mode; *c && k < sizeof m - 1; c++)
+        if (*c != 'x') m[k++] = *c;  /* the file exists now: O_EXCL was checked above */
+    m[k] = 0;
+    FILE *res = real(cpath, m, fp);
+    int e = errno;
+    if (res) {
+        int fd = real_fileno(res);
+        struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, fy_new_desc_id(), ferry);
+        if (f && nf) { f->dirty = nf->dirty; f->owner = nf->owner; }
+    }
+    fy_fd_clear(nfd);  /* the stream's fd carries the upload now */
+    real_close(nfd);
+    errno = e;
+    return res;
+}
+
+static FILE *reopen(const char *path, const char *mode, FILE *fp, FILE *(*real)(const char *, const char *, FILE *))
+{
+    if (!fp || !mode) return real(path, mode, fp);
+    struct fy_path p;
+    const char *name = path;
+    int r, cookie = cookie_fd(fp, 0) >= 0;
+    struct fy_fd *old = fy_fd_get(fileno(fp));
+    if (path) {
+        r = fy_resolve(AT_FDCWD, &name, &p);
+        if (r < 0) return NULL;
+    } else if (old) {
+        /* Same file, new mode: glibc would reopen /proc/self/fd/N, outside ferry. */
+        size_t n = strlen(old->path);
+        if (n >= sizeof p.ferry || fy_cfg.cache_len + n >= sizeof p.cache) { errno = ENAMETOOLONG; return NULL; }
+        memcpy(p.ferry, old->path, n + 1);
+        snprintf(p.cache, sizeof p.cache, "%s%s", fy_cfg.cache, old->path);
+        r = 1;
+    } else {
+        r = 0;
+    }
+    if (fy_cfg.mode == FY_MODE_DIRECT && (r == 1 || cookie)) return reopen_direct(r == 1 ? &p : NULL, name, mode, fp);
+    if (r == 1) return reopen_cache(&p, mode, fp, real);
+    if (old) {
+        fflush(fp);
+        fy_close_fd_keep(fileno(fp));
+    }
+    return real(name, mode, fp);
+}
+
+FY_EXPORT FILE *freopen(const char *path, const char *mode, FILE *fp)
+{
+    FY_REAL(FILE *, freopen, const char *, const char *, FILE *);
+    return reopen(path, mode, fp, real_freopen);
+}
+
+FY_EXPORT FILE *freopen64(const char *path, const char *mode, FILE *fp)
+{
+    FY_REAL(FILE *, freopen64, const char *, const char *, FILE *);
+    return reopen(path, mode, fp, real_freopen64);
 }
