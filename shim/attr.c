@@ -97,9 +97,15 @@ static int path_setattr(int dirfd, const char *path, int nofollow, struct setatt
     struct stat st;
     int rc = fy_cache_stat(&p, &st, 1);
     if (rc < 0) return fy_fail(rc);
-    /* A replica symlink may point anywhere on this machine: let the node follow it,
-     * confined to its export, rather than the kernel here. */
-    if (S_ISLNK(st.st_mode) && !nofollow) return remote(p.ferry, a);
+    if (S_ISLNK(st.st_mode) && !nofollow) {
+        /* Follow it in ferry's namespace (the file may not be on the node yet); a link
+         * that leads out of the mount goes to the node, which refuses escapes. */
+        char canon[PATH_MAX];
+        const char *cp = canon;
+        if (fy_realpath(p.ferry, canon) < 0 || fy_resolve(AT_FDCWD, &cp, &p) != 1) return remote(p.ferry, a);
+        rc = fy_cache_stat(&p, &st, 1);
+        if (rc < 0) return fy_fail(rc);
+    }
     if (apply_local(-1, p.cache, nofollow, a) < 0) return -1;
     replay(p.ferry, -1, p.cache, a);
     return 0;

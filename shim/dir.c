@@ -400,6 +400,8 @@ FY_EXPORT int truncate(const char *path, off_t len)
     /* The replica must hold the content before truncating keeps part of it. */
     int fd = fy_open_path(&p, O_WRONLY | O_CLOEXEC, 0);
     if (fd < 0) return -1;
+    struct fy_fd *f = fy_fd_get(fd);
+    if (f) strcpy(p.ferry, f->path);       /* the file itself, not a symlink to it */
     fy_fd_clear(fd);                       /* not an upload: the node truncates its own copy */
     FY_REAL(int, close, int);
     real_close(fd);

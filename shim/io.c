@@ -40,9 +40,25 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
     if (rc < 0) return fy_fail(rc);
     int fd = real_open(p->cache, flags, mode);
     if (fd < 0) return -1;
-    struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, fy_new_desc_id(), p->ferry);
+    int dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT));  /* O_CREAT: a new file */
+    /* A written file is uploaded by name: the name the kernel resolved through replica
+     * symlinks ("ld/f" with ld -> d is d/f), not the one given, which may be a symlink
+     * itself (its upload would replace the link) or gone by the time the file closes. */
+    const char *ferry = p->ferry;
+    char real[PATH_MAX + 256], canon[PATH_MAX];
+    if (dirty) {
+        FY_REAL(ssize_t, readlink, const char *, char *, size_t);
+        char proc[32];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        ssize_t n = real_readlink(proc, real, sizeof real - 1);
+        if (n > 0) {
+            real[n] = 0;
+            if (strcmp(real, p->cache) != 0 && fy_uncache(real, canon, sizeof canon)) ferry = canon;
+        }
+    }
+    struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, fy_new_desc_id(), ferry);
     if (f) {
-        f->dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+        f->dirty = (uint8_t)dirty;
         f->owner = getpid();
     }
     return fd;
@@ -72,6 +88,8 @@ static int direct_open(const struct fy_path *p, int flags, mode_t mode)
 
 int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
 {
+    /* Linux (6.4 on) refuses this pair before looking at the path. */
+    if ((flags & (O_CREAT | O_DIRECTORY)) == (O_CREAT | O_DIRECTORY)) { errno = EINVAL; return -1; }
     if ((flags & O_TMPFILE) == O_TMPFILE) return fy_open_tmpfile(p, flags, mode);  /* tmp.c */
     return fy_cfg.mode == FY_MODE_DIRECT ? direct_open(p, flags, mode) : cache_open(p, flags, mode);
 }

@@ -160,8 +160,9 @@ class Agent:
 
     # ----- cache mode -----
 
-    async def listed(self, path: bytes) -> cache.Meta:
-        """Make sure directory `path` is in the replica and listed; returns its Meta."""
+    async def listed(self, path: bytes, hops: int = 0) -> cache.Meta:
+        """Make sure directory `path` is in the replica and listed; returns its Meta.
+        `hops` counts the symlinks followed so far (a link may lead back into itself)."""
         rep = self.replica
         root = self.router.root_of(path)
         m = rep.meta.get(path)
@@ -169,14 +170,14 @@ class Agent:
             if path == root:
                 m = rep.ensure_root(root)
             else:
-                parent = await self.listed(cache.parent_of(path))
+                parent = await self.listed(cache.parent_of(path), hops)
                 if parent.kind != "d":
                     raise OSError(errno.ENOTDIR, path)
                 m = rep.meta.get(path)
                 if m is None:
                     raise OSError(errno.ENOENT, path)
         if m.kind == "l":
-            return await self.listed(await self.follow(path))
+            return await self.listed(await self.follow(path, hops + 1), hops + 1)
         if m.kind != "d":
             raise OSError(errno.ENOTDIR, path)
         if not m.present:
@@ -222,7 +223,7 @@ class Agent:
             raise OSError(errno.EACCES, f"symlink {path!r} points outside the export")
         m = self.replica.meta.get(joined)
         if m is None:
-            await self.listed(cache.parent_of(joined))
+            await self.listed(cache.parent_of(joined), hops + 1)
             m = self.replica.meta.get(joined)
         if m is not None and m.kind == "l":
             return await self.follow(joined, hops + 1)
@@ -438,6 +439,8 @@ class Agent:
 
     def oneway_truncate(self, f) -> None:
         m = self.replica.meta.get(f["path"])
+        if m is not None and m.kind == "f" and m.local and not m.pending:
+            return  # not on the node yet: the upload of the open file carries the new size
         self._replay("TRUNCATE", f["path"], m, size=f["size"])
 
     async def op_setattr(self, f) -> dict:
@@ -449,8 +452,10 @@ class Agent:
     def oneway_setattr(self, f) -> None:
         path = f["path"]
         m = self.replica.meta.get(path)
-        if m is not None and m.kind == "f" and m.local:
-            return  # not on the node yet: its upload reads mode and times when it runs
+        if m is not None and m.kind == "f" and m.local and not m.pending:
+            # Not on the node and no upload queued: the upload reads mode and times when it
+            # runs.  One already queued may have read them: replay after it, in lane order.
+            return
         fields = {k: v for k, v in f.items() if k != "path"}
         self._replay("SETATTR", path, m, **fields)
 
@@ -492,8 +497,8 @@ class Agent:
                 rep = await link.call("OPEN", path=rel, flags=flags, mode=f["mode"])
                 node_handle, attr = rep["handle"], rep["attr"]
             except OSError as e:
-                # A directory opened for listing needs no node handle.
-                if e.errno != errno.EISDIR or flags & os.O_ACCMODE != os.O_RDONLY:
+                # A directory opened for listing needs no node handle (O_CREAT: EISDIR).
+                if e.errno != errno.EISDIR or flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_CREAT:
                     raise
                 attr = (await link.call("STAT", path=rel, flags=0))["attr"]
                 node_handle = 0
