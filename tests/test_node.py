@@ -741,3 +741,20 @@ def test_dir_backend_sweeps_stale_uploads(tmp_path: Path) -> None:
     (tmp_path / "a" / "keep").write_bytes(b"k")
     DirBackend(tmp_path).close()
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["a", "a/b", "a/keep"]
+
+
+def test_put_onto_a_hard_linked_file_keeps_the_links(export: Export) -> None:
+    seed(export)
+
+    async def body(c: NodeClient) -> None:
+        await c.call("LINK", old=b"/f", new=b"/f2")
+        a = (await c.call("PUT", path=b"/f", mode=0o600, atime_ns=KEEP_TIME, mtime_ns=5_000_000_000,
+                          data=b"rewritten"))["attr"]
+        b = (await c.call("STAT", path=b"/f2", flags=0))["attr"]
+        assert (a.ino, a.nlink, a.size, a.mtime_ns, stat.S_IMODE(a.mode)) == (b.ino, 2, 9, 5_000_000_000, 0o600)
+        h = (await c.call("OPEN", path=b"/f2", flags=os.O_RDONLY, mode=0))["handle"]
+        assert (await c.call("READ", handle=h, offset=0, count=100))["data"] == b"rewritten"
+        if export.root is not None:
+            assert not _tmp_names(export, "")  # the temporary is gone
+
+    serve(export.backend, body)

@@ -449,6 +449,10 @@ def test_links_ln_and_tar(where: Where, tmp_path):
     assert links == {"d/rel": "f", "d/up": "../d/f"}
     p = where.sh(f"ln {where.path('d/f')} {tmp_path / 'cross'}", check=False)
     assert p.returncode != 0 and "cross-device" in p.stderr
+    # Rewriting one name of a hard-linked file (an upload, in cache mode) keeps one file.
+    where.sh(f"echo rewritten > {where.path('d/hard')}")
+    assert os.stat(root / "d" / "hard").st_ino == os.stat(root / "d" / "f").st_ino
+    assert (root / "d" / "f").read_text() == "rewritten\n"
 
 
 def test_statfs_reports_the_node(where: Where):

@@ -455,11 +455,43 @@ class DirBackend(Backend):
             os.utime(obj.fd, ns=(cur.st_atime_ns if atime_ns == KEEP_TIME else atime_ns,
                                  cur.st_mtime_ns if mtime_ns == KEEP_TIME else mtime_ns))
         self._carry_xattrs(obj)
+        linked = self._into_linked(obj)
+        if linked is not None:
+            return linked
         os.rename(obj.tmp, obj.name, src_dir_fd=obj.dirfd, dst_dir_fd=obj.dirfd)
         attr = obj.fstat()
         obj.close()
         os.close(obj.dirfd)
         obj.dirfd = -1
+        return attr
+
+    def _into_linked(self, obj: _PutFile) -> Attr | None:
+        """An upload onto a file with other hard links rewrites that inode in place, so
+        every name keeps showing one file (the rename would split them).  Such a commit
+        is not atomic: a reader may see it half-written, as with any in-place write."""
+        try:
+            fd = os.open(obj.name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=obj.dirfd)
+        except OSError:
+            return None  # absent, a symlink, a directory...: the rename decides
+        try:
+            old = os.fstat(fd)
+            if not st.S_ISREG(old.st_mode) or old.st_nlink < 2:
+                return None
+            new = os.fstat(obj.fd)
+            os.ftruncate(fd, 0)
+            done = 0
+            while done < new.st_size:
+                n = os.copy_file_range(obj.fd, fd, new.st_size - done, done, done)
+                if n == 0:
+                    break
+                done += n
+            os.ftruncate(fd, new.st_size)
+            os.fchmod(fd, st.S_IMODE(new.st_mode))
+            os.utime(fd, ns=(new.st_atime_ns, new.st_mtime_ns))
+            attr = Attr.from_stat(os.fstat(fd))
+        finally:
+            os.close(fd)
+        self.put_abort(obj)  # the temporary has served
         return attr
 
     @staticmethod

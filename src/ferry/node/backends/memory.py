@@ -477,6 +477,12 @@ class MemoryBackend(Backend):
             node.atime_ns = atime_ns
         if mtime_ns != KEEP_TIME:
             node.mtime_ns = mtime_ns
+        if isinstance(old, _File) and old.nlink > 1:
+            # Other hard links: rewrite that inode, so every name keeps showing one file.
+            old.data, old.mode = node.data, node.mode
+            old.atime_ns, old.mtime_ns = node.atime_ns, node.mtime_ns
+            old.ctime_ns = time.time_ns()
+            return old.attr()
         if old is not None:
             old.nlink -= 1
             if isinstance(old, _File):
