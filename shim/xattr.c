@@ -6,7 +6,8 @@
  * list/set/remove and reads of most names go to the node too; only reads in the system.
  * and security. namespaces are answered by the replica, because `ls -l` probes
  * system.posix_acl_access and security.selinux on every file and `ls -lR` must stay free of
- * round trips (those probes therefore see no ACLs or labels the node may have).
+ * round trips (those probes therefore see no ACLs or labels the node may have), and
+ * POSIX ACLs (system.*) cannot be set (see cache_acl).
  */
 #include "fy.h"
 
@@ -29,6 +30,18 @@ static int bad_name(const char *key)
 static int replica_name(const char *key)
 {
     return fy_cfg.mode == FY_MODE_CACHE && (strncmp(key, "system.", 7) == 0 || strncmp(key, "security.", 9) == 0);
+}
+
+/* Cache mode keeps no POSIX ACLs (system.*): their reads see the replica's, which has none,
+ * and the local kernel enforces the replica's modes.  Setting one says EOPNOTSUPP, as a file
+ * system without ACLs does, and costs nothing: cp -p/-a set an ACL equal to the mode on
+ * every file they write, and fall back to fchmod on that answer (a set would otherwise have
+ * to put a file still being written on the node first, uploading it twice). */
+static int cache_acl(const char *key)
+{
+    if (fy_cfg.mode != FY_MODE_CACHE || strncmp(key, "system.", 7) != 0) return 0;
+    errno = EOPNOTSUPP;
+    return 1;
 }
 
 /* GETXATTR (key) or LISTXATTR (key NULL): the reply's bytes into (buf, size). */
@@ -156,7 +169,7 @@ FY_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
         struct fy_path p;                                                                         \
         int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
         if (r == 0) return real_##name(path, key, val, size, flags);                             \
-        if (r < 0 || bad_set(key, size, flags)) return -1;                                        \
+        if (r < 0 || bad_set(key, size, flags) || cache_acl(key)) return -1;                      \
         return remote_set(p.ferry, key, val, size, flags, nofollow);                             \
     }
 SET_HOOK(setxattr, 0)
@@ -167,7 +180,7 @@ FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, i
     FY_REAL(int, fsetxattr, int, const char *, const void *, size_t, int);
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return real_fsetxattr(fd, key, val, size, flags);
-    if (bad_set(key, size, flags) || !usable_fd(f)) return -1;
+    if (bad_set(key, size, flags) || !usable_fd(f) || cache_acl(key)) return -1;
     return remote_set(f->path, key, val, size, flags, 0);
 }
 
@@ -182,6 +195,7 @@ FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, i
         if (r == 0) return real_##name(path, key);                                               \
         if (r < 0) return -1;                                                                     \
         if (bad_name(key)) { errno = ERANGE; return -1; }                                         \
+        if (cache_acl(key)) return -1;                                                            \
         return remote_remove(p.ferry, key, nofollow);                                            \
     }
 REMOVE_HOOK(removexattr, 0)
@@ -194,5 +208,6 @@ FY_EXPORT int fremovexattr(int fd, const char *key)
     if (!f) return real_fremovexattr(fd, key);
     if (!usable_fd(f)) return -1;
     if (bad_name(key)) { errno = ERANGE; return -1; }
+    if (cache_acl(key)) return -1;
     return remote_remove(f->path, key, 0);
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shlex
+import stat
 import subprocess
 import sys
 import textwrap
@@ -195,3 +196,25 @@ def test_dir_backend_xattrs_stay_confined(tmp_path):
         assert os.listxattr(outside) == []
     finally:
         b.close()
+
+
+def test_cp_a_keeps_modes_and_user_xattrs(where: Where, tmp_path):
+    """cp -a copies user.* xattrs and sets an ACL equal to the mode on every file: in cache
+    mode that ACL is refused (EOPNOTSUPP, no POSIX ACLs there) and cp falls back to fchmod."""
+    src = tmp_path / "src"
+    src.write_text("content\n")
+    os.chmod(src, 0o640)
+    os.setxattr(src, "user.k", b"v")
+    back = tmp_path / "back"
+    p = where.sh(f"cp -a {src} {where.path('dst')} && cp -a {where.path('dst')} {back}")
+    assert p.stderr == ""
+    for f in (where.node.root / "dst", back):
+        assert f.read_text() == "content\n" and stat.S_IMODE(f.stat().st_mode) == 0o640
+        assert os.getxattr(f, "user.k") == b"v"
+    set_acl = [sys.executable, "-c", "import os, sys; os.setxattr(sys.argv[1], 'system.posix_acl_access', b'x')",
+               where.path("dst")]
+    p = where.run(set_acl, check=False)
+    if where.mode == "cache":
+        assert "Operation not supported" in p.stderr
+    else:  # the node's file system judges it: not a valid ACL
+        assert "Invalid argument" in p.stderr
