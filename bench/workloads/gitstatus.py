@@ -41,7 +41,7 @@ def make_repo(b, nfiles: int, ndirs: int):
 
 
 def run(b) -> list[dict]:
-    nfiles = 1000 if b.cfg.quick else 5000
+    nfiles = 500 if b.cfg.quick else 5000
     tree = make_repo(b, nfiles, 100)
     failures: dict[str, Failure] = {}
     variants = b.variants()
