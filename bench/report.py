@@ -87,8 +87,12 @@ def write_markdown(meta: dict, rows: list[dict], plots: list[str], out: Path, wo
           (f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']} "
           "(other work on the machine adds noise; variants are interleaved repeat by repeat so it hits all alike)"),
           f"- Command: `{meta['command']}`", ""]
-    counts = {s: sum(1 for r in head if r["status"] == s) for s in ("pass", "miss", "FAIL")}
-    L += [f"**Targets: {counts['pass']} pass, {counts['miss']} miss, {counts['FAIL']} failed.**", ""]
+    counts = {s: sum(1 for r in head if r["status"] == s and (r["target"] or r["variant"] == "local"
+                                                             or is_ferry(r["variant"])))
+              for s in ("pass", "miss", "FAIL")}
+    peer_fail = sum(1 for r in head if r["status"] == "FAIL" and not is_ferry(r["variant"]) and r["variant"] != "local")
+    L += [f"**Targets: {counts['pass']} pass, {counts['miss']} miss, {counts['FAIL']} failed.**"
+          + (f" Peer rows that failed: {peer_fail} (see Failures)." if peer_fail else ""), ""]
     L += ["## How to read this", "",
           ("- `local`: the same commands on a local directory, no ferry. `ferry-cache` / `ferry-direct`: "
           "`ferry run --mode cache|direct --mount /mnt/r=ferry://127.0.0.1:PORT -- CMD` against a "
