@@ -12,6 +12,7 @@ locally and not yet written back.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -192,7 +193,7 @@ async def fetch(link: NodeLink, rel: bytes, dest: bytes, in_place: bool = False)
                     offset += spec.IO_CHUNK
                 off, fut = inflight.pop(0)
                 data = (await fut)["data"]
-                if data:
+                if data and not is_zero(data):  # a hole stays a hole: the size is set below
                     os.pwrite(fd, data, off)
                 if len(data) < spec.IO_CHUNK:
                     done, end = True, off + len(data)
@@ -217,6 +218,33 @@ async def fetch(link: NodeLink, rel: bytes, dest: bytes, in_place: bool = False)
     return await link.run(job)
 
 
+_ZERO_CHUNK = bytes(spec.IO_CHUNK)
+
+
+def is_zero(data) -> bool:
+    """`data` (bytes or a memoryview, at most IO_CHUNK long) is all zero bytes."""
+    return _ZERO_CHUNK.startswith(data)  # a memcmp; memoryview == bytes compares item by item
+
+
+def data_extents(fd: int):
+    """(start, end) of each stretch of `fd` that holds data, holes skipped (SEEK_DATA/
+    SEEK_HOLE), up to the size at the time of each step; the whole file where the file
+    system cannot tell."""
+    off = 0
+    while True:
+        try:
+            start = os.lseek(fd, off, os.SEEK_DATA)
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # no data past off
+                return
+            if off == 0:
+                yield 0, os.fstat(fd).st_size
+            return
+        yield start, end
+        off = end
+
+
 def readable_copy(fd: int) -> int:
     """A read-only fd on the same inode as `fd` (which may be write-only): the upload must
     read what the program wrote, even if the program renamed or unlinked it since."""
@@ -234,7 +262,7 @@ def identity(st: os.stat_result) -> tuple[int, int, int]:
 def upload_job(link: NodeLink, rel: bytes, fd: int, meta: Meta | None):
     """A write-back of one closed file, read from the fd the shim handed over.  A small
     file goes as one pipelined PUT (the lane moves on at once); a large one streams
-    through PUT_OPEN/WRITE/PUT_COMMIT."""
+    through PUT_OPEN/WRITE/PUT_COMMIT, holes skipped."""
     what = f"upload {rel.decode(errors='replace')}"
 
     def committed(attr: Attr) -> None:
@@ -274,21 +302,26 @@ async def _stream_upload(client, rel: bytes, fd: int, committed) -> None:
     rep = await client.call("PUT_OPEN", path=rel, mode=stat.S_IMODE(st.st_mode))
     handle = rep["handle"]
     writes = []
-    off = 0
-    while True:
-        data = os.pread(fd, spec.IO_CHUNK, off)
-        if not data:
-            break
-        writes.append(client.send("WRITE", handle=handle, offset=off, data=data))
-        off += len(data)
-        await client.drain()
+    written = 0  # end of the last data sent: the node's temporary is that long
+    for start, end in data_extents(fd):  # holes are not sent: the node's copy stays sparse
+        off = start
+        while off < end:
+            data = os.pread(fd, min(spec.IO_CHUNK, end - off), off)
+            if not data:
+                break
+            writes.append(client.send("WRITE", handle=handle, offset=off, data=data))
+            off += len(data)
+            written = off
+            await client.drain()
+    st = os.fstat(fd)
+    if st.st_size != written:  # a trailing hole (or a file that shrank meanwhile)
+        writes.append(client.send("FTRUNCATE", handle=handle, size=st.st_size))
     try:
         for w in writes:
             await w
     except BaseException:
         client.send("CLOSE", handle=handle)  # discards the temporary
         raise
-    st = os.fstat(fd)
     rep = await client.call("PUT_COMMIT", handle=handle, mode=stat.S_IMODE(st.st_mode),
                             atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
     committed(rep["attr"])

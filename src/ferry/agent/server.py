@@ -578,6 +578,12 @@ class Agent:
         elif whence == SEEK_END:
             size = (await self._fstat(h)).size
             new = size + off
+        elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
+            # As a file system without holes answers: all data, one hole at the end.
+            size = (await self._fstat(h)).size
+            if off < 0 or off >= size:
+                raise OSError(errno.ENXIO, "offset past the end")
+            new = off if whence == os.SEEK_DATA else size
         else:
             raise OSError(errno.EINVAL, "unsupported whence")
         if new < 0:
