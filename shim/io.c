@@ -209,7 +209,7 @@ static struct fy_fd *direct(int fd)
 ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
 {
     size_t done = 0;
-    while (done < n) {
+    do {  /* once even for n == 0: the node still says EBADF or EISDIR */
         uint32_t want = (uint32_t)(n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK);
         struct fy_enc e = {.len = 0};
         fy_put_u64(&e, f->handle);
@@ -223,7 +223,7 @@ ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
         if (got < 4 || len > want) { if (done) break; return fy_fail(-EIO); }
         done += len;
         if (len < want) break;
-    }
+    } while (done < n);
     return (ssize_t)done;
 }
 

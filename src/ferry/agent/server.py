@@ -299,7 +299,19 @@ class Agent:
         return {}
 
     def op_cache_close(self, f, fd: int) -> None:
-        path = f["path"]
+        # The name the file has now: the program may have renamed it while it was open.
+        try:
+            where = os.readlink(f"/proc/self/fd/{fd}".encode())
+        except OSError:
+            where = b""
+        root, path = self.replica.root, f["path"]
+        if where.startswith(root + b"/"):
+            try:  # and is that name this file? (not for a linked O_TMPFILE file: "/dir/#123")
+                a, b = os.lstat(where), os.fstat(fd)
+                if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+                    path = where[len(root):]
+            except OSError:
+                pass
         if os.fstat(fd).st_nlink == 0:
             # Unlinked since (a temporary file): its UNLINK is, or will be, replayed;
             # uploading it would bring back what the program deleted.
@@ -392,11 +404,21 @@ class Agent:
         return {}
 
     def oneway_link(self, f) -> None:
-        src = self.replica.meta.get(f["old"])
+        src = self.replica.meta.get(f["old"]) or self._adopt(f["old"])
+        link, old = self.route(f["old"])
+        if src is not None and src.kind == "f" and src.local and not src.pending:
+            # Still being written and never uploaded: the node must have the file before
+            # it can give it a second name.  Send what the replica holds now.
+            try:
+                fd = os.open(self.replica.cpath(f["old"]), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                src.pending += 1
+                link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
         m = self.replica.added(f["new"], "f")
         if src is not None:
             m.present, m.version = src.present, src.version
-        link, old = self.route(f["old"])
         _, new = self.route(f["new"])
         m.pending += 1
         link.submit(cache.oneway_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
@@ -416,7 +438,10 @@ class Agent:
         return {}
 
     def oneway_unlink(self, f) -> None:
+        m = self.replica.meta.get(f["path"])
         self.replica.removed(f["path"])
+        if m is None or (m.kind == "f" and m.local and not m.pending):
+            return  # made here and never sent (a temporary still open): nothing on the node
         self._replay("UNLINK", f["path"], None)
 
     async def op_rename(self, f) -> dict:
@@ -426,8 +451,25 @@ class Agent:
         return {}
 
     def oneway_rename(self, f) -> None:
-        self.replica.renamed(f["old"], f["new"])
+        if f["old"] == f["new"]:
+            return  # the kernel's no-op; replaying it would drop the replica's entry
         link, old = self.route(f["old"])
+        src = self.replica.meta.get(f["old"])
+        if src is None or (src.kind == "f" and src.local and not src.pending):
+            # Still open for writing and never uploaded: the node needs it before it can
+            # rename it.  The replica has renamed it already: send it from there.
+            try:
+                fd = os.open(self.replica.cpath(f["new"]), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    fd = -1
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                src = src or self.replica.added(f["old"], "f")
+                src.pending += 1
+                link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
+        self.replica.renamed(f["old"], f["new"])
         _, new = self.route(f["new"])
         link.submit(cache.oneway_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
                     f"rename {f['old']!r}")
