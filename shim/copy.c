@@ -1,4 +1,4 @@
-/* Copies between fds in the kernel: copy_file_range, sendfile, sendfile64.
+/* Copies between fds in the kernel: copy_file_range, sendfile, sendfile64, splice.
  *
  * Cache-mode fds are real fds, so the kernel does these.  When either fd is a direct-mode
  * placeholder the kernel would only see a socket, so the copy is done here: reads and
@@ -13,7 +13,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -173,4 +175,41 @@ FY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
     }
     _Static_assert(sizeof(off_t) == sizeof(off64_t), "off_t is 64-bit here");
     return sendfile_common(out_fd, in_fd, (off64_t *)offset, count);
+}
+
+/* splice between a pipe and a direct-mode fd (the kernel would read the placeholder socket,
+ * which never carries data, and wait forever).  Into a pipe it moves no more than the pipe
+ * has room for, as the kernel does, so a program that splices in and out of one pipe from a
+ * single thread never blocks on it. */
+FY_EXPORT ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len, unsigned int flags)
+{
+    struct end in = {fd_in, direct(fd_in)}, out = {fd_out, direct(fd_out)};
+    if (!in.f && !out.f) {
+        FY_REAL(ssize_t, splice, int, off64_t *, int, off64_t *, size_t, unsigned int);
+        return real_splice(fd_in, off_in, fd_out, off_out, len, flags);
+    }
+    int fl_in = status_flags(fd_in), fl_out = status_flags(fd_out);
+    if (fl_in < 0 || fl_out < 0) return -1;
+    if ((fl_in & O_ACCMODE) == O_WRONLY || (fl_out & O_ACCMODE) == O_RDONLY) { errno = EBADF; return -1; }
+    struct stat st;
+    int pipe_fd = in.f ? fd_out : fd_in;
+    if ((in.f && out.f) || fstat(pipe_fd, &st) < 0 || !S_ISFIFO(st.st_mode)) { errno = EINVAL; return -1; }
+    if (pipe_fd == fd_in ? off_in != NULL : off_out != NULL) { errno = ESPIPE; return -1; }
+    off64_t *off = in.f ? off_in : off_out;
+    if ((out.f && (fl_out & O_APPEND)) || (off && *off < 0)) { errno = EINVAL; return -1; }
+    if (len == 0) return 0;
+    if (!in.f && ((flags & SPLICE_F_NONBLOCK) || (fl_in & O_NONBLOCK))) {
+        struct pollfd pfd = {fd_in, POLLIN, 0};
+        if (poll(&pfd, 1, 0) == 0) { errno = EAGAIN; return -1; }  /* empty, writers left */
+    }
+    if (!out.f) {
+        int size = fcntl(fd_out, F_GETPIPE_SZ), queued = 0;
+        if (size <= 0) size = 65536;
+        if (ioctl(fd_out, FIONREAD, &queued) < 0) queued = 0;
+        size_t room = queued < size ? (size_t)(size - queued) : 0;
+        if (!room && ((flags & SPLICE_F_NONBLOCK) || (fl_out & O_NONBLOCK))) { errno = EAGAIN; return -1; }
+        if (!room) room = PIPE_BUF;  /* wait for room, as the kernel does */
+        if (len > room) len = room;
+    }
+    return pump(&in, in.f ? off_in : NULL, &out, out.f ? off_out : NULL, len);
 }

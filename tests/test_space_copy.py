@@ -236,3 +236,60 @@ def test_cp_cat_and_shutil_copy_through_the_kernel_copy_calls(where: Where, tmp_
         assert (root / name).read_bytes() == data, name
     for name in ("back", "catback", "pyback"):
         assert (tmp_path / name).read_bytes() == data, name
+
+
+SPLICE_C = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void show(const char *what, long long rc) { printf("%s %lld %s\n", what, rc, rc < 0 ? strerror(errno) : "-"); }
+
+/* argv[1]: a file to make.  splice between a pipe and it, both ways. */
+int main(int argc, char **argv)
+{
+    (void)argc;
+    int f = open(argv[1], O_RDWR | O_CREAT | O_TRUNC, 0644), p[2];
+    if (f < 0 || pipe(p) || write(f, "0123456789", 10) != 10) { perror("setup"); return 1; }
+    if (write(p[1], "hello", 5) != 5) return 2;
+    off64_t off = 3;
+    show("pipe-to-file", splice(p[0], NULL, f, &off, 64, 0));
+    printf("offset %lld position %lld\n", (long long)off, (long long)lseek(f, 0, SEEK_CUR));
+    off = 0;
+    show("file-to-pipe", splice(f, &off, p[1], NULL, 7, 0));
+    char buf[16] = {0};
+    if (read(p[0], buf, 7) != 7) return 3;
+    printf("pipe holds %s offset %lld\n", buf, (long long)off);
+    lseek(f, 8, SEEK_SET);
+    show("file-to-pipe-position", splice(f, NULL, p[1], NULL, 100, 0));
+    memset(buf, 0, sizeof buf);
+    if (read(p[0], buf, 2) != 2) return 4;
+    printf("pipe holds %s position %lld\n", buf, (long long)lseek(f, 0, SEEK_CUR));
+    off = 0;
+    show("offset-on-pipe", splice(p[0], &off, f, NULL, 4, 0));
+    show("no-pipe", splice(f, NULL, f, NULL, 4, 0));
+    show("nonblock-empty", splice(p[0], NULL, f, NULL, 4, SPLICE_F_NONBLOCK) < 0 ? -1 : 0);
+    close(p[1]);
+    show("pipe-at-eof", splice(p[0], NULL, f, NULL, 4, 0));
+    memset(buf, 0, sizeof buf);
+    if (pread(f, buf, 10, 0) != 10) return 5;
+    printf("file %s\n", buf);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def splice_prog(tmp_path_factory) -> Path:
+    return compile_c(tmp_path_factory.mktemp("splice"), "splice", SPLICE_C.replace("\\\n", "\n"))
+
+
+def test_splice_between_a_pipe_and_a_ferry_file(where: Where, splice_prog, tmp_path):
+    expected = subprocess.run([str(splice_prog), str(tmp_path / "f")], capture_output=True, text=True, check=True,
+                              timeout=60).stdout
+    assert "pipe-to-file 5 -" in expected and "file 012hello89" in expected
+    assert where.run([str(splice_prog), where.path("f")]).stdout == expected
+    assert (where.node.root / "f").read_bytes() == b"012hello89"
