@@ -20,10 +20,13 @@
 #define XATTR_NAME_LIMIT 255     /* Linux's XATTR_NAME_MAX */
 #define XATTR_VALUE_LIMIT 65536  /* Linux's XATTR_SIZE_MAX */
 
+/* 1 with errno set for a name the kernel refuses before looking anything up. */
 static int bad_name(const char *key)
 {
+    if (!key) { errno = EFAULT; return 1; }
     size_t n = strlen(key);
-    return n == 0 || n > XATTR_NAME_LIMIT;
+    if (n == 0 || n > XATTR_NAME_LIMIT) { errno = ERANGE; return 1; }
+    return 0;
 }
 
 /* Cache mode: is this read answered by the replica? */
@@ -59,6 +62,7 @@ static ssize_t remote_get(const char *ferry, const char *key, int nofollow, void
     if (len >= 4) memcpy(&n, rep, 4);
     if (len < 4 || n > len - 4) { free(rep); return fy_fail(-EIO); }
     if (size && n > size) { free(rep); errno = ERANGE; return -1; }
+    if (size && n && !buf) { free(rep); errno = EFAULT; return -1; }
     if (size && n) memcpy(buf, rep + 4, n);
     free(rep);
     return (ssize_t)n;
@@ -93,11 +97,12 @@ static int remote_remove(const char *ferry, const char *key, int nofollow)
 }
 
 /* setxattr's own checks, in the kernel's order, before anything is looked up. */
-static int bad_set(const char *key, size_t size, int flags)
+static int bad_set(const char *key, const void *val, size_t size, int flags)
 {
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) { errno = EINVAL; return 1; }
-    if (bad_name(key)) { errno = ERANGE; return 1; }
+    if (bad_name(key)) return 1;
     if (size > XATTR_VALUE_LIMIT) { errno = E2BIG; return 1; }
+    if (size && !val) { errno = EFAULT; return 1; }
     return 0;
 }
 
@@ -118,7 +123,7 @@ static struct fy_fd *usable_fd(struct fy_fd *f)
         int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
         if (r == 0) return real_##name(path, key, val, size);                                    \
         if (r < 0) return -1;                                                                     \
-        if (bad_name(key)) { errno = ERANGE; return -1; }                                         \
+        if (bad_name(key)) return -1;                                                             \
         if (!replica_name(key)) return remote_get(p.ferry, key, nofollow, val, size);            \
         struct stat st;                                                                           \
         int rc = fy_cache_stat(&p, &st, nofollow);                                                \
@@ -133,7 +138,7 @@ FY_EXPORT ssize_t fgetxattr(int fd, const char *key, void *val, size_t size)
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return real_fgetxattr(fd, key, val, size);
     if (!usable_fd(f)) return -1;
-    if (bad_name(key)) { errno = ERANGE; return -1; }
+    if (bad_name(key)) return -1;
     if (f->kind == FY_FD_CACHE && replica_name(key)) return real_fgetxattr(fd, key, val, size);
     return remote_get(f->path, key, 0, val, size);
 }
@@ -169,7 +174,7 @@ FY_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
         struct fy_path p;                                                                         \
         int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
         if (r == 0) return real_##name(path, key, val, size, flags);                             \
-        if (r < 0 || bad_set(key, size, flags) || cache_acl(key)) return -1;                      \
+        if (r < 0 || bad_set(key, val, size, flags) || cache_acl(key)) return -1;                \
         return remote_set(p.ferry, key, val, size, flags, nofollow);                             \
     }
 SET_HOOK(setxattr, 0)
@@ -180,7 +185,7 @@ FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, i
     FY_REAL(int, fsetxattr, int, const char *, const void *, size_t, int);
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return real_fsetxattr(fd, key, val, size, flags);
-    if (bad_set(key, size, flags) || !usable_fd(f) || cache_acl(key)) return -1;
+    if (bad_set(key, val, size, flags) || !usable_fd(f) || cache_acl(key)) return -1;
     return remote_set(f->path, key, val, size, flags, 0);
 }
 
@@ -194,7 +199,7 @@ FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, i
         int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
         if (r == 0) return real_##name(path, key);                                               \
         if (r < 0) return -1;                                                                     \
-        if (bad_name(key)) { errno = ERANGE; return -1; }                                         \
+        if (bad_name(key)) return -1;                                                             \
         if (cache_acl(key)) return -1;                                                            \
         return remote_remove(p.ferry, key, nofollow);                                            \
     }
@@ -207,7 +212,7 @@ FY_EXPORT int fremovexattr(int fd, const char *key)
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return real_fremovexattr(fd, key);
     if (!usable_fd(f)) return -1;
-    if (bad_name(key)) { errno = ERANGE; return -1; }
+    if (bad_name(key)) return -1;
     if (cache_acl(key)) return -1;
     return remote_remove(f->path, key, 0);
 }

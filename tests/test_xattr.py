@@ -22,7 +22,7 @@ q = shlex.quote
 
 # Every call of the family, in Python: errno names where Linux refuses.
 OPS_PY = textwrap.dedent(r"""
-    import errno, os, sys
+    import ctypes, errno, os, sys
     d = sys.argv[1]
     f, l, sub = (os.path.join(d, n) for n in ("f", "l", "sub"))
     out = []
@@ -57,6 +57,16 @@ OPS_PY = textwrap.dedent(r"""
     rec("long-name", lambda: os.setxattr(f, "user." + "n" * 300, b"v"))
     rec("too-big", lambda: os.setxattr(f, "user.huge", b"x" * 70000))
     rec("bad-flags", lambda: os.setxattr(f, "user.k", b"v", 4))
+    libc = ctypes.CDLL(None, use_errno=True)
+    def c_call(fn):
+        def call():
+            if fn() < 0:
+                raise OSError(ctypes.get_errno(), "")
+        return call
+    rec("null-name", c_call(lambda: libc.getxattr(f.encode(), None, None, 0)))
+    rec("null-value", c_call(lambda: libc.setxattr(f.encode(), b"user.n", None, 5, 0)))
+    rec("null-buffer", c_call(lambda: libc.getxattr(f.encode(), b"user.k", None, 16)))
+    rec("null-list", c_call(lambda: libc.listxattr(f.encode(), None, 64)))
     rec("through-link", lambda: os.getxattr(l, "user.k"))
     rec("link-itself-set", lambda: os.setxattr(l, "user.k", b"v", follow_symlinks=False))
     rec("link-itself-get", lambda: os.getxattr(l, "user.k", follow_symlinks=False))
