@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(cfg)
     rows: list[dict] = []
     data: dict = {}
+    took: dict[str, float] = {}
     interrupted = False
     try:
         log(f"bench: temp dir {bench.tmp}; shim {bench.shim}")
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                     data["W2 tarball"] = (f"{info['tar_bytes'] / 1e6:.1f} MB, {info['files']} files "
                                           f"({info['bytes'] / 1e6:.1f} MB; sizes {info['size_min']}…"
                                           f"{info['size_max']} B, median {info['size_median']} B), {info['dirs']} dirs")
-            log(f"bench: {m.NAME} done in {time.monotonic() - t:.0f}s")
+            took[m.NAME] = time.monotonic() - t
+            log(f"bench: {m.NAME} done in {took[m.NAME]:.0f}s")
     except KeyboardInterrupt:
         interrupted = True
         log("bench: interrupted — writing what was measured")
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_start": load_start, "load_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "command": " ".join(["python -m bench", shlex.join(argv if argv is not None else sys.argv[1:])]).strip(),
         "warnings": bench.warnings, "data": data, "peers": peer_info, "peer_skips": dict(bench.peer_skips),
+        "took": took,
     }
     report.peer_ratios(rows)
     names, note = report.plots(rows, a.out)

@@ -86,7 +86,11 @@ def write_markdown(meta: dict, rows: list[dict], plots: list[str], out: Path, wo
           f"- Machine: {meta['machine']}",
           (f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']} "
           "(other work on the machine adds noise; variants are interleaved repeat by repeat so it hits all alike)"),
-          f"- Command: `{meta['command']}`", ""]
+          f"- Command: `{meta['command']}`"]
+    if meta.get("took"):
+        L += ["- Time per workload (incl. peer set-up): "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in meta["took"].items())]
+    L += [""]
     counts = {s: sum(1 for r in head if r["status"] == s and (r["target"] or r["variant"] == "local"
                                                              or is_ferry(r["variant"])))
               for s in ("pass", "miss", "FAIL")}
