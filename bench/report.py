@@ -6,7 +6,7 @@ import math
 import textwrap
 from pathlib import Path
 
-from .harness import VARIANTS, dump_json
+from .harness import dump_json
 
 COLORS = {"local": "#4d4d4d", "ferry-cache": "#1f77b4", "ferry-direct": "#ff7f0e", "sshfs": "#2ca02c",
           "nfs": "#9467bd", "s3fs": "#8c564b", "proxychains": "#e377c2", "lsyncd": "#17becf"}
@@ -314,18 +314,19 @@ def plot_w2_phases(plt, rows, outdir: Path) -> str | None:
     rs = [r for r in rows if r["workload"] == "w2" and r.get("phase") and r["median"] is not None]
     if not rs:
         return None
-    fig, ax = plt.subplots(figsize=(9, 5))
+    variants = list(dict.fromkeys(r["variant"] for r in rs))
+    fig, ax = plt.subplots(figsize=(max(9, 1.1 * len(variants) * 2), 5))
     hatches = {"untar": "", "ls -lR": "//", "rm -r": ".."}
     ticks = []
     for si, shape in enumerate(("one run", "three runs")):
-        for vi, v in enumerate(VARIANTS):
-            x = si * 4 + vi
+        for vi, v in enumerate(variants):
+            x = si * (len(variants) + 1) + vi
             bottom = 0.0
             for ph in ("untar", "ls -lR", "rm -r"):
                 r = next((r for r in rs if r["shape"] == shape and r["variant"] == v and r["phase"] == ph), None)
                 if not r:
                     continue
-                ax.bar(x, r["median"], 0.8, bottom=bottom, color=COLORS[v], hatch=hatches[ph], edgecolor="white",
+                ax.bar(x, r["median"], 0.8, bottom=bottom, color=color(v), hatch=hatches[ph], edgecolor="white",
                        label=ph if (si == 0 and vi == 1) else None)
                 bottom += r["median"]
             whole = next((r for r in rows if r["workload"] == "w2" and not r.get("detail") and r.get("shape") == shape
