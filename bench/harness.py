@@ -234,6 +234,7 @@ class Bench:
             arch = subprocess.run(["git", "-C", str(REPO), "archive", cfg.rev, "src/ferry", "shim"],
                                   capture_output=True, timeout=120, check=False)
             if arch.returncode != 0:
+                shutil.rmtree(self.tmp, ignore_errors=True)
                 raise SystemExit(f"bench: git archive {cfg.rev} failed: {arch.stderr.decode(errors='replace')}")
             subprocess.run(["tar", "-x", "-C", str(snap)], input=arch.stdout, check=True, timeout=120)
             self.pyroot = snap / "src"
@@ -257,6 +258,7 @@ class Bench:
         r = run_cmd([sys.executable, "-c", "from ferry import shimlib; print(shimlib.path())"], timeout=300,
                     env=self.env)
         if r.rc != 0:
+            shutil.rmtree(self.tmp, ignore_errors=True)
             raise SystemExit(f"bench: cannot build the ferry shim:\n{r.stderr}")
         self.shim = r.stdout.strip()
 
