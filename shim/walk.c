@@ -432,8 +432,11 @@ FY_EXPORT int ftw64(const char *path, int (*fn)(const char *, const struct stat6
 static int glob_is_ferry(const char *pattern, int flags)
 {
     if (fy_cfg.mode == FY_MODE_OFF || !pattern || (flags & GLOB_ALTDIRFUNC)) return 0;
-    if (pattern[0] != '/') return fy_vcwd_set;
-    return fy_mount_root(pattern) != 0;
+    if (pattern[0] == '/') return fy_mount_root(pattern) != 0;
+    struct fy_path p;
+    const char *name = pattern;
+    /* a relative pattern from the local cwd /mnt of mount /mnt/x may lead into it */
+    return fy_vcwd_set || ferry_name(AT_FDCWD, &name, &p);
 }
 
 static struct dirent *alt_readdir(void *d) { return readdir(d); }

@@ -197,14 +197,14 @@ def test_hand_written(harness, name):
 
 # ---------------------------------------------------------------- generated sequences
 
-NAMES = ["a", "b", "d", "d/a", "d/e", "d/e/f", "l", "d/l", "e"]
+NAMES = ["a", "b", "d", "d/a", "d/e", "d/e/f", "l", "d/l", "e", "ld", "ld/a", "ld/e/g"]
 TARGETS = ["a", "d", "d/a", "nothere", "../a", "l"]
 ACCESS = [R, W, RW]
 EXTRA = [C, X, T, A, "O_DIRECTORY", "O_NOFOLLOW"]
 
 PROLOGUE = [
     ["open", "a", [RW, C]], ["write", 0, "hello\n"], ["mkdir", "d"], ["open", "d/a", [RW, C]],
-    ["write", 1, "in d\n"], ["mkdir", "d/e"], ["symlink", "a", "l"],
+    ["write", 1, "in d\n"], ["mkdir", "d/e"], ["symlink", "a", "l"], ["symlink", "d", "ld"],
 ]
 
 name = st.sampled_from(NAMES)
