@@ -61,6 +61,9 @@ struct fy_path {
  * a name relative to a ferry directory climbs out of its mount with ".."); 1: ferry's,
  * `out` filled; -1: ferry's but invalid, errno set. */
 int fy_resolve(int dirfd, const char **path, struct fy_path *out);
+/* After a local open(at) succeeded: remember a directory fd that lies above a mount root,
+ * so names relative to it can enter the mount.  Returns fd. */
+int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
 /* Length of the mount root ("/REMOTE@h:p" or the prefix) that `ferry_path` lies under, or 0. */
 size_t fy_mount_root(const char *ferry_path);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
@@ -150,6 +153,7 @@ void fy_stdio_adopt(void);
 
 /* ---- proc.c ---- */
 char **fy_env_for_exec(char *const envp[]);
+const char *fy_follow_links(const char *path);
 void fy_after_fork_child(void);
 
 /* ---- errno helpers ---- */

@@ -98,7 +98,7 @@ int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
 #define OPEN_BODY(dirfd, real_call)                  \
     struct fy_path p;                                \
     int r = fy_resolve(dirfd, &path, &p);             \
-    if (r == 0) return real_call;                    \
+    if (r == 0) return fy_note_dirfd(real_call, dirfd, path, flags); \
     return r < 0 ? -1 : fy_open_path(&p, flags, mode)
 
 FY_EXPORT int open(const char *path, int flags, ...)

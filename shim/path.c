@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 
 char fy_vcwd[PATH_MAX];
@@ -107,12 +108,89 @@ static int normalize(const char *in, char *out, size_t cap)
     return 0;
 }
 
+/* Local directory fds above a mount root, by absolute path: a program that walks to a
+ * mount one component at a time (rsync 3.4 opens "/", then "mnt" and "x" with
+ * openat(O_PATH)) names the mount relative to them.  The open hooks record such fds
+ * (fy_note_dirfd); an entry is trusted only while the fd still is that directory (its
+ * number may have been closed and reused without our knowing). */
+#define ABOVE_MAX 16
+static struct { int fd; dev_t dev; ino_t ino; char path[PATH_MAX]; } above[ABOVE_MAX];
+static int nabove, above_next;
+static pthread_mutex_t above_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Copy the absolute path of above-fd `fd` into buf; 0 when fd is not one (any more). */
+static int above_path(int fd, char *buf)
+{
+    FY_REAL(int, fstat, int, struct stat *);
+    struct stat st;
+    int found = 0;
+    pthread_mutex_lock(&above_lock);
+    for (int i = 0; i < nabove; i++) {
+        if (above[i].fd != fd) continue;
+        if (real_fstat(fd, &st) == 0 && st.st_dev == above[i].dev && st.st_ino == above[i].ino) {
+            strcpy(buf, above[i].path);
+            found = 1;
+        } else {
+            above[i].fd = -1;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&above_lock);
+    return found;
+}
+
+/* Is normalised local `path` "/" or an ancestor directory of a mount prefix? */
+static int is_above(const char *path)
+{
+    size_t n = strlen(path);
+    if (n == 1) return 1;  /* every /REMOTE@ */
+    for (int i = 0; i < fy_cfg.nprefix; i++)
+        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], path, n) == 0 && fy_cfg.prefix[i][n] == '/')
+            return 1;
+    return 0;
+}
+
+static int normalize(const char *in, char *out, size_t cap);
+
+int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
+{
+    if (fd < 0 || !(flags & (O_DIRECTORY | O_PATH)) || fy_cfg.mode == FY_MODE_OFF || !path) return fd;
+    char base[PATH_MAX], joined[2 * PATH_MAX], norm[PATH_MAX];
+    const char *abs = path;
+    if (path[0] != '/') {
+        if (dirfd == AT_FDCWD) {
+            if (!rcwd_above) return fd;
+            strcpy(base, rcwd);
+        } else if (nabove == 0 || !above_path(dirfd, base)) {
+            return fd;
+        }
+        snprintf(joined, sizeof joined, "%s/%s", base, path);
+        abs = joined;
+    }
+    if (normalize(abs, norm, sizeof norm) < 0 || !is_above(norm)) return fd;
+    FY_REAL(int, fstat, int, struct stat *);
+    struct stat st;
+    if (real_fstat(fd, &st) < 0) return fd;
+    pthread_mutex_lock(&above_lock);
+    int slot = -1;
+    for (int i = 0; i < nabove && slot < 0; i++)
+        if (above[i].fd == fd || above[i].fd == -1) slot = i;
+    if (slot < 0) slot = nabove < ABOVE_MAX ? nabove++ : (above_next++ % ABOVE_MAX);
+    above[slot].fd = fd;
+    above[slot].dev = st.st_dev;
+    above[slot].ino = st.st_ino;
+    strcpy(above[slot].path, norm);
+    pthread_mutex_unlock(&above_lock);
+    return fd;
+}
+
 int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
 {
     const char *path = *pathp;
     if (fy_cfg.mode == FY_MODE_OFF || !path) return 0;
-    char joined[2 * PATH_MAX];
+    char joined[2 * PATH_MAX], above_base[PATH_MAX];
     const char *abs;
+    int from_above = 0;
     if (path[0] == '/') {
         if (!fy_mount_root(path)) return 0;
         abs = path;
@@ -123,8 +201,13 @@ int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
             base = fy_vcwd_set ? fy_vcwd : rcwd;
         } else {
             struct fy_fd *f = fy_fd_get(dirfd);
-            if (!f) return 0;
-            base = f->path;
+            if (!f) {
+                if (nabove == 0 || !above_path(dirfd, above_base)) return 0;
+                base = above_base;
+                from_above = 1;
+            } else {
+                base = f->path;
+            }
         }
         size_t bl = strlen(base), pl = strlen(path);
         if (bl == 1) bl = 0;  /* base "/" */
@@ -139,7 +222,7 @@ int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
     if (!fy_mount_root(out->ferry)) {
         /* ".." climbed out of the mount: the name is local, but relative to a ferry
          * directory the kernel does not know, so hand libc the absolute path instead. */
-        if (abs == joined) *pathp = out->ferry;
+        if (abs == joined && !from_above) *pathp = out->ferry;  /* a real dirfd resolves it as is */
         return 0;
     }
     if (fy_cfg.cache_len) {

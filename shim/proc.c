@@ -150,14 +150,14 @@ struct exec_plan {
     const char *run;   /* the file to hand the kernel */
     char **argv;       /* the caller's, or `owned` */
     char **owned;      /* malloc'd rewritten argv */
-    char *names[SCRIPT_HOPS + 1];        /* malloc'd copies of rewritten local names */
+    char *names[2 * (SCRIPT_HOPS + 1)];  /* malloc'd followed and rewritten names */
     char line[SCRIPT_HOPS + 1][SCRIPT_HEAD + 1];
 };
 
 static void plan_free(struct exec_plan *pl)
 {
     free(pl->owned);
-    for (int i = 0; i <= SCRIPT_HOPS; i++) free(pl->names[i]);
+    for (int i = 0; i < 2 * (SCRIPT_HOPS + 1); i++) free(pl->names[i]);
 }
 
 /* The first line of `file` if it starts with "#!", cut into interpreter and optional
@@ -200,6 +200,40 @@ static int is_ferry_name(const char *name)
     return fy_resolve(AT_FDCWD, &name, &p) == 1;
 }
 
+/* A ferry path that is a symlink, followed here as a kernel client follows any symlink:
+ * an absolute target names a file on this machine (a venv's bin/python3 ->
+ * /usr/bin/python3), which the agent, refusing absolute targets as escapes from the
+ * export, would not open.  `path` itself when it is no ferry symlink, else a malloc'd
+ * target (local, or a ferry path that is no symlink); NULL on error. */
+const char *fy_follow_links(const char *path)
+{
+    char *cur = NULL;
+    for (int hop = 0; hop < 40; hop++) {
+        struct fy_path fp;
+        const char *n = cur ? cur : path;
+        struct stat st;
+        if (fy_resolve(AT_FDCWD, &n, &fp) != 1 || lstat(fp.ferry, &st) < 0 || !S_ISLNK(st.st_mode))
+            return cur ? cur : path;
+        char t[PATH_MAX];
+        ssize_t len = readlink(fp.ferry, t, sizeof t - 1);
+        if (len <= 0) return cur ? cur : path;
+        t[len] = 0;
+        char *next = malloc(2 * PATH_MAX);
+        if (!next) { free(cur); errno = ENOMEM; return NULL; }
+        if (t[0] == '/') {
+            strcpy(next, t);
+        } else {
+            *strrchr(fp.ferry, '/') = 0;  /* a normalised ferry path always has one */
+            snprintf(next, 2 * PATH_MAX, "%s/%s", fp.ferry, t);
+        }
+        free(cur);
+        cur = next;
+    }
+    free(cur);
+    errno = ELOOP;
+    return NULL;
+}
+
 /* Decide what the kernel runs for execve(path, argv): fills pl->run and pl->argv.
  * 0 or -1 with errno. */
 static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
@@ -210,10 +244,13 @@ static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
     pl->argv = (char **)argv;
     const char *cur = path;
     for (int hop = 0;; hop++) {
-        const char *local = cur;
+        const char *target = fy_follow_links(cur);
+        if (!target) return -1;
+        if (target != cur) pl->names[2 * hop] = (char *)target;
+        const char *local = target;
         int r = program_path(&local, &pl->p);
         if (r < 0) return -1;
-        if (!r && local != cur && !(local = pl->names[hop] = strdup(local))) { errno = ENOMEM; return -1; }
+        if (!r && local != target && !(local = pl->names[2 * hop + 1] = strdup(local))) { errno = ENOMEM; return -1; }
         const char *file = r ? pl->p.cache : local;
         char *interp, *arg;
         int s = read_shebang(file, pl->line[hop], &interp, &arg);
@@ -233,7 +270,7 @@ static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
         size_t k = 0;
         nv[k++] = interp;
         if (arg) nv[k++] = arg;
-        nv[k++] = (char *)(r ? cur : local);
+        nv[k++] = (char *)(r ? target : local);  /* the script as named (past symlinks we followed) */
         for (size_t i = 1; i < argc; i++) nv[k++] = pl->argv[i];
         nv[k] = NULL;
         free(pl->owned);

@@ -8,6 +8,7 @@
 #include "fy.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/sysmacros.h>
@@ -75,6 +76,20 @@ int fy_cache_lookup(const struct fy_path *p)
 
 static int unlisted_dir(const struct stat *st) { return S_ISDIR(st->st_mode) && (st->st_mode & 07777) == 0; }
 
+/* Is the replica directory holding p (below its mount root) missing or not listed yet? */
+static int parent_unlisted(const struct fy_path *p)
+{
+    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
+    const char *slash = strrchr(p->ferry, '/');
+    if (!slash || (size_t)(slash - p->ferry) < fy_mount_root(p->ferry)) return 0;  /* the mount root */
+    char dir[sizeof p->cache];
+    size_t n = strlen(p->cache) - strlen(slash);
+    memcpy(dir, p->cache, n);
+    dir[n] = 0;
+    struct stat st;
+    return real_fstatat(AT_FDCWD, dir, &st, 0) < 0 || unlisted_dir(&st);
+}
+
 /* 0 with *st filled, or -errno. */
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
@@ -82,6 +97,16 @@ int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
     int flag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
     if (real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
     if (errno != ENOENT && errno != ENOTDIR && !unlisted_dir(st)) return -errno;
+    if (nofollow && errno == ENOENT && parent_unlisted(p)) {
+        /* Listing the parent places the name; looking the name itself up would follow it
+         * if it is a symlink, and lstat/readlink must not fail on where a link points
+         * (an absolute target, refused by the agent, is still a link to show). */
+        struct fy_path parent;
+        memcpy(&parent, p, sizeof parent);
+        *strrchr(parent.ferry, '/') = 0;
+        int rc = fy_cache_lookup(&parent);
+        if (rc == 0 && real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+    }
     int rc = fy_cache_lookup(p);
     if (rc < 0) return rc;
     return real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 ? 0 : -errno;
@@ -114,6 +139,18 @@ int fy_cache_parent(const struct fy_path *p)
 static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
     int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, nofollow, st) : fy_cache_stat(p, st, nofollow);
+    if (rc == -EACCES && !nofollow && fy_cfg.mode == FY_MODE_DIRECT) {
+        /* A symlink to an absolute target names a local file (the node refuses it as an
+         * escape): stat that, as the replica's copy of the link does in cache mode. */
+        const char *t = fy_follow_links(p->ferry);
+        if (t && t != p->ferry) {
+            struct fy_path q;
+            const char *n = t;
+            FY_REAL(int, fstatat, int, const char *, struct stat *, int);
+            if (fy_resolve(AT_FDCWD, &n, &q) == 0 && real_fstatat(AT_FDCWD, n, st, 0) == 0) rc = 0;
+            free((char *)t);
+        }
+    }
     return rc < 0 ? fy_fail(rc) : 0;
 }
 

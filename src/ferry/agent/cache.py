@@ -44,6 +44,18 @@ def parent_of(path: bytes) -> bytes:
     return path.rsplit(b"/", 1)[0] or b"/"
 
 
+BLOCKS_XATTR = "user.ferry.blocks"  # read by the shim's stat (shim/stat.c); a placeholder has none of its own
+
+
+def _note_blocks(fd: int, blocks: int) -> None:
+    """A placeholder is a hole of the right size: keep the node's st_blocks beside it, so
+    `du` and `ls -l` count what the file holds before anyone reads it."""
+    try:
+        os.setxattr(fd, BLOCKS_XATTR, b"%d" % blocks)
+    except OSError:
+        pass  # a replica on a file system without user xattrs: st_blocks stays 0
+
+
 class Replica:
     def __init__(self, root: bytes) -> None:
         self.root = root
@@ -70,13 +82,16 @@ class Replica:
         if k == "d":
             os.mkdir(cp, 0)
             os.chmod(cp, 0)  # unlisted mark: the shim asks before trusting it
+            os.utime(cp, ns=(a.atime_ns, a.mtime_ns))
         elif k == "l":
             os.symlink(e.target, cp)
+            os.utime(cp, ns=(a.atime_ns, a.mtime_ns), follow_symlinks=False)
         else:
             fd = os.open(cp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 if a.size:
                     os.ftruncate(fd, a.size)
+                    _note_blocks(fd, a.blocks)
                 os.fchmod(fd, stat.S_IMODE(a.mode))
                 os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
             finally:
@@ -114,6 +129,8 @@ class Replica:
         m.present = True
         mode = stat.S_IMODE(dir_attr.mode) if dir_attr else 0o755
         os.chmod(cp, mode or 0o700)
+        if dir_attr is not None:  # the node's times, now that placing entries changed ours
+            os.utime(cp, ns=(dir_attr.atime_ns, dir_attr.mtime_ns))
 
     @staticmethod
     def _child(path: bytes, name: bytes) -> bytes:

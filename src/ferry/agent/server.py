@@ -32,9 +32,10 @@ SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 class DirectHandle:
     """A direct-mode open file: the node's handle plus the position all dups share."""
 
-    def __init__(self, link: NodeLink, handle: int, flags: int, pipe_fd: int) -> None:
+    def __init__(self, link: NodeLink, handle: int, flags: int, pipe_fd: int, rel: bytes = b"") -> None:
         self.link, self.handle, self.flags, self.pipe_fd = link, handle, flags, pipe_fd
         self.offset = 0
+        self.rel = rel  # node path at open: what fstat of a handle-less fd (directory, O_PATH) stats
 
 
 class Agent:
@@ -229,24 +230,6 @@ class Agent:
             return await self.follow(joined, hops + 1)
         return joined
 
-    async def through_links(self, path: bytes, hops: int = 0) -> bytes:
-        """`path` with each symlink among its directory components replaced by where it
-        points ("ld/e/g" with ld -> d is "d/e/g"): the name the replica keeps it under."""
-        root = self.router.root_of(path)
-        parent = cache.parent_of(path)
-        if path == root or parent == root:
-            return path
-        parent = await self.through_links(parent, hops)
-        m = self.replica.meta.get(parent)
-        if m is None:
-            try:
-                m = await self.lookup(parent)
-            except OSError:
-                m = None  # the lookup of `path` itself will say what is wrong
-        if m is not None and m.kind == "l":
-            parent = await self.through_links(await self.follow(parent, hops + 1), hops + 1)
-        return parent + b"/" + path.rsplit(b"/", 1)[1]
-
     async def lookup(self, path: bytes) -> cache.Meta | None:
         """Meta of `path` after listing its parent, or None if it does not exist."""
         root = self.router.root_of(path)
@@ -270,21 +253,20 @@ class Agent:
         return m
 
     async def op_cache_lookup(self, f) -> dict:
-        path = await self.through_links(f["path"])
-        m = await self.lookup_fresh(path)
+        m = await self.lookup_fresh(f["path"])
         if m is None:
             raise OSError(errno.ENOENT, f["path"])
         if m.kind == "d" and not m.present:
-            await self.list_dir(path)
+            await self.list_dir(f["path"])
         elif m.kind == "l":
-            target = await self.follow(path)
+            target = await self.follow(f["path"])
             tm = await self.lookup(target)
             if tm is not None and tm.kind == "d" and not tm.present:
                 await self.list_dir(target)
         return {}
 
     async def op_cache_open(self, f) -> dict:
-        path, flags = await self.through_links(f["path"]), f["flags"]
+        path, flags = f["path"], f["flags"]
         m = await self.lookup_fresh(path, revalidate=not flags & os.O_CREAT)
         if m is not None and m.kind == "l" and not flags & os.O_NOFOLLOW:
             path = await self.follow(path)
@@ -553,25 +535,26 @@ class Agent:
                 attr = (await link.call("STAT", path=rel, flags=nofollow))["attr"]
                 if flags & os.O_DIRECTORY and not stat.S_ISDIR(attr.mode):
                     raise OSError(errno.ENOTDIR, f["path"])
-                return self._new_handle(link, 0, flags, fd, attr)
+                return self._new_handle(link, 0, flags, fd, attr, rel)
             try:
                 rep = await link.call("OPEN", path=rel, flags=flags, mode=f["mode"])
                 node_handle, attr = rep["handle"], rep["attr"]
             except OSError as e:
-                # A directory opened for listing needs no node handle (O_CREAT, O_TRUNC: EISDIR).
-                if e.errno != errno.EISDIR or flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_CREAT | os.O_TRUNC):
+                # A directory opened for listing needs no node handle (O_CREAT: EISDIR).
+                if e.errno != errno.EISDIR or flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_CREAT:
                     raise
                 attr = (await link.call("STAT", path=rel, flags=0))["attr"]
                 node_handle = 0
         except BaseException:
             os.close(fd)
             raise
-        return self._new_handle(link, node_handle, flags, fd, attr)
+        return self._new_handle(link, node_handle, flags, fd, attr, rel)
 
-    def _new_handle(self, link: NodeLink, node_handle: int, flags: int, fd: int, attr: Attr) -> dict:
+    def _new_handle(self, link: NodeLink, node_handle: int, flags: int, fd: int, attr: Attr,
+                    rel: bytes = b"") -> dict:
         hid = self.next_handle
         self.next_handle += 1
-        self.handles[hid] = DirectHandle(link, node_handle, flags, fd)
+        self.handles[hid] = DirectHandle(link, node_handle, flags, fd, rel)
         # Our end of the placeholder socketpair reads EOF when the last copy of the
         # program's placeholder is closed, in whatever process: then the node handle goes.
         os.set_blocking(fd, False)
@@ -657,8 +640,9 @@ class Agent:
 
     async def op_fstat(self, f) -> dict:
         h = self.handle(f["handle"])
-        if not h.handle:
-            raise OSError(errno.EBADF, "directory")
+        if not h.handle:  # a directory or an O_PATH fd: the kernel stats those too (fchdir, fdopendir)
+            nofollow = spec.STAT_NOFOLLOW if h.flags & os.O_PATH and h.flags & os.O_NOFOLLOW else 0
+            return await h.link.call("STAT", path=h.rel, flags=nofollow)
         return {"attr": await self._fstat(h)}
 
     async def op_ftruncate(self, f) -> dict:
