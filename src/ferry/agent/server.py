@@ -230,6 +230,24 @@ class Agent:
             return await self.follow(joined, hops + 1)
         return joined
 
+    async def through_links(self, path: bytes, hops: int = 0) -> bytes:
+        """`path` with each symlink among its directory components replaced by where it
+        points ("ld/e/g" with ld -> d is "d/e/g"): the name the replica keeps it under."""
+        root = self.router.root_of(path)
+        parent = cache.parent_of(path)
+        if path == root or parent == root:
+            return path
+        parent = await self.through_links(parent, hops)
+        m = self.replica.meta.get(parent)
+        if m is None:
+            try:
+                m = await self.lookup(parent)
+            except OSError:
+                m = None  # the lookup of `path` itself will say what is wrong
+        if m is not None and m.kind == "l":
+            parent = await self.through_links(await self.follow(parent, hops + 1), hops + 1)
+        return parent + b"/" + path.rsplit(b"/", 1)[1]
+
     async def lookup(self, path: bytes) -> cache.Meta | None:
         """Meta of `path` after listing its parent, or None if it does not exist."""
         root = self.router.root_of(path)
@@ -253,20 +271,21 @@ class Agent:
         return m
 
     async def op_cache_lookup(self, f) -> dict:
-        m = await self.lookup_fresh(f["path"])
+        path = await self.through_links(f["path"])
+        m = await self.lookup_fresh(path)
         if m is None:
             raise OSError(errno.ENOENT, f["path"])
         if m.kind == "d" and not m.present:
-            await self.list_dir(f["path"])
+            await self.list_dir(path)
         elif m.kind == "l":
-            target = await self.follow(f["path"])
+            target = await self.follow(path)
             tm = await self.lookup(target)
             if tm is not None and tm.kind == "d" and not tm.present:
                 await self.list_dir(target)
         return {}
 
     async def op_cache_open(self, f) -> dict:
-        path, flags = f["path"], f["flags"]
+        path, flags = await self.through_links(f["path"]), f["flags"]
         m = await self.lookup_fresh(path, revalidate=not flags & os.O_CREAT)
         if m is not None and m.kind == "l" and not flags & os.O_NOFOLLOW:
             path = await self.follow(path)
@@ -540,8 +559,8 @@ class Agent:
                 rep = await link.call("OPEN", path=rel, flags=flags, mode=f["mode"])
                 node_handle, attr = rep["handle"], rep["attr"]
             except OSError as e:
-                # A directory opened for listing needs no node handle (O_CREAT: EISDIR).
-                if e.errno != errno.EISDIR or flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_CREAT:
+                # A directory opened for listing needs no node handle (O_CREAT, O_TRUNC: EISDIR).
+                if e.errno != errno.EISDIR or flags & os.O_ACCMODE != os.O_RDONLY or flags & (os.O_CREAT | os.O_TRUNC):
                     raise
                 attr = (await link.call("STAT", path=rel, flags=0))["attr"]
                 node_handle = 0
