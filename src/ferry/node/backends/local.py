@@ -291,6 +291,8 @@ class DirBackend(Backend):
     def link(self, old: bytes, new: bytes) -> None:
         olddir, oldname = self._parent(old)
         try:
+            if oldname is not None:
+                os.lstat(oldname, dir_fd=olddir)  # link(2) looks the source up first: ENOENT before the target's errors
             newdir, newname = self._parent(new)
             try:
                 if oldname is None:
