@@ -43,6 +43,8 @@ int main(int argc, char **argv)
     printf("posix-negative %d errno %d\n", r, errno);
     r = posix_fallocate(fd, 0, 0);
     printf("posix-zero %d errno %d\n", r, errno);
+    printf("posix64 %d %lld\n", posix_fallocate64(fd, 0, 10000), size());
+    show("fallocate64-keep-size", fallocate64(fd, FALLOC_FL_KEEP_SIZE, 0, 20000));
     show("punch", fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2, 3));
     char buf[9] = {0};
     if (pread(fd, buf, 8, 0) != 8) return 2;
