@@ -2,12 +2,11 @@
  *
  * The node keeps them (GETXATTR, LISTXATTR, SETXATTR, REMOVEXATTR); the shim only sizes the
  * answer as the kernel does (size 0 asks for the length, a smaller buffer is ERANGE).
- * Direct mode: every call goes to the node.  Cache mode: the replica carries no xattrs, so
- * list/set/remove and reads of most names go to the node too; only reads in the system.
- * and security. namespaces are answered by the replica, because `ls -l` probes
- * system.posix_acl_access and security.selinux on every file and `ls -lR` must stay free of
- * round trips (those probes therefore see no ACLs or labels the node may have), and
- * POSIX ACLs (system.*) cannot be set (see cache_acl).
+ * Every other name goes to the node.  ferry carries no POSIX ACLs or security labels (the
+ * system. and security. namespaces): `ls -l` probes system.posix_acl_access and
+ * security.selinux on every file, and `ls -lR` must stay free of round trips.  Cache mode
+ * answers those reads from the replica (which has none); direct mode says ENOTSUP, as a file
+ * system without them does, and ls stops asking.  Setting them: see no_acl.
  */
 #include "fy.h"
 
@@ -29,20 +28,30 @@ static int bad_name(const char *key)
     return 0;
 }
 
-/* Cache mode: is this read answered by the replica? */
-static int replica_name(const char *key)
+static int acl_or_label(const char *key)
 {
-    return fy_cfg.mode == FY_MODE_CACHE && (strncmp(key, "system.", 7) == 0 || strncmp(key, "security.", 9) == 0);
+    return strncmp(key, "system.", 7) == 0 || strncmp(key, "security.", 9) == 0;
 }
 
-/* Cache mode keeps no POSIX ACLs (system.*): their reads see the replica's, which has none,
- * and the local kernel enforces the replica's modes.  Setting one says EOPNOTSUPP, as a file
- * system without ACLs does, and costs nothing: cp -p/-a set an ACL equal to the mode on
- * every file they write, and fall back to fchmod on that answer (a set would otherwise have
- * to put a file still being written on the node first, uploading it twice). */
-static int cache_acl(const char *key)
+/* A read of an ACL or label: 1 when the replica answers it (cache mode), -1 with errno
+ * ENOTSUP (direct mode), 0 when it goes to the node. */
+static int local_read(const char *key)
 {
-    if (fy_cfg.mode != FY_MODE_CACHE || strncmp(key, "system.", 7) != 0) return 0;
+    if (!acl_or_label(key)) return 0;
+    if (fy_cfg.mode == FY_MODE_CACHE) return 1;
+    errno = ENOTSUP;
+    return -1;
+}
+
+/* Setting a POSIX ACL (system.*) says EOPNOTSUPP, as a file system without ACLs does (and,
+ * in direct mode, a security label too, which ferry does not carry either).  It costs
+ * nothing: cp -p/-a set an ACL equal to the mode on every file they write, and fall back to
+ * fchmod on that answer (in cache mode a set would otherwise have to put a file still being
+ * written on the node first, uploading it twice). */
+static int no_acl(const char *key)
+{
+    if (strncmp(key, "system.", 7) != 0 && (fy_cfg.mode == FY_MODE_CACHE || strncmp(key, "security.", 9) != 0))
+        return 0;
     errno = EOPNOTSUPP;
     return 1;
 }
@@ -124,7 +133,9 @@ static struct fy_fd *usable_fd(struct fy_fd *f)
         if (r == 0) return real_##name(path, key, val, size);                                    \
         if (r < 0) return -1;                                                                     \
         if (bad_name(key)) return -1;                                                             \
-        if (!replica_name(key)) return remote_get(p.ferry, key, nofollow, val, size);            \
+        int here = local_read(key);                                                               \
+        if (here < 0) return -1;                                                                  \
+        if (!here) return remote_get(p.ferry, key, nofollow, val, size);                         \
         struct stat st;                                                                           \
         int rc = fy_cache_stat(&p, &st, nofollow);                                                \
         return rc < 0 ? fy_fail(rc) : real_##name(p.cache, key, val, size);                      \
@@ -139,7 +150,9 @@ FY_EXPORT ssize_t fgetxattr(int fd, const char *key, void *val, size_t size)
     if (!f) return real_fgetxattr(fd, key, val, size);
     if (!usable_fd(f)) return -1;
     if (bad_name(key)) return -1;
-    if (f->kind == FY_FD_CACHE && replica_name(key)) return real_fgetxattr(fd, key, val, size);
+    int here = local_read(key);
+    if (here < 0) return -1;
+    if (here && f->kind == FY_FD_CACHE) return real_fgetxattr(fd, key, val, size);
     return remote_get(f->path, key, 0, val, size);
 }
 
@@ -174,7 +187,7 @@ FY_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
         struct fy_path p;                                                                         \
         int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
         if (r == 0) return real_##name(path, key, val, size, flags);                             \
-        if (r < 0 || bad_set(key, val, size, flags) || cache_acl(key)) return -1;                \
+        if (r < 0 || bad_set(key, val, size, flags) || no_acl(key)) return -1;                \
         return remote_set(p.ferry, key, val, size, flags, nofollow);                             \
     }
 SET_HOOK(setxattr, 0)
@@ -185,7 +198,7 @@ FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, i
     FY_REAL(int, fsetxattr, int, const char *, const void *, size_t, int);
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return real_fsetxattr(fd, key, val, size, flags);
-    if (bad_set(key, val, size, flags) || !usable_fd(f) || cache_acl(key)) return -1;
+    if (bad_set(key, val, size, flags) || !usable_fd(f) || no_acl(key)) return -1;
     return remote_set(f->path, key, val, size, flags, 0);
 }
 
@@ -200,7 +213,7 @@ FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, i
         if (r == 0) return real_##name(path, key);                                               \
         if (r < 0) return -1;                                                                     \
         if (bad_name(key)) return -1;                                                             \
-        if (cache_acl(key)) return -1;                                                            \
+        if (no_acl(key)) return -1;                                                            \
         return remote_remove(p.ferry, key, nofollow);                                            \
     }
 REMOVE_HOOK(removexattr, 0)
@@ -213,6 +226,6 @@ FY_EXPORT int fremovexattr(int fd, const char *key)
     if (!f) return real_fremovexattr(fd, key);
     if (!usable_fd(f)) return -1;
     if (bad_name(key)) return -1;
-    if (cache_acl(key)) return -1;
+    if (no_acl(key)) return -1;
     return remote_remove(f->path, key, 0);
 }
