@@ -90,8 +90,30 @@ static int parent_unlisted(const struct fy_path *p)
     return real_fstatat(AT_FDCWD, dir, &st, 0) < 0 || unlisted_dir(&st);
 }
 
+/* A placeholder (a cache-mode file listed but not fetched) is a hole of the right size; the
+ * agent keeps the node's st_blocks beside it (cache.py, _note_blocks) for du and ls -l. */
+static void placeholder_blocks(const char *cache_path, struct stat *st)
+{
+    if (!S_ISREG(st->st_mode) || st->st_blocks != 0 || st->st_size == 0) return;
+    FY_REAL(ssize_t, lgetxattr, const char *, const char *, void *, size_t);
+    char v[24];
+    ssize_t n = real_lgetxattr(cache_path, "user.ferry.blocks", v, sizeof v - 1);
+    if (n <= 0) return;
+    v[n] = 0;
+    st->st_blocks = strtoll(v, NULL, 10);
+}
+
+static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
+
 /* 0 with *st filled, or -errno. */
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
+{
+    int rc = cache_stat(p, st, nofollow);
+    if (rc == 0) placeholder_blocks(p->cache, st);
+    return rc;
+}
+
+static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
     FY_REAL(int, fstatat, int, const char *, struct stat *, int);
     int flag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
@@ -236,7 +258,11 @@ FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, s
     if (r < 0) return -1;
     struct stat st;
     if (path_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
-    if (fy_cfg.mode == FY_MODE_CACHE) return real_statx(AT_FDCWD, p.cache, flags, mask, sx);
+    if (fy_cfg.mode == FY_MODE_CACHE) {
+        if (real_statx(AT_FDCWD, p.cache, flags, mask, sx) < 0) return -1;
+        if (S_ISREG(st.st_mode) && sx->stx_blocks == 0) sx->stx_blocks = (uint64_t)st.st_blocks;  /* a placeholder's */
+        return 0;
+    }
     stat_to_statx(&st, sx);
     return 0;
 }

@@ -462,6 +462,22 @@ def test_statfs_reports_the_node(where: Where):
     assert p.stdout.split() == [str(v.f_frsize), str(v.f_blocks)]
 
 
+def test_du_counts_the_nodes_blocks(where: Where):
+    """`du` and `ls -s` count a file's blocks on the node, also before the file was read
+    (in cache mode the replica holds only a hole of the right size until then)."""
+    root = where.node.root
+    (root / "small").write_bytes(b"x" * 100)
+    (root / "big").write_bytes(os.urandom(100_000))
+    with open(root / "holey", "wb") as f:
+        f.truncate(1 << 20)
+        f.write(b"data")
+    names = ["small", "big", "holey"]
+    local = subprocess.run(["du", "-k", *names], cwd=root, capture_output=True, text=True, check=True).stdout
+    p = where.sh(f"cd {where.path()} && du -k {' '.join(names)} && ls -s small")
+    assert p.stdout.splitlines()[:3] == local.splitlines()
+    assert p.stdout.splitlines()[3].split()[0] == str(os.stat(root / "small").st_blocks // 2)
+
+
 MKSTEMP_C = r"""
 #include <stdio.h>
 #include <stdlib.h>
