@@ -3,7 +3,8 @@
  * fork needs nothing here (memory is copied; pthread_atfork in init.c gives the child its
  * own agent connection).  exec loses our memory, so every exec entry writes the ferry
  * fd table and the ferry cwd into the new image's environment, and a ferry path to a
- * program is fetched into the cache and executed from there.  A program that clears its
+ * program is fetched into the cache and executed from there (a `#!` script through its
+ * interpreter, as the kernel would: see plan_exec).  A program that clears its
  * environment (env -i) still hands ferry on: the exec hooks put LD_PRELOAD and the FERRY_*
  * settings back into any envp that lacks them.  vfork becomes fork: a
  * vfork child shares our memory and could not run the hooks safely.
