@@ -76,6 +76,16 @@ def node(tmp_path):
     n.stop()
 
 
+@pytest.fixture
+def memory_node():
+    """A node serving an in-memory tree (`root` is not a directory here)."""
+    proc = subprocess.Popen([sys.executable, "-m", "ferry", "serve", "--memory", "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, env=ferry_env(), text=True)
+    n = Node(proc, Path("/nonexistent"), proc.stdout.readline().strip())
+    yield n
+    n.stop()
+
+
 def ferry_run(cmd: list[str], *, mode: str = "cache", mounts: tuple[str, ...] = (), cwd=None,
               timeout: float = 120, input: str | None = None, env_extra: dict | None = None,
               check: bool = True) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Node, Where, ferry_env, ferry_run
+from conftest import Where, ferry_run
 from test_programs import compile_c
 
 FALLOCATE_C = r"""
@@ -83,15 +83,6 @@ def test_fallocate_as_on_a_local_dir(where: Where, fallocate_prog, tmp_path):
     assert got == expected
     data = (where.node.root / "f").read_bytes()
     assert len(data) == 10000 and data[:8] == b"ab\0\0\0fgh" and not any(data[8:])
-
-
-@pytest.fixture
-def memory_node():
-    proc = subprocess.Popen([sys.executable, "-m", "ferry", "serve", "--memory", "--listen", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, env=ferry_env(), text=True)
-    n = Node(proc, Path("/nonexistent"), proc.stdout.readline().strip())
-    yield n
-    n.stop()
 
 
 def test_fallocate_on_a_memory_node(memory_node, fallocate_prog, tmp_path):

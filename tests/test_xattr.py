@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Node, Where, ferry_env, ferry_run
+from conftest import Where, ferry_run
 
 from ferry.node.backends.local import DirBackend
 from ferry.node.backends.memory import MemoryBackend
@@ -122,15 +122,6 @@ def test_python_xattr_calls_as_on_a_local_dir(where: Where, tmp_path):
     assert os.getxattr(root / "f", "user.k") == b"w"
     assert os.getxattr(root / "w", "user.w") == b"1" and (root / "w").read_text() == "onetwo"
     assert os.getxattr(root / "sub", "user.d") == b"1"
-
-
-@pytest.fixture
-def memory_node():
-    proc = subprocess.Popen([sys.executable, "-m", "ferry", "serve", "--memory", "--listen", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, env=ferry_env(), text=True)
-    n = Node(proc, Path("/nonexistent"), proc.stdout.readline().strip())
-    yield n
-    n.stop()
 
 
 @pytest.mark.parametrize("mode", ["cache", "direct"])
