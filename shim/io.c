@@ -139,10 +139,36 @@ FY_EXPORT int creat64(const char *path, mode_t mode) { return open64(path, O_CRE
 
 /* Hand a written cache file to the agent for upload; the fd travels as SCM_RIGHTS so
  * the agent reads this very inode even if the program renames it next. */
+static int names_fd(const char *ferry, const struct stat *st)
+{
+    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
+    char cpath[2 * PATH_MAX + 8];
+    struct stat a;
+    snprintf(cpath, sizeof cpath, "%s%s", fy_cfg.cache, ferry);
+    return real_fstatat(AT_FDCWD, cpath, &a, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == st->st_ino && a.st_dev == st->st_dev;
+}
+
 static void cache_flush(struct fy_fd *f, int fd)
 {
+    /* Upload under the name the file has now, decided here, in the program's order (the
+     * agent sees the replica later): renamed while open, the new name; unlinked with a
+     * hard link left, no name we know, so no upload that would bring the old one back. */
+    FY_REAL(int, fstat, int, struct stat *);
+    FY_REAL(ssize_t, readlink, const char *, char *, size_t);
+    const char *path = f->path;
+    char real[PATH_MAX + 256], now[PATH_MAX];
+    struct stat st;
+    if (real_fstat(fd, &st) == 0 && st.st_nlink > 0 && !names_fd(f->path, &st)) {
+        char proc[32];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        ssize_t n = real_readlink(proc, real, sizeof real - 1);
+        if (n <= 0) return;
+        real[n] = 0;
+        if (!fy_uncache(real, now, sizeof now) || !names_fd(now, &st)) return;
+        path = now;
+    }
     struct fy_enc e = {.len = 0};
-    fy_put_str(&e, f->path);
+    fy_put_str(&e, path);
     fy_call(FY_OP_CACHE_CLOSE, FY_FLAG_ONEWAY, &e, NULL, 0, fd, NULL, 0, NULL);
 }
 

@@ -114,7 +114,8 @@ class Agent:
                 fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
                 continue
-            if m.uploaded == cache.identity(os.fstat(fd)):
+            st = os.fstat(fd)
+            if m.uploaded == cache.identity(st) or not stat.S_ISREG(st.st_mode):  # or a directory now
                 os.close(fd)
                 continue
             link, rel = self.route(path)
@@ -230,6 +231,39 @@ class Agent:
             return await self.follow(joined, hops + 1)
         return joined
 
+    def _open_replica(self, *paths: bytes) -> int:
+        """A read-only fd on the first of `paths` still a regular file in the replica, or -1:
+        one-way changes are applied after the program made them, and it may have moved on."""
+        for p in paths:
+            try:
+                fd = os.open(self.replica.cpath(p), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        return -1
+
+    def replica_name(self, path: bytes) -> bytes:
+        """`path` with its parent as the replica resolves it (ld/x with ld -> d is d/x), for
+        one-way changes the shim already made there: agent state is kept by those names."""
+        parent, _, name = path.rpartition(b"/")
+        cparent = self.replica.cpath(parent)
+        try:
+            fd = os.open(cparent, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return path
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}".encode())
+        except OSError:
+            return path
+        finally:
+            os.close(fd)
+        root = self.replica.root
+        if real == cparent or not real.startswith(root + b"/"):
+            return path
+        return real[len(root):] + b"/" + name
+
     async def through_links(self, path: bytes, hops: int = 0) -> bytes:
         """`path` with each symlink among its directory components replaced by where it
         points ("ld/e/g" with ld -> d is "d/e/g"): the name the replica keeps it under."""
@@ -319,19 +353,7 @@ class Agent:
         return {}
 
     def op_cache_close(self, f, fd: int) -> None:
-        # The name the file has now: the program may have renamed it while it was open.
-        try:
-            where = os.readlink(f"/proc/self/fd/{fd}".encode())
-        except OSError:
-            where = b""
-        root, path = self.replica.root, f["path"]
-        if where.startswith(root + b"/"):
-            try:  # and is that name this file? (not for a linked O_TMPFILE file: "/dir/#123")
-                a, b = os.lstat(where), os.fstat(fd)
-                if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
-                    path = where[len(root):]
-            except OSError:
-                pass
+        path = f["path"]  # the name the file had at close (the shim checked it then)
         if os.fstat(fd).st_nlink == 0:
             # Unlinked since (a temporary file): its UNLINK is, or will be, replayed;
             # uploading it would bring back what the program deleted.
@@ -429,13 +451,11 @@ class Agent:
         if src is not None and src.kind == "f" and src.local and not src.pending:
             # Still being written and never uploaded: the node must have the file before
             # it can give it a second name.  Send what the replica holds now.
-            try:
-                fd = os.open(self.replica.cpath(f["old"]), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                fd = -1
-            if fd >= 0:
-                src.pending += 1
-                link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
+            fd = self._open_replica(f["old"], f["new"])
+            if fd < 0:
+                return  # both names gone already: the file never reaches the node
+            src.pending += 1
+            link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
         m = self.replica.added(f["new"], "f")
         if src is not None:
             m.present, m.version = src.present, src.version
@@ -478,13 +498,7 @@ class Agent:
         if src is None or (src.kind == "f" and src.local and not src.pending):
             # Still open for writing and never uploaded: the node needs it before it can
             # rename it.  The replica has renamed it already: send it from there.
-            try:
-                fd = os.open(self.replica.cpath(f["new"]), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    fd = -1
-            except OSError:
-                fd = -1
+            fd = self._open_replica(f["new"])
             if fd >= 0:
                 src = src or self.replica.added(f["old"], "f")
                 src.pending += 1
@@ -766,6 +780,9 @@ class ShimConn:
                 if fd >= 0:
                     getattr(self.agent, "op_" + name)(fields, fd)
                 else:
+                    for k in ("path", "old", "new"):
+                        if k in fields:
+                            fields[k] = self.agent.replica_name(fields[k])
                     getattr(self.agent, "oneway_" + name)(fields)
             except Exception as e:  # noqa: BLE001 - report and keep serving
                 print(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}", file=sys.stderr, flush=True)
