@@ -499,10 +499,12 @@ class Agent:
             # Still open for writing and never uploaded: the node needs it before it can
             # rename it.  The replica has renamed it already: send it from there.
             fd = self._open_replica(f["new"])
-            if fd >= 0:
-                src = src or self.replica.added(f["old"], "f")
-                src.pending += 1
-                link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
+            if fd < 0:
+                self.replica.renamed(f["old"], f["new"])
+                return  # renamed on since: a later rename or its close sends it under that name
+            src = src or self.replica.added(f["old"], "f")
+            src.pending += 1
+            link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
         self.replica.renamed(f["old"], f["new"])
         _, new = self.route(f["new"])
         link.submit(cache.oneway_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
