@@ -186,6 +186,9 @@ HAND = {
         ["mkdir", "d", 0o700], ["stat", "d"], ["chmod", "d", 0o755], ["stat", "d"],
         ["utime", "d", 1_000_000_000, 1_100_000_000], ["chmod", "nope", 0o600],
         ["truncate", "f", 7], ["stat", "f"], ["truncate", "d", 1], ["truncate", "nope", 1], ["readall", "f"],
+        # mode 0 on a directory: what the replica uses to mark "not listed yet"
+        ["chmod", "d", 0], ["stat", "d"], ["listdir", "d"], ["open", "d/x", [W, C]], ["close", 1],
+        ["listdir", "d"], ["chmod", "d", 0o1777], ["stat", "d"], ["listdir", "d"],
     ],
 }
 
@@ -241,7 +244,7 @@ OPS = st.one_of(
     op("symlink", st.sampled_from(TARGETS), name),
     op("readlink", name),
     op("link", name, name),
-    op("chmod", name, st.sampled_from([0o644, 0o600, 0o755, 0o700, 0o444])),
+    op("chmod", name, st.sampled_from([0o644, 0o600, 0o755, 0o700, 0o444, 0o000, 0o1777])),
     op("access", name, st.sampled_from([os.F_OK, os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.W_OK])),
     op("listdir", st.sampled_from(["", "d", "d/e", "a", "l"])),
     op("utime", name, st.integers(1_000_000_000, 1_700_000_000), st.integers(1_000_000_000, 1_700_000_000)),
