@@ -248,6 +248,9 @@ class Agent:
         """`path` with its parent as the replica resolves it (ld/x with ld -> d is d/x), for
         one-way changes the shim already made there: agent state is kept by those names."""
         parent, _, name = path.rpartition(b"/")
+        pm = self.replica.meta.get(parent)
+        if pm is not None and pm.kind == "d":
+            return path  # a directory known under this very name: no link to see through
         cparent = self.replica.cpath(parent)
         try:
             fd = os.open(cparent, os.O_PATH | os.O_CLOEXEC)
@@ -260,7 +263,7 @@ class Agent:
         finally:
             os.close(fd)
         root = self.replica.root
-        if real == cparent or not real.startswith(root + b"/"):
+        if real == cparent or not real.startswith(root + b"/") or real.endswith(b" (deleted)"):
             return path
         return real[len(root):] + b"/" + name
 
@@ -456,7 +459,7 @@ class Agent:
                 return  # both names gone already: the file never reaches the node
             src.pending += 1
             link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
-        m = self.replica.added(f["new"], "f")
+        m = self.replica.added(f["new"], src.kind if src is not None else "f")  # a link to a symlink is one
         if src is not None:
             m.present, m.version = src.present, src.version
         _, new = self.route(f["new"])
