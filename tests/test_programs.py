@@ -203,6 +203,18 @@ def test_tar_x_and_c(where: Where, tmp_path):
     assert _tar_listing(out) == _tar_listing(archive)
 
 
+def test_untar_list_and_remove_in_one_run(where: Where, tmp_path):
+    """The W2 benchmark's shape: a tree made, listed and removed by one run.  In cache mode
+    its write-back (uploads, then unlinks and rmdirs) must leave the node as it was."""
+    src = tmp_path / "src" / "tree"
+    make_tree(src, 600)
+    archive = tmp_path / "tree.tar"
+    subprocess.run(["tar", "cf", str(archive), "-C", str(tmp_path / "src"), "tree"], check=True, timeout=60)
+    d = where.path("w2")
+    where.sh(f"mkdir {d} && tar xf {archive} -C {d} && ls -lR {d}/tree > /dev/null && rm -r {d}/tree", timeout=240)
+    assert os.listdir(where.node.root / "w2") == []
+
+
 def test_gzip_round_trip(where: Where, tmp_path):
     root = where.node.root
     data = (b"ferry carries files " * 50000) + os.urandom(100000)
