@@ -330,6 +330,20 @@ class Bench:
         p = self.peers[variant]
         return str(p.mount / sub), p.backing / sub
 
+    def place(self, src: Path, node: Node | None, sub: str, name: str) -> None:
+        """Put a copy of `src` at `sub`/`name` of every variant's storage (once per place:
+        variants may share one, as the two ferry modes share the node)."""
+        made = set()
+        for v in self.variants():
+            d = self.where(v, node, sub)[1]
+            if d in made:
+                continue
+            made.add(d)
+            d.mkdir(exist_ok=True)
+            with open(src, "rb") as fi, open(d / name, "wb") as fo:
+                while chunk := fi.read(8 << 20):
+                    fo.write(chunk)
+
     def drop_cache(self, variant: str, node: Node | None, sub: str) -> None:
         """Evict the pages of the files under `sub` from the page cache (posix_fadvise
         DONTNEED, per file, so the rest of the machine keeps its cache): the backing files,

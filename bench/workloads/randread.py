@@ -21,15 +21,7 @@ def run(b) -> list[dict]:
     failures: dict[str, Failure] = {}
     variants = b.variants()
     with b.node(NAME) as node:
-        made = set()
-        for v in variants:
-            d = b.where(v, node, "randread")[1]
-            if d not in made:
-                made.add(d)
-                d.mkdir(exist_ok=True)
-                with open(src, "rb") as fi, open(d / "data", "wb") as fo:
-                    while chunk := fi.read(8 << 20):
-                        fo.write(chunk)
+        b.place(src, node, "randread", "data")
 
         def one(v: str, i: int) -> dict:
             cmd = [prog, b.where(v, node, "randread")[0] + "/data", str(n), str(i + 1)]
