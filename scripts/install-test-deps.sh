@@ -3,7 +3,7 @@
 # that builds the shim, and the real programs the tests run under `ferry run`.
 set -euo pipefail
 need=()
-for tool in gcc make tar gzip find diff strace getfattr rsync sqlite3 git; do
+for tool in gcc make tar gzip find diff strace getfattr rsync sqlite3 git flock; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # tests/test_real_programs.py makes a venv with the python3 in PATH
@@ -15,6 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
       find) pkgs+=(findutils) ;;
       diff) pkgs+=(diffutils) ;;
       getfattr) pkgs+=(attr) ;;
+      flock) pkgs+=(util-linux) ;;
       *) pkgs+=("$tool") ;;
     esac
   done
