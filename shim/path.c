@@ -152,9 +152,22 @@ static int is_above(const char *path)
 
 static int normalize(const char *in, char *out, size_t cap);
 
+/* Could absolute `path` name "/" or an ancestor of a mount prefix?  One compare per mount
+ * of its first component (a "." anywhere sends it to the exact check). */
+static int may_be_above(const char *path)
+{
+    while (*path == '/') path++;
+    if (!*path || path[0] == '.' || strstr(path, "/.")) return 1;
+    size_t len = strcspn(path, "/");
+    for (int i = 0; i < fy_cfg.nprefix; i++)
+        if (strncmp(fy_cfg.prefix[i] + 1, path, len) == 0 && fy_cfg.prefix[i][len + 1] == '/') return 1;
+    return 0;
+}
+
 int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
 {
     if (fd < 0 || !(flags & (O_DIRECTORY | O_PATH)) || fy_cfg.mode == FY_MODE_OFF || !path) return fd;
+    if (path[0] == '/' && !may_be_above(path)) return fd;  /* opendir("/usr/lib") and the like */
     char base[PATH_MAX], joined[2 * PATH_MAX], norm[PATH_MAX];
     const char *abs = path;
     if (path[0] != '/') {
