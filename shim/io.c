@@ -137,8 +137,7 @@ FY_EXPORT int __openat64_2(int dirfd, const char *path, int flags) { return open
 FY_EXPORT int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
 FY_EXPORT int creat64(const char *path, mode_t mode) { return open64(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
 
-/* Hand a written cache file to the agent for upload; the fd travels as SCM_RIGHTS so
- * the agent reads this very inode even if the program renames it next. */
+/* Does ferry path `ferry` name, in the replica, the file `st` describes? */
 static int names_fd(const char *ferry, const struct stat *st)
 {
     FY_REAL(int, fstatat, int, const char *, struct stat *, int);
@@ -148,6 +147,8 @@ static int names_fd(const char *ferry, const struct stat *st)
     return real_fstatat(AT_FDCWD, cpath, &a, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == st->st_ino && a.st_dev == st->st_dev;
 }
 
+/* Hand a written cache file to the agent for upload; the fd travels as SCM_RIGHTS so
+ * the agent reads this very inode even if the program renames it next. */
 static void cache_flush(struct fy_fd *f, int fd)
 {
     /* Upload under the name the file has now, decided here, in the program's order (the

@@ -158,7 +158,6 @@ static int range_start(int fd, const struct flock *l, int64_t *start)
 static int access_ok(const struct fy_fd *f, int type)
 {
     int acc = f->flags & O_ACCMODE;
-    if (f->flags & O_PATH) return 0;
     if (type == F_RDLCK) return acc != O_WRONLY;
     if (type == F_WRLCK) return acc != O_RDONLY;
     return 1;
@@ -174,8 +173,7 @@ int fy_lock_fcntl(struct fy_fd *f, int fd, int cmd, void *arg)
     if (!l) { errno = EFAULT; return -1; }
     if (l->l_type != F_RDLCK && l->l_type != F_WRLCK && l->l_type != F_UNLCK) { errno = EINVAL; return -1; }
     if (ofd && l->l_pid != 0) { errno = EINVAL; return -1; }
-    if (!get && !access_ok(f, l->l_type)) { errno = EBADF; return -1; }
-    if (f->flags & O_PATH) { errno = EBADF; return -1; }
+    if ((f->flags & O_PATH) || (!get && !access_ok(f, l->l_type))) { errno = EBADF; return -1; }
     int64_t start = 0;
     int rc = range_start(fd, l, &start);
     if (rc < 0) return fy_fail(rc);

@@ -300,10 +300,6 @@ def _agent_only(s: Session, f: Fields) -> Fields:
     raise OSError(errno.EOPNOTSUPP, "only an agent serves this op")
 
 
-def _unsupported(s: Session, f: Fields) -> Fields:
-    raise OSError(errno.EOPNOTSUPP, "this node does not serve this op")
-
-
 class Op(NamedTuple):
     name: str
     handler: Callable[[Session, Fields], Fields | Deferred]
@@ -312,7 +308,7 @@ class Op(NamedTuple):
 
 
 OPS: dict[int, Op] = {
-    code: Op(name, _agent_only if who == "agent" else globals().get(f"handle_{name.lower()}", _unsupported), req, rep)
+    code: Op(name, _agent_only if who == "agent" else globals()[f"handle_{name.lower()}"], req, rep)
     for name, (code, req, rep, who) in spec.OPS.items()
 }
 _HELLO = spec.OPCODES["HELLO"]

@@ -270,23 +270,21 @@ class DirBackend(Backend):
         # export from stalling the node's event loop.
         return LocalFile(self._fd(path, flags | os.O_NONBLOCK | os.O_NOCTTY, mode))
 
-    def mkdir(self, path: bytes, mode: int) -> None:
+    def _create(self, path: bytes, make) -> None:
+        """make(name, dirfd) a new entry `path` (the export root always exists: EEXIST)."""
         dirfd, name = self._parent(path)
         try:
             if name is None:
                 raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-            os.mkdir(name, mode, dir_fd=dirfd)
+            make(name, dirfd)
         finally:
             self._done(dirfd)
 
+    def mkdir(self, path: bytes, mode: int) -> None:
+        self._create(path, lambda name, dirfd: os.mkdir(name, mode, dir_fd=dirfd))
+
     def symlink(self, target: bytes, path: bytes) -> None:
-        dirfd, name = self._parent(path)
-        try:
-            if name is None:
-                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), path)
-            os.symlink(target, name, dir_fd=dirfd)
-        finally:
-            self._done(dirfd)
+        self._create(path, lambda name, dirfd: os.symlink(target, name, dir_fd=dirfd))
 
     def link(self, old: bytes, new: bytes) -> None:
         olddir, oldname = self._parent(old)
