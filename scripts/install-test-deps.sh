@@ -3,11 +3,13 @@
 # that builds the shim, and the real programs the tests run under `ferry run`.
 set -euo pipefail
 need=()
-for tool in gcc make tar gzip find diff strace getfattr rsync sqlite3 git flock; do
+for tool in gcc make tar gzip find diff strace getfattr rsync sqlite3 git flock bash dash zsh busybox perl; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # tests/test_real_programs.py makes a venv with the python3 in PATH
 python3 -c "import venv" >/dev/null 2>&1 || need+=(python3-venv)
+# tests/test_stdio_routes.py links a static binary (glibc's libc.a)
+[ -n "$(gcc -print-file-name=libc.a 2>/dev/null | grep /)" ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=()
   for tool in "${need[@]}"; do

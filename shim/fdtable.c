@@ -49,6 +49,7 @@ struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char
     if (fd >= limit) limit = fd + 1;
     pthread_mutex_unlock(&table_lock);
     entry_free(old);
+    if (fd == 0 && kind == FY_FD_DIRECT) fy_stdio_adopt();  /* stdin now reads a placeholder */
     return f;
 }
 

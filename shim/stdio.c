@@ -157,17 +157,19 @@ FY_EXPORT int fileno_unlocked(FILE *stream)
     return real_fileno_unlocked(stream);
 }
 
-/* Direct mode, at start-up: a standard stream whose fd is a ferry placeholder (the shell
- * ran `prog > /REMOTE@...` or `prog < ...`) would make glibc read and write the socket
- * behind our back, so the program's bytes would never reach the node (or a read would
- * wait forever).  Point stdin/stdout/stderr at cookie FILEs instead, as fopen does. */
+/* Direct mode: a standard stream whose fd is a ferry placeholder (the shell ran
+ * `prog < /REMOTE@...`, or the program put a ferry fd on 0 with dup2) would make glibc
+ * read the socket behind our back and wait there.  Point the stream at a cookie FILE,
+ * as fopen does.  Run at start-up for the fds inherited across exec, and whenever fd 0
+ * becomes a placeholder (fdtable.c).  Bytes glibc writes to fds 1 and 2 behind our back
+ * need no cookie: the agent carries them (agent/placeholders.py). */
 void fy_stdio_adopt(void)
 {
     static const char *const modes[3] = {"r", "w", "w"};
     FILE **streams[3] = {&stdin, &stdout, &stderr};
     for (int fd = 0; fd < 3; fd++) {
         struct fy_fd *f = fy_fd_get(fd);
-        if (!f || f->kind != FY_FD_DIRECT) continue;
+        if (!f || f->kind != FY_FD_DIRECT || cookie_fd(*streams[fd], 0) == fd) continue;
         FILE *c = cookie_file(fd, modes[fd]);
         if (!c) continue;
         if (fd == 2) setvbuf(c, NULL, _IONBF, 0);

@@ -23,6 +23,7 @@ from ..protocol.codec import Attr
 from . import cache
 from .links import NodeLink
 from .locks import LockKeeper, oneway_job
+from .placeholders import Placeholders
 from .routes import NodeAddr, RouteError, Router
 
 MAX_SYMLINK_HOPS = 8
@@ -32,8 +33,8 @@ SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 class DirectHandle:
     """A direct-mode open file: the node's handle plus the position all dups share."""
 
-    def __init__(self, link: NodeLink, handle: int, flags: int, pipe_fd: int, rel: bytes = b"") -> None:
-        self.link, self.handle, self.flags, self.pipe_fd = link, handle, flags, pipe_fd
+    def __init__(self, link: NodeLink, handle: int, flags: int, placeholder: int, rel: bytes = b"") -> None:
+        self.link, self.handle, self.flags, self.placeholder = link, handle, flags, placeholder
         self.offset = 0
         self.rel = rel  # node path at open: what fstat of a handle-less fd (directory, O_PATH) stats
 
@@ -50,6 +51,7 @@ class Agent:
         self.locks = LockKeeper()
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         self._lsock: socket.socket | None = None
+        self.placeholders = Placeholders(self._carry, self.release)
         self.handlers = {code: getattr(self, "op_" + name.lower()) for name, code in spec.OPCODES.items()
                          if hasattr(self, "op_" + name.lower())}
 
@@ -71,6 +73,8 @@ class Agent:
         self.conns.add(ShimConn(self, sock))
 
     def read_all(self, but: ShimConn | None = None) -> None:
+        """Take in everything programs sent so far: one-way frames and placeholder bytes."""
+        self.placeholders.drain()
         for c in list(self.conns):
             if c is not but:
                 c.readable()
@@ -95,6 +99,7 @@ class Agent:
         With `leftovers` (the end of a run, when no program is left), first write back
         the files programs wrote through the cache but never closed: killed, or gone by
         _exit() (as dash does), their last close never reached us."""
+        self.read_all()
         for lk in list(self.links.values()):
             await lk.drain()
         if leftovers and self.write_back_leftovers():
@@ -153,9 +158,8 @@ class Agent:
             self._lsock.close()
         for c in list(self.conns):
             c.close()
-        for h in list(self.handles.values()):
-            loop.remove_reader(h.pipe_fd)
-            os.close(h.pipe_fd)
+        self.placeholders.close()
+        self.handles.clear()
         self.locks.close()
         for lk in self.links.values():
             await lk.close()
@@ -593,29 +597,37 @@ class Agent:
         hid = self.next_handle
         self.next_handle += 1
         self.handles[hid] = DirectHandle(link, node_handle, flags, fd, rel)
-        # Our end of the placeholder socketpair reads EOF when the last copy of the
-        # program's placeholder is closed, in whatever process: then the node handle goes.
         os.set_blocking(fd, False)
-        asyncio.get_running_loop().add_reader(fd, self._placeholder_event, hid)
+        self.placeholders.add(fd, hid)  # see placeholders.py: its bytes and its last close
         return {"handle": hid, "attr": attr}
 
-    def _placeholder_event(self, hid: int) -> None:
+    def _carry(self, hid: int, data: bytes) -> None:
+        """Bytes the program wrote to placeholder `hid` past the shim: write them where a
+        write(2) on the description would have, in the order they came."""
         h = self.handles.get(hid)
         if h is None:
             return
-        try:
-            if os.read(h.pipe_fd, 4096):
-                return  # bytes a program wrote past the shim: ignore them
-        except BlockingIOError:
+        what = f"write to {h.rel.decode(errors='replace') or 'a ferry fd'}"
+        if not h.handle or h.flags & os.O_ACCMODE == os.O_RDONLY:
+            why = f"{what}: {len(data)} byte(s) written to an fd not open for writing (the kernel says EBADF)"
+            h.link.failures.append(why)
+            h.link.complain(why)
             return
-        except OSError:
-            pass
-        self.release(hid)
+        append = bool(h.flags & os.O_APPEND)
+        off = h.offset
+        if not append:
+            h.offset += len(data)
+
+        async def job(c):
+            at = (await c.call("FSTAT", handle=h.handle))["attr"].size if append else off
+            if append:
+                h.offset = at + len(data)
+            h.link.track(c.send("WRITE", handle=h.handle, offset=at, data=data), what)
+        h.link.submit(job, what)
 
     def release(self, hid: int) -> None:
         h = self.handles.pop(hid)
-        asyncio.get_running_loop().remove_reader(h.pipe_fd)
-        os.close(h.pipe_fd)
+        self.placeholders.remove(h.placeholder)
         self.locks.forget_desc(hid)  # the last copy of the description is closed
         if h.handle:
             h.link.submit(lambda c: c.call("CLOSE", handle=h.handle), f"close handle {hid}")
