@@ -188,7 +188,7 @@ def test_dir_ops(export: Export) -> None:
 
 
 def test_symlink_op(export: Export) -> None:
-    """SYMLINK stores the target verbatim, even one pointing outside; following it stays refused."""
+    """SYMLINK stores the target verbatim, even one pointing outside, which the node never follows."""
     seed(export)
 
     async def body(c: NodeClient) -> None:
@@ -199,7 +199,8 @@ def test_symlink_op(export: Export) -> None:
         assert (await c.call("STAT", path=b"/abs", flags=spec.STAT_NOFOLLOW))["attr"].is_link
         assert await errno_of(c.call("SYMLINK", target=b"x", path=b"/f")) == errno.EEXIST
         assert await errno_of(c.call("SYMLINK", target=b"x", path=b"/nodir/l")) == errno.ENOENT
-        assert await errno_of(c.call("OPEN", path=b"/abs", flags=os.O_RDONLY, mode=0)) == errno.EACCES
+        with pytest.raises(codec.LinkOut):  # never followed by the node
+            await c.call("OPEN", path=b"/abs", flags=os.O_RDONLY, mode=0)
         # SET_NOFOLLOW acts on the link itself: its times change, its target's do not
         before = (await c.call("STAT", path=b"/d/tox", flags=0))["attr"].mtime_ns
         await c.call("SETATTR", path=b"/d/tox", valid=spec.SET_MTIME | spec.SET_NOFOLLOW, mode=0, uid=0, gid=0,
@@ -392,57 +393,73 @@ def test_agent_only_ops_are_refused(export: Export) -> None:
 # --- confinement ---
 
 def test_paths_cannot_leave_the_export(export: Export, caplog: pytest.LogCaptureFixture) -> None:
+    """A `..` above the root is refused; a symlink leading outside is never followed by the
+    node: the reply names the link (LINK_OUT) for the client to follow in its namespace."""
     seed(export)
-    out = str(export.outside)
-    export.symlink(out, "/esc_abs")
-    export.symlink(out + "/secret", "/esc_file_abs")
+    out = str(export.outside).encode()
+    export.symlink(out.decode(), "/esc_abs")
+    export.symlink(out.decode() + "/secret", "/esc_file_abs")
     export.symlink("../outside", "/esc_rel")
     export.symlink("../outside/secret", "/esc_file_rel")
     export.symlink("../..", "/d/up")
     export.symlink("../f", "/d/inside")  # relative, climbing, but staying inside: fine
+    export.symlink("../esc_rel", "/d/chain")  # inside, to a link that leads out
     before = export.outside_state()
     caplog.set_level(logging.WARNING, "ferry.node")
     setattr_all = {"valid": spec.SET_MODE | spec.SET_MTIME, "mode": 0o777, "uid": 0, "gid": 0,
                    "atime_ns": 0, "mtime_ns": 0}
     refused: list[tuple[str, dict[str, Any]]] = [
-        ("STAT", {"path": b"/esc_file_abs", "flags": 0}),
-        ("STAT", {"path": b"/esc_file_rel", "flags": 0}),
-        ("STAT", {"path": b"/esc_abs/secret", "flags": spec.STAT_NOFOLLOW}),
-        ("STAT", {"path": b"/d/up/outside/secret", "flags": 0}),
         ("STAT", {"path": b"/../outside/secret", "flags": 0}),
         ("STAT", {"path": b"/d/../../outside/secret", "flags": 0}),
         ("STAT", {"path": b"/f\0x", "flags": 0}),
-        ("LISTDIR", {"path": b"/esc_abs"}),
-        ("LISTDIR", {"path": b"/esc_rel"}),
-        ("LISTDIR", {"path": b"/d/up"}),
         ("LISTDIR", {"path": b"/.."}),
-        ("OPEN", {"path": b"/esc_file_abs", "flags": os.O_RDONLY, "mode": 0}),
-        ("OPEN", {"path": b"/esc_file_rel", "flags": os.O_WRONLY | os.O_TRUNC, "mode": 0}),
-        ("OPEN", {"path": b"/esc_rel/secret", "flags": os.O_RDWR, "mode": 0}),
-        ("OPEN", {"path": b"/esc_abs/new", "flags": os.O_CREAT | os.O_WRONLY, "mode": 0o644}),
-        ("OPEN", {"path": b"/esc_rel/new", "flags": os.O_CREAT | os.O_WRONLY, "mode": 0o644}),
-        ("MKDIR", {"path": b"/esc_abs/newdir", "mode": 0o755}),
-        ("MKDIR", {"path": b"/esc_rel/newdir", "mode": 0o755}),
         ("MKDIR", {"path": b"/../newdir", "mode": 0o755}),
-        ("UNLINK", {"path": b"/esc_abs/secret"}),
-        ("UNLINK", {"path": b"/d/up/outside/secret"}),
-        ("RMDIR", {"path": b"/d/up/outside"}),
-        ("RENAME", {"old": b"/f", "new": b"/esc_abs/stolen", "flags": 0}),
-        ("RENAME", {"old": b"/esc_rel/secret", "new": b"/stolen", "flags": 0}),
         ("RENAME", {"old": b"/../outside/secret", "new": b"/stolen", "flags": 0}),
-        ("TRUNCATE", {"path": b"/esc_file_abs", "size": 0}),
-        ("TRUNCATE", {"path": b"/esc_file_rel", "size": 0}),
-        ("SETATTR", {"path": b"/esc_file_abs", **setattr_all}),
-        ("SETATTR", {"path": b"/esc_file_rel", **setattr_all}),
-        ("SETATTR", {"path": b"/esc_rel", **setattr_all}),
-        ("ACCESS", {"path": b"/esc_file_abs", "mode": os.F_OK}),
-        ("PUT_OPEN", {"path": b"/esc_abs/secret", "mode": 0o644}),
-        ("PUT_OPEN", {"path": b"/esc_rel/secret", "mode": 0o644}),
+    ]
+    abs_, rel = b"/esc_abs", b"/esc_rel"
+    # (op, fields, (which, link, target, rest))
+    linked_out: list[tuple[str, dict[str, Any], tuple[int, bytes, bytes, bytes]]] = [
+        ("STAT", {"path": b"/esc_file_abs", "flags": 0}, (0, b"/esc_file_abs", out + b"/secret", b"")),
+        ("STAT", {"path": b"/esc_file_rel", "flags": 0}, (0, b"/esc_file_rel", b"../outside/secret", b"")),
+        ("STAT", {"path": b"/esc_abs/secret", "flags": spec.STAT_NOFOLLOW}, (0, abs_, out, b"secret")),
+        ("STAT", {"path": b"/d/up/outside/secret", "flags": 0}, (0, b"/d/up", b"../..", b"outside/secret")),
+        ("STAT", {"path": b"/d/chain/x/y", "flags": 0}, (0, rel, b"../outside", b"x/y")),
+        ("LISTDIR", {"path": b"/esc_abs"}, (0, abs_, out, b"")),
+        ("LISTDIR", {"path": b"/esc_rel"}, (0, rel, b"../outside", b"")),
+        ("LISTDIR", {"path": b"/d/up"}, (0, b"/d/up", b"../..", b"")),
+        ("OPEN", {"path": b"/esc_file_abs", "flags": os.O_RDONLY, "mode": 0}, (0, b"/esc_file_abs", out + b"/secret", b"")),
+        ("OPEN", {"path": b"/esc_file_rel", "flags": os.O_WRONLY | os.O_TRUNC, "mode": 0},
+         (0, b"/esc_file_rel", b"../outside/secret", b"")),
+        ("OPEN", {"path": b"/esc_rel/secret", "flags": os.O_RDWR, "mode": 0}, (0, rel, b"../outside", b"secret")),
+        ("OPEN", {"path": b"/esc_abs/new", "flags": os.O_CREAT | os.O_WRONLY, "mode": 0o644}, (0, abs_, out, b"new")),
+        ("OPEN", {"path": b"/esc_rel/new", "flags": os.O_CREAT | os.O_WRONLY, "mode": 0o644},
+         (0, rel, b"../outside", b"new")),
+        ("MKDIR", {"path": b"/esc_abs/newdir", "mode": 0o755}, (0, abs_, out, b"newdir")),
+        ("MKDIR", {"path": b"/esc_rel/newdir", "mode": 0o755}, (0, rel, b"../outside", b"newdir")),
+        ("UNLINK", {"path": b"/esc_abs/secret"}, (0, abs_, out, b"secret")),
+        ("UNLINK", {"path": b"/d/up/outside/secret"}, (0, b"/d/up", b"../..", b"outside/secret")),
+        ("RMDIR", {"path": b"/d/up/outside"}, (0, b"/d/up", b"../..", b"outside")),
+        ("RENAME", {"old": b"/f", "new": b"/esc_abs/stolen", "flags": 0}, (1, abs_, out, b"stolen")),
+        ("RENAME", {"old": b"/esc_rel/secret", "new": b"/stolen", "flags": 0}, (0, rel, b"../outside", b"secret")),
+        ("LINK", {"old": b"/f", "new": b"/esc_rel/hard"}, (1, rel, b"../outside", b"hard")),
+        ("TRUNCATE", {"path": b"/esc_file_abs", "size": 0}, (0, b"/esc_file_abs", out + b"/secret", b"")),
+        ("TRUNCATE", {"path": b"/esc_file_rel", "size": 0}, (0, b"/esc_file_rel", b"../outside/secret", b"")),
+        ("SETATTR", {"path": b"/esc_file_abs", **setattr_all}, (0, b"/esc_file_abs", out + b"/secret", b"")),
+        ("SETATTR", {"path": b"/esc_file_rel", **setattr_all}, (0, b"/esc_file_rel", b"../outside/secret", b"")),
+        ("SETATTR", {"path": b"/esc_rel", **setattr_all}, (0, rel, b"../outside", b"")),
+        ("ACCESS", {"path": b"/esc_file_abs", "mode": os.F_OK}, (0, b"/esc_file_abs", out + b"/secret", b"")),
+        ("PUT_OPEN", {"path": b"/esc_abs/secret", "mode": 0o644}, (0, abs_, out, b"secret")),
+        ("PUT_OPEN", {"path": b"/esc_rel/secret", "mode": 0o644}, (0, rel, b"../outside", b"secret")),
     ]
 
     async def body(c: NodeClient) -> None:
         for op, fields in refused:
             assert await errno_of(c.call(op, **fields)) == errno.EACCES, (op, fields)
+        for op, fields, want in linked_out:
+            with pytest.raises(codec.LinkOut) as ei:
+                await c.call(op, **fields)
+            e = ei.value
+            assert (e.which, e.link, e.target, e.rest) == want, (op, fields)
         # what stays inside still works, and so does handling the links themselves
         assert (await c.call("STAT", path=b"/d/inside", flags=0))["attr"].size == 5
         assert (await c.call("STAT", path=b"/d/../f", flags=0))["attr"].size == 5
@@ -457,7 +474,7 @@ def test_paths_cannot_leave_the_export(export: Export, caplog: pytest.LogCapture
 
     serve(export.backend, body)
     assert export.outside_state() == before
-    assert "esc_file_abs" in caplog.text and "refused" in caplog.text
+    assert "outside" in caplog.text and "refused" in caplog.text
 
 
 # --- uploads ---

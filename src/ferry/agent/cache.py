@@ -5,6 +5,13 @@ once the agent has put every remote entry into it: files as sparse placeholders 
 right size, mode and times (content fetched on first open), subdirectories as *unlisted*
 directories with mode 0 — the mark the shim checks to know it must ask us first.
 
+A symlink whose target stays inside its mount is kept as it is, so the kernel follows it
+in the replica.  One that leads out of the mount (an absolute target, or a relative one
+climbing above the mount root) must be followed in the client's namespace, never in the
+replica's: it is kept as ``<cache root>/.ferry-link-out/<target>``, which the kernel cannot
+follow (ENOENT), so the shim asks the agent, which answers where to go on (a redirect);
+the shim's readlink strips the mark.
+
 What the replica knows beyond the files themselves lives in `Meta`, keyed by ferry path:
 whether a file's content is here, which remote version it is, and whether it was made
 locally and not yet written back.
@@ -15,11 +22,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..protocol import spec
 from ..protocol.codec import Attr, Entry
 from .links import NodeLink
+from .routes import LINK_OUT_MARK, link_target
 
 READ_WINDOW = 8  # READs in flight while fetching a file
 
@@ -57,12 +66,41 @@ def _note_blocks(fd: int, blocks: int) -> None:
 
 
 class Replica:
-    def __init__(self, root: bytes) -> None:
+    def __init__(self, root: bytes, root_of: Callable[[bytes], bytes]) -> None:
         self.root = root
+        self.root_of = root_of  # the mount root a ferry path lies under (Router.root_of)
         self.meta: dict[bytes, Meta] = {}
+        self.mark = root + LINK_OUT_MARK
 
     def cpath(self, path: bytes) -> bytes:
         return self.root + path
+
+    def stored_target(self, path: bytes, target: bytes) -> bytes:
+        """What the replica's copy of symlink `path` -> `target` holds (see the module doc)."""
+        root = self.root_of(path)
+        if not target.startswith(b"/"):
+            to = link_target(path, target)
+            if to == root or to.startswith(root + b"/"):
+                return target
+        return self.mark + target
+
+    def link_target(self, path: bytes) -> bytes:
+        """The target of replica symlink `path` as the node holds it."""
+        t = os.readlink(self.cpath(path))
+        return t[len(self.mark):] if t.startswith(self.mark) else t
+
+    def mark_link(self, path: bytes) -> None:
+        """A symlink the program made in the replica: give it the mark if it leads out."""
+        cp = self.cpath(path)
+        try:
+            target = os.readlink(cp)
+        except OSError:
+            return  # replaced since
+        stored = self.stored_target(path, target)
+        if stored != target and not target.startswith(self.mark):
+            tmp = cp + b".ferry-link"
+            os.symlink(stored, tmp)
+            os.replace(tmp, cp)
 
     # ----- building the replica from node answers -----
 
@@ -84,7 +122,7 @@ class Replica:
             os.chmod(cp, 0)  # unlisted mark: the shim asks before trusting it
             os.utime(cp, ns=(a.atime_ns, a.mtime_ns))
         elif k == "l":
-            os.symlink(e.target, cp)
+            os.symlink(self.stored_target(path, e.target), cp)
             os.utime(cp, ns=(a.atime_ns, a.mtime_ns), follow_symlinks=False)
         else:
             fd = os.open(cp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 REMOTE_TAG = b"/REMOTE@"
+LINK_OUT_MARK = b"/.ferry-link-out/"  # see cache.Replica.stored_target; no mount may be called this
 _HOSTPORT = re.compile(r"^(\[[^\]]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(\d{1,5})$")
 
 
@@ -76,6 +77,8 @@ class Mount:
         prefix = posixpath.normpath(prefix)
         if prefix.startswith(REMOTE_TAG.decode()):
             raise RouteError(f"bad mount {spec!r}: /REMOTE@ paths are reserved for direct node addresses")
+        if prefix.startswith(LINK_OUT_MARK.decode().rstrip("/")):
+            raise RouteError(f"bad mount {spec!r}: {LINK_OUT_MARK.decode()} is ferry's own name; choose another")
         node, sub = parse_url(url)
         return cls(prefix, node, sub)
 
@@ -85,6 +88,18 @@ def check_mounts(mounts: list[Mount]) -> None:
         for b in mounts[i + 1:]:
             if a.prefix == b.prefix or a.prefix.startswith(b.prefix + "/") or b.prefix.startswith(a.prefix + "/"):
                 raise RouteError(f"mounts {a.prefix} and {b.prefix} overlap: give each its own prefix")
+
+
+def normpath(path: bytes) -> bytes:
+    """Lexical normalisation of an absolute path (one leading slash, as the shim's)."""
+    return b"/" + posixpath.normpath(path).lstrip(b"/")
+
+
+def link_target(link: bytes, target: bytes, rest: bytes = b"") -> bytes:
+    """Where following symlink `link` (a client path) to `target` leads in the client's
+    namespace, with the components `rest` after it: as the kernel would, lexically."""
+    base = target if target.startswith(b"/") else link.rsplit(b"/", 1)[0] + b"/" + target
+    return normpath(base + b"/" + rest if rest else base)
 
 
 def _join(sub: bytes, rest: bytes) -> bytes:
@@ -108,6 +123,24 @@ class Router:
             if path == prefix or path.startswith(prefix + b"/"):
                 return prefix
         return b""
+
+    def subdir_of(self, root: bytes) -> bytes:
+        """The export subdirectory mount root `root` serves (b"/" for /REMOTE@)."""
+        for prefix, m in self.mounts:
+            if prefix == root:
+                return m.subdir.encode()
+        return b"/"
+
+    def from_node(self, ferry_path: bytes, rel: bytes) -> bytes | None:
+        """The ferry path of node path `rel` on the node serving `ferry_path`; None when
+        `rel` lies outside the subdirectory that mount serves."""
+        root = self.root_of(ferry_path)
+        sub = self.subdir_of(root)
+        if sub != b"/":
+            if rel != sub and not rel.startswith(sub + b"/"):
+                return None
+            rel = rel[len(sub):]
+        return root + (rel if rel != b"/" else b"")
 
     def route(self, path: bytes) -> tuple[NodeAddr, bytes]:
         """Ferry path -> (node, export-relative path)."""

@@ -19,14 +19,27 @@ import stat
 import sys
 
 from ..protocol import codec, spec
-from ..protocol.codec import Attr
+from ..protocol.codec import Attr, LinkOut
 from . import cache
 from .links import NodeLink
 from .locks import LockKeeper, oneway_job
 from .placeholders import Placeholders
-from .routes import NodeAddr, RouteError, Router
+from .routes import NodeAddr, RouteError, Router, link_target, normpath
 
-MAX_SYMLINK_HOPS = 8
+MAX_SYMLINK_HOPS = spec.MAX_REDIRECTS
+
+
+class Escapes(Exception):
+    """A symlink on the way leads out of its mount: see Agent.resolve_client."""
+
+
+class Redirect(Exception):
+    """Answer to the shim: path number `which` of its request crosses a symlink that leads
+    out of its mount; continue with client path `path` (spec.STATUS_LINK_OUT)."""
+
+    def __init__(self, which: int, path: bytes) -> None:
+        super().__init__(path)
+        self.which, self.path = which, path
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 
 
@@ -43,7 +56,7 @@ class Agent:
     def __init__(self, router: Router, cache_root: bytes, connect_timeout: float = 3.0,
                  call_timeout: float = 30.0) -> None:
         self.router = router
-        self.replica = cache.Replica(cache_root)
+        self.replica = cache.Replica(cache_root, router.root_of)
         self.links: dict[NodeAddr, NodeLink] = {}
         self.handles: dict[int, DirectHandle] = {}
         self.next_handle = 1
@@ -217,16 +230,14 @@ class Agent:
         return True
 
     async def follow(self, path: bytes, hops: int = 0) -> bytes:
-        """The ferry path a replica symlink points to; escapes from the mount are refused."""
+        """The ferry path a replica symlink points to, inside its mount; `Escapes` when it
+        leads out (the client's namespace decides where: see resolve_client)."""
         if hops > MAX_SYMLINK_HOPS:
             raise OSError(errno.ELOOP, path)
-        target = os.readlink(self.replica.cpath(path))
-        if target.startswith(b"/"):
-            raise OSError(errno.EACCES, f"symlink {path!r} points outside the export")
         root = self.router.root_of(path)
-        joined = os.path.normpath(cache.parent_of(path) + b"/" + target)
+        joined = link_target(path, self.replica.link_target(path))
         if joined != root and not joined.startswith(root + b"/"):
-            raise OSError(errno.EACCES, f"symlink {path!r} points outside the export")
+            raise Escapes(path)
         m = self.replica.meta.get(joined)
         if m is None:
             await self.listed(cache.parent_of(joined), hops + 1)
@@ -311,7 +322,58 @@ class Agent:
             raise missing_ancestor
         return m
 
+    async def resolve_client(self, path: bytes, follow_last: bool) -> bytes:
+        """The client path to continue with for ferry `path`, which crosses a symlink that
+        leads out of its mount: walk it as the kernel would, component by component, in
+        the client's namespace (the replica listed as needed), up to that link."""
+        root = self.router.root_of(path)
+        done, todo, hops = root, path[len(root):].split(b"/")[::-1], 0
+        while todo:
+            name = todo.pop()
+            if name in (b"", b"."):
+                continue
+            if name == b"..":  # from a link's target, checked to stay inside below
+                done = cache.parent_of(done) if done != root else root
+                continue
+            cur = done + b"/" + name
+            m = await self.lookup(cur)
+            if m is None:
+                raise OSError(errno.ENOENT, cur)
+            if m.kind == "f" and todo:
+                raise OSError(errno.ENOTDIR, cur)
+            if m.kind == "l" and (todo or follow_last):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise OSError(errno.ELOOP, path)
+                to = link_target(cur, self.replica.link_target(cur))
+                if to != root and not to.startswith(root + b"/"):
+                    return normpath(to + b"/" + b"/".join(todo[::-1])) if todo else to
+                done, todo = root, todo + to[len(root):].split(b"/")[::-1]
+                continue
+            done = cur
+        raise OSError(errno.EIO, f"{path!r}: a symlink on the way changed while it was followed")
+
+    def redirect(self, fields: dict, e: LinkOut) -> Redirect:
+        """The shim's answer to a node's LINK_OUT for the request with `fields`."""
+        path = fields["new"] if e.which else fields.get("old", fields.get("path"))
+        link = self.router.from_node(path, e.link)
+        if link is None:
+            raise OSError(errno.EACCES, f"{path!r}: a symlink above the mounted subdirectory leads outside it")
+        return Redirect(e.which, link_target(link, e.target, e.rest))
+
     async def op_cache_lookup(self, f) -> dict:
+        try:
+            return await self._cache_lookup(f)
+        except Escapes:
+            raise Redirect(0, await self.resolve_client(f["path"], True)) from None
+
+    async def op_cache_open(self, f) -> dict:
+        try:
+            return await self._cache_open(f)
+        except Escapes:
+            raise Redirect(0, await self.resolve_client(f["path"], not f["flags"] & os.O_NOFOLLOW)) from None
+
+    async def _cache_lookup(self, f) -> dict:
         path = await self.through_links(f["path"])
         m = await self.lookup_fresh(path)
         if m is None:
@@ -325,7 +387,7 @@ class Agent:
                 await self.list_dir(target)
         return {}
 
-    async def op_cache_open(self, f) -> dict:
+    async def _cache_open(self, f) -> dict:
         path, flags = await self.through_links(f["path"]), f["flags"]
         m = await self.lookup_fresh(path, revalidate=not flags & os.O_CREAT)
         if m is not None and m.kind == "l" and not flags & os.O_NOFOLLOW:
@@ -404,6 +466,7 @@ class Agent:
     def oneway_symlink(self, f) -> None:
         m = self.replica.added(f["path"], "l")
         m.present = True
+        self.replica.mark_link(f["path"])
         self._replay("SYMLINK", f["path"], m, target=f["target"])
 
     async def op_statfs(self, f) -> dict:
@@ -815,7 +878,12 @@ class ShimConn:
             handler = self.agent.handlers.get(req.opcode)
             if handler is None:
                 raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
-            body = await (handler(fields, fd) if req.opcode in _FD_OPS else handler(fields))
+            try:
+                body = await (handler(fields, fd) if req.opcode in _FD_OPS else handler(fields))
+            except LinkOut as e:  # from the node: go on in the client's namespace
+                raise self.agent.redirect(fields, e) from None
+        except Redirect as r:
+            status, body = spec.STATUS_LINK_OUT, {"which": r.which, "path": r.path}
         except OSError as e:
             status = -(e.errno or errno.EIO)
         except codec.ProtocolError as e:
@@ -825,8 +893,12 @@ class ShimConn:
             print(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}", file=sys.stderr, flush=True)
             status = -errno.EIO
         try:
-            reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {})) if status == 0 \
-                else codec.pack_error(req.rid, -status)
+            if status == spec.STATUS_LINK_OUT:
+                reply = codec.pack_redirect(req.rid, body["which"], body["path"])
+            elif status == 0:
+                reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {}))
+            else:
+                reply = codec.pack_error(req.rid, -status)
             await self.loop.sock_sendall(self.sock, reply)
         except OSError:
             self.close()

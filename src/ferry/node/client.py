@@ -15,7 +15,8 @@ import socket
 from typing import Any, cast
 
 from ferry.protocol import spec
-from ferry.protocol.codec import FrameReader, ProtocolError, Reply, pack_request, request_parts, unpack_fields
+from ferry.protocol.codec import (FrameReader, LinkOut, ProtocolError, Reply, pack_request, request_parts,
+                                  unpack_fields)
 
 _FieldList = list[tuple[str, str]]
 
@@ -88,6 +89,9 @@ class NodeClient(asyncio.BufferedProtocol):
                 fut.set_exception(OSError(-status, os.strerror(-status)))
                 continue
             try:
+                if status == spec.STATUS_LINK_OUT:
+                    fut.set_exception(LinkOut(**unpack_fields(spec.LINK_OUT, payload)))
+                    continue
                 fut.set_result(unpack_fields(fields, payload))
             except ProtocolError as e:
                 fut.set_exception(OSError(errno.EIO, f"{self.where} sent a malformed reply: {e}"))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ferry.protocol import spec
-from ferry.protocol.codec import unpack_fields
+from ferry.protocol.codec import LinkOut, unpack_fields
 
 from .backends.base import Backend, BackendFile, split_path
 from .locks import EOF, LockTable, owner_class
@@ -323,6 +323,8 @@ def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Defe
         return op, -errno.EACCES, _NO_FIELDS
     try:
         return op, 0, op.handler(s, fields)
+    except LinkOut as e:  # reply fields: spec.LINK_OUT
+        return op, spec.STATUS_LINK_OUT, e.fields()
     except OSError as e:
         return op, -(e.errno or errno.EIO), _NO_FIELDS
     except (ValueError, OverflowError):  # a field the OS call cannot take (ids, sizes)

@@ -60,7 +60,8 @@ class NodeProtocol(asyncio.BufferedProtocol):
                         if not req.flags & spec.FLAG_ONEWAY:
                             fields.send = self._late_reply_to(req.rid)
                         continue
-                    body = pack_parts(op.reply, fields) if status == 0 else []
+                    body = pack_parts(op.reply, fields) if status == 0 else \
+                        pack_parts(spec.LINK_OUT, fields) if status == spec.STATUS_LINK_OUT else []
                 except ProtocolError:
                     raise
                 except Exception:  # a bug must cost one request, not the node

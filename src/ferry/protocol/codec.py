@@ -58,6 +58,18 @@ class Entry(NamedTuple):
     attr: Attr
 
 
+class LinkOut(Exception):
+    """A path crosses a symlink whose target leaves the export (see spec.STATUS_LINK_OUT):
+    raised by a backend, carried to the agent, resolved there in the client's namespace."""
+
+    def __init__(self, link: bytes, target: bytes, rest: bytes = b"", which: int = 0) -> None:
+        super().__init__(f"symlink {link!r} -> {target!r} leaves the export")
+        self.link, self.target, self.rest, self.which = link, target, rest, which
+
+    def fields(self) -> dict[str, Any]:
+        return {"which": self.which, "link": self.link, "target": self.target, "rest": self.rest}
+
+
 class ProtocolError(Exception):
     """A peer sent bytes that are not a valid ferry frame or payload."""
 
@@ -181,6 +193,12 @@ def reply_parts(op: str | int, rid: int, status: int = 0, /, **values: Any) -> l
 
 def pack_reply(op: str | int, rid: int, status: int = 0, /, **values: Any) -> bytes:
     return b"".join(reply_parts(op, rid, status, **values))
+
+
+def pack_redirect(rid: int, which: int, path: bytes) -> bytes:
+    """The agent's STATUS_LINK_OUT reply to a shim: go on with client path `path`."""
+    parts = pack_parts(spec.REDIRECT, {"which": which, "path": path})
+    return b"".join([REP_HEADER.pack(sum(map(len, parts)), spec.STATUS_LINK_OUT, rid), *parts])
 
 
 def pack_error(rid: int, err: int) -> bytes:

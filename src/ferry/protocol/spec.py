@@ -27,6 +27,19 @@ MAX_FRAME = 8 << 20  # largest payload either side accepts
 IO_CHUNK = 1 << 20  # largest READ/WRITE a client issues in one frame
 PUT_MAX = 4 << 20  # largest file sent with a single PUT
 
+# A reply status that is not an errno: the request's path crosses a symbolic link whose
+# target leaves the export (an absolute target, or a relative one climbing above the
+# root).  The node never follows such a link; the client resolves it in its own namespace,
+# as NFS and sshfs clients do.  The payload says where to go on:
+STATUS_LINK_OUT = 1
+# node -> agent: which path of the request (0: `path` or `old`, 1: `new`), the link's
+# export-relative path (earlier links in the path already followed), its target as
+# stored, and the components after the link ("" when the link was the last one).
+LINK_OUT = [("which", "u32"), ("link", "str"), ("target", "str"), ("rest", "str")]
+# agent -> shim: the client path to continue with in place of that path.
+REDIRECT = [("which", "u32"), ("path", "str")]
+MAX_REDIRECTS = 40  # as the kernel's MAXSYMLINKS: then ELOOP
+
 # Header flags.
 FLAG_ONEWAY = 0x1  # no reply; the sender has already applied the change locally
 

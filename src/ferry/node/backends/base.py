@@ -3,7 +3,9 @@
 Paths are export-relative bytes such as ``b"/a/b"`` (``b"/"`` is the export root).  Every
 method is synchronous and reports failure by raising `OSError` with a Linux errno, which
 travels to the client unchanged.  A backend refuses, with EACCES, any path that contains
-NUL or whose ``..`` climbs above the root, and any symlink that would lead outside it.
+NUL or whose ``..`` climbs above the root.  It never follows a symlink that would lead
+outside the export: it raises `LinkOut` naming the link instead, and the client follows
+the link's target in its own namespace (see `link_out`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 
-from ferry.protocol.codec import Attr, Entry
+from ferry.protocol.codec import Attr, Entry, LinkOut
 
 PUT_PREFIX = b".ferry-put-"  # hidden temporaries of uploads in progress
 log = logging.getLogger("ferry.node")
@@ -42,6 +44,34 @@ def split_path(path: bytes) -> list[bytes]:
         elif c and c != b".":
             out.append(c)
     return out
+
+
+def link_out(names: list[bytes], name: bytes, target: bytes, todo: list[bytes]) -> LinkOut | None:
+    """Following symlink `name` (in the directory the components `names` lead to) to
+    `target`: the `LinkOut` to raise when that leaves the export, None when it stays
+    beneath the root.  `todo` is the walk's stack of components still to resolve."""
+    if not target.startswith(b"/"):
+        depth = len(names)
+        for c in target.split(b"/"):
+            if c == b"..":
+                depth -= 1
+                if depth < 0:
+                    break
+            elif c and c != b".":
+                depth += 1
+        else:
+            return None
+    return LinkOut(b"/" + b"/".join([*names, name]), target, b"/".join(reversed(todo)))
+
+
+def second_path(resolve, path: bytes, *args):
+    """`resolve(path, *args)` for the second path of a two-path op (rename's and link's
+    `new`): a LinkOut it raises says so (which = 1)."""
+    try:
+        return resolve(path, *args)
+    except LinkOut as e:
+        e.which = 1
+        raise
 
 
 class BackendFile(ABC):

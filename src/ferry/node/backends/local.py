@@ -5,7 +5,9 @@ RESOLVE_BENEATH, so neither ``..`` nor a symlink (absolute, or relative and clim
 can reach outside; on kernels without openat2 a component-by-component O_NOFOLLOW walk
 does the same in user space.  Operations then act on the resolved fd, or on the parent's
 fd plus the final name with the ``*at`` calls, never on a path string the kernel would
-resolve again.  An escape is refused with EACCES and logged once, naming the path.
+resolve again.  A ``..`` above the root is refused with EACCES; a symlink leading outside
+is not followed: the walk names it (`LinkOut`) and the client follows it in its own
+namespace.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import secrets
 import stat as st
 
 from ferry.protocol import spec
-from ferry.protocol.codec import Attr, Entry
+from ferry.protocol.codec import Attr, Entry, LinkOut
 
-from .base import KEEP_TIME, PUT_PREFIX, XATTR_CARRIED, Backend, BackendFile, log, split_path
+from .base import KEEP_TIME, PUT_PREFIX, XATTR_CARRIED, Backend, BackendFile, link_out, log, second_path, split_path
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_OPENAT2 = 437  # the same number on x86_64 and on aarch64's generic table
@@ -150,18 +152,20 @@ class DirBackend(Backend):
 
     def _resolve(self, path: bytes, comps: list[bytes], flags: int, mode: int = 0) -> int:
         """An fd for `comps` opened with `flags`; symlinks are followed (the last one too,
-        unless O_NOFOLLOW) as long as they stay beneath the root."""
+        unless O_NOFOLLOW) as long as they stay beneath the root, and a `LinkOut` names
+        the first that does not."""
         if self._use_openat2:
             try:
                 return _openat2(self._root_fd, b"/".join(comps) or b".", flags, mode)
             except OSError as e:
-                if e.errno == errno.EXDEV:
-                    raise self._escape(path) from None
-                raise
+                if e.errno != errno.EXDEV:
+                    raise
+            # openat2 only says "out": the walk finds which link, and where it points.
         return self._walk(path, comps, flags | os.O_CLOEXEC, mode)
 
     def _walk(self, path: bytes, comps: list[bytes], flags: int, mode: int) -> int:
         dirs: list[int] = []  # fds of the directories entered below the root, in order
+        names: list[bytes] = []  # and their names
         todo = comps[::-1]  # a stack, so a symlink's target can be pushed in its place
         links = 0
         try:
@@ -174,6 +178,7 @@ class DirBackend(Backend):
                     if not dirs:
                         raise self._escape(path)
                     os.close(dirs.pop())
+                    names.pop()
                     continue
                 if name in (b"", b"."):
                     continue
@@ -200,13 +205,15 @@ class DirBackend(Backend):
                         raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
                     else:
                         dirs.append(fd)
+                        names.append(name)
                 if is_link:
                     links += 1
                     if links > _MAX_LINKS:
                         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
                     target = os.readlink(name, dir_fd=cur)
-                    if target.startswith(b"/"):
-                        raise self._escape(path)
+                    out = link_out(names, name, target, todo)
+                    if out is not None:
+                        raise out
                     todo.extend(target.split(b"/")[::-1])
         finally:
             for fd in dirs:
@@ -220,7 +227,11 @@ class DirBackend(Backend):
             return self._root_fd, None
         if len(comps) == 1:
             return self._root_fd, comps[0]
-        return self._resolve(path, comps[:-1], _PATH_FLAGS | os.O_DIRECTORY), comps[-1]
+        try:
+            return self._resolve(path, comps[:-1], _PATH_FLAGS | os.O_DIRECTORY), comps[-1]
+        except LinkOut as e:  # the final name is still to come after the link
+            e.rest = e.rest + b"/" + comps[-1] if e.rest else comps[-1]
+            raise
 
     def _done(self, fd: int) -> None:
         if fd != self._root_fd:
@@ -291,7 +302,7 @@ class DirBackend(Backend):
         try:
             if oldname is not None:
                 os.lstat(oldname, dir_fd=olddir)  # link(2) looks the source up first: ENOENT before the target's errors
-            newdir, newname = self._parent(new)
+            newdir, newname = second_path(self._parent, new)
             try:
                 if oldname is None:
                     raise OSError(errno.EPERM, os.strerror(errno.EPERM), old)
@@ -324,7 +335,7 @@ class DirBackend(Backend):
     def rename(self, old: bytes, new: bytes, flags: int = 0) -> None:
         olddir, oldname = self._parent(old)
         try:
-            newdir, newname = self._parent(new)
+            newdir, newname = second_path(self._parent, new)
             try:
                 if oldname is None or newname is None:
                     raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), old)

@@ -1,7 +1,7 @@
 """MemoryBackend: an in-memory tree of directories, files and symlinks, for tests and
 scratch.  It mirrors DirBackend's semantics and errnos (as Linux gives them on a local
 directory), including confinement: symlinks are followed only while they stay beneath
-the root, and an absolute symlink target is refused as DirBackend's openat2 refuses it.
+the root; one that leads outside is named by a `LinkOut`, as DirBackend does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from ferry.protocol import spec
 from ferry.protocol.codec import Attr, Entry
 
-from .base import KEEP_TIME, XATTR_CARRIED, Backend, BackendFile, log, split_path
+from .base import KEEP_TIME, XATTR_CARRIED, Backend, BackendFile, link_out, log, second_path, split_path
 
 _MAX_LINKS = 40
 _RENAME_NOREPLACE = 1  # renameat2(2) flags
@@ -183,7 +183,7 @@ class MemoryBackend(Backend):
         node = self._node(old, follow=False)
         if isinstance(node, _Dir):
             raise _err(errno.EPERM, old)
-        parent, name, existing = self._resolve(new, False)
+        parent, name, existing = second_path(self._resolve, new, False)
         if name is None or existing is not None:
             raise _err(errno.EEXIST, new)
         parent.children[name] = node
@@ -195,6 +195,7 @@ class MemoryBackend(Backend):
         """(parent dir, final name, node or None if absent), following symlinks beneath the
         root; name is None when the path ends on a directory reached as such (the root)."""
         dirs = [self._root]
+        names: list[bytes] = []  # of dirs[1:]
         todo = split_path(path)[::-1]
         links = 0
         while todo:
@@ -204,6 +205,7 @@ class MemoryBackend(Backend):
                     log.warning("ferry node: refused %r: it leads outside the export", path)
                     raise _err(errno.EACCES, path)
                 dirs.pop()
+                names.pop()
                 continue
             if name in (b"", b"."):
                 continue
@@ -218,9 +220,9 @@ class MemoryBackend(Backend):
                 links += 1
                 if links > _MAX_LINKS:
                     raise _err(errno.ELOOP, path)
-                if child.target.startswith(b"/"):
-                    log.warning("ferry node: refused %r: it leads outside the export", path)
-                    raise _err(errno.EACCES, path)
+                out = link_out(names, name, child.target, todo)
+                if out is not None:
+                    raise out
                 todo.extend(child.target.split(b"/")[::-1])
                 continue
             if last:
@@ -228,6 +230,7 @@ class MemoryBackend(Backend):
             if not isinstance(child, _Dir):
                 raise _err(errno.ENOTDIR, path)
             dirs.append(child)
+            names.append(name)
         return dirs[-1].parent or dirs[-1], None, dirs[-1]
 
     def _node(self, path: bytes, follow: bool = True) -> _Node:
@@ -309,7 +312,7 @@ class MemoryBackend(Backend):
         if flags & ~(_RENAME_NOREPLACE | _RENAME_EXCHANGE) or flags == _RENAME_NOREPLACE | _RENAME_EXCHANGE:
             raise _err(errno.EINVAL, old)
         op, on, onode = self._resolve(old, False)
-        np, nn, nnode = self._resolve(new, False)
+        np, nn, nnode = second_path(self._resolve, new, False)
         if on is None or nn is None:
             raise _err(errno.EBUSY, old)
         if onode is None:

@@ -1,0 +1,107 @@
+"""Symlinks whose target leaves the export are followed in the client's namespace.
+
+The node never follows such a link (an absolute target, or a relative one climbing above
+the export root): it names the link, and the program's side resolves the target as the
+kernel would on the client — into ferry when the target lies under a mount or
+/REMOTE@, otherwise to the local file — as NFS and sshfs clients do.  Each test runs in
+both data modes and both path forms.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import Where
+
+q = shlex.quote
+
+UP = "../" * 12  # more ".." than any test path is deep: climbs to "/" in the client's namespace
+
+
+@pytest.fixture
+def local(tmp_path) -> Path:
+    """A directory of the client's own, outside the export."""
+    d = tmp_path / "client-side"
+    (d / "sub").mkdir(parents=True)
+    (d / "file.txt").write_text("local bytes\n")
+    (d / "sub" / "inner.txt").write_text("inner\n")
+    script = d / "tool.sh"
+    script.write_text("#!/bin/sh\necho tool ran with \"$@\"\n")
+    script.chmod(0o755)
+    return d
+
+
+def test_absolute_link_to_a_local_file(where: Where, local: Path):
+    os.symlink(local / "file.txt", where.node.root / "abs")
+    os.symlink(local / "tool.sh", where.node.root / "tool")
+    p = where.sh(f"cat {where.path('abs')}; test -f {where.path('abs')} && echo isfile; "
+                 f"readlink {where.path('abs')}; {where.path('tool')} a b; stat -c %s {where.path('abs')}")
+    assert p.stdout.splitlines() == ["local bytes", "isfile", str(local / "file.txt"), "tool ran with a b", "12"]
+
+
+def test_absolute_link_to_a_local_directory(where: Where, local: Path):
+    os.symlink(local, where.node.root / "dirlink")
+    d = where.path("dirlink")
+    p = where.sh(f"ls {d}; cat {d}/sub/inner.txt; cd {d}/sub && pwd -P && cat inner.txt; "
+                 f"mkdir {d}/made && echo new > {d}/made/n.txt")
+    assert p.stdout.splitlines() == ["file.txt", "sub", "tool.sh", "inner", str(local / "sub"), "inner"]
+    assert (local / "made" / "n.txt").read_text() == "new\n"  # the client's file, as the kernel would
+    assert sorted(os.listdir(where.node.root)) == ["dirlink"]  # nothing went to the node
+
+
+def test_relative_link_climbing_out_of_the_export(where: Where, local: Path):
+    os.symlink(UP + str(local / "file.txt").lstrip("/"), where.node.root / "rel")
+    (where.node.root / "deep" / "er").mkdir(parents=True)
+    os.symlink("../../" + UP + str(local / "sub").lstrip("/"), where.node.root / "deep" / "er" / "reldir")
+    p = where.sh(f"cat {where.path('rel')} {where.path('deep/er/reldir/inner.txt')}; "
+                 f"readlink {where.path('rel')}")
+    assert p.stdout.splitlines() == ["local bytes", "inner", UP + str(local / "file.txt").lstrip("/")]
+
+
+def test_absolute_link_back_into_the_same_mount(where: Where):
+    (where.node.root / "real").mkdir()
+    (where.node.root / "real" / "f").write_text("on the node\n")
+    os.symlink(where.path("real/f"), where.node.root / "alias")
+    os.symlink(where.path("real"), where.node.root / "aliasdir")
+    p = where.sh(f"cat {where.path('alias')} {where.path('aliasdir/f')}; echo more >> {where.path('alias')}; "
+                 f"echo new > {where.path('aliasdir/g')}")
+    assert p.stdout == "on the node\non the node\n"
+    assert (where.node.root / "real" / "f").read_text() == "on the node\nmore\n"
+    assert (where.node.root / "real" / "g").read_text() == "new\n"
+    assert os.readlink(where.node.root / "alias") == where.path("real/f")  # still a link on the node
+
+
+def test_symlink_loops_say_eloop(where: Where):
+    os.symlink(where.path("b"), where.node.root / "a")
+    os.symlink(where.path("a"), where.node.root / "b")
+    p = where.sh(f"cat {where.path('a')}", check=False)
+    assert p.returncode != 0
+    assert "Too many levels of symbolic links" in p.stderr
+
+
+def test_links_a_program_makes(where: Where, local: Path):
+    """ln -s of targets that leave the export, then use them in the same run."""
+    p = where.sh(f"cd {where.path()} && ln -s {q(str(local / 'file.txt'))} mine && cat mine && "
+                 f"ln -s {q(UP + str(local).lstrip('/'))} up && cat up/sub/inner.txt && "
+                 f"mkdir -p in && echo x > in/x && ln -s {where.path('in/x')} back && cat back && readlink back")
+    assert p.stdout.splitlines() == ["local bytes", "inner", "x", where.path("in/x")]
+    assert os.readlink(where.node.root / "mine") == str(local / "file.txt")
+    assert os.readlink(where.node.root / "up") == UP + str(local).lstrip("/")
+
+
+def test_rename_through_a_link_to_a_local_dir_is_a_copy(where: Where, local: Path):
+    """The target is another file system for the program: mv falls back to copy + unlink."""
+    (where.node.root / "f").write_text("moving\n")
+    os.symlink(local, where.node.root / "out")
+    where.sh(f"mv {where.path('f')} {where.path('out')}/moved.txt")
+    assert (local / "moved.txt").read_text() == "moving\n"
+    assert not (where.node.root / "f").exists()
+
+
+def test_realpath_and_find_through_links(where: Where, local: Path):
+    os.symlink(local, where.node.root / "out")
+    p = where.sh(f"realpath {where.path('out/sub/inner.txt')}; find -L {where.path()} -name inner.txt | sort")
+    assert p.stdout.splitlines() == [str(local / "sub" / "inner.txt"), where.path("out/sub/inner.txt")]
