@@ -60,10 +60,12 @@ class Node:
         return self.proc.wait(timeout=10)
 
 
-def start_node(root: Path, *extra: str) -> Node:
+def start_node(root: Path, *extra: str, wrap: list[str] = ()) -> Node:
+    """A `ferry serve` of `root` on loopback; `wrap` is a command line to start it under
+    (unshare, nsenter…), which must exec it."""
     root.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "ferry", "serve", "--root", str(root), "--listen", "127.0.0.1:0",
-                             *extra], stdout=subprocess.PIPE, env=ferry_env(), text=True)
+    proc = subprocess.Popen([*wrap, sys.executable, "-m", "ferry", "serve", "--root", str(root), "--listen",
+                             "127.0.0.1:0", *extra], stdout=subprocess.PIPE, env=ferry_env(), text=True)
     line = proc.stdout.readline().strip()
     assert line.startswith("ferry://"), f"ferry serve printed {line!r}"
     return Node(proc, root, line)

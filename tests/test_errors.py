@@ -87,23 +87,52 @@ def escapes(node, tmp_path):
     return outside
 
 
-@pytest.mark.parametrize("name", ["abs-link", "rel-link", "up-dir/outside.txt", "sub/rel2-link",
+@pytest.fixture
+def node_apart(tmp_path):
+    """A node in a mount namespace of its own, where `node-only/` holds a file that the
+    client's `node-only/` (the same path, empty here) does not: what the node's machine
+    sees there is not the client's, as between two hosts."""
+    apart = tmp_path / "node-only"
+    apart.mkdir()
+    root = tmp_path / "export"
+    root.mkdir()
+    setup = f'mount -t tmpfs none {apart} && echo secret > {apart}/secret.txt && exec "$@"'
+    n = start_node(root, wrap=["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sh"])
+    yield n, apart
+    n.stop()
+
+
+def node_side_read(n, path: Path) -> str:
+    """`path` as the node's own mount namespace has it."""
+    return subprocess.run(["nsenter", "-t", str(n.proc.pid), "-m", "cat", str(path)], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+
+
+@pytest.mark.parametrize("name", ["abs-link", "rel-link", "up-dir/node-only/secret.txt", "sub/rel2-link",
                                   "sub/../rel-link"])
-def test_symlink_escapes_refused(where: Where, escapes, name):
-    outside = escapes
-    before = outside.stat()
-    target = where.path(name)
-    p = where.sh(f"cat {target}; echo cat=$?; echo pwned > {target}; echo write=$?; "
-                 f"echo pwned >> {target}; echo append=$?; cp /etc/hostname {target}; echo cp=$?; "
-                 f"chmod 666 {target}; echo chmod=$?; truncate -s 0 {target}; echo truncate=$?",
-                 check=False)
-    assert "secret" not in p.stdout
-    for what in ("cat", "write", "append", "cp", "chmod", "truncate"):
-        assert f"{what}=0" not in p.stdout.split(), (what, p.stdout, p.stderr)
-    after = outside.stat()
-    assert outside.read_bytes() == b"secret\n"
-    assert (after.st_mode, after.st_size, after.st_mtime_ns) == (before.st_mode, before.st_size, before.st_mtime_ns)
-    assert set(os.listdir(outside.parent)) >= {"outside.txt"}
+@pytest.mark.parametrize("mode,form", [(m, f) for m in MODES for f in PATH_FORMS])
+def test_symlinks_out_of_the_export_resolve_on_the_client(node_apart, mode, form, name):
+    """The node never follows a link out of its export: the client resolves the target in its
+    own namespace (as NFS does), so the node's file behind it is never read or written.  A
+    relative target climbs from where the link is in the client's view (the mount), so there
+    it names /node-only or /mnt/node-only, which this client does not have."""
+    n, apart = node_apart
+    links = {"abs-link": str(apart / "secret.txt"), "rel-link": "../node-only/secret.txt", "up-dir": "..",
+             "sub/rel2-link": "../../node-only/secret.txt"}
+    (n.root / "sub").mkdir()
+    for link, to in links.items():
+        os.symlink(to, n.root / link)
+    w = Where(n, mode, form)
+    p = w.sh(f"cat {w.path(name)}; echo cat=$?; echo mine > {w.path(name)}; echo write=$?", check=False)
+    assert "secret" not in p.stdout and "cat=1" in p.stdout, p.stdout + p.stderr  # the client has no such file
+    if name == "abs-link":
+        assert "write=0" in p.stdout, p.stderr
+        assert (apart / "secret.txt").read_text() == "mine\n"  # the client's file, made on the client
+    else:
+        assert "write=1" in p.stdout and "No such file or directory" in p.stderr, p.stdout + p.stderr
+        assert not os.path.exists("/node-only") and not os.path.exists("/mnt/node-only")
+    assert node_side_read(n, apart / "secret.txt") == "secret\n"  # the node's, untouched
+    assert {link: os.readlink(n.root / link) for link in links} == links  # still links on the node
 
 
 @pytest.mark.parametrize("mode", MODES)
