@@ -25,17 +25,9 @@ struct setattr {
 
 static int64_t ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
 
-static int send_setattr(const char *ferry, uint16_t flags, const struct setattr *a)
+static void encode(struct fy_enc *e, const char *ferry, const struct setattr *a)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    fy_put_u32(&e, a->valid);
-    fy_put_u32(&e, a->mode);
-    fy_put_u32(&e, a->uid);
-    fy_put_u32(&e, a->gid);
-    fy_put_u64(&e, (uint64_t)ns(&a->ts[0]));
-    fy_put_u64(&e, (uint64_t)ns(&a->ts[1]));
-    return fy_call(FY_OP_SETATTR, flags, &e, NULL, 0, -1, NULL, 0, NULL);
+    fy_enc_setattr(e, ferry, a->valid, a->mode, a->uid, a->gid, ns(&a->ts[0]), ns(&a->ts[1]));
 }
 
 /* Direct mode: the node cannot know what "now" means here, so send the time. */
@@ -45,8 +37,9 @@ static int remote(const char *ferry, struct setattr *a)
     clock_gettime(CLOCK_REALTIME, &now);
     for (int i = 0; i < 2; i++)
         if (a->ts[i].tv_nsec == UTIME_NOW) a->ts[i] = now;
-    int rc = send_setattr(ferry, 0, a);
-    return rc < 0 ? fy_fail(rc) : 0;
+    struct fy_enc e;
+    encode(&e, ferry, a);
+    return fy_result(fy_ask(&e));
 }
 
 /* Run the change on a replica object: `path` relative to AT_FDCWD, or fd when path is NULL. */
@@ -83,7 +76,9 @@ static void replay(const char *ferry, int fd, const char *cache_path, struct set
         a->ts[0] = st.st_atim;
         a->ts[1] = st.st_mtim;
     }
-    send_setattr(ferry, FY_FLAG_ONEWAY, a);
+    struct fy_enc e;
+    encode(&e, ferry, a);
+    fy_tell(&e, -1);
 }
 
 static int path_setattr(int dirfd, const char *path, int nofollow, struct setattr *a, int *handled)

@@ -19,8 +19,7 @@
 
 struct fy_dirlist {
     size_t count, pos;
-    size_t *off;   /* offsets of entries in data; 0 and 1 are "." and ".." */
-    char *data;    /* LISTDIR reply */
+    struct fy_entry *ent;  /* pointing into the LISTDIR reply kept after them; 0 and 1 are "." and ".." */
 };
 
 struct rec { uint64_t ino; uint8_t type; const char *name; size_t nlen; };
@@ -43,31 +42,23 @@ static uint8_t dtype(uint32_t mode)
 static struct fy_dirlist *listing(struct fy_fd *f)
 {
     if (f->dl) return f->dl;
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, f->path);
+    struct fy_enc e;
+    fy_enc_listdir(&e, f->path);
+    struct fy_rep_listdir rep;
     char *buf;
     size_t len;
-    int rc = fy_call_alloc(FY_OP_LISTDIR, &e, &buf, &len);
+    int rc = fy_call_alloc(&e, &rep, sizeof rep, &buf, &len);
     if (rc < 0) { free(buf); errno = -rc; return NULL; }
-    uint32_t count = 0;
-    if (len >= 4) memcpy(&count, buf, 4);
-    struct fy_dirlist *dl = malloc(sizeof *dl + (count + 2) * sizeof(size_t) + len);
+    size_t count = rep.entries_count < len ? rep.entries_count : len;  /* an entry takes bytes */
+    struct fy_dirlist *dl = malloc(sizeof *dl + (count + 2) * sizeof(struct fy_entry) + len);
     if (!dl) { free(buf); errno = ENOMEM; return NULL; }
-    dl->off = (size_t *)(dl + 1);
-    dl->data = (char *)(dl->off + count + 2);
-    memcpy(dl->data, buf, len);
+    dl->ent = (struct fy_entry *)(dl + 1);
+    char *data = (char *)(dl->ent + count + 2);
+    memcpy(data, buf, len);
     free(buf);
-    size_t pos = 4, n = 2;
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t nl, tl;
-        if (pos + 4 > len) break;
-        memcpy(&nl, dl->data + pos, 4);
-        if (pos + 4 + nl + 4 > len) break;
-        memcpy(&tl, dl->data + pos + 4 + nl, 4);
-        if (pos + 8 + nl + tl + sizeof(struct fy_attr) > len) break;
-        dl->off[n++] = pos;
-        pos += 8 + nl + tl + sizeof(struct fy_attr);
-    }
+    size_t n = 2;
+    for (const char *pos = data, *end = data + len; n < count + 2 && (pos = fy_dec_entry(pos, end, &dl->ent[n]));)
+        n++;
     dl->count = n;
     dl->pos = 0;
     f->dl = dl;
@@ -83,16 +74,11 @@ static void record(const struct fy_dirlist *dl, size_t i, struct rec *r)
         r->nlen = i + 1;
         return;
     }
-    const char *p = dl->data + dl->off[i];
-    uint32_t nl, tl;
-    memcpy(&nl, p, 4);
-    memcpy(&tl, p + 4 + nl, 4);
-    struct fy_attr a;
-    memcpy(&a, p + 8 + nl + tl, sizeof a);
-    r->ino = a.ino;
-    r->type = dtype(a.mode);
-    r->name = p + 4;
-    r->nlen = nl;
+    const struct fy_entry *e = &dl->ent[i];
+    r->ino = e->attr.ino;
+    r->type = dtype(e->attr.mode);
+    r->name = e->name;
+    r->nlen = e->name_len;
 }
 
 struct linux_dirent64_hdr { uint64_t d_ino; int64_t d_off; unsigned short d_reclen; unsigned char d_type; } __attribute__((packed));
@@ -299,16 +285,6 @@ FY_EXPORT int dirfd(DIR *dir)
 
 /* ---------- namespace mutations ---------- */
 
-/* Cache mode: run `local` on the replica, then tell the agent one-way. */
-static int cache_mutation(const struct fy_path *p, uint16_t op, int rc_local, int nargs, const uint64_t *args, int u64mask)
-{
-    if (rc_local < 0) return -1;
-    fy_path_op(op, FY_FLAG_ONEWAY, p->ferry, nargs, args, u64mask);
-    return 0;
-}
-
-static int remote_result(int rc) { return rc < 0 ? fy_fail(rc) : 0; }
-
 static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
     FY_REAL(int, mkdirat, int, const char *, mode_t);
@@ -316,9 +292,10 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
     int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_mkdirat(dirfd, path, mode);
     if (r < 0) return -1;
+    struct fy_enc e;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
-        uint64_t a = mode & ~fy_umask;
-        return remote_result(fy_path_op(FY_OP_MKDIR, 0, p.ferry, 1, &a, 0));
+        fy_enc_mkdir(&e, p.ferry, mode & ~fy_umask);
+        return fy_result(fy_ask(&e));
     }
     int rc = fy_cache_parent(&p);
     if (rc < 0) return fy_fail(rc);
@@ -326,8 +303,9 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
     /* Send the mode the kernel really gave (umask applied), not the one asked for. */
     struct stat st;
     FY_REAL(int, fstatat, int, const char *, struct stat *, int);
-    uint64_t a = real_fstatat(AT_FDCWD, p.cache, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (st.st_mode & 07777) : (mode & 07777);
-    return cache_mutation(&p, FY_OP_MKDIR, 0, 1, &a, 0);
+    fy_enc_mkdir(&e, p.ferry, real_fstatat(AT_FDCWD, p.cache, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (st.st_mode & 07777) : (mode & 07777));
+    fy_tell(&e, -1);
+    return 0;
 }
 
 FY_EXPORT int mkdir(const char *path, mode_t mode) { return mkdir_common(AT_FDCWD, path, mode); }
@@ -340,17 +318,22 @@ static int unlink_common(int dirfd, const char *path, int flags)
     int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_unlinkat(dirfd, path, flags);
     if (r < 0) return -1;
-    uint16_t op = (flags & AT_REMOVEDIR) ? FY_OP_RMDIR : FY_OP_UNLINK;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_result(fy_path_op(op, 0, p.ferry, 0, NULL, 0));
+    int dir = flags & AT_REMOVEDIR;
+    struct fy_enc e;
+    if (dir) fy_enc_rmdir(&e, p.ferry);
+    else fy_enc_unlink(&e, p.ferry);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
     int rc = fy_cache_parent(&p);
     if (rc < 0) return fy_fail(rc);
-    if (op == FY_OP_RMDIR) {
+    if (dir) {
         /* An unlisted directory looks empty in the replica; list it so ENOTEMPTY is right. */
         struct stat st;
         rc = fy_cache_stat(&p, &st, 1);
         if (rc < 0) return fy_fail(rc);
     }
-    return cache_mutation(&p, op, real_unlinkat(AT_FDCWD, p.cache, flags), 0, NULL, 0);
+    if (real_unlinkat(AT_FDCWD, p.cache, flags) < 0) return -1;
+    fy_tell(&e, -1);
+    return 0;
 }
 
 FY_EXPORT int unlink(const char *path) { return unlink_common(AT_FDCWD, path, 0); }
@@ -366,12 +349,9 @@ static int rename_common(int olddirfd, const char *old, int newdirfd, const char
     if (ro < 0 || rn < 0) return -1;
     if (ro == 0 && rn == 0) return real_renameat2(olddirfd, old, newdirfd, new, flags);
     if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, po.ferry);
-    fy_put_str(&e, pn.ferry);
-    fy_put_u32(&e, flags);
-    if (fy_cfg.mode == FY_MODE_DIRECT)
-        return remote_result(fy_call(FY_OP_RENAME, 0, &e, NULL, 0, -1, NULL, 0, NULL));
+    struct fy_enc e;
+    fy_enc_rename(&e, po.ferry, pn.ferry, flags);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
     int rc = fy_cache_parent(&po);
     if (rc == 0) rc = fy_cache_parent(&pn);
     if (rc < 0) return fy_fail(rc);
@@ -380,7 +360,7 @@ static int rename_common(int olddirfd, const char *old, int newdirfd, const char
     if (rc < 0) return fy_fail(rc);
     fy_cache_stat(&pn, &st, 1);             /* a target directory must be listed (ENOTEMPTY) */
     if (real_renameat2(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
-    fy_call(FY_OP_RENAME, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
+    fy_tell(&e, -1);
     return 0;
 }
 
@@ -395,8 +375,11 @@ FY_EXPORT int truncate(const char *path, off_t len)
     int r = fy_resolve(AT_FDCWD, &path, &p);
     if (r == 0) return real_truncate(path, len);
     if (r < 0) return -1;
-    uint64_t a = (uint64_t)len;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_result(fy_path_op(FY_OP_TRUNCATE, 0, p.ferry, 1, &a, 1));
+    struct fy_enc e;
+    if (fy_cfg.mode == FY_MODE_DIRECT) {
+        fy_enc_truncate(&e, p.ferry, len);
+        return fy_result(fy_ask(&e));
+    }
     /* The replica must hold the content before truncating keeps part of it. */
     int fd = fy_open_path(&p, O_WRONLY | O_CLOEXEC, 0);
     if (fd < 0) return -1;
@@ -405,7 +388,10 @@ FY_EXPORT int truncate(const char *path, off_t len)
     fy_fd_clear(fd);                       /* not an upload: the node truncates its own copy */
     FY_REAL(int, close, int);
     real_close(fd);
-    return cache_mutation(&p, FY_OP_TRUNCATE, real_truncate(p.cache, len), 1, &a, 1);
+    if (real_truncate(p.cache, len) < 0) return -1;
+    fy_enc_truncate(&e, p.ferry, len);
+    fy_tell(&e, -1);
+    return 0;
 }
 
 FY_EXPORT int truncate64(const char *path, off64_t len) { return truncate(path, len); }

@@ -27,7 +27,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "fy_proto.h"
+#include "fy_codec.h"
 
 #define FY_EXPORT __attribute__((visibility("default")))
 
@@ -100,26 +100,25 @@ int fy_fd_limit(void);  /* every ferry fd is below this */
 char *fy_fd_export(void);
 void fy_fd_import(const char *s);
 
-/* ---- wire.c: requests to the agent ---- */
-struct fy_enc { char buf[2 * PATH_MAX + 128]; size_t len; };
-void fy_put_u32(struct fy_enc *e, uint32_t v);
-void fy_put_u64(struct fy_enc *e, uint64_t v);
-void fy_put_str(struct fy_enc *e, const char *s);
-/* Send one request (header + enc + optional extra bytes) and wait for its reply; the
- * reply payload is scattered into riov.  Returns the status: 0 or -errno.  `pass_fd`
- * >= 0 rides along as SCM_RIGHTS.  ONEWAY requests return 0 once sent. */
-int fy_call(uint16_t op, uint16_t flags, const struct fy_enc *e, const void *extra, size_t extra_len,
-            int pass_fd, const struct iovec *riov, int riovcnt, size_t *got);
-/* Same, reply payload into a malloc'd buffer (caller frees). */
-int fy_call_alloc(uint16_t op, const struct fy_enc *e, char **out, size_t *outlen);
+/* ---- wire.c: requests to the agent (built with fy_codec.h's fy_enc_<op>) ---- */
+/* Send the request `e` holds and wait for its reply: the status, 0 or -errno (-EIO when the
+ * connection failed, or a successful reply is shorter than rep_len).  The reply's first
+ * rep_len bytes go to `rep` (the op's struct fy_rep_<op>), the rest up to tail_cap to
+ * `tail` (*tail_got says how many; any more are read and dropped).  `pass_fd` >= 0 rides
+ * along as SCM_RIGHTS. */
+int fy_call(const struct fy_enc *e, int pass_fd, void *rep, size_t rep_len, void *tail, size_t tail_cap,
+            size_t *tail_got);
+/* Same, the rest of the reply in a malloc'd buffer (the caller frees it, on error too). */
+int fy_call_alloc(const struct fy_enc *e, void *rep, size_t rep_len, char **tail, size_t *tail_len);
+/* A request answered by its status alone. */
+static inline int fy_ask(const struct fy_enc *e) { return fy_call(e, -1, NULL, 0, NULL, 0, NULL); }
+/* One-way (FY_FLAG_ONEWAY): a change already made locally, which the agent applies in order
+ * and never answers. */
+void fy_tell(const struct fy_enc *e, int pass_fd);
+/* A request whose answer may take any time (a lock wait), on a connection of its own. */
+int fy_call_waiting(const struct fy_enc *e);
 int fy_conn_fd(void);
 void fy_conn_forget(void);
-
-/* A request whose answer may take any time (a lock wait), on a connection of its own. */
-int fy_call_waiting(uint16_t op, const struct fy_enc *e);
-
-/* Convenience: one request with a path and up to three u32/u64 args, no reply body. */
-int fy_path_op(uint16_t op, uint16_t flags, const char *path, int nargs, const uint64_t *args, int u64mask);
 
 /* ---- stat.c ---- */
 void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct stat *st);
@@ -158,5 +157,7 @@ void fy_after_fork_child(void);
 
 /* ---- errno helpers ---- */
 static inline int fy_fail(int neg_errno) { extern int *__errno_location(void); *__errno_location() = -neg_errno; return -1; }
+/* A status (0 or -errno) as a libc call answers: 0, or -1 with errno set. */
+static inline int fy_result(int status) { return status < 0 ? fy_fail(status) : 0; }
 
 #endif

@@ -28,15 +28,18 @@
 static int cache_open(const struct fy_path *p, int flags, mode_t mode)
 {
     FY_REAL(int, open, const char *, int, ...);
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, p->ferry);
-    fy_put_u32(&e, (uint32_t)flags);
-    fy_put_u32(&e, (uint32_t)mode);
     /* Exclusive create in a listed directory: nothing remote to fetch, and the kernel's
      * EEXIST is the right answer, so skip the round trip (tar x, cp).  The agent learns
      * of the file from its upload, or adopts it from the replica if asked first. */
     int exclusive = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
-    int rc = exclusive ? fy_cache_parent(p) : fy_call(FY_OP_CACHE_OPEN, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    struct fy_enc e;
+    int rc;
+    if (exclusive) {
+        rc = fy_cache_parent(p);
+    } else {
+        fy_enc_cache_open(&e, p->ferry, (uint32_t)flags, (uint32_t)mode);
+        rc = fy_ask(&e);
+    }
     if (rc < 0) return fy_fail(rc);
     int fd = real_open(p->cache, flags, mode);
     if (fd < 0) return -1;
@@ -72,13 +75,10 @@ static int direct_open(const struct fy_path *p, int flags, mode_t mode)
      * placeholder, in every process, is closed. */
     int pfd[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pfd) < 0) return -1;
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, p->ferry);
-    fy_put_u32(&e, (uint32_t)flags);
-    fy_put_u32(&e, (uint32_t)(mode & ~fy_umask));
-    struct { uint64_t handle; struct fy_attr attr; } __attribute__((packed)) rep;
-    struct iovec rv = {&rep, sizeof rep};
-    int rc = fy_call(FY_OP_OPEN, 0, &e, NULL, 0, pfd[1], &rv, 1, NULL);
+    struct fy_enc e;
+    fy_enc_open(&e, p->ferry, (uint32_t)flags, (uint32_t)(mode & ~fy_umask));
+    struct fy_rep_open rep;
+    int rc = fy_call(&e, pfd[1], &rep, sizeof rep, NULL, 0, NULL);
     real_close(pfd[1]);
     if (rc < 0) { real_close(pfd[0]); return fy_fail(rc); }
     if (!(flags & O_CLOEXEC)) fcntl(pfd[0], F_SETFD, 0);
@@ -168,9 +168,9 @@ static void cache_flush(struct fy_fd *f, int fd)
         if (!fy_uncache(real, now, sizeof now) || !names_fd(now, &st)) return;
         path = now;
     }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, path);
-    fy_call(FY_OP_CACHE_CLOSE, FY_FLAG_ONEWAY, &e, NULL, 0, fd, NULL, 0, NULL);
+    struct fy_enc e;
+    fy_enc_cache_close(&e, path);
+    fy_tell(&e, fd);
 }
 
 /* Another fd of this process still writing the same file? */
@@ -238,18 +238,15 @@ ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
     size_t done = 0;
     do {  /* once even for n == 0: the node still says EBADF or EISDIR */
         uint32_t want = (uint32_t)(n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK);
-        struct fy_enc e = {.len = 0};
-        fy_put_u64(&e, f->handle);
-        fy_put_u64(&e, (uint64_t)(off < 0 ? -1 : off + (int64_t)done));
-        fy_put_u32(&e, want);
-        uint32_t len = 0;
-        struct iovec rv[2] = {{&len, 4}, {(char *)buf + done, want}};
+        struct fy_enc e;
+        fy_enc_read(&e, f->handle, off < 0 ? -1 : off + (int64_t)done, want);
+        struct fy_rep_read rep;
         size_t got = 0;
-        int rc = fy_call(FY_OP_READ, 0, &e, NULL, 0, -1, rv, 2, &got);
+        int rc = fy_call(&e, -1, &rep, sizeof rep, (char *)buf + done, want, &got);  /* data straight into buf */
+        if (rc == 0 && rep.data_len != got) rc = -EIO;
         if (rc < 0) { if (done) break; return fy_fail(rc); }
-        if (got < 4 || len > want) { if (done) break; return fy_fail(-EIO); }
-        done += len;
-        if (len < want) break;
+        done += got;
+        if (got < want) break;
     } while (done < n);
     return (ssize_t)done;
 }
@@ -259,30 +256,24 @@ ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off)
     size_t done = 0;
     do {
         size_t chunk = n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK;
-        struct fy_enc e = {.len = 0};
-        fy_put_u64(&e, f->handle);
-        fy_put_u64(&e, (uint64_t)(off < 0 ? -1 : off + (int64_t)done));
-        fy_put_u32(&e, (uint32_t)chunk);
-        uint64_t count = 0;
-        struct iovec rv = {&count, 8};
-        int rc = fy_call(FY_OP_WRITE, 0, &e, (const char *)buf + done, chunk, -1, &rv, 1, NULL);
+        struct fy_enc e;
+        fy_enc_write(&e, f->handle, off < 0 ? -1 : off + (int64_t)done, (const char *)buf + done, (uint32_t)chunk);
+        struct fy_rep_write rep;
+        int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
         if (rc < 0) { if (done) break; return fy_fail(rc); }
-        done += count;
-        if (count < chunk) break;
+        done += rep.count;
+        if (rep.count < chunk) break;
     } while (done < n);
     return (ssize_t)done;
 }
 
 off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, f->handle);
-    fy_put_u64(&e, (uint64_t)off);
-    fy_put_u32(&e, (uint32_t)whence);
-    int64_t pos = 0;
-    struct iovec rv = {&pos, 8};
-    int rc = fy_call(FY_OP_LSEEK, 0, &e, NULL, 0, -1, &rv, 1, NULL);
-    return rc < 0 ? fy_fail(rc) : (off_t)pos;
+    struct fy_enc e;
+    fy_enc_lseek(&e, f->handle, off, (uint32_t)whence);
+    struct fy_rep_lseek rep;
+    int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    return rc < 0 ? fy_fail(rc) : (off_t)rep.offset;
 }
 
 FY_EXPORT ssize_t read(int fd, void *buf, size_t n)
@@ -407,21 +398,14 @@ FY_EXPORT off_t lseek(int fd, off_t off, int whence)
 
 FY_EXPORT off64_t lseek64(int fd, off64_t off, int whence) { return lseek(fd, off, whence); }
 
-static int fd_op(int fd, uint16_t op, uint64_t arg, int arg64)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, f->handle);
-    if (arg64) fy_put_u64(&e, arg); else fy_put_u32(&e, (uint32_t)arg);
-    int rc = fy_call(op, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-    return rc < 0 ? fy_fail(rc) : 0;
-}
-
 FY_EXPORT int ftruncate(int fd, off_t len)
 {
-    if (!direct(fd)) { FY_REAL(int, ftruncate, int, off_t); return real_ftruncate(fd, len); }
+    struct fy_fd *f = direct(fd);
+    if (!f) { FY_REAL(int, ftruncate, int, off_t); return real_ftruncate(fd, len); }
     if (len < 0) { errno = EINVAL; return -1; }
-    return fd_op(fd, FY_OP_FTRUNCATE, (uint64_t)len, 1);
+    struct fy_enc e;
+    fy_enc_ftruncate(&e, f->handle, len);
+    return fy_result(fy_ask(&e));
 }
 
 FY_EXPORT int ftruncate64(int fd, off64_t len) { return ftruncate(fd, len); }
@@ -430,15 +414,18 @@ FY_EXPORT int ftruncate64(int fd, off64_t len) { return ftruncate(fd, len); }
 static int sync_fd(int fd, int datasync)
 {
     struct fy_fd *f = fy_fd_get(fd);
-    if (f && f->kind == FY_FD_DIRECT) return fd_op(fd, FY_OP_FSYNC, (uint64_t)datasync, 0);
+    struct fy_enc e;
+    if (f && f->kind == FY_FD_DIRECT) {
+        fy_enc_fsync(&e, f->handle, (uint32_t)datasync);
+        return fy_result(fy_ask(&e));
+    }
     FY_REAL(int, fsync, int);
     FY_REAL(int, fdatasync, int);
     int rc = datasync ? real_fdatasync(fd) : real_fsync(fd);
     if (rc < 0 || !f || !f->dirty) return rc;
     cache_flush(f, fd);
-    struct fy_enc e = {.len = 0};
-    int st = fy_call(FY_OP_SYNC, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-    return st < 0 ? fy_fail(st) : 0;
+    fy_enc_sync(&e);
+    return fy_result(fy_ask(&e));
 }
 
 FY_EXPORT int fsync(int fd) { return sync_fd(fd, 0); }

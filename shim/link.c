@@ -25,35 +25,26 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
     parent[slash - ferry] = 0;
     const char *name = slash + 1;
     size_t nlen = strlen(name);
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, parent);
-    char *rep;
+    struct fy_enc e;
+    fy_enc_listdir(&e, parent);
+    struct fy_rep_listdir rep;
+    char *list;
     size_t len;
-    int rc = fy_call_alloc(FY_OP_LISTDIR, &e, &rep, &len);
-    if (rc < 0) { free(rep); return fy_fail(rc); }
-    uint32_t count = 0;
-    if (len >= 4) memcpy(&count, rep, 4);
-    size_t pos = 4;
+    int rc = fy_call_alloc(&e, &rep, sizeof rep, &list, &len);
+    if (rc < 0) { free(list); return fy_fail(rc); }
     ssize_t out = -1;
     errno = ENOENT;
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t nl, tl;
-        struct fy_attr a;
-        if (pos + 4 > len) break;
-        memcpy(&nl, rep + pos, 4);
-        if (pos + 8 + nl > len) break;
-        memcpy(&tl, rep + pos + 4 + nl, 4);
-        if (pos + 8 + nl + tl + sizeof a > len) break;
-        if (nl == nlen && memcmp(rep + pos + 4, name, nl) == 0) {
-            memcpy(&a, rep + pos + 8 + nl + tl, sizeof a);
-            if (!S_ISLNK(a.mode)) { errno = EINVAL; break; }
-            out = (ssize_t)(tl < size ? tl : size);
-            memcpy(buf, rep + pos + 8 + nl, (size_t)out);
+    struct fy_entry ent;
+    const char *pos = list;
+    for (uint32_t i = 0; i < rep.entries_count && (pos = fy_dec_entry(pos, list + len, &ent)); i++) {
+        if (ent.name_len == nlen && memcmp(ent.name, name, nlen) == 0) {
+            if (!S_ISLNK(ent.attr.mode)) { errno = EINVAL; break; }
+            out = (ssize_t)(ent.target_len < size ? ent.target_len : size);
+            memcpy(buf, ent.target, (size_t)out);
             break;
         }
-        pos += 8 + nl + tl + sizeof a;
     }
-    free(rep);
+    free(list);
     return out;
 }
 
@@ -91,17 +82,15 @@ FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
     int r = fy_resolve(dirfd, &path, &p);
     if (r == 0) return real_symlinkat(target, dirfd, path);
     if (r < 0) return -1;
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, target);
-    fy_put_str(&e, p.ferry);
+    struct fy_enc e;
+    fy_enc_symlink(&e, target, p.ferry);
     if (fy_cfg.mode == FY_MODE_DIRECT) {
-        int rc = fy_call(FY_OP_SYMLINK, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-        return rc < 0 ? fy_fail(rc) : 0;
+        return fy_result(fy_ask(&e));
     }
     int rc = fy_cache_parent(&p);
     if (rc < 0) return fy_fail(rc);
     if (real_symlinkat(target, AT_FDCWD, p.cache) < 0) return -1;
-    fy_call(FY_OP_SYMLINK, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
+    fy_tell(&e, -1);
     return 0;
 }
 
@@ -205,19 +194,17 @@ FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *ne
     }
     if (ro == 0 && rn == 0) return real_linkat(olddirfd, old, newdirfd, new, flags);
     if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, po.ferry);
-    fy_put_str(&e, pn.ferry);
+    struct fy_enc e;
+    fy_enc_link(&e, po.ferry, pn.ferry);
     if (fy_cfg.mode == FY_MODE_DIRECT) {
-        int rc = fy_call(FY_OP_LINK, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-        return rc < 0 ? fy_fail(rc) : 0;
+        return fy_result(fy_ask(&e));
     }
     struct stat st;
     int rc = fy_cache_stat(&po, &st, 1);    /* the source must be in the replica */
     if (rc == 0) rc = fy_cache_parent(&pn);
     if (rc < 0) return fy_fail(rc);
     if (real_linkat(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
-    fy_call(FY_OP_LINK, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
+    fy_tell(&e, -1);
     return 0;
 }
 

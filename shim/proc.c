@@ -128,11 +128,9 @@ static int program_path(const char **path, struct fy_path *p)
 {
     int r = fy_resolve(AT_FDCWD, path, p);
     if (r <= 0) return r;
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, p->ferry);
-    fy_put_u32(&e, O_RDONLY);
-    fy_put_u32(&e, 0);
-    int rc = fy_call(FY_OP_CACHE_OPEN, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    struct fy_enc e;
+    fy_enc_cache_open(&e, p->ferry, O_RDONLY, 0);
+    int rc = fy_ask(&e);
     return rc < 0 ? fy_fail(rc) : 1;
 }
 

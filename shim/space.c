@@ -21,12 +21,9 @@ static int remote_fallocate(struct fy_fd *f, int mode, off_t offset, off_t len)
 {
     if (offset < 0 || len <= 0) return EINVAL;
     if ((f->flags & O_PATH) || (f->flags & O_ACCMODE) == O_RDONLY) return EBADF;
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, f->handle);
-    fy_put_u32(&e, (uint32_t)mode);
-    fy_put_u64(&e, (uint64_t)offset);
-    fy_put_u64(&e, (uint64_t)len);
-    return -fy_call(FY_OP_FALLOCATE, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    struct fy_enc e;
+    fy_enc_fallocate(&e, f->handle, (uint32_t)mode, offset, len);
+    return -fy_ask(&e);
 }
 
 FY_EXPORT int fallocate(int fd, int mode, off_t offset, off_t len)

@@ -46,32 +46,29 @@ void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct sta
 
 int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry_path);
-    fy_put_u32(&e, nofollow ? FY_STAT_NOFOLLOW : 0);
-    struct fy_attr a;
-    struct iovec rv = {&a, sizeof a};
-    int rc = fy_call(FY_OP_STAT, 0, &e, NULL, 0, -1, &rv, 1, NULL);
-    if (rc == 0) fy_attr_to_stat(&a, ferry_path, st);
+    struct fy_enc e;
+    fy_enc_stat(&e, ferry_path, nofollow ? FY_STAT_NOFOLLOW : 0);
+    struct fy_rep_stat rep;
+    int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    if (rc == 0) fy_attr_to_stat(&rep.attr, ferry_path, st);
     return rc;
 }
 
 static int remote_fstat(struct fy_fd *f, struct stat *st)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, f->handle);
-    struct fy_attr a;
-    struct iovec rv = {&a, sizeof a};
-    int rc = fy_call(FY_OP_FSTAT, 0, &e, NULL, 0, -1, &rv, 1, NULL);
-    if (rc == 0) fy_attr_to_stat(&a, f->path, st);
+    struct fy_enc e;
+    fy_enc_fstat(&e, f->handle);
+    struct fy_rep_fstat rep;
+    int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    if (rc == 0) fy_attr_to_stat(&rep.attr, f->path, st);
     return rc;
 }
 
 int fy_cache_lookup(const struct fy_path *p)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, p->ferry);
-    return fy_call(FY_OP_CACHE_LOOKUP, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    struct fy_enc e;
+    fy_enc_cache_lookup(&e, p->ferry);
+    return fy_ask(&e);
 }
 
 static int unlisted_dir(const struct stat *st) { return S_ISDIR(st->st_mode) && (st->st_mode & 07777) == 0; }
@@ -173,15 +170,14 @@ static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
             free((char *)t);
         }
     }
-    return rc < 0 ? fy_fail(rc) : 0;
+    return fy_result(rc);
 }
 
 static int fd_stat(int fd, struct stat *st)
 {
     struct fy_fd *f = fy_fd_get(fd);
     if (f && f->kind == FY_FD_DIRECT) {
-        int rc = remote_fstat(f, st);
-        return rc < 0 ? fy_fail(rc) : 0;
+        return fy_result(remote_fstat(f, st));
     }
     FY_REAL(int, fstat, int, struct stat *);
     return real_fstat(fd, st);
@@ -275,9 +271,9 @@ static int access_common(int dirfd, const char *path, int amode, int flags)
     if (r == 0) return real_faccessat(dirfd, path, amode, flags);
     if (r < 0) return -1;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
-        uint64_t arg = (uint64_t)amode;
-        int rc = fy_path_op(FY_OP_ACCESS, 0, p.ferry, 1, &arg, 0);
-        return rc < 0 ? fy_fail(rc) : 0;
+        struct fy_enc e;
+        fy_enc_access(&e, p.ferry, (uint32_t)amode);
+        return fy_result(fy_ask(&e));
     }
     struct stat st;
     int rc = fy_cache_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW);

@@ -11,10 +11,8 @@
 
 #define FERRY_FS_MAGIC 0x46455259 /* "FERY": f_type of a ferry path */
 
-struct fy_statfs { uint64_t bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax; };
-
 /* 1 with *out filled; 0 not ferry's; -1 errno set. */
-static int remote_statfs(int fd, const char *path, struct fy_statfs *out)
+static int remote_statfs(int fd, const char *path, struct fy_rep_statfs *out)
 {
     const char *ferry;
     struct fy_path p;
@@ -27,14 +25,13 @@ static int remote_statfs(int fd, const char *path, struct fy_statfs *out)
         if (!f) return 0;
         ferry = f->path;
     }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    struct iovec rv = {out, sizeof *out};
-    int rc = fy_call(FY_OP_STATFS, 0, &e, NULL, 0, -1, &rv, 1, NULL);
+    struct fy_enc e;
+    fy_enc_statfs(&e, ferry);
+    int rc = fy_call(&e, -1, out, sizeof *out, NULL, 0, NULL);
     return rc < 0 ? fy_fail(rc) : 1;
 }
 
-static void to_statfs(const struct fy_statfs *s, struct statfs *b)
+static void to_statfs(const struct fy_rep_statfs *s, struct statfs *b)
 {
     memset(b, 0, sizeof *b);
     b->f_type = FERRY_FS_MAGIC;
@@ -48,7 +45,7 @@ static void to_statfs(const struct fy_statfs *s, struct statfs *b)
     b->f_namelen = (long)s->namemax;
 }
 
-static void to_statvfs(const struct fy_statfs *s, struct statvfs *b)
+static void to_statvfs(const struct fy_rep_statfs *s, struct statvfs *b)
 {
     memset(b, 0, sizeof *b);
     b->f_bsize = s->bsize;
@@ -67,7 +64,7 @@ static void to_statvfs(const struct fy_statfs *s, struct statvfs *b)
 #define STATFS_HOOK(name, argt, arg, lookup, buft, conv)  \
     FY_EXPORT int name(argt arg, buft *buf)                \
     {                                                      \
-        struct fy_statfs s;                                \
+        struct fy_rep_statfs s;                            \
         int r = lookup;                                    \
         if (r < 0) return -1;                              \
         if (r > 0) { conv(&s, (void *)buf); return 0; }    \

@@ -59,50 +59,35 @@ static int no_acl(const char *key)
 /* GETXATTR (key) or LISTXATTR (key NULL): the reply's bytes into (buf, size). */
 static ssize_t remote_get(const char *ferry, const char *key, int nofollow, void *buf, size_t size)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    if (key) fy_put_str(&e, key);
-    fy_put_u32(&e, (uint32_t)nofollow);
-    char *rep;
+    struct fy_enc e;
+    union { struct fy_rep_getxattr get; struct fy_rep_listxattr list; } rep;
+    if (key) fy_enc_getxattr(&e, ferry, key, (uint32_t)nofollow);
+    else fy_enc_listxattr(&e, ferry, (uint32_t)nofollow);
+    char *val;
     size_t len;
-    int rc = fy_call_alloc(key ? FY_OP_GETXATTR : FY_OP_LISTXATTR, &e, &rep, &len);
-    if (rc < 0) { free(rep); return fy_fail(rc); }
-    uint32_t n = 0;
-    if (len >= 4) memcpy(&n, rep, 4);
-    if (len < 4 || n > len - 4) { free(rep); return fy_fail(-EIO); }
-    if (size && n > size) { free(rep); errno = ERANGE; return -1; }
-    if (size && n && !buf) { free(rep); errno = EFAULT; return -1; }
-    if (size && n) memcpy(buf, rep + 4, n);
-    free(rep);
+    int rc = fy_call_alloc(&e, &rep, sizeof rep, &val, &len);
+    if (rc < 0) { free(val); return fy_fail(rc); }
+    uint32_t n = key ? rep.get.value_len : rep.list.names_len;
+    if (n > len) { free(val); return fy_fail(-EIO); }
+    if (size && n > size) { free(val); errno = ERANGE; return -1; }
+    if (size && n && !buf) { free(val); errno = EFAULT; return -1; }
+    if (size && n) memcpy(buf, val, n);
+    free(val);
     return (ssize_t)n;
 }
 
 static int remote_set(const char *ferry, const char *key, const void *val, size_t size, int flags, int nofollow)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    fy_put_str(&e, key);
-    fy_put_u32(&e, (uint32_t)size);
-    /* The value sits between the name and two u32s: send those three as one extra block. */
-    char *tail = malloc(size + 8);
-    if (!tail) { errno = ENOMEM; return -1; }
-    if (size) memcpy(tail, val, size);
-    uint32_t f = (uint32_t)flags, nf = (uint32_t)nofollow;
-    memcpy(tail + size, &f, 4);
-    memcpy(tail + size + 4, &nf, 4);
-    int rc = fy_call(FY_OP_SETXATTR, 0, &e, tail, size + 8, -1, NULL, 0, NULL);
-    free(tail);
-    return rc < 0 ? fy_fail(rc) : 0;
+    struct fy_enc e;
+    fy_enc_setxattr(&e, ferry, key, val, (uint32_t)size, (uint32_t)flags, (uint32_t)nofollow);
+    return fy_result(fy_ask(&e));
 }
 
 static int remote_remove(const char *ferry, const char *key, int nofollow)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    fy_put_str(&e, key);
-    fy_put_u32(&e, (uint32_t)nofollow);
-    int rc = fy_call(FY_OP_REMOVEXATTR, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-    return rc < 0 ? fy_fail(rc) : 0;
+    struct fy_enc e;
+    fy_enc_removexattr(&e, ferry, key, (uint32_t)nofollow);
+    return fy_result(fy_ask(&e));
 }
 
 /* setxattr's own checks, in the kernel's order, before anything is looked up. */
