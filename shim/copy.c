@@ -23,12 +23,6 @@
 
 struct end { int fd; struct fy_fd *f; };  /* f: the direct-mode entry, NULL for a real fd */
 
-static struct fy_fd *direct(int fd)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    return f && f->kind == FY_FD_DIRECT ? f : NULL;
-}
-
 /* Up to n bytes at `off` (-1: at and advancing the fd's offset). */
 static ssize_t end_read(const struct end *e, void *buf, size_t n, off64_t off)
 {
@@ -105,7 +99,7 @@ static int status_flags(int fd)
 FY_EXPORT ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
                                   unsigned int flags)
 {
-    struct end in = {fd_in, direct(fd_in)}, out = {fd_out, direct(fd_out)};
+    struct end in = {fd_in, fy_fd_direct(fd_in)}, out = {fd_out, fy_fd_direct(fd_out)};
     if (!in.f && !out.f) {
         FY_REAL(ssize_t, copy_file_range, int, off64_t *, int, off64_t *, size_t, unsigned int);
         int saved = errno;
@@ -141,7 +135,7 @@ FY_EXPORT ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_
 
 static ssize_t sendfile_common(int out_fd, int in_fd, off64_t *offset, size_t count)
 {
-    struct end in = {in_fd, direct(in_fd)}, out = {out_fd, direct(out_fd)};
+    struct end in = {in_fd, fy_fd_direct(in_fd)}, out = {out_fd, fy_fd_direct(out_fd)};
     /* the kernel's checks, in its order */
     int fl_in = status_flags(in_fd);
     if (fl_in < 0) return -1;
@@ -160,7 +154,7 @@ static ssize_t sendfile_common(int out_fd, int in_fd, off64_t *offset, size_t co
 
 FY_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t count)
 {
-    if (!direct(in_fd) && !direct(out_fd)) {
+    if (!fy_fd_direct(in_fd) && !fy_fd_direct(out_fd)) {
         FY_REAL(ssize_t, sendfile64, int, int, off64_t *, size_t);
         return real_sendfile64(out_fd, in_fd, offset, count);
     }
@@ -169,7 +163,7 @@ FY_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t coun
 
 FY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 {
-    if (!direct(in_fd) && !direct(out_fd)) {
+    if (!fy_fd_direct(in_fd) && !fy_fd_direct(out_fd)) {
         FY_REAL(ssize_t, sendfile, int, int, off_t *, size_t);
         return real_sendfile(out_fd, in_fd, offset, count);
     }
@@ -183,7 +177,7 @@ FY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
  * single thread never blocks on it. */
 FY_EXPORT ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len, unsigned int flags)
 {
-    struct end in = {fd_in, direct(fd_in)}, out = {fd_out, direct(fd_out)};
+    struct end in = {fd_in, fy_fd_direct(fd_in)}, out = {fd_out, fy_fd_direct(fd_out)};
     if (!in.f && !out.f) {
         FY_REAL(ssize_t, splice, int, off64_t *, int, off64_t *, size_t, unsigned int);
         return real_splice(fd_in, off_in, fd_out, off_out, len, flags);

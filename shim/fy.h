@@ -69,14 +69,16 @@ size_t fy_mount_root(const char *ferry_path);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
 int fy_uncache(const char *cache_path, char *out, size_t cap);
 int fy_same_mount(const char *a, const char *b);
+/* Is p[0..n) a proper ancestor of a mount prefix ("/mnt" of "/mnt/x")? */
+int fy_above_mount(const char *p, size_t n);
+/* After the cwd changed locally: remember it if it is an ancestor of a mount root. */
+void fy_note_real_cwd(void);
 /* walk.c: resolve every symlink, "." and ".." of a path with the hooked calls; 0 or -errno. */
 int fy_realpath(const char *path, char *out);
 
-/* Virtual current directory: set when the cwd is a ferry directory. */
+/* ---- cwd.c: the virtual current directory, set while the cwd is a ferry directory ---- */
 extern char fy_vcwd[PATH_MAX];
 extern int fy_vcwd_set;
-/* After the cwd changed locally: remember it if it is an ancestor of a mount root. */
-void fy_note_real_cwd(void);
 
 /* ---- fdtable.c: which fds are ferry's ---- */
 enum fy_fd_kind { FY_FD_NONE = 0, FY_FD_CACHE, FY_FD_DIRECT };
@@ -92,6 +94,7 @@ struct fy_fd {
 };
 #define FY_MAXFD 65536
 struct fy_fd *fy_fd_get(int fd); /* NULL when fd is not ferry's: one bounds check and one load */
+struct fy_fd *fy_fd_direct(int fd); /* the same, for a direct-mode fd only */
 struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path);
 void fy_fd_clear(int fd);
 void fy_fd_copy(int from, int to);
@@ -119,6 +122,7 @@ void fy_tell(const struct fy_enc *e, int pass_fd);
 int fy_call_waiting(const struct fy_enc *e);
 int fy_conn_fd(void);
 void fy_conn_forget(void);
+void fy_after_fork_child(void);  /* pthread_atfork: a forked child opens a connection of its own */
 
 /* ---- stat.c ---- */
 void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct stat *st);
@@ -128,10 +132,12 @@ int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_parent(const struct fy_path *p);
 
-/* ---- io.c ---- */
+/* ---- io.c: open, close ---- */
 int fy_open_path(const struct fy_path *p, int flags, mode_t mode);
 int fy_close_fd(int fd);
 void fy_close_fd_keep(int fd);
+
+/* ---- direct.c: data on direct-mode fds (off -1: at, and advancing, the file position) ---- */
 ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off);
 ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off);
 off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence);
@@ -150,10 +156,17 @@ int fy_tmpfile_linkable(const struct stat *st);
 /* ---- stdio.c ---- */
 void fy_stdio_adopt(void);
 
-/* ---- proc.c ---- */
+/* ---- env.c: the environment of a new program image ---- */
+/* A copy of envp for exec (leaked by a successful exec; free it with fy_env_free otherwise). */
 char **fy_env_for_exec(char *const envp[]);
+void fy_env_free(char **env, char *const orig[]);
+/* Put fy_env_for_exec(environ) in environ for a call that spawns with it (system, popen). */
+char **fy_environ_swap(void);
+void fy_environ_restore(char **saved);
+
+/* ---- link.c ---- */
+/* `path` itself when it is no ferry symlink, else its target (malloc'd), followed. */
 const char *fy_follow_links(const char *path);
-void fy_after_fork_child(void);
 
 /* ---- errno helpers ---- */
 static inline int fy_fail(int neg_errno) { extern int *__errno_location(void); *__errno_location() = -neg_errno; return -1; }

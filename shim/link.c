@@ -75,6 +75,40 @@ FY_EXPORT ssize_t __readlinkat_chk(int dirfd, const char *path, char *buf, size_
     return readlink_common(dirfd, path, buf, size);
 }
 
+/* A ferry path that is a symlink, followed here as a kernel client follows any symlink:
+ * an absolute target names a file on this machine (a venv's bin/python3 ->
+ * /usr/bin/python3), which the agent, refusing absolute targets as escapes from the
+ * export, would not open.  `path` itself when it is no ferry symlink, else a malloc'd
+ * target (local, or a ferry path that is no symlink); NULL on error. */
+const char *fy_follow_links(const char *path)
+{
+    char *cur = NULL;
+    for (int hop = 0; hop < 40; hop++) {
+        struct fy_path fp;
+        const char *n = cur ? cur : path;
+        struct stat st;
+        if (fy_resolve(AT_FDCWD, &n, &fp) != 1 || lstat(fp.ferry, &st) < 0 || !S_ISLNK(st.st_mode))
+            return cur ? cur : path;
+        char t[PATH_MAX];
+        ssize_t len = readlink(fp.ferry, t, sizeof t - 1);
+        if (len <= 0) return cur ? cur : path;
+        t[len] = 0;
+        char *next = malloc(2 * PATH_MAX);
+        if (!next) { free(cur); errno = ENOMEM; return NULL; }
+        if (t[0] == '/') {
+            strcpy(next, t);
+        } else {
+            *strrchr(fp.ferry, '/') = 0;  /* a normalised ferry path always has one */
+            snprintf(next, 2 * PATH_MAX, "%s/%s", fp.ferry, t);
+        }
+        free(cur);
+        cur = next;
+    }
+    free(cur);
+    errno = ELOOP;
+    return NULL;
+}
+
 FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
 {
     FY_REAL(int, symlinkat, const char *, int, const char *);

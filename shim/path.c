@@ -11,9 +11,6 @@
 #include <pthread.h>
 #include <string.h>
 
-char fy_vcwd[PATH_MAX];
-int fy_vcwd_set;
-
 /* The real cwd, kept only while it is an ancestor of a mount root ("/" always is, of
  * /REMOTE@...): then a relative name such as mkdir -p's "x" after chdir("/mnt") enters
  * the mount /mnt/x and must not create a local /mnt/x.  Refreshed on every local chdir. */
@@ -139,15 +136,18 @@ static int above_path(int fd, char *buf)
     return found;
 }
 
-/* Is normalised local `path` "/" or an ancestor directory of a mount prefix? */
+int fy_above_mount(const char *p, size_t n)
+{
+    for (int i = 0; i < fy_cfg.nprefix; i++)
+        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], p, n) == 0 && fy_cfg.prefix[i][n] == '/') return 1;
+    return 0;
+}
+
+/* Is normalised local `path` "/" (above every /REMOTE@) or an ancestor of a mount prefix? */
 static int is_above(const char *path)
 {
     size_t n = strlen(path);
-    if (n == 1) return 1;  /* every /REMOTE@ */
-    for (int i = 0; i < fy_cfg.nprefix; i++)
-        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], path, n) == 0 && fy_cfg.prefix[i][n] == '/')
-            return 1;
-    return 0;
+    return n == 1 || fy_above_mount(path, n);
 }
 
 static int normalize(const char *in, char *out, size_t cap);

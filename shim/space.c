@@ -1,20 +1,58 @@
-/* Reserving space: fallocate and posix_fallocate (and their *64 names).
+/* The size of a file and the space it holds: truncate, ftruncate, fallocate and
+ * posix_fallocate (and their *64 names).
  *
  * Cache-mode fds are real fds on replica files, so the kernel does it and the upload at
- * close carries the new size.  A direct-mode fd sends FALLOCATE on its node handle; the
- * node runs fallocate(2) (posix_fallocate for mode 0, which writes zeros where the file
- * system cannot allocate, as glibc's does).
+ * close carries the new size; truncate by name runs on the replica (holding the content
+ * first) and is replayed one-way.  A direct-mode fd sends FTRUNCATE or FALLOCATE on its
+ * node handle; the node runs fallocate(2) (posix_fallocate for mode 0, which writes zeros
+ * where the file system cannot allocate, as glibc's does).
  */
 #include "fy.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
 
-static struct fy_fd *direct(int fd)
+FY_EXPORT int truncate(const char *path, off_t len)
 {
+    FY_REAL(int, truncate, const char *, off_t);
+    struct fy_path p;
+    int r = fy_resolve(AT_FDCWD, &path, &p);
+    if (r == 0) return real_truncate(path, len);
+    if (r < 0) return -1;
+    struct fy_enc e;
+    if (fy_cfg.mode == FY_MODE_DIRECT) {
+        fy_enc_truncate(&e, p.ferry, len);
+        return fy_result(fy_ask(&e));
+    }
+    /* The replica must hold the content before truncating keeps part of it. */
+    int fd = fy_open_path(&p, O_WRONLY | O_CLOEXEC, 0);
+    if (fd < 0) return -1;
     struct fy_fd *f = fy_fd_get(fd);
-    return f && f->kind == FY_FD_DIRECT ? f : NULL;
+    if (f) strcpy(p.ferry, f->path);       /* the file itself, not a symlink to it */
+    fy_fd_clear(fd);                       /* not an upload: the node truncates its own copy */
+    FY_REAL(int, close, int);
+    real_close(fd);
+    if (real_truncate(p.cache, len) < 0) return -1;
+    fy_enc_truncate(&e, p.ferry, len);
+    fy_tell(&e, -1);
+    return 0;
 }
+
+FY_EXPORT int truncate64(const char *path, off64_t len) { return truncate(path, len); }
+
+FY_EXPORT int ftruncate(int fd, off_t len)
+{
+    struct fy_fd *f = fy_fd_direct(fd);
+    if (!f) { FY_REAL(int, ftruncate, int, off_t); return real_ftruncate(fd, len); }
+    if (len < 0) { errno = EINVAL; return -1; }
+    struct fy_enc e;
+    fy_enc_ftruncate(&e, f->handle, len);
+    return fy_result(fy_ask(&e));
+}
+
+FY_EXPORT int ftruncate64(int fd, off64_t len) { return ftruncate(fd, len); }
 
 /* 0 or a positive errno, as posix_fallocate returns it. */
 static int remote_fallocate(struct fy_fd *f, int mode, off_t offset, off_t len)
@@ -28,7 +66,7 @@ static int remote_fallocate(struct fy_fd *f, int mode, off_t offset, off_t len)
 
 FY_EXPORT int fallocate(int fd, int mode, off_t offset, off_t len)
 {
-    struct fy_fd *f = direct(fd);
+    struct fy_fd *f = fy_fd_direct(fd);
     if (!f) { FY_REAL(int, fallocate, int, int, off_t, off_t); return real_fallocate(fd, mode, offset, len); }
     int err = remote_fallocate(f, mode, offset, len);
     if (err) { errno = err; return -1; }
@@ -39,7 +77,7 @@ FY_EXPORT int fallocate64(int fd, int mode, off64_t offset, off64_t len) { retur
 
 FY_EXPORT int posix_fallocate(int fd, off_t offset, off_t len)
 {
-    struct fy_fd *f = direct(fd);
+    struct fy_fd *f = fy_fd_direct(fd);
     if (!f) { FY_REAL(int, posix_fallocate, int, off_t, off_t); return real_posix_fallocate(fd, offset, len); }
     return remote_fallocate(f, 0, offset, len);
 }

@@ -25,15 +25,6 @@ static int ferry_name(int dirfd, const char **path, struct fy_path *p)
 
 /* ---------------------------------------------------------------- realpath */
 
-/* A proper ancestor of a mount prefix ("/mnt" of "/mnt/x"): a directory to ferry even
- * when nothing exists there locally. */
-static int above_mount(const char *p, size_t n)
-{
-    for (int i = 0; i < fy_cfg.nprefix; i++)
-        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], p, n) == 0 && fy_cfg.prefix[i][n] == '/') return 1;
-    return 0;
-}
-
 /* Resolve every symlink, "." and ".." of `path` (absolute, or relative to the cwd) with
  * the hooked lstat/readlink, as the kernel would: out (PATH_MAX) gets the result.
  * 0 or -errno. */
@@ -72,7 +63,8 @@ int fy_realpath(const char *path, char *out)
         r += n;
         int more = 0;
         for (const char *q = r; *q; q++) if (*q != '/') { more = 1; break; }
-        if (above_mount(out, done + 1 + n)) { done += 1 + n; continue; }
+        /* an ancestor of a mount is a directory to ferry, even with nothing there locally */
+        if (fy_above_mount(out, done + 1 + n)) { done += 1 + n; continue; }
         struct stat st;
         if (lstat(out, &st) < 0) return -errno;
         if (S_ISLNK(st.st_mode)) {
