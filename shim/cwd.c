@@ -28,21 +28,19 @@ static int set_vcwd(const char *ferry)
  * a local cwd above a mount root changes how relative names resolve. */
 static void recheck_cwd(void)
 {
-    FY_REAL(char *, getcwd, char *, size_t);
     char real[PATH_MAX];
-    fy_vcwd_set = fy_cfg.mode == FY_MODE_CACHE && real_getcwd(real, sizeof real) &&
+    fy_vcwd_set = fy_cfg.mode == FY_MODE_CACHE && LIBC(getcwd)(real, sizeof real) &&
                   fy_uncache(real, fy_vcwd, sizeof fy_vcwd);
     fy_note_real_cwd();
 }
 
 FY_EXPORT int chdir(const char *path)
 {
-    FY_REAL(int, chdir, const char *);
     struct fy_path p;
     int r = fy_resolve(AT_FDCWD, &path, &p);
     if (r == 0) {
         /* "cd .." out of a ferry directory arrives here already made absolute. */
-        int rc = real_chdir(path);
+        int rc = LIBC(chdir)(path);
         if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
         return rc;
     }
@@ -51,21 +49,20 @@ FY_EXPORT int chdir(const char *path)
     int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p.ferry, 0, &st) : fy_cache_stat(&p, &st, 0);
     if (rc < 0) return fy_fail(rc);
     if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return -1; }
-    if (fy_cfg.mode == FY_MODE_CACHE && real_chdir(p.cache) < 0) return -1;
+    if (fy_cfg.mode == FY_MODE_CACHE && LIBC(chdir)(p.cache) < 0) return -1;
     return set_vcwd(p.ferry);
 }
 
 FY_EXPORT int fchdir(int fd)
 {
-    FY_REAL(int, fchdir, int);
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) {
-        int rc = real_fchdir(fd);
+        int rc = LIBC(fchdir)(fd);
         if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
         return rc;
     }
     if (f->kind == FY_FD_CACHE) {
-        if (real_fchdir(fd) < 0) return -1;
+        if (LIBC(fchdir)(fd) < 0) return -1;
     } else {
         struct stat st;
         if (fstat(fd, &st) < 0) return -1;
@@ -76,8 +73,7 @@ FY_EXPORT int fchdir(int fd)
 
 FY_EXPORT char *getcwd(char *buf, size_t size)
 {
-    FY_REAL(char *, getcwd, char *, size_t);
-    if (!fy_vcwd_set) return real_getcwd(buf, size);
+    if (!fy_vcwd_set) return LIBC(getcwd)(buf, size);
     size_t n = strlen(fy_vcwd) + 1;
     if (!buf) {
         buf = malloc(size > n ? size : n);

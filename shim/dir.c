@@ -83,8 +83,7 @@ FY_EXPORT ssize_t getdents64(int fd, void *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_get(fd);
     if (!f || f->kind != FY_FD_DIRECT) {
-        FY_REAL(ssize_t, getdents64, int, void *, size_t);
-        return real_getdents64(fd, buf, n);
+        return LIBC(getdents64)(fd, buf, n);
     }
     struct fy_dirlist *dl = listing(f);
     if (!dl) return -1;
@@ -131,10 +130,9 @@ static DIR *wrap_dir(int fd)
 
 FY_EXPORT DIR *opendir(const char *path)
 {
-    FY_REAL(DIR *, opendir, const char *);
     struct fy_path p;
     int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return real_opendir(path);
+    if (r == 0) return LIBC(opendir)(path);
     if (r < 0) return NULL;
     int fd = fy_open_path(&p, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0) return NULL;
@@ -143,17 +141,15 @@ FY_EXPORT DIR *opendir(const char *path)
         if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) { int e = S_ISDIR(st.st_mode) ? errno : ENOTDIR; fy_close_fd(fd); errno = e; return NULL; }
         return wrap_dir(fd);
     }
-    FY_REAL(DIR *, fdopendir, int);
-    DIR *d = real_fdopendir(fd);
+    DIR *d = LIBC(fdopendir)(fd);
     if (!d) { int e = errno; fy_close_fd(fd); errno = e; }
     return d;
 }
 
 FY_EXPORT DIR *fdopendir(int fd)
 {
-    FY_REAL(DIR *, fdopendir, int);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f || f->kind != FY_FD_DIRECT) return real_fdopendir(fd);
+    if (!f || f->kind != FY_FD_DIRECT) return LIBC(fdopendir)(fd);
     struct stat st;
     if (fstat(fd, &st) < 0) return NULL;
     if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return NULL; }
@@ -181,14 +177,14 @@ static struct dirent64 *our_readdir(struct fy_dir *d)
 FY_EXPORT struct dirent *readdir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(struct dirent *, readdir, DIR *); return real_readdir(dir); }
+    if (!d) return LIBC(readdir)(dir);
     return (struct dirent *)our_readdir(d);
 }
 
 FY_EXPORT struct dirent64 *readdir64(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(struct dirent64 *, readdir64, DIR *); return real_readdir64(dir); }
+    if (!d) return LIBC(readdir64)(dir);
     return our_readdir(d);
 }
 
@@ -210,8 +206,7 @@ FY_EXPORT int readdir_r(DIR *dir, struct dirent *entry, struct dirent **result)
 {
     struct fy_dir *d = ours(dir);
     if (!d) {
-        FY_REAL(int, readdir_r, DIR *, struct dirent *, struct dirent **);
-        return real_readdir_r(dir, entry, result);
+        return LIBC(readdir_r)(dir, entry, result);
     }
     return our_readdir_r(d, (struct dirent64 *)entry, (struct dirent64 **)result);
 }
@@ -220,8 +215,7 @@ FY_EXPORT int readdir64_r(DIR *dir, struct dirent64 *entry, struct dirent64 **re
 {
     struct fy_dir *d = ours(dir);
     if (!d) {
-        FY_REAL(int, readdir64_r, DIR *, struct dirent64 *, struct dirent64 **);
-        return real_readdir64_r(dir, entry, result);
+        return LIBC(readdir64_r)(dir, entry, result);
     }
     return our_readdir_r(d, entry, result);
 }
@@ -230,9 +224,8 @@ FY_EXPORT int closedir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
     if (!d) {
-        FY_REAL(int, closedir, DIR *);
         if (dir) fy_fd_clear(dirfd(dir));
-        return real_closedir(dir);
+        return LIBC(closedir)(dir);
     }
     int fd = d->fd;
     d->magic = 0;
@@ -244,7 +237,7 @@ FY_EXPORT int closedir(DIR *dir)
 FY_EXPORT void rewinddir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(void, rewinddir, DIR *); real_rewinddir(dir); return; }
+    if (!d) { LIBC(rewinddir)(dir); return; }
     struct fy_fd *f = fy_fd_get(d->fd);
     if (f && f->dl) { free(f->dl); f->dl = NULL; }  /* re-list: rewinddir sees changes */
 }
@@ -254,7 +247,7 @@ FY_EXPORT void rewinddir(DIR *dir)
 FY_EXPORT long telldir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(long, telldir, DIR *); return real_telldir(dir); }
+    if (!d) return LIBC(telldir)(dir);
     struct fy_fd *f = fy_fd_get(d->fd);
     if (!f) { errno = EBADF; return -1; }
     return f->dl ? (long)f->dl->pos : 0;
@@ -263,7 +256,7 @@ FY_EXPORT long telldir(DIR *dir)
 FY_EXPORT void seekdir(DIR *dir, long pos)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(void, seekdir, DIR *, long); real_seekdir(dir, pos); return; }
+    if (!d) { LIBC(seekdir)(dir, pos); return; }
     struct fy_fd *f = fy_fd_get(d->fd);
     if (!f || pos < 0) return;
     int saved = errno;  /* seekdir reports nothing */
@@ -275,7 +268,7 @@ FY_EXPORT void seekdir(DIR *dir, long pos)
 FY_EXPORT int dirfd(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(int, dirfd, DIR *); return real_dirfd(dir); }
+    if (!d) return LIBC(dirfd)(dir);
     return d->fd;
 }
 

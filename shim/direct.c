@@ -55,7 +55,7 @@ off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence)
 FY_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(ssize_t, read, int, void *, size_t); return real_read(fd, buf, n); }
+    if (!f) return LIBC(read)(fd, buf, n);
     return fy_direct_read(f, buf, n, -1);
 }
 
@@ -68,25 +68,25 @@ FY_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 FY_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(ssize_t, write, int, const void *, size_t); return real_write(fd, buf, n); }
+    if (!f) return LIBC(write)(fd, buf, n);
     return fy_direct_write(f, buf, n, -1);
 }
 
-#define PREAD_HOOK(name)                                                                   \
-    FY_EXPORT ssize_t name(int fd, void *buf, size_t n, off_t off)                        \
-    {                                                                                      \
-        struct fy_fd *f = fy_fd_direct(fd);                                                      \
-        if (!f) { FY_REAL(ssize_t, name, int, void *, size_t, off_t); return real_##name(fd, buf, n, off); } \
-        if (off < 0) { errno = EINVAL; return -1; }                                        \
-        return fy_direct_read(f, buf, n, off);                                             \
+#define PREAD_HOOK(name)                                           \
+    FY_EXPORT ssize_t name(int fd, void *buf, size_t n, off_t off) \
+    {                                                              \
+        struct fy_fd *f = fy_fd_direct(fd);                        \
+        if (!f) return LIBC(name)(fd, buf, n, off);                \
+        if (off < 0) { errno = EINVAL; return -1; }                \
+        return fy_direct_read(f, buf, n, off);                     \
     }
-#define PWRITE_HOOK(name)                                                                  \
-    FY_EXPORT ssize_t name(int fd, const void *buf, size_t n, off_t off)                  \
-    {                                                                                      \
-        struct fy_fd *f = fy_fd_direct(fd);                                                      \
-        if (!f) { FY_REAL(ssize_t, name, int, const void *, size_t, off_t); return real_##name(fd, buf, n, off); } \
-        if (off < 0) { errno = EINVAL; return -1; }                                        \
-        return fy_direct_write(f, buf, n, off);                                            \
+#define PWRITE_HOOK(name)                                                \
+    FY_EXPORT ssize_t name(int fd, const void *buf, size_t n, off_t off) \
+    {                                                                    \
+        struct fy_fd *f = fy_fd_direct(fd);                              \
+        if (!f) return LIBC(name)(fd, buf, n, off);                      \
+        if (off < 0) { errno = EINVAL; return -1; }                      \
+        return fy_direct_write(f, buf, n, off);                          \
     }
 PREAD_HOOK(pread)
 PREAD_HOOK(pread64)
@@ -96,7 +96,7 @@ PWRITE_HOOK(pwrite64)
 FY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(ssize_t, readv, int, const struct iovec *, int); return real_readv(fd, iov, cnt); }
+    if (!f) return LIBC(readv)(fd, iov, cnt);
     ssize_t total = 0;
     for (int i = 0; i < cnt; i++) {
         ssize_t n = fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, -1);
@@ -110,7 +110,7 @@ FY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(ssize_t, writev, int, const struct iovec *, int); return real_writev(fd, iov, cnt); }
+    if (!f) return LIBC(writev)(fd, iov, cnt);
     ssize_t total = 0;
     for (int i = 0; i < cnt; i++) {
         if (!iov[i].iov_len) continue;
@@ -140,21 +140,21 @@ static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t
     return total;
 }
 
-#define PREADV_HOOK(name, writing, iovtype)                                                          \
-    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off)                                 \
-    {                                                                                                \
-        struct fy_fd *f = fy_fd_direct(fd);                                                                \
-        if (!f) { FY_REAL(ssize_t, name, int, iovtype *, int, off_t); return real_##name(fd, iov, cnt, off); } \
-        if (off < 0) { errno = EINVAL; return -1; }                                                  \
-        return vec_io(f, iov, cnt, off, writing);                                                    \
+#define PREADV_HOOK(name, writing, iovtype)                          \
+    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off) \
+    {                                                                \
+        struct fy_fd *f = fy_fd_direct(fd);                          \
+        if (!f) return LIBC(name)(fd, iov, cnt, off);                \
+        if (off < 0) { errno = EINVAL; return -1; }                  \
+        return vec_io(f, iov, cnt, off, writing);                    \
     }
-#define PREADV2_HOOK(name, writing, iovtype)                                                         \
-    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off, int flags)                      \
-    {                                                                                                \
-        struct fy_fd *f = fy_fd_direct(fd);                                                                \
-        if (!f) { FY_REAL(ssize_t, name, int, iovtype *, int, off_t, int); return real_##name(fd, iov, cnt, off, flags); } \
-        if (off < -1) { errno = EINVAL; return -1; }                                                 \
-        return vec_io(f, iov, cnt, off, writing);                                                    \
+#define PREADV2_HOOK(name, writing, iovtype)                                    \
+    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off, int flags) \
+    {                                                                           \
+        struct fy_fd *f = fy_fd_direct(fd);                                     \
+        if (!f) return LIBC(name)(fd, iov, cnt, off, flags);                    \
+        if (off < -1) { errno = EINVAL; return -1; }                            \
+        return vec_io(f, iov, cnt, off, writing);                               \
     }
 PREADV_HOOK(preadv, 0, const struct iovec)
 PREADV_HOOK(preadv64, 0, const struct iovec)
@@ -168,7 +168,7 @@ PREADV2_HOOK(pwritev64v2, 1, const struct iovec)
 FY_EXPORT off_t lseek(int fd, off_t off, int whence)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(off_t, lseek, int, off_t, int); return real_lseek(fd, off, whence); }
+    if (!f) return LIBC(lseek)(fd, off, whence);
     return fy_direct_lseek(f, off, whence);
 }
 

@@ -79,7 +79,6 @@ void fy_fd_copy(int from, int to)
 
 char *fy_fd_export(void)
 {
-    FY_REAL(int, fcntl, int, int, ...);
     size_t cap = 256, len = 0;
     char *s = malloc(cap);
     if (!s) return NULL;
@@ -87,7 +86,7 @@ char *fy_fd_export(void)
     for (int fd = 0; fd < limit; fd++) {
         struct fy_fd *f = table[fd];
         if (!f) continue;
-        int fdflags = real_fcntl(fd, F_GETFD);
+        int fdflags = LIBC(fcntl)(fd, F_GETFD);
         if (fdflags < 0 || (fdflags & FD_CLOEXEC)) continue;
         size_t need = len + strlen(f->path) + 96;
         if (need > cap) {

@@ -28,10 +28,11 @@
 #include <sys/uio.h>
 
 #include "fy_codec.h"
+#include "libc.h"
 
 #define FY_EXPORT __attribute__((visibility("default")))
 
-/* ---- init.c: configuration and the real libc entry points ---- */
+/* ---- init.c: configuration ---- */
 enum fy_mode { FY_MODE_OFF = 0, FY_MODE_CACHE, FY_MODE_DIRECT };
 
 struct fy_config {
@@ -45,12 +46,6 @@ struct fy_config {
 };
 extern struct fy_config fy_cfg;
 extern mode_t fy_umask;  /* the process's umask, for modes sent to the node in direct mode */
-
-/* Look up the next definition of a libc symbol; cached by the caller in a static. */
-void *fy_next(const char *name);
-#define FY_REAL(ret, name, ...)                                              \
-    static ret (*real_##name)(__VA_ARGS__);                                  \
-    if (!real_##name) real_##name = (ret (*)(__VA_ARGS__))fy_next(#name)
 
 /* ---- path.c: deciding what is ferry's ---- */
 struct fy_path {

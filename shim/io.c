@@ -16,18 +16,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MODE_ARG(flags, mode)                                   \
-    mode_t mode = 0;                                            \
-    if ((flags) & (O_CREAT | O_TMPFILE)) {                      \
-        va_list ap;                                             \
-        va_start(ap, flags);                                    \
-        mode = (mode_t)va_arg(ap, int);                         \
-        va_end(ap);                                             \
+#define MODE_ARG(flags, mode)              \
+    mode_t mode = 0;                       \
+    if ((flags) & (O_CREAT | O_TMPFILE)) { \
+        va_list ap;                        \
+        va_start(ap, flags);               \
+        mode = (mode_t)va_arg(ap, int);    \
+        va_end(ap);                        \
     }
 
 static int cache_open(const struct fy_path *p, int flags, mode_t mode)
 {
-    FY_REAL(int, open, const char *, int, ...);
     /* Exclusive create in a listed directory: nothing remote to fetch, and the kernel's
      * EEXIST is the right answer, so skip the round trip (tar x, cp).  The agent learns
      * of the file from its upload, or adopts it from the replica if asked first. */
@@ -41,7 +40,7 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
         rc = fy_ask(&e);
     }
     if (rc < 0) return fy_fail(rc);
-    int fd = real_open(p->cache, flags, mode);
+    int fd = LIBC(open)(p->cache, flags, mode);
     if (fd < 0) return -1;
     int dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT));  /* O_CREAT: a new file */
     /* A written file is uploaded by name: the name the kernel resolved through replica
@@ -50,10 +49,9 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
     const char *ferry = p->ferry;
     char real[PATH_MAX + 256], canon[PATH_MAX];
     if (dirty) {
-        FY_REAL(ssize_t, readlink, const char *, char *, size_t);
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        ssize_t n = real_readlink(proc, real, sizeof real - 1);
+        ssize_t n = LIBC(readlink)(proc, real, sizeof real - 1);
         if (n > 0) {
             real[n] = 0;
             if (strcmp(real, p->cache) != 0 && fy_uncache(real, canon, sizeof canon)) ferry = canon;
@@ -69,7 +67,6 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
 
 static int direct_open(const struct fy_path *p, int flags, mode_t mode)
 {
-    FY_REAL(int, close, int);
     /* The placeholder is one end of a socketpair (the lowest free fd, as open(2) would
      * return); the agent keeps the other end and reads EOF once every copy of the
      * placeholder, in every process, is closed. */
@@ -79,10 +76,10 @@ static int direct_open(const struct fy_path *p, int flags, mode_t mode)
     fy_enc_open(&e, p->ferry, (uint32_t)flags, (uint32_t)(mode & ~fy_umask));
     struct fy_rep_open rep;
     int rc = fy_call(&e, pfd[1], &rep, sizeof rep, NULL, 0, NULL);
-    real_close(pfd[1]);
-    if (rc < 0) { real_close(pfd[0]); return fy_fail(rc); }
+    LIBC(close)(pfd[1]);
+    if (rc < 0) { LIBC(close)(pfd[0]); return fy_fail(rc); }
     if (!(flags & O_CLOEXEC)) fcntl(pfd[0], F_SETFD, 0);
-    if (!fy_fd_set(pfd[0], FY_FD_DIRECT, flags, rep.handle, p->ferry)) { real_close(pfd[0]); errno = EMFILE; return -1; }
+    if (!fy_fd_set(pfd[0], FY_FD_DIRECT, flags, rep.handle, p->ferry)) { LIBC(close)(pfd[0]); errno = EMFILE; return -1; }
     return pfd[0];
 }
 
@@ -95,38 +92,34 @@ int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
 }
 
 /* The four open entry points differ only in their real call. */
-#define OPEN_BODY(dirfd, real_call)                  \
-    struct fy_path p;                                \
-    int r = fy_resolve(dirfd, &path, &p);             \
+#define OPEN_BODY(dirfd, real_call)                                  \
+    struct fy_path p;                                                \
+    int r = fy_resolve(dirfd, &path, &p);                            \
     if (r == 0) return fy_note_dirfd(real_call, dirfd, path, flags); \
     return r < 0 ? -1 : fy_open_path(&p, flags, mode)
 
 FY_EXPORT int open(const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, open, const char *, int, ...);
-    OPEN_BODY(AT_FDCWD, real_open(path, flags, mode));
+    OPEN_BODY(AT_FDCWD, LIBC(open)(path, flags, mode));
 }
 
 FY_EXPORT int open64(const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, open64, const char *, int, ...);
-    OPEN_BODY(AT_FDCWD, real_open64(path, flags, mode));
+    OPEN_BODY(AT_FDCWD, LIBC(open64)(path, flags, mode));
 }
 
 FY_EXPORT int openat(int dirfd, const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, openat, int, const char *, int, ...);
-    OPEN_BODY(dirfd, real_openat(dirfd, path, flags, mode));
+    OPEN_BODY(dirfd, LIBC(openat)(dirfd, path, flags, mode));
 }
 
 FY_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, openat64, int, const char *, int, ...);
-    OPEN_BODY(dirfd, real_openat64(dirfd, path, flags, mode));
+    OPEN_BODY(dirfd, LIBC(openat64)(dirfd, path, flags, mode));
 }
 
 /* Fortified builds (_FORTIFY_SOURCE) call these when the mode argument is absent. */
@@ -140,11 +133,10 @@ FY_EXPORT int creat64(const char *path, mode_t mode) { return open64(path, O_CRE
 /* Does ferry path `ferry` name, in the replica, the file `st` describes? */
 static int names_fd(const char *ferry, const struct stat *st)
 {
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
     char cpath[2 * PATH_MAX + 8];
     struct stat a;
     snprintf(cpath, sizeof cpath, "%s%s", fy_cfg.cache, ferry);
-    return real_fstatat(AT_FDCWD, cpath, &a, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == st->st_ino && a.st_dev == st->st_dev;
+    return LIBC(fstatat)(AT_FDCWD, cpath, &a, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == st->st_ino && a.st_dev == st->st_dev;
 }
 
 /* Hand a written cache file to the agent for upload; the fd travels as SCM_RIGHTS so
@@ -154,15 +146,13 @@ static void cache_flush(struct fy_fd *f, int fd)
     /* Upload under the name the file has now, decided here, in the program's order (the
      * agent sees the replica later): renamed while open, the new name; unlinked with a
      * hard link left, no name we know, so no upload that would bring the old one back. */
-    FY_REAL(int, fstat, int, struct stat *);
-    FY_REAL(ssize_t, readlink, const char *, char *, size_t);
     const char *path = f->path;
     char real[PATH_MAX + 256], now[PATH_MAX];
     struct stat st;
-    if (real_fstat(fd, &st) == 0 && st.st_nlink > 0 && !names_fd(f->path, &st)) {
+    if (LIBC(fstat)(fd, &st) == 0 && st.st_nlink > 0 && !names_fd(f->path, &st)) {
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        ssize_t n = real_readlink(proc, real, sizeof real - 1);
+        ssize_t n = LIBC(readlink)(proc, real, sizeof real - 1);
         if (n <= 0) return;
         real[n] = 0;
         if (!fy_uncache(real, now, sizeof now) || !names_fd(now, &st)) return;
@@ -202,9 +192,8 @@ void fy_close_fd_keep(int fd) { release_fd(fd); }
 
 int fy_close_fd(int fd)
 {
-    FY_REAL(int, close, int);
     release_fd(fd);
-    return real_close(fd);
+    return LIBC(close)(fd);
 }
 
 FY_EXPORT int close(int fd) { return fy_close_fd(fd); }
@@ -236,9 +225,7 @@ static int sync_fd(int fd, int datasync)
         fy_enc_fsync(&e, f->handle, (uint32_t)datasync);
         return fy_result(fy_ask(&e));
     }
-    FY_REAL(int, fsync, int);
-    FY_REAL(int, fdatasync, int);
-    int rc = datasync ? real_fdatasync(fd) : real_fsync(fd);
+    int rc = datasync ? LIBC(fdatasync)(fd) : LIBC(fsync)(fd);
     if (rc < 0 || !f || !f->dirty) return rc;
     cache_flush(f, fd);
     fy_enc_sync(&e);
@@ -250,26 +237,23 @@ FY_EXPORT int fdatasync(int fd) { return sync_fd(fd, 1); }
 
 FY_EXPORT int dup(int fd)
 {
-    FY_REAL(int, dup, int);
-    int r = real_dup(fd);
+    int r = LIBC(dup)(fd);
     if (r >= 0 && fy_fd_get(fd)) fy_fd_copy(fd, r);
     return r;
 }
 
 FY_EXPORT int dup2(int from, int to)
 {
-    FY_REAL(int, dup2, int, int);
     if (from != to) release_fd(to);
-    int r = real_dup2(from, to);
+    int r = LIBC(dup2)(from, to);
     if (r >= 0 && from != to) fy_fd_copy(from, to);
     return r;
 }
 
 FY_EXPORT int dup3(int from, int to, int flags)
 {
-    FY_REAL(int, dup3, int, int, int);
     if (from != to) release_fd(to);
-    int r = real_dup3(from, to, flags);
+    int r = LIBC(dup3)(from, to, flags);
     if (r >= 0) fy_fd_copy(from, to);
     return r;
 }
@@ -294,33 +278,30 @@ static int fcntl_common(int fd, int cmd, void *arg, int (*real)(int, int, ...))
 
 FY_EXPORT int fcntl(int fd, int cmd, ...)
 {
-    FY_REAL(int, fcntl, int, int, ...);
     va_list ap;
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return fcntl_common(fd, cmd, arg, real_fcntl);
+    return fcntl_common(fd, cmd, arg, LIBC(fcntl));
 }
 
 FY_EXPORT int fcntl64(int fd, int cmd, ...)
 {
-    FY_REAL(int, fcntl64, int, int, ...);
     va_list ap;
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return fcntl_common(fd, cmd, arg, real_fcntl64);
+    return fcntl_common(fd, cmd, arg, LIBC(fcntl64));
 }
 
 /* Bulk closes (daemons, shells before exec): release what they take from under us. */
 FY_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 {
-    FY_REAL(int, close_range, unsigned int, unsigned int, int);
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int top = last < FY_MAXFD ? last : FY_MAXFD - 1;
         for (unsigned int fd = first; fd <= top; fd++) release_fd((int)fd);
     }
-    return real_close_range(first, last, flags);
+    return LIBC(close_range)(first, last, flags);
 }
 
 FY_EXPORT void closefrom(int lowfd)

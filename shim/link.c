@@ -50,16 +50,15 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
 
 static ssize_t readlink_common(int dirfd, const char *path, char *buf, size_t size)
 {
-    FY_REAL(ssize_t, readlinkat, int, const char *, char *, size_t);
     struct fy_path p;
     int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_readlinkat(dirfd, path, buf, size);
+    if (r == 0) return LIBC(readlinkat)(dirfd, path, buf, size);
     if (r < 0) return -1;
     if (fy_cfg.mode == FY_MODE_DIRECT) return remote_readlink(p.ferry, buf, size);
     struct stat st;
     int rc = fy_cache_stat(&p, &st, 1);
     if (rc < 0) return fy_fail(rc);
-    return real_readlinkat(AT_FDCWD, p.cache, buf, size);
+    return LIBC(readlinkat)(AT_FDCWD, p.cache, buf, size);
 }
 
 FY_EXPORT ssize_t readlink(const char *path, char *buf, size_t size) { return readlink_common(AT_FDCWD, path, buf, size); }
@@ -111,10 +110,9 @@ const char *fy_follow_links(const char *path)
 
 FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
 {
-    FY_REAL(int, symlinkat, const char *, int, const char *);
     struct fy_path p;
     int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_symlinkat(target, dirfd, path);
+    if (r == 0) return LIBC(symlinkat)(target, dirfd, path);
     if (r < 0) return -1;
     struct fy_enc e;
     fy_enc_symlink(&e, target, p.ferry);
@@ -123,7 +121,7 @@ FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
     }
     int rc = fy_cache_parent(&p);
     if (rc < 0) return fy_fail(rc);
-    if (real_symlinkat(target, AT_FDCWD, p.cache) < 0) return -1;
+    if (LIBC(symlinkat)(target, AT_FDCWD, p.cache) < 0) return -1;
     fy_tell(&e, -1);
     return 0;
 }
@@ -151,20 +149,17 @@ static int source_fd(int olddirfd, const char *old, int flags)
 /* A new ferry file `pn` with the content and mode of the local file open on `src`. */
 static int copy_into(int fd_in, const struct fy_path *pn, mode_t mode)
 {
-    FY_REAL(ssize_t, pread64, int, void *, size_t, off64_t);
-    FY_REAL(int, open, const char *, int, ...);
-    FY_REAL(int, close, int);
     char proc[32];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd_in);
-    int src = real_open(proc, O_RDONLY | O_CLOEXEC);  /* the fd may be write-only */
+    int src = LIBC(open)(proc, O_RDONLY | O_CLOEXEC);  /* the fd may be write-only */
     if (src < 0) return -1;
     int fd = fy_open_path(pn, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) { int e = errno; real_close(src); errno = e; return -1; }
+    if (fd < 0) { int e = errno; LIBC(close)(src); errno = e; return -1; }
     enum { CHUNK = 1 << 20 };
     char *buf = malloc(CHUNK);
     int err = buf ? 0 : ENOMEM;
     for (off64_t off = 0; !err;) {
-        ssize_t r = real_pread64(src, buf, CHUNK, off);
+        ssize_t r = LIBC(pread64)(src, buf, CHUNK, off);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) { err = r < 0 ? errno : 0; break; }
         for (ssize_t done = 0; done < r && !err;) {
@@ -175,7 +170,7 @@ static int copy_into(int fd_in, const struct fy_path *pn, mode_t mode)
         off += r;
     }
     free(buf);
-    real_close(src);
+    LIBC(close)(src);
     if (!err && fchmod(fd, mode) < 0) err = errno;  /* as the kernel keeps it, umask aside */
     if (fy_close_fd(fd) < 0 && !err) err = errno;
     if (err) { unlink(pn->ferry); errno = err; return -1; }
@@ -188,12 +183,9 @@ static int copy_into(int fd_in, const struct fy_path *pn, mode_t mode)
  * and later writes through the fd stay in the anonymous file. */
 static int link_anonymous(int fd, const struct fy_path *pn)
 {
-    FY_REAL(int, fcntl, int, int, ...);
-    FY_REAL(int, fstat, int, struct stat *);
-    FY_REAL(int, linkat, int, const char *, int, const char *, int);
     struct stat st;
-    int fl = real_fcntl(fd, F_GETFL);
-    if (fl < 0 || real_fstat(fd, &st) < 0) return -1;
+    int fl = LIBC(fcntl)(fd, F_GETFL);
+    if (fl < 0 || LIBC(fstat)(fd, &st) < 0) return -1;
     if (st.st_nlink > 0) { errno = EXDEV; return -1; }  /* a named local file: another file system */
     /* an unlinked file, or O_TMPFILE | O_EXCL, which asked never to be linked */
     if ((fl & O_TMPFILE) != O_TMPFILE || !fy_tmpfile_linkable(&st)) { errno = ENOENT; return -1; }
@@ -202,7 +194,7 @@ static int link_anonymous(int fd, const struct fy_path *pn)
         if (rc < 0) return fy_fail(rc);
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        if (real_linkat(AT_FDCWD, proc, AT_FDCWD, pn->cache, AT_SYMLINK_FOLLOW) == 0) {
+        if (LIBC(linkat)(AT_FDCWD, proc, AT_FDCWD, pn->cache, AT_SYMLINK_FOLLOW) == 0) {
             struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, fl & ~O_TMPFILE, fy_new_desc_id(), pn->ferry);
             if (f) { f->dirty = 1; f->owner = getpid(); }
             return 0;
@@ -214,7 +206,6 @@ static int link_anonymous(int fd, const struct fy_path *pn)
 
 FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
 {
-    FY_REAL(int, linkat, int, const char *, int, const char *, int);
     struct fy_path po, pn;
     int ro = fy_resolve(olddirfd, &old, &po);
     int rn = fy_resolve(newdirfd, &new, &pn);
@@ -226,7 +217,7 @@ FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *ne
         const char *named = sf->path;  /* /proc/self/fd/N of a ferry fd: that file */
         if ((ro = fy_resolve(AT_FDCWD, &named, &po)) < 0) return -1;
     }
-    if (ro == 0 && rn == 0) return real_linkat(olddirfd, old, newdirfd, new, flags);
+    if (ro == 0 && rn == 0) return LIBC(linkat)(olddirfd, old, newdirfd, new, flags);
     if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
     struct fy_enc e;
     fy_enc_link(&e, po.ferry, pn.ferry);
@@ -237,7 +228,7 @@ FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *ne
     int rc = fy_cache_stat(&po, &st, 1);    /* the source must be in the replica */
     if (rc == 0) rc = fy_cache_parent(&pn);
     if (rc < 0) return fy_fail(rc);
-    if (real_linkat(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
+    if (LIBC(linkat)(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
     fy_tell(&e, -1);
     return 0;
 }

@@ -86,8 +86,7 @@ void fy_lock_on_close(struct fy_fd *f, int fd)
  * inherited. */
 FY_EXPORT pid_t fork(void)
 {
-    FY_REAL(pid_t, fork, void);
-    pid_t pid = real_fork();
+    pid_t pid = LIBC(fork)();
     if (pid == 0) { posix_locked = 0; return 0; }
     if (pid < 0) return pid;
     uint64_t ids[MAX_LOCKED];
@@ -186,9 +185,8 @@ int fy_lock_fcntl(struct fy_fd *f, int fd, int cmd, void *arg)
 
 FY_EXPORT int flock(int fd, int op)
 {
-    FY_REAL(int, flock, int, int);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_flock(fd, op);
+    if (!f) return LIBC(flock)(fd, op);
     int type;
     switch (op & ~LOCK_NB) {
     case LOCK_SH: type = FY_LOCK_READ; break;
@@ -220,12 +218,10 @@ static int lockf_common(int fd, int cmd, off_t len, int (*real)(int, int, off_t)
 
 FY_EXPORT int lockf(int fd, int cmd, off_t len)
 {
-    FY_REAL(int, lockf, int, int, off_t);
-    return lockf_common(fd, cmd, len, real_lockf);
+    return lockf_common(fd, cmd, len, LIBC(lockf));
 }
 
 FY_EXPORT int lockf64(int fd, int cmd, off_t len)
 {
-    FY_REAL(int, lockf64, int, int, off_t);
-    return lockf_common(fd, cmd, len, real_lockf64);
+    return lockf_common(fd, cmd, len, LIBC(lockf64));
 }

@@ -14,10 +14,9 @@
 
 static int mkdir_common(int dirfd, const char *path, mode_t mode)
 {
-    FY_REAL(int, mkdirat, int, const char *, mode_t);
     struct fy_path p;
     int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_mkdirat(dirfd, path, mode);
+    if (r == 0) return LIBC(mkdirat)(dirfd, path, mode);
     if (r < 0) return -1;
     struct fy_enc e;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
@@ -26,11 +25,10 @@ static int mkdir_common(int dirfd, const char *path, mode_t mode)
     }
     int rc = fy_cache_parent(&p);
     if (rc < 0) return fy_fail(rc);
-    if (real_mkdirat(AT_FDCWD, p.cache, mode) < 0) return -1;
+    if (LIBC(mkdirat)(AT_FDCWD, p.cache, mode) < 0) return -1;
     /* Send the mode the kernel really gave (umask applied), not the one asked for. */
     struct stat st;
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
-    fy_enc_mkdir(&e, p.ferry, real_fstatat(AT_FDCWD, p.cache, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (st.st_mode & 07777) : (mode & 07777));
+    fy_enc_mkdir(&e, p.ferry, LIBC(fstatat)(AT_FDCWD, p.cache, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (st.st_mode & 07777) : (mode & 07777));
     fy_tell(&e, -1);
     return 0;
 }
@@ -40,10 +38,9 @@ FY_EXPORT int mkdirat(int dirfd, const char *path, mode_t mode) { return mkdir_c
 
 static int unlink_common(int dirfd, const char *path, int flags)
 {
-    FY_REAL(int, unlinkat, int, const char *, int);
     struct fy_path p;
     int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_unlinkat(dirfd, path, flags);
+    if (r == 0) return LIBC(unlinkat)(dirfd, path, flags);
     if (r < 0) return -1;
     int dir = flags & AT_REMOVEDIR;
     struct fy_enc e;
@@ -58,7 +55,7 @@ static int unlink_common(int dirfd, const char *path, int flags)
         rc = fy_cache_stat(&p, &st, 1);
         if (rc < 0) return fy_fail(rc);
     }
-    if (real_unlinkat(AT_FDCWD, p.cache, flags) < 0) return -1;
+    if (LIBC(unlinkat)(AT_FDCWD, p.cache, flags) < 0) return -1;
     fy_tell(&e, -1);
     return 0;
 }
@@ -69,12 +66,11 @@ FY_EXPORT int unlinkat(int dirfd, const char *path, int flags) { return unlink_c
 
 static int rename_common(int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags)
 {
-    FY_REAL(int, renameat2, int, const char *, int, const char *, unsigned);
     struct fy_path po, pn;
     int ro = fy_resolve(olddirfd, &old, &po);
     int rn = fy_resolve(newdirfd, &new, &pn);
     if (ro < 0 || rn < 0) return -1;
-    if (ro == 0 && rn == 0) return real_renameat2(olddirfd, old, newdirfd, new, flags);
+    if (ro == 0 && rn == 0) return LIBC(renameat2)(olddirfd, old, newdirfd, new, flags);
     if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
     struct fy_enc e;
     fy_enc_rename(&e, po.ferry, pn.ferry, flags);
@@ -86,7 +82,7 @@ static int rename_common(int olddirfd, const char *old, int newdirfd, const char
     rc = fy_cache_stat(&po, &st, 1);        /* source must be present in the replica */
     if (rc < 0) return fy_fail(rc);
     fy_cache_stat(&pn, &st, 1);             /* a target directory must be listed (ENOTEMPTY) */
-    if (real_renameat2(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
+    if (LIBC(renameat2)(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
     fy_tell(&e, -1);
     return 0;
 }
@@ -102,10 +98,9 @@ FY_EXPORT int renameat2(int ofd, const char *old, int nfd, const char *new, unsi
  * systems do).  Local paths go to libc untouched. */
 static int mknod_common(int dirfd, const char *path, mode_t mode, dev_t dev)
 {
-    FY_REAL(int, mknodat, int, const char *, mode_t, dev_t);
     struct fy_path p;
     int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_mknodat(dirfd, path, mode, dev);
+    if (r == 0) return LIBC(mknodat)(dirfd, path, mode, dev);
     if (r < 0) return -1;
     errno = EOPNOTSUPP;
     return -1;

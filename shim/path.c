@@ -33,9 +33,8 @@ static void add_first(const char *rest)
 
 void fy_note_real_cwd(void)
 {
-    FY_REAL(char *, getcwd, char *, size_t);
     rcwd_above = rcwd_nfirst = rcwd_orfa = 0;
-    if (fy_cfg.mode == FY_MODE_OFF || fy_vcwd_set || !real_getcwd(rcwd, sizeof rcwd)) return;
+    if (fy_cfg.mode == FY_MODE_OFF || fy_vcwd_set || !LIBC(getcwd)(rcwd, sizeof rcwd)) return;
     size_t n = strlen(rcwd);
     if (n == 1) {
         rcwd_orfa = 1;
@@ -118,13 +117,12 @@ static pthread_mutex_t above_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Copy the absolute path of above-fd `fd` into buf; 0 when fd is not one (any more). */
 static int above_path(int fd, char *buf)
 {
-    FY_REAL(int, fstat, int, struct stat *);
     struct stat st;
     int found = 0;
     pthread_mutex_lock(&above_lock);
     for (int i = 0; i < nabove; i++) {
         if (above[i].fd != fd) continue;
-        if (real_fstat(fd, &st) == 0 && st.st_dev == above[i].dev && st.st_ino == above[i].ino) {
+        if (LIBC(fstat)(fd, &st) == 0 && st.st_dev == above[i].dev && st.st_ino == above[i].ino) {
             strcpy(buf, above[i].path);
             found = 1;
         } else {
@@ -181,9 +179,8 @@ int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
         abs = joined;
     }
     if (normalize(abs, norm, sizeof norm) < 0 || !is_above(norm)) return fd;
-    FY_REAL(int, fstat, int, struct stat *);
     struct stat st;
-    if (real_fstat(fd, &st) < 0) return fd;
+    if (LIBC(fstat)(fd, &st) < 0) return fd;
     pthread_mutex_lock(&above_lock);
     int slot = -1;
     for (int i = 0; i < nabove && slot < 0; i++)

@@ -61,13 +61,11 @@ static void plan_free(struct exec_plan *pl)
  * decides); -1: "#!" with no interpreter (ENOEXEC). */
 static int read_shebang(const char *file, char *line, char **interp, char **arg)
 {
-    FY_REAL(int, open, const char *, int, ...);
-    FY_REAL(int, close, int);
-    int fd = real_open(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = LIBC(open)(file, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return 0;
     struct stat st;
     ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? read(fd, line, SCRIPT_HEAD) : -1;
-    real_close(fd);
+    LIBC(close)(fd);
     if (n < 2 || line[0] != '#' || line[1] != '!') return 0;
     line[n] = 0;
     char *nl = memchr(line, '\n', (size_t)n);
@@ -100,7 +98,6 @@ static int is_ferry_name(const char *name)
  * 0 or -1 with errno. */
 static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
 {
-    FY_REAL(int, access, const char *, int);
     memset(pl->names, 0, sizeof pl->names);
     pl->owned = NULL;
     pl->argv = (char **)argv;
@@ -124,7 +121,7 @@ static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
         }
         if (hop == SCRIPT_HOPS) { errno = ELOOP; return -1; }
         /* A script we run ourselves: the kernel's permission check on it first. */
-        if (real_access(file, X_OK) < 0) return -1;
+        if (LIBC(access)(file, X_OK) < 0) return -1;
         size_t argc = 0;
         while (pl->argv && pl->argv[argc]) argc++;
         char **nv = malloc((argc + 3) * sizeof *nv);
@@ -143,8 +140,7 @@ static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
 
 FY_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-    FY_REAL(int, execve, const char *, char *const[], char *const[]);
-    if (fy_cfg.mode == FY_MODE_OFF) return real_execve(path, argv, envp);
+    if (fy_cfg.mode == FY_MODE_OFF) return LIBC(execve)(path, argv, envp);
     struct exec_plan pl;
     int e = ENOMEM;
     if (plan_exec(&pl, path, argv) < 0) {
@@ -152,7 +148,7 @@ FY_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
     } else {
         char **env = fy_env_for_exec(envp);
         if (env) {
-            real_execve(pl.run, pl.argv, env);
+            LIBC(execve)(pl.run, pl.argv, env);
             e = errno;
             fy_env_free(env, envp);
         }
@@ -168,13 +164,12 @@ FY_EXPORT int execv(const char *path, char *const argv[]) { return execve(path, 
  * the kernel cannot execute). */
 FY_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-    FY_REAL(int, fexecve, int, char *const[], char *const[]);
-    if (fy_cfg.mode == FY_MODE_OFF) return real_fexecve(fd, argv, envp);
+    if (fy_cfg.mode == FY_MODE_OFF) return LIBC(fexecve)(fd, argv, envp);
     struct fy_fd *f = fy_fd_get(fd);
     if (f) return execve(f->path, argv, envp);
     char **env = fy_env_for_exec(envp);
     if (!env) { errno = ENOMEM; return -1; }
-    real_fexecve(fd, argv, env);
+    LIBC(fexecve)(fd, argv, env);
     int e = errno;
     fy_env_free(env, envp);
     errno = e;
@@ -266,14 +261,13 @@ static int spawn_candidate(const char *name, void *ctx)
 
 FY_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-    FY_REAL(int, execvpe, const char *, char *const[], char *const[]);
-    if (fy_cfg.mode == FY_MODE_OFF) return real_execvpe(file, argv, envp);
+    if (fy_cfg.mode == FY_MODE_OFF) return LIBC(execvpe)(file, argv, envp);
     if (strchr(file, '/')) return execve(file, argv, envp);
     if (!*file) { errno = ENOENT; return -1; }
     if (!path_has_ferry()) {
         char **env = fy_env_for_exec(envp);
         if (!env) { errno = ENOMEM; return -1; }
-        real_execvpe(file, argv, env);
+        LIBC(execvpe)(file, argv, env);
         int e = errno;
         fy_env_free(env, envp);
         errno = e;
@@ -288,14 +282,14 @@ FY_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 FY_EXPORT int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
 
 /* execl* take their arguments as varargs: gather them into an argv first. */
-#define GATHER_ARGS(first, ap, argv)                                         \
-    size_t n_ = 1;                                                           \
-    va_list cnt_;                                                            \
-    va_copy(cnt_, ap);                                                       \
-    while (va_arg(cnt_, char *)) n_++;                                       \
-    va_end(cnt_);                                                            \
-    char **argv = alloca((n_ + 1) * sizeof(char *));                         \
-    argv[0] = (char *)(first);                                               \
+#define GATHER_ARGS(first, ap, argv)                 \
+    size_t n_ = 1;                                   \
+    va_list cnt_;                                    \
+    va_copy(cnt_, ap);                               \
+    while (va_arg(cnt_, char *)) n_++;               \
+    va_end(cnt_);                                    \
+    char **argv = alloca((n_ + 1) * sizeof(char *)); \
+    argv[0] = (char *)(first);                       \
     for (size_t i_ = 1; i_ <= n_; i_++) argv[i_] = va_arg(ap, char *)
 
 FY_EXPORT int execl(const char *path, const char *arg, ...)
@@ -329,18 +323,14 @@ FY_EXPORT int execle(const char *path, const char *arg, ...)
 static int spawn_common(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[], int search)
 {
-    FY_REAL(int, posix_spawn, pid_t *, const char *, const posix_spawn_file_actions_t *,
-            const posix_spawnattr_t *, char *const[], char *const[]);
-    FY_REAL(int, posix_spawnp, pid_t *, const char *, const posix_spawn_file_actions_t *,
-            const posix_spawnattr_t *, char *const[], char *const[]);
     if (fy_cfg.mode == FY_MODE_OFF)
-        return (search ? real_posix_spawnp : real_posix_spawn)(pid, path, fa, attr, argv, envp);
+        return (search ? LIBC(posix_spawnp) : LIBC(posix_spawn))(pid, path, fa, attr, argv, envp);
     char found[PATH_MAX];
     if (search && !strchr(path, '/')) {
         if (!path_has_ferry()) {
             char **env = fy_env_for_exec(envp);
             if (!env) return ENOMEM;
-            int rc = real_posix_spawnp(pid, path, fa, attr, argv, env);
+            int rc = LIBC(posix_spawnp)(pid, path, fa, attr, argv, env);
             fy_env_free(env, envp);
             return rc;
         }
@@ -356,7 +346,7 @@ static int spawn_common(pid_t *pid, const char *path, const posix_spawn_file_act
     } else {
         char **env = fy_env_for_exec(envp);
         if (env) {
-            rc = real_posix_spawn(pid, pl.run, fa, attr, pl.argv, env);
+            rc = LIBC(posix_spawn)(pid, pl.run, fa, attr, pl.argv, env);
             fy_env_free(env, envp);
         }
     }
@@ -378,20 +368,18 @@ FY_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_
 
 FY_EXPORT int system(const char *cmd)
 {
-    FY_REAL(int, system, const char *);
-    if (fy_cfg.mode == FY_MODE_OFF) return real_system(cmd);
+    if (fy_cfg.mode == FY_MODE_OFF) return LIBC(system)(cmd);
     char **saved = fy_environ_swap();
-    int rc = real_system(cmd);
+    int rc = LIBC(system)(cmd);
     fy_environ_restore(saved);
     return rc;
 }
 
 FY_EXPORT FILE *popen(const char *cmd, const char *mode)
 {
-    FY_REAL(FILE *, popen, const char *, const char *);
-    if (fy_cfg.mode == FY_MODE_OFF) return real_popen(cmd, mode);
+    if (fy_cfg.mode == FY_MODE_OFF) return LIBC(popen)(cmd, mode);
     char **saved = fy_environ_swap();
-    FILE *f = real_popen(cmd, mode);
+    FILE *f = LIBC(popen)(cmd, mode);
     fy_environ_restore(saved);
     return f;
 }

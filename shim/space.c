@@ -16,10 +16,9 @@
 
 FY_EXPORT int truncate(const char *path, off_t len)
 {
-    FY_REAL(int, truncate, const char *, off_t);
     struct fy_path p;
     int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return real_truncate(path, len);
+    if (r == 0) return LIBC(truncate)(path, len);
     if (r < 0) return -1;
     struct fy_enc e;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
@@ -32,9 +31,8 @@ FY_EXPORT int truncate(const char *path, off_t len)
     struct fy_fd *f = fy_fd_get(fd);
     if (f) strcpy(p.ferry, f->path);       /* the file itself, not a symlink to it */
     fy_fd_clear(fd);                       /* not an upload: the node truncates its own copy */
-    FY_REAL(int, close, int);
-    real_close(fd);
-    if (real_truncate(p.cache, len) < 0) return -1;
+    LIBC(close)(fd);
+    if (LIBC(truncate)(p.cache, len) < 0) return -1;
     fy_enc_truncate(&e, p.ferry, len);
     fy_tell(&e, -1);
     return 0;
@@ -45,7 +43,7 @@ FY_EXPORT int truncate64(const char *path, off64_t len) { return truncate(path, 
 FY_EXPORT int ftruncate(int fd, off_t len)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(int, ftruncate, int, off_t); return real_ftruncate(fd, len); }
+    if (!f) return LIBC(ftruncate)(fd, len);
     if (len < 0) { errno = EINVAL; return -1; }
     struct fy_enc e;
     fy_enc_ftruncate(&e, f->handle, len);
@@ -67,7 +65,7 @@ static int remote_fallocate(struct fy_fd *f, int mode, off_t offset, off_t len)
 FY_EXPORT int fallocate(int fd, int mode, off_t offset, off_t len)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(int, fallocate, int, int, off_t, off_t); return real_fallocate(fd, mode, offset, len); }
+    if (!f) return LIBC(fallocate)(fd, mode, offset, len);
     int err = remote_fallocate(f, mode, offset, len);
     if (err) { errno = err; return -1; }
     return 0;
@@ -78,7 +76,7 @@ FY_EXPORT int fallocate64(int fd, int mode, off64_t offset, off64_t len) { retur
 FY_EXPORT int posix_fallocate(int fd, off_t offset, off_t len)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) { FY_REAL(int, posix_fallocate, int, off_t, off_t); return real_posix_fallocate(fd, offset, len); }
+    if (!f) return LIBC(posix_fallocate)(fd, offset, len);
     return remote_fallocate(f, 0, offset, len);
 }
 

@@ -76,7 +76,6 @@ static int unlisted_dir(const struct stat *st) { return S_ISDIR(st->st_mode) && 
 /* Is the replica directory holding p (below its mount root) missing or not listed yet? */
 static int parent_unlisted(const struct fy_path *p)
 {
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
     const char *slash = strrchr(p->ferry, '/');
     if (!slash || (size_t)(slash - p->ferry) < fy_mount_root(p->ferry)) return 0;  /* the mount root */
     char dir[sizeof p->cache];
@@ -84,7 +83,7 @@ static int parent_unlisted(const struct fy_path *p)
     memcpy(dir, p->cache, n);
     dir[n] = 0;
     struct stat st;
-    return real_fstatat(AT_FDCWD, dir, &st, 0) < 0 || unlisted_dir(&st);
+    return LIBC(fstatat)(AT_FDCWD, dir, &st, 0) < 0 || unlisted_dir(&st);
 }
 
 /* A placeholder (a cache-mode file listed but not fetched) is a hole of the right size; the
@@ -92,9 +91,8 @@ static int parent_unlisted(const struct fy_path *p)
 static void placeholder_blocks(const char *cache_path, struct stat *st)
 {
     if (!S_ISREG(st->st_mode) || st->st_blocks != 0 || st->st_size == 0) return;
-    FY_REAL(ssize_t, lgetxattr, const char *, const char *, void *, size_t);
     char v[24];
-    ssize_t n = real_lgetxattr(cache_path, "user.ferry.blocks", v, sizeof v - 1);
+    ssize_t n = LIBC(lgetxattr)(cache_path, "user.ferry.blocks", v, sizeof v - 1);
     if (n <= 0) return;
     v[n] = 0;
     st->st_blocks = strtoll(v, NULL, 10);
@@ -112,9 +110,8 @@ int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 
 static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
     int flag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
-    if (real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+    if (LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
     if (errno != ENOENT && errno != ENOTDIR && !unlisted_dir(st)) return -errno;
     if (nofollow && errno == ENOENT && parent_unlisted(p)) {
         /* Listing the parent places the name; looking the name itself up would follow it
@@ -124,11 +121,11 @@ static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
         memcpy(&parent, p, sizeof parent);
         *strrchr(parent.ferry, '/') = 0;
         int rc = fy_cache_lookup(&parent);
-        if (rc == 0 && real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+        if (rc == 0 && LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
     }
     int rc = fy_cache_lookup(p);
     if (rc < 0) return rc;
-    return real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 ? 0 : -errno;
+    return LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 ? 0 : -errno;
 }
 
 /* Before a mutation: the parent directory must be listed, or local checks (EEXIST,
@@ -165,8 +162,7 @@ static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
         if (t && t != p->ferry) {
             struct fy_path q;
             const char *n = t;
-            FY_REAL(int, fstatat, int, const char *, struct stat *, int);
-            if (fy_resolve(AT_FDCWD, &n, &q) == 0 && real_fstatat(AT_FDCWD, n, st, 0) == 0) rc = 0;
+            if (fy_resolve(AT_FDCWD, &n, &q) == 0 && LIBC(fstatat)(AT_FDCWD, n, st, 0) == 0) rc = 0;
             free((char *)t);
         }
     }
@@ -179,8 +175,7 @@ static int fd_stat(int fd, struct stat *st)
     if (f && f->kind == FY_FD_DIRECT) {
         return fy_result(remote_fstat(f, st));
     }
-    FY_REAL(int, fstat, int, struct stat *);
-    return real_fstat(fd, st);
+    return LIBC(fstat)(fd, st);
 }
 
 static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
@@ -188,7 +183,7 @@ static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
     if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fd_stat(dirfd, st);
     struct fy_path p;
     int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) { FY_REAL(int, fstatat, int, const char *, struct stat *, int); return real_fstatat(dirfd, path, st, flags); }
+    if (r == 0) return LIBC(fstatat)(dirfd, path, st, flags);
     if (r < 0) return -1;
     return path_stat(&p, st, flags & AT_SYMLINK_NOFOLLOW);
 }
@@ -238,24 +233,23 @@ static void stat_to_statx(const struct stat *st, struct statx *sx)
 
 FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
 {
-    FY_REAL(int, statx, int, const char *, int, unsigned int, struct statx *);
     struct fy_path p;
     int r;
     if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
         struct fy_fd *f = fy_fd_get(dirfd);
-        if (!f || f->kind != FY_FD_DIRECT) return real_statx(dirfd, path, flags, mask, sx);
+        if (!f || f->kind != FY_FD_DIRECT) return LIBC(statx)(dirfd, path, flags, mask, sx);
         struct stat st;
         if (fd_stat(dirfd, &st) < 0) return -1;
         stat_to_statx(&st, sx);
         return 0;
     }
     r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_statx(dirfd, path, flags, mask, sx);
+    if (r == 0) return LIBC(statx)(dirfd, path, flags, mask, sx);
     if (r < 0) return -1;
     struct stat st;
     if (path_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
     if (fy_cfg.mode == FY_MODE_CACHE) {
-        if (real_statx(AT_FDCWD, p.cache, flags, mask, sx) < 0) return -1;
+        if (LIBC(statx)(AT_FDCWD, p.cache, flags, mask, sx) < 0) return -1;
         if (S_ISREG(st.st_mode) && sx->stx_blocks == 0) sx->stx_blocks = (uint64_t)st.st_blocks;  /* a placeholder's */
         return 0;
     }
@@ -265,10 +259,9 @@ FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, s
 
 static int access_common(int dirfd, const char *path, int amode, int flags)
 {
-    FY_REAL(int, faccessat, int, const char *, int, int);
     struct fy_path p;
     int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_faccessat(dirfd, path, amode, flags);
+    if (r == 0) return LIBC(faccessat)(dirfd, path, amode, flags);
     if (r < 0) return -1;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
         struct fy_enc e;
@@ -278,7 +271,7 @@ static int access_common(int dirfd, const char *path, int amode, int flags)
     struct stat st;
     int rc = fy_cache_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW);
     if (rc < 0) return fy_fail(rc);
-    return real_faccessat(AT_FDCWD, p.cache, amode, flags);
+    return LIBC(faccessat)(AT_FDCWD, p.cache, amode, flags);
 }
 
 FY_EXPORT int access(const char *path, int amode) { return access_common(AT_FDCWD, path, amode, 0); }

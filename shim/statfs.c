@@ -61,15 +61,14 @@ static void to_statvfs(const struct fy_rep_statfs *s, struct statvfs *b)
 }
 
 /* The eight entry points differ in path-or-fd and in the struct they fill. */
-#define STATFS_HOOK(name, argt, arg, lookup, buft, conv)  \
-    FY_EXPORT int name(argt arg, buft *buf)                \
-    {                                                      \
-        struct fy_rep_statfs s;                            \
-        int r = lookup;                                    \
-        if (r < 0) return -1;                              \
-        if (r > 0) { conv(&s, (void *)buf); return 0; }    \
-        FY_REAL(int, name, argt, buft *);                  \
-        return real_##name(arg, buf);                      \
+#define STATFS_HOOK(name, argt, arg, lookup, buft, conv) \
+    FY_EXPORT int name(argt arg, buft *buf)              \
+    {                                                    \
+        struct fy_rep_statfs s;                          \
+        int r = lookup;                                  \
+        if (r < 0) return -1;                            \
+        if (r > 0) { conv(&s, (void *)buf); return 0; }  \
+        return LIBC(name)(arg, buf);                     \
     }
 
 STATFS_HOOK(statfs, const char *, path, remote_statfs(-1, path, &s), struct statfs, to_statfs)

@@ -90,10 +90,9 @@ int fy_realpath(const char *path, char *out)
 
 static char *realpath_common(const char *path, char *resolved)
 {
-    FY_REAL(char *, realpath, const char *, char *);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_realpath(name, resolved);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(realpath)(name, resolved);
     char buf[PATH_MAX];
     int rc = fy_realpath(p.ferry, buf);
     if (rc < 0) { errno = -rc; return NULL; }
@@ -114,10 +113,9 @@ FY_EXPORT char *__realpath_chk(const char *path, char *resolved, size_t len)
 
 static int eaccess_common(const char *path, int mode)
 {
-    FY_REAL(int, euidaccess, const char *, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_euidaccess(name, mode);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(euidaccess)(name, mode);
     return faccessat(AT_FDCWD, p.ferry, mode, AT_EACCESS);
 }
 
@@ -167,10 +165,9 @@ static int scan(DIR *d, struct dirent64 ***out, sel_fn sel, cmp_fn cmp)
 
 static int scandirat_common(int dirfd, const char *path, struct dirent64 ***list, sel_fn sel, cmp_fn cmp)
 {
-    FY_REAL(int, scandirat64, int, const char *, struct dirent64 ***, sel_fn, cmp_fn);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(dirfd, &name, &p)) return real_scandirat64(dirfd, name, list, sel, cmp);
+    if (!ferry_name(dirfd, &name, &p)) return LIBC(scandirat64)(dirfd, name, list, sel, cmp);
     return scan(opendir(p.ferry), list, sel, cmp);
 }
 
@@ -382,38 +379,34 @@ static int nftw_common(const char *path, nftw_fn fn, ftw_fn fn3, int flags)
 
 FY_EXPORT int nftw(const char *path, nftw_fn fn, int nopenfd, int flags)
 {
-    FY_REAL(int, nftw, const char *, nftw_fn, int, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_nftw(name, fn, nopenfd, flags);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(nftw)(name, fn, nopenfd, flags);
     return nftw_common(path, fn, NULL, flags);
 }
 
 FY_EXPORT int nftw64(const char *path, int (*fn)(const char *, const struct stat64 *, int, struct FTW *), int nopenfd,
                      int flags)
 {
-    FY_REAL(int, nftw64, const char *, void *, int, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_nftw64(name, (void *)fn, nopenfd, flags);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(nftw64)(name, (void *)fn, nopenfd, flags);
     return nftw_common(path, (nftw_fn)(void (*)(void))fn, NULL, flags);
 }
 
 FY_EXPORT int ftw(const char *path, ftw_fn fn, int nopenfd)
 {
-    FY_REAL(int, ftw, const char *, ftw_fn, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_ftw(name, fn, nopenfd);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(ftw)(name, fn, nopenfd);
     return nftw_common(path, NULL, fn, 0);
 }
 
 FY_EXPORT int ftw64(const char *path, int (*fn)(const char *, const struct stat64 *, int), int nopenfd)
 {
-    FY_REAL(int, ftw64, const char *, void *, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_ftw64(name, (void *)fn, nopenfd);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(ftw64)(name, (void *)fn, nopenfd);
     return nftw_common(path, NULL, (ftw_fn)(void (*)(void))fn, 0);
 }
 
@@ -438,7 +431,6 @@ static void *alt_opendir(const char *path) { return opendir(path); }
 
 FY_EXPORT int glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *g)
 {
-    FY_REAL(int, glob, const char *, int, int (*)(const char *, int), glob_t *);
     if (glob_is_ferry(pattern, flags)) {
         g->gl_opendir = alt_opendir;
         g->gl_readdir = alt_readdir;
@@ -447,12 +439,11 @@ FY_EXPORT int glob(const char *pattern, int flags, int (*errfunc)(const char *, 
         g->gl_stat = stat;
         flags |= GLOB_ALTDIRFUNC;
     }
-    return real_glob(pattern, flags, errfunc, g);
+    return LIBC(glob)(pattern, flags, errfunc, g);
 }
 
 FY_EXPORT int glob64(const char *pattern, int flags, int (*errfunc)(const char *, int), glob64_t *g)
 {
-    FY_REAL(int, glob64, const char *, int, int (*)(const char *, int), glob64_t *);
     if (glob_is_ferry(pattern, flags)) {
         g->gl_opendir = alt_opendir;
         g->gl_readdir = alt_readdir64;
@@ -461,5 +452,5 @@ FY_EXPORT int glob64(const char *pattern, int flags, int (*errfunc)(const char *
         g->gl_stat = stat64;
         flags |= GLOB_ALTDIRFUNC;
     }
-    return real_glob64(pattern, flags, errfunc, g);
+    return LIBC(glob64)(pattern, flags, errfunc, g);
 }

@@ -26,10 +26,8 @@ void fy_conn_forget(void) { conn = -1; }
 
 static int io_full(int write_side, int fd, struct iovec *iov, int cnt)
 {
-    FY_REAL(ssize_t, readv, int, const struct iovec *, int);
-    FY_REAL(ssize_t, writev, int, const struct iovec *, int);
     while (cnt > 0) {
-        ssize_t n = write_side ? real_writev(fd, iov, cnt) : real_readv(fd, iov, cnt);
+        ssize_t n = write_side ? LIBC(writev)(fd, iov, cnt) : LIBC(readv)(fd, iov, cnt);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
         while (cnt > 0 && (size_t)n >= iov->iov_len) { n -= (ssize_t)iov->iov_len; iov++; cnt--; }
@@ -55,31 +53,29 @@ static int hello(int fd)
 
 static int connect_agent(void)
 {
-    FY_REAL(int, close, int);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     memcpy(a.sun_path, fy_cfg.sock, sizeof fy_cfg.sock < sizeof a.sun_path ? sizeof fy_cfg.sock : sizeof a.sun_path);
     int rc;
     do rc = connect(fd, (struct sockaddr *)&a, sizeof a); while (rc < 0 && errno == EINTR);
-    if (rc < 0) { real_close(fd); return -1; }
+    if (rc < 0) { LIBC(close)(fd); return -1; }
     struct rlimit rl;
     int lo = 700;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 && rl.rlim_cur - 64 < (rlim_t)lo)
         lo = (int)rl.rlim_cur - 64;
     int high = fcntl(fd, F_DUPFD_CLOEXEC, lo);
-    if (high >= 0) { real_close(fd); fd = high; }
+    if (high >= 0) { LIBC(close)(fd); fd = high; }
     /* Never hang a program forever on a wedged agent. */
     struct timeval tv = {120, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (hello(fd) < 0) { real_close(fd); return -1; }
+    if (hello(fd) < 0) { LIBC(close)(fd); return -1; }
     return fd;
 }
 
 static void drop_conn(void)
 {
-    FY_REAL(int, close, int);
-    if (conn >= 0) real_close(conn);
+    if (conn >= 0) LIBC(close)(conn);
     conn = -1;
 }
 
@@ -209,7 +205,6 @@ int fy_call_alloc(const struct fy_enc *e, void *rep, size_t rep_len, char **tail
 
 int fy_call_waiting(const struct fy_enc *e)
 {
-    FY_REAL(int, close, int);
     if (e->len > sizeof e->buf) return -ENAMETOOLONG;
     int saved = errno;
     int fd = connect_agent();
@@ -221,7 +216,7 @@ int fy_call_waiting(const struct fy_enc *e)
     struct fy_rep_header r;
     struct iovec rv = {&r, sizeof r};
     int rc = io_full(1, fd, iov, 2) < 0 || io_full(0, fd, &rv, 1) < 0 || r.rid != h.rid ? -EIO : r.status;
-    real_close(fd);
+    LIBC(close)(fd);
     errno = saved;
     return rc;
 }

@@ -109,106 +109,98 @@ static struct fy_fd *usable_fd(struct fy_fd *f)
 
 /* ---------- get ---------- */
 
-#define GET_HOOK(name, nofollow)                                                                  \
-    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size)           \
-    {                                                                                             \
-        FY_REAL(ssize_t, name, const char *, const char *, void *, size_t);                      \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, key, val, size);                                    \
-        if (r < 0) return -1;                                                                     \
-        if (bad_name(key)) return -1;                                                             \
-        int here = local_read(key);                                                               \
-        if (here < 0) return -1;                                                                  \
-        if (!here) return remote_get(p.ferry, key, nofollow, val, size);                         \
-        struct stat st;                                                                           \
-        int rc = fy_cache_stat(&p, &st, nofollow);                                                \
-        return rc < 0 ? fy_fail(rc) : real_##name(p.cache, key, val, size);                      \
+#define GET_HOOK(name, nofollow)                                                      \
+    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size) \
+    {                                                                                 \
+        struct fy_path p;                                                             \
+        int r = fy_resolve(AT_FDCWD, &path, &p);                                      \
+        if (r == 0) return LIBC(name)(path, key, val, size);                          \
+        if (r < 0) return -1;                                                         \
+        if (bad_name(key)) return -1;                                                 \
+        int here = local_read(key);                                                   \
+        if (here < 0) return -1;                                                      \
+        if (!here) return remote_get(p.ferry, key, nofollow, val, size);              \
+        struct stat st;                                                               \
+        int rc = fy_cache_stat(&p, &st, nofollow);                                    \
+        return rc < 0 ? fy_fail(rc) : LIBC(name)(p.cache, key, val, size);            \
     }
 GET_HOOK(getxattr, 0)
 GET_HOOK(lgetxattr, 1)
 
 FY_EXPORT ssize_t fgetxattr(int fd, const char *key, void *val, size_t size)
 {
-    FY_REAL(ssize_t, fgetxattr, int, const char *, void *, size_t);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_fgetxattr(fd, key, val, size);
+    if (!f) return LIBC(fgetxattr)(fd, key, val, size);
     if (!usable_fd(f)) return -1;
     if (bad_name(key)) return -1;
     int here = local_read(key);
     if (here < 0) return -1;
-    if (here && f->kind == FY_FD_CACHE) return real_fgetxattr(fd, key, val, size);
+    if (here && f->kind == FY_FD_CACHE) return LIBC(fgetxattr)(fd, key, val, size);
     return remote_get(f->path, key, 0, val, size);
 }
 
 /* ---------- list ---------- */
 
-#define LIST_HOOK(name, nofollow)                                                                 \
-    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)                            \
-    {                                                                                             \
-        FY_REAL(ssize_t, name, const char *, char *, size_t);                                    \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, list, size);                                        \
-        return r < 0 ? -1 : remote_get(p.ferry, NULL, nofollow, list, size);                     \
+#define LIST_HOOK(name, nofollow)                                            \
+    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)        \
+    {                                                                        \
+        struct fy_path p;                                                    \
+        int r = fy_resolve(AT_FDCWD, &path, &p);                             \
+        if (r == 0) return LIBC(name)(path, list, size);                     \
+        return r < 0 ? -1 : remote_get(p.ferry, NULL, nofollow, list, size); \
     }
 LIST_HOOK(listxattr, 0)
 LIST_HOOK(llistxattr, 1)
 
 FY_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
 {
-    FY_REAL(ssize_t, flistxattr, int, char *, size_t);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_flistxattr(fd, list, size);
+    if (!f) return LIBC(flistxattr)(fd, list, size);
     return usable_fd(f) ? remote_get(f->path, NULL, 0, list, size) : -1;
 }
 
 /* ---------- set ---------- */
 
-#define SET_HOOK(name, nofollow)                                                                  \
+#define SET_HOOK(name, nofollow)                                                                   \
     FY_EXPORT int name(const char *path, const char *key, const void *val, size_t size, int flags) \
-    {                                                                                             \
-        FY_REAL(int, name, const char *, const char *, const void *, size_t, int);               \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, key, val, size, flags);                             \
-        if (r < 0 || bad_set(key, val, size, flags) || no_acl(key)) return -1;                \
-        return remote_set(p.ferry, key, val, size, flags, nofollow);                             \
+    {                                                                                              \
+        struct fy_path p;                                                                          \
+        int r = fy_resolve(AT_FDCWD, &path, &p);                                                   \
+        if (r == 0) return LIBC(name)(path, key, val, size, flags);                                \
+        if (r < 0 || bad_set(key, val, size, flags) || no_acl(key)) return -1;                     \
+        return remote_set(p.ferry, key, val, size, flags, nofollow);                               \
     }
 SET_HOOK(setxattr, 0)
 SET_HOOK(lsetxattr, 1)
 
 FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, int flags)
 {
-    FY_REAL(int, fsetxattr, int, const char *, const void *, size_t, int);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_fsetxattr(fd, key, val, size, flags);
+    if (!f) return LIBC(fsetxattr)(fd, key, val, size, flags);
     if (bad_set(key, val, size, flags) || !usable_fd(f) || no_acl(key)) return -1;
     return remote_set(f->path, key, val, size, flags, 0);
 }
 
 /* ---------- remove ---------- */
 
-#define REMOVE_HOOK(name, nofollow)                                                               \
-    FY_EXPORT int name(const char *path, const char *key)                                        \
-    {                                                                                             \
-        FY_REAL(int, name, const char *, const char *);                                          \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, key);                                               \
-        if (r < 0) return -1;                                                                     \
-        if (bad_name(key)) return -1;                                                             \
-        if (no_acl(key)) return -1;                                                            \
-        return remote_remove(p.ferry, key, nofollow);                                            \
+#define REMOVE_HOOK(name, nofollow)                       \
+    FY_EXPORT int name(const char *path, const char *key) \
+    {                                                     \
+        struct fy_path p;                                 \
+        int r = fy_resolve(AT_FDCWD, &path, &p);          \
+        if (r == 0) return LIBC(name)(path, key);         \
+        if (r < 0) return -1;                             \
+        if (bad_name(key)) return -1;                     \
+        if (no_acl(key)) return -1;                       \
+        return remote_remove(p.ferry, key, nofollow);     \
     }
 REMOVE_HOOK(removexattr, 0)
 REMOVE_HOOK(lremovexattr, 1)
 
 FY_EXPORT int fremovexattr(int fd, const char *key)
 {
-    FY_REAL(int, fremovexattr, int, const char *);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_fremovexattr(fd, key);
+    if (!f) return LIBC(fremovexattr)(fd, key);
     if (!usable_fd(f)) return -1;
     if (bad_name(key)) return -1;
     if (no_acl(key)) return -1;
