@@ -73,28 +73,24 @@ static void replay(const char *ferry, int fd, const char *cache_path, struct set
     fy_tell(&e, -1);
 }
 
-static int path_setattr(int dirfd, const char *path, int nofollow, struct setattr *a, int *handled)
+static int path_setattr(struct fy_path *p, int nofollow, struct setattr *a)
 {
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    *handled = r != 0;
-    if (r <= 0) return r;
     if (nofollow) a->valid |= FY_SET_NOFOLLOW;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote(p.ferry, a);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return remote(p->ferry, a);
     struct stat st;
-    int rc = fy_cache_stat(&p, &st, 1);
+    int rc = fy_cache_stat(p, &st, 1);
     if (rc < 0) return fy_fail(rc);
     if (S_ISLNK(st.st_mode) && !nofollow) {
         /* Follow it in ferry's namespace (the file may not be on the node yet); a link
          * that leads out of the mount goes to the node, which refuses escapes. */
         char canon[PATH_MAX];
         const char *cp = canon;
-        if (fy_realpath(p.ferry, canon) < 0 || fy_resolve(AT_FDCWD, &cp, &p) != 1) return remote(p.ferry, a);
-        rc = fy_cache_stat(&p, &st, 1);
+        if (fy_realpath(p->ferry, canon) < 0 || fy_resolve(AT_FDCWD, &cp, p) != 1) return remote(p->ferry, a);
+        rc = fy_cache_stat(p, &st, 1);
         if (rc < 0) return fy_fail(rc);
     }
-    if (apply_local(-1, p.cache, nofollow, a) < 0) return -1;
-    replay(p.ferry, -1, p.cache, a);
+    if (apply_local(-1, p->cache, nofollow, a) < 0) return -1;
+    replay(p->ferry, -1, p->cache, a);
     return 0;
 }
 
@@ -111,10 +107,8 @@ static int fd_setattr(int fd, struct setattr *a, int *handled)
 
 /* ---- hooks ---- */
 
-#define PATH_HOOK(dirfd, path, nofollow, a, real_call)            \
-    int handled_;                                                 \
-    int rc_ = path_setattr(dirfd, path, nofollow, &a, &handled_); \
-    return handled_ ? rc_ : (real_call)
+#define PATH_HOOK(dirfd, path, nofollow, a, real_call) \
+    FY_PATH_HOOK(dirfd, path, -1, real_call, path_setattr, nofollow, &a)
 #define FD_HOOK(fd, a, real_call)            \
     int handled_;                            \
     int rc_ = fd_setattr(fd, &a, &handled_); \

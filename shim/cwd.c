@@ -34,33 +34,33 @@ static void recheck_cwd(void)
     fy_note_real_cwd();
 }
 
-FY_EXPORT int chdir(const char *path)
+/* After a local chdir or fchdir (rc its result). */
+static int changed_locally(int rc)
 {
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) {
-        /* "cd .." out of a ferry directory arrives here already made absolute. */
-        int rc = LIBC(chdir)(path);
-        if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
-        return rc;
-    }
-    if (r < 0) return -1;
+    if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
+    return rc;
+}
+
+static int chdir_ferry(const struct fy_path *p)
+{
     struct stat st;
-    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p.ferry, 0, &st) : fy_cache_stat(&p, &st, 0);
+    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, 0, &st) : fy_cache_stat(p, &st, 0);
     if (rc < 0) return fy_fail(rc);
     if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return -1; }
-    if (fy_cfg.mode == FY_MODE_CACHE && LIBC(chdir)(p.cache) < 0) return -1;
-    return set_vcwd(p.ferry);
+    if (fy_cfg.mode == FY_MODE_CACHE && LIBC(chdir)(p->cache) < 0) return -1;
+    return set_vcwd(p->ferry);
+}
+
+/* "cd .." out of a ferry directory reaches libc already made absolute. */
+FY_EXPORT int chdir(const char *path)
+{
+    FY_PATH_HOOK(AT_FDCWD, path, -1, changed_locally(LIBC(chdir)(path)), chdir_ferry);
 }
 
 FY_EXPORT int fchdir(int fd)
 {
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) {
-        int rc = LIBC(fchdir)(fd);
-        if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
-        return rc;
-    }
+    if (!f) return changed_locally(LIBC(fchdir)(fd));
     if (f->kind == FY_FD_CACHE) {
         if (LIBC(fchdir)(fd) < 0) return -1;
     } else {

@@ -128,23 +128,16 @@ static DIR *wrap_dir(int fd)
     return (DIR *)d;
 }
 
-FY_EXPORT DIR *opendir(const char *path)
+static DIR *opendir_ferry(const struct fy_path *p)
 {
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return LIBC(opendir)(path);
-    if (r < 0) return NULL;
-    int fd = fy_open_path(&p, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int fd = fy_open_path(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0) return NULL;
-    if (fy_cfg.mode == FY_MODE_DIRECT) {
-        struct stat st;
-        if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) { int e = S_ISDIR(st.st_mode) ? errno : ENOTDIR; fy_close_fd(fd); errno = e; return NULL; }
-        return wrap_dir(fd);
-    }
-    DIR *d = LIBC(fdopendir)(fd);
+    DIR *d = fdopendir(fd);  /* the hook: ours for a direct-mode fd, libc's on the replica */
     if (!d) { int e = errno; fy_close_fd(fd); errno = e; }
     return d;
 }
+
+FY_EXPORT DIR *opendir(const char *path) { FY_PATH_HOOK(AT_FDCWD, path, NULL, LIBC(opendir)(path), opendir_ferry); }
 
 FY_EXPORT DIR *fdopendir(int fd)
 {

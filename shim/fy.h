@@ -56,6 +56,36 @@ struct fy_path {
  * a name relative to a ferry directory climbs out of its mount with ".."); 1: ferry's,
  * `out` filled; -1: ferry's but invalid, errno set. */
 int fy_resolve(int dirfd, const char **path, struct fy_path *out);
+/* Both paths of a rename or link: 0 both local, 1 both ferry's on one mount (po, pn
+ * filled), -1 errno set (EXDEV when they lie on two sides, or on two mounts). */
+int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
+                    struct fy_path *pn);
+int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn);  /* the same, resolved */
+
+/* How a path hook begins: `path` (relative to dirfd) is resolved once; a name that is not
+ * ferry's goes to `libc_call` (with `path` made absolute if it climbed out of a ferry
+ * directory), an invalid one returns `fail` (errno set), and a ferry one runs
+ * `body(&p, ...)`, the hook's ferry half.  The body is a function of the resolved path
+ * alone, so this is the one place a hook can start over: when the agent answers that a
+ * path crosses a symlink leading out of the export ("go on with client path Q"), a loop
+ * here will set `path` to Q and resolve again (Q may be local: libc; or another ferry
+ * path), at most 40 times, then ELOOP.  FY_PATH2_HOOK is the same for two paths. */
+#define FY_PATH_HOOK(dirfd, path, fail, libc_call, body, ...) \
+    do {                                                      \
+        struct fy_path fy_p_;                                 \
+        int fy_r_ = fy_resolve((dirfd), &(path), &fy_p_);     \
+        if (fy_r_ == 0) return libc_call;                     \
+        if (fy_r_ < 0) return fail;                           \
+        return body(&fy_p_, ##__VA_ARGS__);                   \
+    } while (0)
+#define FY_PATH2_HOOK(olddirfd, old, newdirfd, new, fail, libc_call, body, ...)                \
+    do {                                                                                       \
+        struct fy_path fy_po_, fy_pn_;                                                         \
+        int fy_r_ = fy_resolve_pair((olddirfd), &(old), &fy_po_, (newdirfd), &(new), &fy_pn_); \
+        if (fy_r_ == 0) return libc_call;                                                      \
+        if (fy_r_ < 0) return fail;                                                            \
+        return body(&fy_po_, &fy_pn_, ##__VA_ARGS__);                                          \
+    } while (0)
 /* After a local open(at) succeeded: remember a directory fd that lies above a mount root,
  * so names relative to it can enter the mount.  Returns fd. */
 int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
@@ -63,7 +93,6 @@ int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
 size_t fy_mount_root(const char *ferry_path);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
 int fy_uncache(const char *cache_path, char *out, size_t cap);
-int fy_same_mount(const char *a, const char *b);
 /* Is p[0..n) a proper ancestor of a mount prefix ("/mnt" of "/mnt/x")? */
 int fy_above_mount(const char *p, size_t n);
 /* After the cwd changed locally: remember it if it is an ancestor of a mount root. */

@@ -92,11 +92,8 @@ int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
 }
 
 /* The four open entry points differ only in their real call. */
-#define OPEN_BODY(dirfd, real_call)                                  \
-    struct fy_path p;                                                \
-    int r = fy_resolve(dirfd, &path, &p);                            \
-    if (r == 0) return fy_note_dirfd(real_call, dirfd, path, flags); \
-    return r < 0 ? -1 : fy_open_path(&p, flags, mode)
+#define OPEN_BODY(dirfd, real_call) \
+    FY_PATH_HOOK(dirfd, path, -1, fy_note_dirfd(real_call, dirfd, path, flags), fy_open_path, flags, mode)
 
 FY_EXPORT int open(const char *path, int flags, ...)
 {

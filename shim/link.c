@@ -48,21 +48,28 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
     return out;
 }
 
-static ssize_t readlink_common(int dirfd, const char *path, char *buf, size_t size)
+static ssize_t readlink_ferry(const struct fy_path *p, char *buf, size_t size)
 {
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return LIBC(readlinkat)(dirfd, path, buf, size);
-    if (r < 0) return -1;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_readlink(p.ferry, buf, size);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_readlink(p->ferry, buf, size);
     struct stat st;
-    int rc = fy_cache_stat(&p, &st, 1);
+    int rc = fy_cache_stat(p, &st, 1);
     if (rc < 0) return fy_fail(rc);
-    return LIBC(readlinkat)(AT_FDCWD, p.cache, buf, size);
+    return LIBC(readlinkat)(AT_FDCWD, p->cache, buf, size);
 }
 
-FY_EXPORT ssize_t readlink(const char *path, char *buf, size_t size) { return readlink_common(AT_FDCWD, path, buf, size); }
-FY_EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size) { return readlink_common(dirfd, path, buf, size); }
+static ssize_t readlink_common(int dirfd, const char *path, char *buf, size_t size)
+{
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(readlinkat)(dirfd, path, buf, size), readlink_ferry, buf, size);
+}
+
+FY_EXPORT ssize_t readlink(const char *path, char *buf, size_t size)
+{
+    return readlink_common(AT_FDCWD, path, buf, size);
+}
+FY_EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size)
+{
+    return readlink_common(dirfd, path, buf, size);
+}
 FY_EXPORT ssize_t __readlink_chk(const char *path, char *buf, size_t size, size_t buflen)
 {
     (void)buflen;
@@ -108,22 +115,21 @@ const char *fy_follow_links(const char *path)
     return NULL;
 }
 
-FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
+static int symlink_ferry(const struct fy_path *p, const char *target)
 {
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return LIBC(symlinkat)(target, dirfd, path);
-    if (r < 0) return -1;
     struct fy_enc e;
-    fy_enc_symlink(&e, target, p.ferry);
-    if (fy_cfg.mode == FY_MODE_DIRECT) {
-        return fy_result(fy_ask(&e));
-    }
-    int rc = fy_cache_parent(&p);
+    fy_enc_symlink(&e, target, p->ferry);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
+    int rc = fy_cache_parent(p);
     if (rc < 0) return fy_fail(rc);
-    if (LIBC(symlinkat)(target, AT_FDCWD, p.cache) < 0) return -1;
+    if (LIBC(symlinkat)(target, AT_FDCWD, p->cache) < 0) return -1;
     fy_tell(&e, -1);
     return 0;
+}
+
+FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
+{
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(symlinkat)(target, dirfd, path), symlink_ferry, target);
 }
 
 FY_EXPORT int symlink(const char *target, const char *path) { return symlinkat(target, AT_FDCWD, path); }
@@ -204,33 +210,36 @@ static int link_anonymous(int fd, const struct fy_path *pn)
     return copy_into(fd, pn, st.st_mode & 07777);
 }
 
+static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int flags)
+{
+    struct fy_enc e;
+    fy_enc_link(&e, po->ferry, pn->ferry);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
+    struct stat st;
+    int rc = fy_cache_stat(po, &st, 1);     /* the source must be in the replica */
+    if (rc == 0) rc = fy_cache_parent(pn);
+    if (rc < 0) return fy_fail(rc);
+    if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
+    fy_tell(&e, -1);
+    return 0;
+}
+
+/* FY_PATH2_HOOK's steps, with a local source that names an open file in between. */
 FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
 {
     struct fy_path po, pn;
     int ro = fy_resolve(olddirfd, &old, &po);
     int rn = fy_resolve(newdirfd, &new, &pn);
-    if (ro < 0 || rn < 0) return -1;
     int sfd = ro == 0 && rn == 1 ? source_fd(olddirfd, old, flags) : -1;
     if (sfd >= 0) {
         struct fy_fd *sf = fy_fd_get(sfd);
         if (!sf) return link_anonymous(sfd, &pn);
         const char *named = sf->path;  /* /proc/self/fd/N of a ferry fd: that file */
-        if ((ro = fy_resolve(AT_FDCWD, &named, &po)) < 0) return -1;
+        ro = fy_resolve(AT_FDCWD, &named, &po);
     }
-    if (ro == 0 && rn == 0) return LIBC(linkat)(olddirfd, old, newdirfd, new, flags);
-    if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
-    struct fy_enc e;
-    fy_enc_link(&e, po.ferry, pn.ferry);
-    if (fy_cfg.mode == FY_MODE_DIRECT) {
-        return fy_result(fy_ask(&e));
-    }
-    struct stat st;
-    int rc = fy_cache_stat(&po, &st, 1);    /* the source must be in the replica */
-    if (rc == 0) rc = fy_cache_parent(&pn);
-    if (rc < 0) return fy_fail(rc);
-    if (LIBC(linkat)(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
-    fy_tell(&e, -1);
-    return 0;
+    int r = fy_pair(ro, &po, rn, &pn);
+    if (r == 0) return LIBC(linkat)(olddirfd, old, newdirfd, new, flags);
+    return r < 0 ? -1 : link_ferry(&po, &pn, flags);
 }
 
 FY_EXPORT int link(const char *old, const char *new) { return linkat(AT_FDCWD, old, AT_FDCWD, new, 0); }

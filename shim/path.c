@@ -253,8 +253,24 @@ int fy_uncache(const char *cache_path, char *out, size_t cap)
     return 1;
 }
 
-int fy_same_mount(const char *a, const char *b)
+static int same_mount(const char *a, const char *b)
 {
     size_t ra = fy_mount_root(a), rb = fy_mount_root(b);
     return ra && ra == rb && memcmp(a, b, ra) == 0;
+}
+
+int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn)
+{
+    if (ro < 0 || rn < 0) return -1;
+    if (ro == 0 && rn == 0) return 0;
+    if (ro != rn || !same_mount(po->ferry, pn->ferry)) { errno = EXDEV; return -1; }
+    return 1;
+}
+
+int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
+                    struct fy_path *pn)
+{
+    int ro = fy_resolve(olddirfd, old, po);
+    int rn = fy_resolve(newdirfd, new, pn);
+    return fy_pair(ro, po, rn, pn);
 }

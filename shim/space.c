@@ -11,31 +11,30 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <string.h>
 #include <unistd.h>
 
-FY_EXPORT int truncate(const char *path, off_t len)
+static int truncate_ferry(const struct fy_path *p, off_t len)
 {
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return LIBC(truncate)(path, len);
-    if (r < 0) return -1;
     struct fy_enc e;
     if (fy_cfg.mode == FY_MODE_DIRECT) {
-        fy_enc_truncate(&e, p.ferry, len);
+        fy_enc_truncate(&e, p->ferry, len);
         return fy_result(fy_ask(&e));
     }
     /* The replica must hold the content before truncating keeps part of it. */
-    int fd = fy_open_path(&p, O_WRONLY | O_CLOEXEC, 0);
+    int fd = fy_open_path(p, O_WRONLY | O_CLOEXEC, 0);
     if (fd < 0) return -1;
     struct fy_fd *f = fy_fd_get(fd);
-    if (f) strcpy(p.ferry, f->path);       /* the file itself, not a symlink to it */
-    fy_fd_clear(fd);                       /* not an upload: the node truncates its own copy */
+    fy_enc_truncate(&e, f ? f->path : p->ferry, len);  /* the file itself, not a symlink to it */
+    fy_fd_clear(fd);                                    /* not an upload: the node truncates its own copy */
     LIBC(close)(fd);
-    if (LIBC(truncate)(p.cache, len) < 0) return -1;
-    fy_enc_truncate(&e, p.ferry, len);
+    if (LIBC(truncate)(p->cache, len) < 0) return -1;
     fy_tell(&e, -1);
     return 0;
+}
+
+FY_EXPORT int truncate(const char *path, off_t len)
+{
+    FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(truncate)(path, len), truncate_ferry, len);
 }
 
 FY_EXPORT int truncate64(const char *path, off64_t len) { return truncate(path, len); }

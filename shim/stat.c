@@ -171,21 +171,14 @@ static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
 
 static int fd_stat(int fd, struct stat *st)
 {
-    struct fy_fd *f = fy_fd_get(fd);
-    if (f && f->kind == FY_FD_DIRECT) {
-        return fy_result(remote_fstat(f, st));
-    }
-    return LIBC(fstat)(fd, st);
+    struct fy_fd *f = fy_fd_direct(fd);
+    return f ? fy_result(remote_fstat(f, st)) : LIBC(fstat)(fd, st);
 }
 
 static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
 {
     if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fd_stat(dirfd, st);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return LIBC(fstatat)(dirfd, path, st, flags);
-    if (r < 0) return -1;
-    return path_stat(&p, st, flags & AT_SYMLINK_NOFOLLOW);
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(fstatat)(dirfd, path, st, flags), path_stat, st, flags & AT_SYMLINK_NOFOLLOW);
 }
 
 FY_EXPORT int stat(const char *path, struct stat *st) { return at_stat(AT_FDCWD, path, st, 0); }
@@ -231,25 +224,12 @@ static void stat_to_statx(const struct stat *st, struct statx *sx)
     sx->stx_dev_minor = minor(st->st_dev);
 }
 
-FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
+static int statx_ferry(const struct fy_path *p, int flags, unsigned int mask, struct statx *sx)
 {
-    struct fy_path p;
-    int r;
-    if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
-        struct fy_fd *f = fy_fd_get(dirfd);
-        if (!f || f->kind != FY_FD_DIRECT) return LIBC(statx)(dirfd, path, flags, mask, sx);
-        struct stat st;
-        if (fd_stat(dirfd, &st) < 0) return -1;
-        stat_to_statx(&st, sx);
-        return 0;
-    }
-    r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return LIBC(statx)(dirfd, path, flags, mask, sx);
-    if (r < 0) return -1;
     struct stat st;
-    if (path_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
+    if (path_stat(p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
     if (fy_cfg.mode == FY_MODE_CACHE) {
-        if (LIBC(statx)(AT_FDCWD, p.cache, flags, mask, sx) < 0) return -1;
+        if (LIBC(statx)(AT_FDCWD, p->cache, flags, mask, sx) < 0) return -1;
         if (S_ISREG(st.st_mode) && sx->stx_blocks == 0) sx->stx_blocks = (uint64_t)st.st_blocks;  /* a placeholder's */
         return 0;
     }
@@ -257,21 +237,34 @@ FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, s
     return 0;
 }
 
-static int access_common(int dirfd, const char *path, int amode, int flags)
+FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
 {
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return LIBC(faccessat)(dirfd, path, amode, flags);
-    if (r < 0) return -1;
+    if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
+        if (!fy_fd_direct(dirfd)) return LIBC(statx)(dirfd, path, flags, mask, sx);
+        struct stat st;
+        if (fd_stat(dirfd, &st) < 0) return -1;
+        stat_to_statx(&st, sx);
+        return 0;
+    }
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(statx)(dirfd, path, flags, mask, sx), statx_ferry, flags, mask, sx);
+}
+
+static int access_ferry(const struct fy_path *p, int amode, int flags)
+{
     if (fy_cfg.mode == FY_MODE_DIRECT) {
         struct fy_enc e;
-        fy_enc_access(&e, p.ferry, (uint32_t)amode);
+        fy_enc_access(&e, p->ferry, (uint32_t)amode);
         return fy_result(fy_ask(&e));
     }
     struct stat st;
-    int rc = fy_cache_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW);
+    int rc = fy_cache_stat(p, &st, flags & AT_SYMLINK_NOFOLLOW);
     if (rc < 0) return fy_fail(rc);
-    return LIBC(faccessat)(AT_FDCWD, p.cache, amode, flags);
+    return LIBC(faccessat)(AT_FDCWD, p->cache, amode, flags);
+}
+
+static int access_common(int dirfd, const char *path, int amode, int flags)
+{
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(faccessat)(dirfd, path, amode, flags), access_ferry, amode, flags);
 }
 
 FY_EXPORT int access(const char *path, int amode) { return access_common(AT_FDCWD, path, amode, 0); }

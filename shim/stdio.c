@@ -89,15 +89,11 @@ static FILE *cookie_file(int fd, const char *mode)
     return f;
 }
 
-static FILE *open_file(const char *path, const char *mode, FILE *(*real)(const char *, const char *))
+static FILE *fopen_ferry(const struct fy_path *p, const char *mode)
 {
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return real(path, mode);
-    if (r < 0) return NULL;
     int flags = mode_flags(mode);
     if (flags < 0) { errno = EINVAL; return NULL; }
-    int fd = fy_open_path(&p, flags, 0666);
+    int fd = fy_open_path(p, flags, 0666);
     if (fd < 0) return NULL;
     FILE *f = fy_cfg.mode == FY_MODE_DIRECT ? cookie_file(fd, mode) : LIBC(fdopen)(fd, mode);
     if (!f) { int e = errno; fy_close_fd(fd); errno = e; }
@@ -106,12 +102,12 @@ static FILE *open_file(const char *path, const char *mode, FILE *(*real)(const c
 
 FY_EXPORT FILE *fopen(const char *path, const char *mode)
 {
-    return open_file(path, mode, LIBC(fopen));
+    FY_PATH_HOOK(AT_FDCWD, path, NULL, LIBC(fopen)(path, mode), fopen_ferry, mode);
 }
 
 FY_EXPORT FILE *fopen64(const char *path, const char *mode)
 {
-    return open_file(path, mode, LIBC(fopen64));
+    FY_PATH_HOOK(AT_FDCWD, path, NULL, LIBC(fopen64)(path, mode), fopen_ferry, mode);
 }
 
 FY_EXPORT FILE *fdopen(int fd, const char *mode)

@@ -109,20 +109,23 @@ static struct fy_fd *usable_fd(struct fy_fd *f)
 
 /* ---------- get ---------- */
 
-#define GET_HOOK(name, nofollow)                                                      \
-    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size) \
-    {                                                                                 \
-        struct fy_path p;                                                             \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                      \
-        if (r == 0) return LIBC(name)(path, key, val, size);                          \
-        if (r < 0) return -1;                                                         \
-        if (bad_name(key)) return -1;                                                 \
-        int here = local_read(key);                                                   \
-        if (here < 0) return -1;                                                      \
-        if (!here) return remote_get(p.ferry, key, nofollow, val, size);              \
-        struct stat st;                                                               \
-        int rc = fy_cache_stat(&p, &st, nofollow);                                    \
-        return rc < 0 ? fy_fail(rc) : LIBC(name)(p.cache, key, val, size);            \
+static ssize_t get_ferry(const struct fy_path *p, const char *key, void *val, size_t size, int nofollow)
+{
+    if (bad_name(key)) return -1;
+    int here = local_read(key);
+    if (here < 0) return -1;
+    if (!here) return remote_get(p->ferry, key, nofollow, val, size);
+    struct stat st;
+    int rc = fy_cache_stat(p, &st, nofollow);
+    if (rc < 0) return fy_fail(rc);
+    return (nofollow ? LIBC(lgetxattr) : LIBC(getxattr))(p->cache, key, val, size);
+}
+
+#define GET_HOOK(name, nofollow)                                                                      \
+    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size)                 \
+    {                                                                                                 \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, key, val, size), get_ferry, key, val, size, \
+                     nofollow);                                                                       \
     }
 GET_HOOK(getxattr, 0)
 GET_HOOK(lgetxattr, 1)
@@ -141,13 +144,15 @@ FY_EXPORT ssize_t fgetxattr(int fd, const char *key, void *val, size_t size)
 
 /* ---------- list ---------- */
 
-#define LIST_HOOK(name, nofollow)                                            \
-    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)        \
-    {                                                                        \
-        struct fy_path p;                                                    \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                             \
-        if (r == 0) return LIBC(name)(path, list, size);                     \
-        return r < 0 ? -1 : remote_get(p.ferry, NULL, nofollow, list, size); \
+static ssize_t list_ferry(const struct fy_path *p, char *list, size_t size, int nofollow)
+{
+    return remote_get(p->ferry, NULL, nofollow, list, size);
+}
+
+#define LIST_HOOK(name, nofollow)                                                                         \
+    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)                                     \
+    {                                                                                                     \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, list, size), list_ferry, list, size, nofollow); \
     }
 LIST_HOOK(listxattr, 0)
 LIST_HOOK(llistxattr, 1)
@@ -161,14 +166,18 @@ FY_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
 
 /* ---------- set ---------- */
 
+static int set_ferry(const struct fy_path *p, const char *key, const void *val, size_t size, int flags,
+                     int nofollow)
+{
+    if (bad_set(key, val, size, flags) || no_acl(key)) return -1;
+    return remote_set(p->ferry, key, val, size, flags, nofollow);
+}
+
 #define SET_HOOK(name, nofollow)                                                                   \
     FY_EXPORT int name(const char *path, const char *key, const void *val, size_t size, int flags) \
     {                                                                                              \
-        struct fy_path p;                                                                          \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                   \
-        if (r == 0) return LIBC(name)(path, key, val, size, flags);                                \
-        if (r < 0 || bad_set(key, val, size, flags) || no_acl(key)) return -1;                     \
-        return remote_set(p.ferry, key, val, size, flags, nofollow);                               \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, key, val, size, flags), set_ferry, key,  \
+                     val, size, flags, nofollow);                                                  \
     }
 SET_HOOK(setxattr, 0)
 SET_HOOK(lsetxattr, 1)
@@ -183,16 +192,16 @@ FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, i
 
 /* ---------- remove ---------- */
 
-#define REMOVE_HOOK(name, nofollow)                       \
-    FY_EXPORT int name(const char *path, const char *key) \
-    {                                                     \
-        struct fy_path p;                                 \
-        int r = fy_resolve(AT_FDCWD, &path, &p);          \
-        if (r == 0) return LIBC(name)(path, key);         \
-        if (r < 0) return -1;                             \
-        if (bad_name(key)) return -1;                     \
-        if (no_acl(key)) return -1;                       \
-        return remote_remove(p.ferry, key, nofollow);     \
+static int remove_ferry(const struct fy_path *p, const char *key, int nofollow)
+{
+    if (bad_name(key) || no_acl(key)) return -1;
+    return remote_remove(p->ferry, key, nofollow);
+}
+
+#define REMOVE_HOOK(name, nofollow)                                                           \
+    FY_EXPORT int name(const char *path, const char *key)                                     \
+    {                                                                                         \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, key), remove_ferry, key, nofollow); \
     }
 REMOVE_HOOK(removexattr, 0)
 REMOVE_HOOK(lremovexattr, 1)
@@ -201,8 +210,6 @@ FY_EXPORT int fremovexattr(int fd, const char *key)
 {
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return LIBC(fremovexattr)(fd, key);
-    if (!usable_fd(f)) return -1;
-    if (bad_name(key)) return -1;
-    if (no_acl(key)) return -1;
+    if (!usable_fd(f) || bad_name(key) || no_acl(key)) return -1;
     return remote_remove(f->path, key, 0);
 }
