@@ -273,23 +273,18 @@ static int fcntl_common(int fd, int cmd, void *arg, int (*real)(int, int, ...))
     return r;
 }
 
-FY_EXPORT int fcntl(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common(fd, cmd, arg, LIBC(fcntl));
-}
-
-FY_EXPORT int fcntl64(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common(fd, cmd, arg, LIBC(fcntl64));
-}
+/* Every fcntl command takes one argument or none: read one word either way. */
+#define FCNTL_HOOK(name)                                     \
+    FY_EXPORT int name(int fd, int cmd, ...)                 \
+    {                                                        \
+        va_list ap;                                          \
+        va_start(ap, cmd);                                   \
+        void *arg = va_arg(ap, void *);                      \
+        va_end(ap);                                          \
+        return fcntl_common(fd, cmd, arg, LIBC(name));       \
+    }
+FCNTL_HOOK(fcntl)
+FCNTL_HOOK(fcntl64)
 
 /* Bulk closes (daemons, shells before exec): release what they take from under us. */
 FY_EXPORT int close_range(unsigned int first, unsigned int last, int flags)

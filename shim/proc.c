@@ -292,33 +292,20 @@ FY_EXPORT int execvp(const char *file, char *const argv[]) { return execvpe(file
     argv[0] = (char *)(first);                       \
     for (size_t i_ = 1; i_ <= n_; i_++) argv[i_] = va_arg(ap, char *)
 
-FY_EXPORT int execl(const char *path, const char *arg, ...)
-{
-    va_list ap;
-    va_start(ap, arg);
-    GATHER_ARGS(arg, ap, argv);
-    va_end(ap);
-    return execve(path, argv, environ);
-}
-
-FY_EXPORT int execlp(const char *file, const char *arg, ...)
-{
-    va_list ap;
-    va_start(ap, arg);
-    GATHER_ARGS(arg, ap, argv);
-    va_end(ap);
-    return execvpe(file, argv, environ);
-}
-
-FY_EXPORT int execle(const char *path, const char *arg, ...)
-{
-    va_list ap;
-    va_start(ap, arg);
-    GATHER_ARGS(arg, ap, argv);
-    char *const *envp = va_arg(ap, char *const *);
-    va_end(ap);
-    return execve(path, argv, envp);
-}
+/* execle's envp follows the argument list's NULL; the others use environ. */
+#define EXECL_HOOK(name, run, takes_envp)                                        \
+    FY_EXPORT int name(const char *file, const char *arg, ...)                   \
+    {                                                                            \
+        va_list ap;                                                              \
+        va_start(ap, arg);                                                       \
+        GATHER_ARGS(arg, ap, argv);                                              \
+        char *const *envp = (takes_envp) ? va_arg(ap, char *const *) : environ;  \
+        va_end(ap);                                                              \
+        return run(file, argv, envp);                                            \
+    }
+EXECL_HOOK(execl, execve, 0)
+EXECL_HOOK(execlp, execvpe, 0)
+EXECL_HOOK(execle, execve, 1)
 
 static int spawn_common(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[], int search)

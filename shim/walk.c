@@ -429,28 +429,19 @@ static struct dirent64 *alt_readdir64(void *d) { return readdir64(d); }
 static void alt_closedir(void *d) { closedir(d); }
 static void *alt_opendir(const char *path) { return opendir(path); }
 
-FY_EXPORT int glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *g)
-{
-    if (glob_is_ferry(pattern, flags)) {
-        g->gl_opendir = alt_opendir;
-        g->gl_readdir = alt_readdir;
-        g->gl_closedir = alt_closedir;
-        g->gl_lstat = lstat;
-        g->gl_stat = stat;
-        flags |= GLOB_ALTDIRFUNC;
+/* glob and glob64 differ only in their types. */
+#define GLOB_HOOK(name, glob_type, readdir_fn, lstat_fn, stat_fn)                                 \
+    FY_EXPORT int name(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_type *g) \
+    {                                                                                             \
+        if (glob_is_ferry(pattern, flags)) {                                                      \
+            g->gl_opendir = alt_opendir;                                                          \
+            g->gl_readdir = readdir_fn;                                                           \
+            g->gl_closedir = alt_closedir;                                                        \
+            g->gl_lstat = lstat_fn;                                                               \
+            g->gl_stat = stat_fn;                                                                 \
+            flags |= GLOB_ALTDIRFUNC;                                                             \
+        }                                                                                         \
+        return LIBC(name)(pattern, flags, errfunc, g);                                            \
     }
-    return LIBC(glob)(pattern, flags, errfunc, g);
-}
-
-FY_EXPORT int glob64(const char *pattern, int flags, int (*errfunc)(const char *, int), glob64_t *g)
-{
-    if (glob_is_ferry(pattern, flags)) {
-        g->gl_opendir = alt_opendir;
-        g->gl_readdir = alt_readdir64;
-        g->gl_closedir = alt_closedir;
-        g->gl_lstat = lstat64;
-        g->gl_stat = stat64;
-        flags |= GLOB_ALTDIRFUNC;
-    }
-    return LIBC(glob64)(pattern, flags, errfunc, g);
-}
+GLOB_HOOK(glob, glob_t, alt_readdir, lstat, stat)
+GLOB_HOOK(glob64, glob64_t, alt_readdir64, lstat64, stat64)
