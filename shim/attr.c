@@ -25,17 +25,9 @@ struct setattr {
 
 static int64_t ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
 
-static int send_setattr(const char *ferry, uint16_t flags, const struct setattr *a)
+static void encode(struct fy_enc *e, const char *ferry, const struct setattr *a)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    fy_put_u32(&e, a->valid);
-    fy_put_u32(&e, a->mode);
-    fy_put_u32(&e, a->uid);
-    fy_put_u32(&e, a->gid);
-    fy_put_u64(&e, (uint64_t)ns(&a->ts[0]));
-    fy_put_u64(&e, (uint64_t)ns(&a->ts[1]));
-    return fy_call(FY_OP_SETATTR, flags, &e, NULL, 0, -1, NULL, 0, NULL);
+    fy_enc_setattr(e, ferry, a->valid, a->mode, a->uid, a->gid, ns(&a->ts[0]), ns(&a->ts[1]));
 }
 
 /* Direct mode: the node cannot know what "now" means here, so send the time. */
@@ -45,29 +37,24 @@ static int remote(const char *ferry, struct setattr *a)
     clock_gettime(CLOCK_REALTIME, &now);
     for (int i = 0; i < 2; i++)
         if (a->ts[i].tv_nsec == UTIME_NOW) a->ts[i] = now;
-    int rc = send_setattr(ferry, 0, a);
-    return rc < 0 ? fy_fail(rc) : 0;
+    struct fy_enc e;
+    encode(&e, ferry, a);
+    return fy_result(fy_ask(&e));
 }
 
 /* Run the change on a replica object: `path` relative to AT_FDCWD, or fd when path is NULL. */
 static int apply_local(int fd, const char *path, int nofollow, const struct setattr *a)
 {
-    FY_REAL(int, fchmodat, int, const char *, mode_t, int);
-    FY_REAL(int, fchmod, int, mode_t);
-    FY_REAL(int, fchownat, int, const char *, uid_t, gid_t, int);
-    FY_REAL(int, fchown, int, uid_t, gid_t);
-    FY_REAL(int, utimensat, int, const char *, const struct timespec *, int);
-    FY_REAL(int, futimens, int, const struct timespec *);
     int atflag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
     if (a->valid & (FY_SET_UID | FY_SET_GID)) {
         uid_t u = a->valid & FY_SET_UID ? a->uid : (uid_t)-1;
         gid_t g = a->valid & FY_SET_GID ? a->gid : (gid_t)-1;
-        if ((path ? real_fchownat(AT_FDCWD, path, u, g, atflag) : real_fchown(fd, u, g)) < 0) return -1;
+        if ((path ? LIBC(fchownat)(AT_FDCWD, path, u, g, atflag) : LIBC(fchown)(fd, u, g)) < 0) return -1;
     }
-    if ((a->valid & FY_SET_MODE) && (path ? real_fchmodat(AT_FDCWD, path, a->mode, atflag) : real_fchmod(fd, a->mode)) < 0)
+    if ((a->valid & FY_SET_MODE) && (path ? LIBC(fchmodat)(AT_FDCWD, path, a->mode, atflag) : LIBC(fchmod)(fd, a->mode)) < 0)
         return -1;
     if ((a->valid & (FY_SET_ATIME | FY_SET_MTIME)) &&
-        (path ? real_utimensat(AT_FDCWD, path, a->ts, atflag) : real_futimens(fd, a->ts)) < 0)
+        (path ? LIBC(utimensat)(AT_FDCWD, path, a->ts, atflag) : LIBC(futimens)(fd, a->ts)) < 0)
         return -1;
     return 0;
 }
@@ -75,39 +62,35 @@ static int apply_local(int fd, const char *path, int nofollow, const struct seta
 /* After the replica took the change, send what it holds (umask-free mode, resolved times). */
 static void replay(const char *ferry, int fd, const char *cache_path, struct setattr *a)
 {
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
-    FY_REAL(int, fstat, int, struct stat *);
     struct stat st;
-    if ((cache_path ? real_fstatat(AT_FDCWD, cache_path, &st, AT_SYMLINK_NOFOLLOW) : real_fstat(fd, &st)) == 0) {
+    if ((cache_path ? LIBC(fstatat)(AT_FDCWD, cache_path, &st, AT_SYMLINK_NOFOLLOW) : LIBC(fstat)(fd, &st)) == 0) {
         a->mode = st.st_mode & 07777;
         a->ts[0] = st.st_atim;
         a->ts[1] = st.st_mtim;
     }
-    send_setattr(ferry, FY_FLAG_ONEWAY, a);
+    struct fy_enc e;
+    encode(&e, ferry, a);
+    fy_tell(&e, -1);
 }
 
-static int path_setattr(int dirfd, const char *path, int nofollow, struct setattr *a, int *handled)
+static int path_setattr(struct fy_path *p, int nofollow, struct setattr *a)
 {
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    *handled = r != 0;
-    if (r <= 0) return r;
     if (nofollow) a->valid |= FY_SET_NOFOLLOW;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote(p.ferry, a);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return remote(p->ferry, a);
     struct stat st;
-    int rc = fy_cache_stat(&p, &st, 1);
+    int rc = fy_cache_stat(p, &st, 1);
     if (rc < 0) return fy_fail(rc);
     if (S_ISLNK(st.st_mode) && !nofollow) {
         /* Follow it in ferry's namespace (the file may not be on the node yet); a link
          * that leads out of the mount goes to the node, which refuses escapes. */
         char canon[PATH_MAX];
         const char *cp = canon;
-        if (fy_realpath(p.ferry, canon) < 0 || fy_resolve(AT_FDCWD, &cp, &p) != 1) return remote(p.ferry, a);
-        rc = fy_cache_stat(&p, &st, 1);
+        if (fy_realpath(p->ferry, canon) < 0 || fy_resolve(AT_FDCWD, &cp, p) != 1) return remote(p->ferry, a);
+        rc = fy_cache_stat(p, &st, 1);
         if (rc < 0) return fy_fail(rc);
     }
-    if (apply_local(-1, p.cache, nofollow, a) < 0) return -1;
-    replay(p.ferry, -1, p.cache, a);
+    if (apply_local(-1, p->cache, nofollow, a) < 0) return -1;
+    replay(p->ferry, -1, p->cache, a);
     return 0;
 }
 
@@ -124,13 +107,11 @@ static int fd_setattr(int fd, struct setattr *a, int *handled)
 
 /* ---- hooks ---- */
 
-#define PATH_HOOK(dirfd, path, nofollow, a, real_call)               \
-    int handled_;                                                    \
-    int rc_ = path_setattr(dirfd, path, nofollow, &a, &handled_);    \
-    return handled_ ? rc_ : (real_call)
-#define FD_HOOK(fd, a, real_call)                                    \
-    int handled_;                                                    \
-    int rc_ = fd_setattr(fd, &a, &handled_);                         \
+#define PATH_HOOK(dirfd, path, nofollow, a, real_call) \
+    FY_PATH_HOOK(dirfd, path, -1, real_call, path_setattr, nofollow, &a)
+#define FD_HOOK(fd, a, real_call)            \
+    int handled_;                            \
+    int rc_ = fd_setattr(fd, &a, &handled_); \
     return handled_ ? rc_ : (real_call)
 
 static struct setattr chmod_attr(mode_t mode) { return (struct setattr){.valid = FY_SET_MODE, .mode = mode & 07777}; }
@@ -160,94 +141,81 @@ static struct setattr timeval_attr(const struct timeval *tv)
 
 FY_EXPORT int chmod(const char *path, mode_t mode)
 {
-    FY_REAL(int, chmod, const char *, mode_t);
     struct setattr a = chmod_attr(mode);
-    PATH_HOOK(AT_FDCWD, path, 0, a, real_chmod(path, mode));
+    PATH_HOOK(AT_FDCWD, path, 0, a, LIBC(chmod)(path, mode));
 }
 
 FY_EXPORT int fchmodat(int dirfd, const char *path, mode_t mode, int flags)
 {
-    FY_REAL(int, fchmodat, int, const char *, mode_t, int);
     struct setattr a = chmod_attr(mode);
-    PATH_HOOK(dirfd, path, flags & AT_SYMLINK_NOFOLLOW, a, real_fchmodat(dirfd, path, mode, flags));
+    PATH_HOOK(dirfd, path, flags & AT_SYMLINK_NOFOLLOW, a, LIBC(fchmodat)(dirfd, path, mode, flags));
 }
 
 FY_EXPORT int fchmod(int fd, mode_t mode)
 {
-    FY_REAL(int, fchmod, int, mode_t);
     struct setattr a = chmod_attr(mode);
-    FD_HOOK(fd, a, real_fchmod(fd, mode));
+    FD_HOOK(fd, a, LIBC(fchmod)(fd, mode));
 }
 
 FY_EXPORT int chown(const char *path, uid_t uid, gid_t gid)
 {
-    FY_REAL(int, chown, const char *, uid_t, gid_t);
     struct setattr a = chown_attr(uid, gid);
-    PATH_HOOK(AT_FDCWD, path, 0, a, real_chown(path, uid, gid));
+    PATH_HOOK(AT_FDCWD, path, 0, a, LIBC(chown)(path, uid, gid));
 }
 
 FY_EXPORT int lchown(const char *path, uid_t uid, gid_t gid)
 {
-    FY_REAL(int, lchown, const char *, uid_t, gid_t);
     struct setattr a = chown_attr(uid, gid);
-    PATH_HOOK(AT_FDCWD, path, 1, a, real_lchown(path, uid, gid));
+    PATH_HOOK(AT_FDCWD, path, 1, a, LIBC(lchown)(path, uid, gid));
 }
 
 FY_EXPORT int fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flags)
 {
-    FY_REAL(int, fchownat, int, const char *, uid_t, gid_t, int);
     if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fchown(dirfd, uid, gid);
     struct setattr a = chown_attr(uid, gid);
-    PATH_HOOK(dirfd, path, flags & AT_SYMLINK_NOFOLLOW, a, real_fchownat(dirfd, path, uid, gid, flags));
+    PATH_HOOK(dirfd, path, flags & AT_SYMLINK_NOFOLLOW, a, LIBC(fchownat)(dirfd, path, uid, gid, flags));
 }
 
 FY_EXPORT int fchown(int fd, uid_t uid, gid_t gid)
 {
-    FY_REAL(int, fchown, int, uid_t, gid_t);
     struct setattr a = chown_attr(uid, gid);
-    FD_HOOK(fd, a, real_fchown(fd, uid, gid));
+    FD_HOOK(fd, a, LIBC(fchown)(fd, uid, gid));
 }
 
 FY_EXPORT int utimensat(int dirfd, const char *path, const struct timespec ts[2], int flags)
 {
-    FY_REAL(int, utimensat, int, const char *, const struct timespec *, int);
     struct setattr a = times_attr(ts);
-    if (!path) { FD_HOOK(dirfd, a, real_utimensat(dirfd, path, ts, flags)); }  /* the futimens form */
-    PATH_HOOK(dirfd, path, flags & AT_SYMLINK_NOFOLLOW, a, real_utimensat(dirfd, path, ts, flags));
+    if (!path) { FD_HOOK(dirfd, a, LIBC(utimensat)(dirfd, path, ts, flags)); }  /* the futimens form */
+    PATH_HOOK(dirfd, path, flags & AT_SYMLINK_NOFOLLOW, a, LIBC(utimensat)(dirfd, path, ts, flags));
 }
 
 FY_EXPORT int futimens(int fd, const struct timespec ts[2])
 {
-    FY_REAL(int, futimens, int, const struct timespec *);
     struct setattr a = times_attr(ts);
-    FD_HOOK(fd, a, real_futimens(fd, ts));
+    FD_HOOK(fd, a, LIBC(futimens)(fd, ts));
 }
 
 FY_EXPORT int utimes(const char *path, const struct timeval tv[2])
 {
-    FY_REAL(int, utimes, const char *, const struct timeval *);
     struct setattr a = timeval_attr(tv);
-    PATH_HOOK(AT_FDCWD, path, 0, a, real_utimes(path, tv));
+    PATH_HOOK(AT_FDCWD, path, 0, a, LIBC(utimes)(path, tv));
 }
 
 FY_EXPORT int lutimes(const char *path, const struct timeval tv[2])
 {
-    FY_REAL(int, lutimes, const char *, const struct timeval *);
     struct setattr a = timeval_attr(tv);
-    PATH_HOOK(AT_FDCWD, path, 1, a, real_lutimes(path, tv));
+    PATH_HOOK(AT_FDCWD, path, 1, a, LIBC(lutimes)(path, tv));
 }
 
 FY_EXPORT int futimes(int fd, const struct timeval tv[2])
 {
-    FY_REAL(int, futimes, int, const struct timeval *);
     struct setattr a = timeval_attr(tv);
-    FD_HOOK(fd, a, real_futimes(fd, tv));
+    FD_HOOK(fd, a, LIBC(futimes)(fd, tv));
 }
 
 FY_EXPORT int utime(const char *path, const struct utimbuf *ub)
 {
-    FY_REAL(int, utime, const char *, const struct utimbuf *);
     struct timespec ts[2] = {{ub ? ub->actime : 0, 0}, {ub ? ub->modtime : 0, 0}};
     struct setattr a = times_attr(ub ? ts : NULL);
-    PATH_HOOK(AT_FDCWD, path, 0, a, real_utime(path, ub));
+    PATH_HOOK(AT_FDCWD, path, 0, a, LIBC(utime)(path, ub));
 }

@@ -23,20 +23,12 @@
 
 struct end { int fd; struct fy_fd *f; };  /* f: the direct-mode entry, NULL for a real fd */
 
-static struct fy_fd *direct(int fd)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    return f && f->kind == FY_FD_DIRECT ? f : NULL;
-}
-
 /* Up to n bytes at `off` (-1: at and advancing the fd's offset). */
 static ssize_t end_read(const struct end *e, void *buf, size_t n, off64_t off)
 {
     if (e->f) return fy_direct_read(e->f, buf, n, off);
-    FY_REAL(ssize_t, read, int, void *, size_t);
-    FY_REAL(ssize_t, pread64, int, void *, size_t, off64_t);
     ssize_t r;
-    do r = off < 0 ? real_read(e->fd, buf, n) : real_pread64(e->fd, buf, n, off); while (r < 0 && errno == EINTR);
+    do r = off < 0 ? LIBC(read)(e->fd, buf, n) : LIBC(pread64)(e->fd, buf, n, off); while (r < 0 && errno == EINTR);
     return r;
 }
 
@@ -44,12 +36,10 @@ static ssize_t end_read(const struct end *e, void *buf, size_t n, off64_t off)
 static ssize_t end_write(const struct end *e, const char *buf, size_t n, off64_t off)
 {
     if (e->f) return fy_direct_write(e->f, buf, n, off);
-    FY_REAL(ssize_t, write, int, const void *, size_t);
-    FY_REAL(ssize_t, pwrite64, int, const void *, size_t, off64_t);
     size_t done = 0;
     while (done < n) {
-        ssize_t w = off < 0 ? real_write(e->fd, buf + done, n - done)
-                            : real_pwrite64(e->fd, buf + done, n - done, off + (off64_t)done);
+        ssize_t w = off < 0 ? LIBC(write)(e->fd, buf + done, n - done)
+                            : LIBC(pwrite64)(e->fd, buf + done, n - done, off + (off64_t)done);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return done ? (ssize_t)done : -1;
         done += (size_t)w;
@@ -61,8 +51,7 @@ static ssize_t end_write(const struct end *e, const char *buf, size_t n, off64_t
 static void end_unread(const struct end *e, size_t n)
 {
     if (e->f) { fy_direct_lseek(e->f, -(off_t)n, SEEK_CUR); return; }
-    FY_REAL(off64_t, lseek64, int, off64_t, int);
-    real_lseek64(e->fd, -(off64_t)n, SEEK_CUR);
+    LIBC(lseek64)(e->fd, -(off64_t)n, SEEK_CUR);
 }
 
 static ssize_t pump(const struct end *in, off64_t *in_off, const struct end *out, off64_t *out_off, size_t len)
@@ -105,11 +94,10 @@ static int status_flags(int fd)
 FY_EXPORT ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
                                   unsigned int flags)
 {
-    struct end in = {fd_in, direct(fd_in)}, out = {fd_out, direct(fd_out)};
+    struct end in = {fd_in, fy_fd_direct(fd_in)}, out = {fd_out, fy_fd_direct(fd_out)};
     if (!in.f && !out.f) {
-        FY_REAL(ssize_t, copy_file_range, int, off64_t *, int, off64_t *, size_t, unsigned int);
         int saved = errno;
-        ssize_t r = real_copy_file_range(fd_in, off_in, fd_out, off_out, len, flags);
+        ssize_t r = LIBC(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags);
         /* Cache mode: the replica lives on another file system than the program's local
          * files; copy as direct mode does rather than refuse with EXDEV. */
         if (r >= 0 || errno != EXDEV || (!fy_fd_get(fd_in) && !fy_fd_get(fd_out))) return r;
@@ -141,7 +129,7 @@ FY_EXPORT ssize_t copy_file_range(int fd_in, off64_t *off_in, int fd_out, off64_
 
 static ssize_t sendfile_common(int out_fd, int in_fd, off64_t *offset, size_t count)
 {
-    struct end in = {in_fd, direct(in_fd)}, out = {out_fd, direct(out_fd)};
+    struct end in = {in_fd, fy_fd_direct(in_fd)}, out = {out_fd, fy_fd_direct(out_fd)};
     /* the kernel's checks, in its order */
     int fl_in = status_flags(in_fd);
     if (fl_in < 0) return -1;
@@ -160,18 +148,16 @@ static ssize_t sendfile_common(int out_fd, int in_fd, off64_t *offset, size_t co
 
 FY_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t count)
 {
-    if (!direct(in_fd) && !direct(out_fd)) {
-        FY_REAL(ssize_t, sendfile64, int, int, off64_t *, size_t);
-        return real_sendfile64(out_fd, in_fd, offset, count);
+    if (!fy_fd_direct(in_fd) && !fy_fd_direct(out_fd)) {
+        return LIBC(sendfile64)(out_fd, in_fd, offset, count);
     }
     return sendfile_common(out_fd, in_fd, offset, count);
 }
 
 FY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 {
-    if (!direct(in_fd) && !direct(out_fd)) {
-        FY_REAL(ssize_t, sendfile, int, int, off_t *, size_t);
-        return real_sendfile(out_fd, in_fd, offset, count);
+    if (!fy_fd_direct(in_fd) && !fy_fd_direct(out_fd)) {
+        return LIBC(sendfile)(out_fd, in_fd, offset, count);
     }
     _Static_assert(sizeof(off_t) == sizeof(off64_t), "off_t is 64-bit here");
     return sendfile_common(out_fd, in_fd, (off64_t *)offset, count);
@@ -183,10 +169,9 @@ FY_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
  * single thread never blocks on it. */
 FY_EXPORT ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len, unsigned int flags)
 {
-    struct end in = {fd_in, direct(fd_in)}, out = {fd_out, direct(fd_out)};
+    struct end in = {fd_in, fy_fd_direct(fd_in)}, out = {fd_out, fy_fd_direct(fd_out)};
     if (!in.f && !out.f) {
-        FY_REAL(ssize_t, splice, int, off64_t *, int, off64_t *, size_t, unsigned int);
-        return real_splice(fd_in, off_in, fd_out, off_out, len, flags);
+        return LIBC(splice)(fd_in, off_in, fd_out, off_out, len, flags);
     }
     int fl_in = status_flags(fd_in), fl_out = status_flags(fd_out);
     if (fl_in < 0 || fl_out < 0) return -1;

@@ -1,10 +1,8 @@
-/* Directories and the namespace: reading directories, mkdir/rmdir/unlink/rename/
- * truncate, and the current directory.
+/* Reading directories: the DIR* calls and getdents64.
  *
- * Cache mode: the replica is read with plain libc (the agent lists a directory into the
- * cache on first open); a mutation runs on the replica first, so the program sees the
- * kernel's own answer, then goes to the agent one-way to be replayed on the node in order.
- * Direct mode: each call is one request; directory listings come in one LISTDIR reply.
+ * Cache mode: opendir opens the replica directory through ferry (the agent lists it into
+ * the replica first) and a real DIR* reads it.  Direct mode reads a directory fd through
+ * a DIR* of ferry's own, over one LISTDIR reply fetched on first read.
  */
 #include "fy.h"
 
@@ -15,12 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* ---------- direct-mode listings ---------- */
-
 struct fy_dirlist {
     size_t count, pos;
-    size_t *off;   /* offsets of entries in data; 0 and 1 are "." and ".." */
-    char *data;    /* LISTDIR reply */
+    struct fy_entry *ent;  /* pointing into the LISTDIR reply kept after them; 0 and 1 are "." and ".." */
 };
 
 struct rec { uint64_t ino; uint8_t type; const char *name; size_t nlen; };
@@ -43,31 +38,23 @@ static uint8_t dtype(uint32_t mode)
 static struct fy_dirlist *listing(struct fy_fd *f)
 {
     if (f->dl) return f->dl;
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, f->path);
+    struct fy_enc e;
+    fy_enc_listdir(&e, f->path);
+    struct fy_rep_listdir rep;
     char *buf;
     size_t len;
-    int rc = fy_call_alloc(FY_OP_LISTDIR, &e, &buf, &len);
+    int rc = fy_call_alloc(&e, &rep, sizeof rep, &buf, &len);
     if (rc < 0) { free(buf); errno = -rc; return NULL; }
-    uint32_t count = 0;
-    if (len >= 4) memcpy(&count, buf, 4);
-    struct fy_dirlist *dl = malloc(sizeof *dl + (count + 2) * sizeof(size_t) + len);
+    size_t count = rep.entries_count < len ? rep.entries_count : len;  /* an entry takes bytes */
+    struct fy_dirlist *dl = malloc(sizeof *dl + (count + 2) * sizeof(struct fy_entry) + len);
     if (!dl) { free(buf); errno = ENOMEM; return NULL; }
-    dl->off = (size_t *)(dl + 1);
-    dl->data = (char *)(dl->off + count + 2);
-    memcpy(dl->data, buf, len);
+    dl->ent = (struct fy_entry *)(dl + 1);
+    char *data = (char *)(dl->ent + count + 2);
+    memcpy(data, buf, len);
     free(buf);
-    size_t pos = 4, n = 2;
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t nl, tl;
-        if (pos + 4 > len) break;
-        memcpy(&nl, dl->data + pos, 4);
-        if (pos + 4 + nl + 4 > len) break;
-        memcpy(&tl, dl->data + pos + 4 + nl, 4);
-        if (pos + 8 + nl + tl + sizeof(struct fy_attr) > len) break;
-        dl->off[n++] = pos;
-        pos += 8 + nl + tl + sizeof(struct fy_attr);
-    }
+    size_t n = 2;
+    for (const char *pos = data, *end = data + len; n < count + 2 && (pos = fy_dec_entry(pos, end, &dl->ent[n]));)
+        n++;
     dl->count = n;
     dl->pos = 0;
     f->dl = dl;
@@ -83,16 +70,11 @@ static void record(const struct fy_dirlist *dl, size_t i, struct rec *r)
         r->nlen = i + 1;
         return;
     }
-    const char *p = dl->data + dl->off[i];
-    uint32_t nl, tl;
-    memcpy(&nl, p, 4);
-    memcpy(&tl, p + 4 + nl, 4);
-    struct fy_attr a;
-    memcpy(&a, p + 8 + nl + tl, sizeof a);
-    r->ino = a.ino;
-    r->type = dtype(a.mode);
-    r->name = p + 4;
-    r->nlen = nl;
+    const struct fy_entry *e = &dl->ent[i];
+    r->ino = e->attr.ino;
+    r->type = dtype(e->attr.mode);
+    r->name = e->name;
+    r->nlen = e->name_len;
 }
 
 struct linux_dirent64_hdr { uint64_t d_ino; int64_t d_off; unsigned short d_reclen; unsigned char d_type; } __attribute__((packed));
@@ -101,8 +83,7 @@ FY_EXPORT ssize_t getdents64(int fd, void *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_get(fd);
     if (!f || f->kind != FY_FD_DIRECT) {
-        FY_REAL(ssize_t, getdents64, int, void *, size_t);
-        return real_getdents64(fd, buf, n);
+        return LIBC(getdents64)(fd, buf, n);
     }
     struct fy_dirlist *dl = listing(f);
     if (!dl) return -1;
@@ -147,31 +128,21 @@ static DIR *wrap_dir(int fd)
     return (DIR *)d;
 }
 
-FY_EXPORT DIR *opendir(const char *path)
+static DIR *opendir_ferry(const struct fy_path *p)
 {
-    FY_REAL(DIR *, opendir, const char *);
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return real_opendir(path);
-    if (r < 0) return NULL;
-    int fd = fy_open_path(&p, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    int fd = fy_open_path(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (fd < 0) return NULL;
-    if (fy_cfg.mode == FY_MODE_DIRECT) {
-        struct stat st;
-        if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode)) { int e = S_ISDIR(st.st_mode) ? errno : ENOTDIR; fy_close_fd(fd); errno = e; return NULL; }
-        return wrap_dir(fd);
-    }
-    FY_REAL(DIR *, fdopendir, int);
-    DIR *d = real_fdopendir(fd);
+    DIR *d = fdopendir(fd);  /* the hook: ours for a direct-mode fd, libc's on the replica */
     if (!d) { int e = errno; fy_close_fd(fd); errno = e; }
     return d;
 }
 
+FY_EXPORT DIR *opendir(const char *path) { FY_PATH_HOOK(AT_FDCWD, path, NULL, LIBC(opendir)(path), opendir_ferry); }
+
 FY_EXPORT DIR *fdopendir(int fd)
 {
-    FY_REAL(DIR *, fdopendir, int);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f || f->kind != FY_FD_DIRECT) return real_fdopendir(fd);
+    if (!f || f->kind != FY_FD_DIRECT) return LIBC(fdopendir)(fd);
     struct stat st;
     if (fstat(fd, &st) < 0) return NULL;
     if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return NULL; }
@@ -199,14 +170,14 @@ static struct dirent64 *our_readdir(struct fy_dir *d)
 FY_EXPORT struct dirent *readdir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(struct dirent *, readdir, DIR *); return real_readdir(dir); }
+    if (!d) return LIBC(readdir)(dir);
     return (struct dirent *)our_readdir(d);
 }
 
 FY_EXPORT struct dirent64 *readdir64(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(struct dirent64 *, readdir64, DIR *); return real_readdir64(dir); }
+    if (!d) return LIBC(readdir64)(dir);
     return our_readdir(d);
 }
 
@@ -228,8 +199,7 @@ FY_EXPORT int readdir_r(DIR *dir, struct dirent *entry, struct dirent **result)
 {
     struct fy_dir *d = ours(dir);
     if (!d) {
-        FY_REAL(int, readdir_r, DIR *, struct dirent *, struct dirent **);
-        return real_readdir_r(dir, entry, result);
+        return LIBC(readdir_r)(dir, entry, result);
     }
     return our_readdir_r(d, (struct dirent64 *)entry, (struct dirent64 **)result);
 }
@@ -238,8 +208,7 @@ FY_EXPORT int readdir64_r(DIR *dir, struct dirent64 *entry, struct dirent64 **re
 {
     struct fy_dir *d = ours(dir);
     if (!d) {
-        FY_REAL(int, readdir64_r, DIR *, struct dirent64 *, struct dirent64 **);
-        return real_readdir64_r(dir, entry, result);
+        return LIBC(readdir64_r)(dir, entry, result);
     }
     return our_readdir_r(d, entry, result);
 }
@@ -248,9 +217,8 @@ FY_EXPORT int closedir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
     if (!d) {
-        FY_REAL(int, closedir, DIR *);
         if (dir) fy_fd_clear(dirfd(dir));
-        return real_closedir(dir);
+        return LIBC(closedir)(dir);
     }
     int fd = d->fd;
     d->magic = 0;
@@ -262,7 +230,7 @@ FY_EXPORT int closedir(DIR *dir)
 FY_EXPORT void rewinddir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(void, rewinddir, DIR *); real_rewinddir(dir); return; }
+    if (!d) { LIBC(rewinddir)(dir); return; }
     struct fy_fd *f = fy_fd_get(d->fd);
     if (f && f->dl) { free(f->dl); f->dl = NULL; }  /* re-list: rewinddir sees changes */
 }
@@ -272,7 +240,7 @@ FY_EXPORT void rewinddir(DIR *dir)
 FY_EXPORT long telldir(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(long, telldir, DIR *); return real_telldir(dir); }
+    if (!d) return LIBC(telldir)(dir);
     struct fy_fd *f = fy_fd_get(d->fd);
     if (!f) { errno = EBADF; return -1; }
     return f->dl ? (long)f->dl->pos : 0;
@@ -281,7 +249,7 @@ FY_EXPORT long telldir(DIR *dir)
 FY_EXPORT void seekdir(DIR *dir, long pos)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(void, seekdir, DIR *, long); real_seekdir(dir, pos); return; }
+    if (!d) { LIBC(seekdir)(dir, pos); return; }
     struct fy_fd *f = fy_fd_get(d->fd);
     if (!f || pos < 0) return;
     int saved = errno;  /* seekdir reports nothing */
@@ -293,219 +261,7 @@ FY_EXPORT void seekdir(DIR *dir, long pos)
 FY_EXPORT int dirfd(DIR *dir)
 {
     struct fy_dir *d = ours(dir);
-    if (!d) { FY_REAL(int, dirfd, DIR *); return real_dirfd(dir); }
+    if (!d) return LIBC(dirfd)(dir);
     return d->fd;
 }
 
-/* ---------- namespace mutations ---------- */
-
-/* Cache mode: run `local` on the replica, then tell the agent one-way. */
-static int cache_mutation(const struct fy_path *p, uint16_t op, int rc_local, int nargs, const uint64_t *args, int u64mask)
-{
-    if (rc_local < 0) return -1;
-    fy_path_op(op, FY_FLAG_ONEWAY, p->ferry, nargs, args, u64mask);
-    return 0;
-}
-
-static int remote_result(int rc) { return rc < 0 ? fy_fail(rc) : 0; }
-
-static int mkdir_common(int dirfd, const char *path, mode_t mode)
-{
-    FY_REAL(int, mkdirat, int, const char *, mode_t);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_mkdirat(dirfd, path, mode);
-    if (r < 0) return -1;
-    if (fy_cfg.mode == FY_MODE_DIRECT) {
-        uint64_t a = mode & ~fy_umask;
-        return remote_result(fy_path_op(FY_OP_MKDIR, 0, p.ferry, 1, &a, 0));
-    }
-    int rc = fy_cache_parent(&p);
-    if (rc < 0) return fy_fail(rc);
-    if (real_mkdirat(AT_FDCWD, p.cache, mode) < 0) return -1;
-    /* Send the mode the kernel really gave (umask applied), not the one asked for. */
-    struct stat st;
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
-    uint64_t a = real_fstatat(AT_FDCWD, p.cache, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (st.st_mode & 07777) : (mode & 07777);
-    return cache_mutation(&p, FY_OP_MKDIR, 0, 1, &a, 0);
-}
-
-FY_EXPORT int mkdir(const char *path, mode_t mode) { return mkdir_common(AT_FDCWD, path, mode); }
-FY_EXPORT int mkdirat(int dirfd, const char *path, mode_t mode) { return mkdir_common(dirfd, path, mode); }
-
-static int unlink_common(int dirfd, const char *path, int flags)
-{
-    FY_REAL(int, unlinkat, int, const char *, int);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_unlinkat(dirfd, path, flags);
-    if (r < 0) return -1;
-    uint16_t op = (flags & AT_REMOVEDIR) ? FY_OP_RMDIR : FY_OP_UNLINK;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_result(fy_path_op(op, 0, p.ferry, 0, NULL, 0));
-    int rc = fy_cache_parent(&p);
-    if (rc < 0) return fy_fail(rc);
-    if (op == FY_OP_RMDIR) {
-        /* An unlisted directory looks empty in the replica; list it so ENOTEMPTY is right. */
-        struct stat st;
-        rc = fy_cache_stat(&p, &st, 1);
-        if (rc < 0) return fy_fail(rc);
-    }
-    return cache_mutation(&p, op, real_unlinkat(AT_FDCWD, p.cache, flags), 0, NULL, 0);
-}
-
-FY_EXPORT int unlink(const char *path) { return unlink_common(AT_FDCWD, path, 0); }
-FY_EXPORT int rmdir(const char *path) { return unlink_common(AT_FDCWD, path, AT_REMOVEDIR); }
-FY_EXPORT int unlinkat(int dirfd, const char *path, int flags) { return unlink_common(dirfd, path, flags); }
-
-static int rename_common(int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags)
-{
-    FY_REAL(int, renameat2, int, const char *, int, const char *, unsigned);
-    struct fy_path po, pn;
-    int ro = fy_resolve(olddirfd, &old, &po);
-    int rn = fy_resolve(newdirfd, &new, &pn);
-    if (ro < 0 || rn < 0) return -1;
-    if (ro == 0 && rn == 0) return real_renameat2(olddirfd, old, newdirfd, new, flags);
-    if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, po.ferry);
-    fy_put_str(&e, pn.ferry);
-    fy_put_u32(&e, flags);
-    if (fy_cfg.mode == FY_MODE_DIRECT)
-        return remote_result(fy_call(FY_OP_RENAME, 0, &e, NULL, 0, -1, NULL, 0, NULL));
-    int rc = fy_cache_parent(&po);
-    if (rc == 0) rc = fy_cache_parent(&pn);
-    if (rc < 0) return fy_fail(rc);
-    struct stat st;
-    rc = fy_cache_stat(&po, &st, 1);        /* source must be present in the replica */
-    if (rc < 0) return fy_fail(rc);
-    fy_cache_stat(&pn, &st, 1);             /* a target directory must be listed (ENOTEMPTY) */
-    if (real_renameat2(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
-    fy_call(FY_OP_RENAME, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
-    return 0;
-}
-
-FY_EXPORT int rename(const char *old, const char *new) { return rename_common(AT_FDCWD, old, AT_FDCWD, new, 0); }
-FY_EXPORT int renameat(int ofd, const char *old, int nfd, const char *new) { return rename_common(ofd, old, nfd, new, 0); }
-FY_EXPORT int renameat2(int ofd, const char *old, int nfd, const char *new, unsigned flags) { return rename_common(ofd, old, nfd, new, flags); }
-
-FY_EXPORT int truncate(const char *path, off_t len)
-{
-    FY_REAL(int, truncate, const char *, off_t);
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return real_truncate(path, len);
-    if (r < 0) return -1;
-    uint64_t a = (uint64_t)len;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_result(fy_path_op(FY_OP_TRUNCATE, 0, p.ferry, 1, &a, 1));
-    /* The replica must hold the content before truncating keeps part of it. */
-    int fd = fy_open_path(&p, O_WRONLY | O_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    struct fy_fd *f = fy_fd_get(fd);
-    if (f) strcpy(p.ferry, f->path);       /* the file itself, not a symlink to it */
-    fy_fd_clear(fd);                       /* not an upload: the node truncates its own copy */
-    FY_REAL(int, close, int);
-    real_close(fd);
-    return cache_mutation(&p, FY_OP_TRUNCATE, real_truncate(p.cache, len), 1, &a, 1);
-}
-
-FY_EXPORT int truncate64(const char *path, off64_t len) { return truncate(path, len); }
-
-/* ---------- current directory ---------- */
-
-static int set_vcwd(const char *ferry)
-{
-    size_t n = strlen(ferry);
-    if (n >= sizeof fy_vcwd) { errno = ENAMETOOLONG; return -1; }
-    memcpy(fy_vcwd, ferry, n + 1);
-    fy_vcwd_set = 1;
-    return 0;
-}
-
-/* After a local chdir: in cache mode the kernel may still be inside the replica, and
- * a local cwd above a mount root changes how relative names resolve. */
-static void recheck_cwd(void)
-{
-    FY_REAL(char *, getcwd, char *, size_t);
-    char real[PATH_MAX];
-    fy_vcwd_set = fy_cfg.mode == FY_MODE_CACHE && real_getcwd(real, sizeof real) &&
-                  fy_uncache(real, fy_vcwd, sizeof fy_vcwd);
-    fy_note_real_cwd();
-}
-
-FY_EXPORT int chdir(const char *path)
-{
-    FY_REAL(int, chdir, const char *);
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) {
-        /* "cd .." out of a ferry directory arrives here already made absolute. */
-        int rc = real_chdir(path);
-        if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
-        return rc;
-    }
-    if (r < 0) return -1;
-    struct stat st;
-    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p.ferry, 0, &st) : fy_cache_stat(&p, &st, 0);
-    if (rc < 0) return fy_fail(rc);
-    if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return -1; }
-    if (fy_cfg.mode == FY_MODE_CACHE && real_chdir(p.cache) < 0) return -1;
-    return set_vcwd(p.ferry);
-}
-
-FY_EXPORT int fchdir(int fd)
-{
-    FY_REAL(int, fchdir, int);
-    struct fy_fd *f = fy_fd_get(fd);
-    if (!f) {
-        int rc = real_fchdir(fd);
-        if (rc == 0 && fy_cfg.mode != FY_MODE_OFF) recheck_cwd();
-        return rc;
-    }
-    if (f->kind == FY_FD_CACHE) {
-        if (real_fchdir(fd) < 0) return -1;
-    } else {
-        struct stat st;
-        if (fstat(fd, &st) < 0) return -1;
-        if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return -1; }
-    }
-    return set_vcwd(f->path);
-}
-
-FY_EXPORT char *getcwd(char *buf, size_t size)
-{
-    FY_REAL(char *, getcwd, char *, size_t);
-    if (!fy_vcwd_set) return real_getcwd(buf, size);
-    size_t n = strlen(fy_vcwd) + 1;
-    if (!buf) {
-        buf = malloc(size > n ? size : n);
-        if (!buf) { errno = ENOMEM; return NULL; }
-    } else if (size < n) {
-        errno = size ? ERANGE : EINVAL;
-        return NULL;
-    }
-    memcpy(buf, fy_vcwd, n);
-    return buf;
-}
-
-FY_EXPORT char *__getcwd_chk(char *buf, size_t size, size_t buflen) { (void)buflen; return getcwd(buf, size); }
-
-/* ---------- special files ---------- */
-
-/* Nodes keep regular files, directories and symlinks only: a FIFO or device made in the
- * replica would never reach the node, so say so instead (EOPNOTSUPP, as NFS-less file
- * systems do).  Local paths go to libc untouched. */
-static int mknod_common(int dirfd, const char *path, mode_t mode, dev_t dev)
-{
-    FY_REAL(int, mknodat, int, const char *, mode_t, dev_t);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_mknodat(dirfd, path, mode, dev);
-    if (r < 0) return -1;
-    errno = EOPNOTSUPP;
-    return -1;
-}
-
-FY_EXPORT int mknod(const char *path, mode_t mode, dev_t dev) { return mknod_common(AT_FDCWD, path, mode, dev); }
-FY_EXPORT int mknodat(int dirfd, const char *path, mode_t mode, dev_t dev) { return mknod_common(dirfd, path, mode, dev); }
-FY_EXPORT int mkfifo(const char *path, mode_t mode) { return mknod_common(AT_FDCWD, path, mode | S_IFIFO, 0); }
-FY_EXPORT int mkfifoat(int dirfd, const char *path, mode_t mode) { return mknod_common(dirfd, path, mode | S_IFIFO, 0); }

@@ -25,6 +25,12 @@ struct fy_fd *fy_fd_get(int fd)
     return (unsigned)fd < FY_MAXFD ? table[fd] : NULL;
 }
 
+struct fy_fd *fy_fd_direct(int fd)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    return f && f->kind == FY_FD_DIRECT ? f : NULL;
+}
+
 static void entry_free(struct fy_fd *f)
 {
     if (!f) return;
@@ -74,7 +80,6 @@ void fy_fd_copy(int from, int to)
 
 char *fy_fd_export(void)
 {
-    FY_REAL(int, fcntl, int, int, ...);
     size_t cap = 256, len = 0;
     char *s = malloc(cap);
     if (!s) return NULL;
@@ -82,7 +87,7 @@ char *fy_fd_export(void)
     for (int fd = 0; fd < limit; fd++) {
         struct fy_fd *f = table[fd];
         if (!f) continue;
-        int fdflags = real_fcntl(fd, F_GETFD);
+        int fdflags = LIBC(fcntl)(fd, F_GETFD);
         if (fdflags < 0 || (fdflags & FD_CLOEXEC)) continue;
         size_t need = len + strlen(f->path) + 96;
         if (need > cap) {

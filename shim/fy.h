@@ -27,11 +27,12 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#include "fy_proto.h"
+#include "fy_codec.h"
+#include "libc.h"
 
 #define FY_EXPORT __attribute__((visibility("default")))
 
-/* ---- init.c: configuration and the real libc entry points ---- */
+/* ---- init.c: configuration ---- */
 enum fy_mode { FY_MODE_OFF = 0, FY_MODE_CACHE, FY_MODE_DIRECT };
 
 struct fy_config {
@@ -46,12 +47,6 @@ struct fy_config {
 extern struct fy_config fy_cfg;
 extern mode_t fy_umask;  /* the process's umask, for modes sent to the node in direct mode */
 
-/* Look up the next definition of a libc symbol; cached by the caller in a static. */
-void *fy_next(const char *name);
-#define FY_REAL(ret, name, ...)                                              \
-    static ret (*real_##name)(__VA_ARGS__);                                  \
-    if (!real_##name) real_##name = (ret (*)(__VA_ARGS__))fy_next(#name)
-
 /* ---- path.c: deciding what is ferry's ---- */
 struct fy_path {
     char ferry[PATH_MAX];        /* normalised ferry path */
@@ -61,6 +56,36 @@ struct fy_path {
  * a name relative to a ferry directory climbs out of its mount with ".."); 1: ferry's,
  * `out` filled; -1: ferry's but invalid, errno set. */
 int fy_resolve(int dirfd, const char **path, struct fy_path *out);
+/* Both paths of a rename or link: 0 both local, 1 both ferry's on one mount (po, pn
+ * filled), -1 errno set (EXDEV when they lie on two sides, or on two mounts). */
+int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
+                    struct fy_path *pn);
+int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn);  /* the same, resolved */
+
+/* How a path hook begins: `path` (relative to dirfd) is resolved once; a name that is not
+ * ferry's goes to `libc_call` (with `path` made absolute if it climbed out of a ferry
+ * directory), an invalid one returns `fail` (errno set), and a ferry one runs
+ * `body(&p, ...)`, the hook's ferry half.  The body is a function of the resolved path
+ * alone, so this is the one place a hook can start over: when the agent answers that a
+ * path crosses a symlink leading out of the export ("go on with client path Q"), a loop
+ * here will set `path` to Q and resolve again (Q may be local: libc; or another ferry
+ * path), at most 40 times, then ELOOP.  FY_PATH2_HOOK is the same for two paths. */
+#define FY_PATH_HOOK(dirfd, path, fail, libc_call, body, ...) \
+    do {                                                      \
+        struct fy_path fy_p_;                                 \
+        int fy_r_ = fy_resolve((dirfd), &(path), &fy_p_);     \
+        if (fy_r_ == 0) return libc_call;                     \
+        if (fy_r_ < 0) return fail;                           \
+        return body(&fy_p_, ##__VA_ARGS__);                   \
+    } while (0)
+#define FY_PATH2_HOOK(olddirfd, old, newdirfd, new, fail, libc_call, body, ...)                \
+    do {                                                                                       \
+        struct fy_path fy_po_, fy_pn_;                                                         \
+        int fy_r_ = fy_resolve_pair((olddirfd), &(old), &fy_po_, (newdirfd), &(new), &fy_pn_); \
+        if (fy_r_ == 0) return libc_call;                                                      \
+        if (fy_r_ < 0) return fail;                                                            \
+        return body(&fy_po_, &fy_pn_, ##__VA_ARGS__);                                          \
+    } while (0)
 /* After a local open(at) succeeded: remember a directory fd that lies above a mount root,
  * so names relative to it can enter the mount.  Returns fd. */
 int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
@@ -68,15 +93,16 @@ int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
 size_t fy_mount_root(const char *ferry_path);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
 int fy_uncache(const char *cache_path, char *out, size_t cap);
-int fy_same_mount(const char *a, const char *b);
+/* Is p[0..n) a proper ancestor of a mount prefix ("/mnt" of "/mnt/x")? */
+int fy_above_mount(const char *p, size_t n);
+/* After the cwd changed locally: remember it if it is an ancestor of a mount root. */
+void fy_note_real_cwd(void);
 /* walk.c: resolve every symlink, "." and ".." of a path with the hooked calls; 0 or -errno. */
 int fy_realpath(const char *path, char *out);
 
-/* Virtual current directory: set when the cwd is a ferry directory. */
+/* ---- cwd.c: the virtual current directory, set while the cwd is a ferry directory ---- */
 extern char fy_vcwd[PATH_MAX];
 extern int fy_vcwd_set;
-/* After the cwd changed locally: remember it if it is an ancestor of a mount root. */
-void fy_note_real_cwd(void);
 
 /* ---- fdtable.c: which fds are ferry's ---- */
 enum fy_fd_kind { FY_FD_NONE = 0, FY_FD_CACHE, FY_FD_DIRECT };
@@ -92,6 +118,7 @@ struct fy_fd {
 };
 #define FY_MAXFD 65536
 struct fy_fd *fy_fd_get(int fd); /* NULL when fd is not ferry's: one bounds check and one load */
+struct fy_fd *fy_fd_direct(int fd); /* the same, for a direct-mode fd only */
 struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path);
 void fy_fd_clear(int fd);
 void fy_fd_copy(int from, int to);
@@ -100,26 +127,26 @@ int fy_fd_limit(void);  /* every ferry fd is below this */
 char *fy_fd_export(void);
 void fy_fd_import(const char *s);
 
-/* ---- wire.c: requests to the agent ---- */
-struct fy_enc { char buf[2 * PATH_MAX + 128]; size_t len; };
-void fy_put_u32(struct fy_enc *e, uint32_t v);
-void fy_put_u64(struct fy_enc *e, uint64_t v);
-void fy_put_str(struct fy_enc *e, const char *s);
-/* Send one request (header + enc + optional extra bytes) and wait for its reply; the
- * reply payload is scattered into riov.  Returns the status: 0 or -errno.  `pass_fd`
- * >= 0 rides along as SCM_RIGHTS.  ONEWAY requests return 0 once sent. */
-int fy_call(uint16_t op, uint16_t flags, const struct fy_enc *e, const void *extra, size_t extra_len,
-            int pass_fd, const struct iovec *riov, int riovcnt, size_t *got);
-/* Same, reply payload into a malloc'd buffer (caller frees). */
-int fy_call_alloc(uint16_t op, const struct fy_enc *e, char **out, size_t *outlen);
+/* ---- wire.c: requests to the agent (built with fy_codec.h's fy_enc_<op>) ---- */
+/* Send the request `e` holds and wait for its reply: the status, 0 or -errno (-EIO when the
+ * connection failed, or a successful reply is shorter than rep_len).  The reply's first
+ * rep_len bytes go to `rep` (the op's struct fy_rep_<op>), the rest up to tail_cap to
+ * `tail` (*tail_got says how many; any more are read and dropped).  `pass_fd` >= 0 rides
+ * along as SCM_RIGHTS. */
+int fy_call(const struct fy_enc *e, int pass_fd, void *rep, size_t rep_len, void *tail, size_t tail_cap,
+            size_t *tail_got);
+/* Same, the rest of the reply in a malloc'd buffer (the caller frees it, on error too). */
+int fy_call_alloc(const struct fy_enc *e, void *rep, size_t rep_len, char **tail, size_t *tail_len);
+/* A request answered by its status alone. */
+static inline int fy_ask(const struct fy_enc *e) { return fy_call(e, -1, NULL, 0, NULL, 0, NULL); }
+/* One-way (FY_FLAG_ONEWAY): a change already made locally, which the agent applies in order
+ * and never answers. */
+void fy_tell(const struct fy_enc *e, int pass_fd);
+/* A request whose answer may take any time (a lock wait), on a connection of its own. */
+int fy_call_waiting(const struct fy_enc *e);
 int fy_conn_fd(void);
 void fy_conn_forget(void);
-
-/* A request whose answer may take any time (a lock wait), on a connection of its own. */
-int fy_call_waiting(uint16_t op, const struct fy_enc *e);
-
-/* Convenience: one request with a path and up to three u32/u64 args, no reply body. */
-int fy_path_op(uint16_t op, uint16_t flags, const char *path, int nargs, const uint64_t *args, int u64mask);
+void fy_after_fork_child(void);  /* pthread_atfork: a forked child opens a connection of its own */
 
 /* ---- stat.c ---- */
 void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct stat *st);
@@ -129,10 +156,12 @@ int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_parent(const struct fy_path *p);
 
-/* ---- io.c ---- */
+/* ---- io.c: open, close ---- */
 int fy_open_path(const struct fy_path *p, int flags, mode_t mode);
 int fy_close_fd(int fd);
 void fy_close_fd_keep(int fd);
+
+/* ---- direct.c: data on direct-mode fds (off -1: at, and advancing, the file position) ---- */
 ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off);
 ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off);
 off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence);
@@ -151,12 +180,21 @@ int fy_tmpfile_linkable(const struct stat *st);
 /* ---- stdio.c ---- */
 void fy_stdio_adopt(void);
 
-/* ---- proc.c ---- */
+/* ---- env.c: the environment of a new program image ---- */
+/* A copy of envp for exec (leaked by a successful exec; free it with fy_env_free otherwise). */
 char **fy_env_for_exec(char *const envp[]);
+void fy_env_free(char **env, char *const orig[]);
+/* Put fy_env_for_exec(environ) in environ for a call that spawns with it (system, popen). */
+char **fy_environ_swap(void);
+void fy_environ_restore(char **saved);
+
+/* ---- link.c ---- */
+/* `path` itself when it is no ferry symlink, else its target (malloc'd), followed. */
 const char *fy_follow_links(const char *path);
-void fy_after_fork_child(void);
 
 /* ---- errno helpers ---- */
 static inline int fy_fail(int neg_errno) { extern int *__errno_location(void); *__errno_location() = -neg_errno; return -1; }
+/* A status (0 or -errno) as a libc call answers: 0, or -1 with errno set. */
+static inline int fy_result(int status) { return status < 0 ? fy_fail(status) : 0; }
 
 #endif

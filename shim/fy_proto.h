@@ -84,4 +84,5 @@ struct fy_attr {
 
 _Static_assert(sizeof(struct fy_req_header) == FY_HEADER_SIZE, "request header size");
 _Static_assert(sizeof(struct fy_rep_header) == FY_HEADER_SIZE, "reply header size");
+_Static_assert(sizeof(struct fy_attr) == 80, "attribute block size");
 #endif

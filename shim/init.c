@@ -11,20 +11,35 @@
 #include "fy.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 struct fy_config fy_cfg;
 mode_t fy_umask;
+struct fy_libc fy_libc;
+
+/* Each line of libc.h's table says what glibc's own declaration says, or the build fails. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"  /* readdir_r */
+#define FY_LIBC_CHECK(ret, name, params)                                               \
+    _Static_assert(__builtin_types_compatible_p(fy_libc_##name##_t, __typeof__(name)), \
+                   "libc.h declares " #name " unlike glibc");
+FY_LIBC_TABLE(FY_LIBC_CHECK)
+#undef FY_LIBC_CHECK
+#pragma GCC diagnostic pop
 
 /* Direct mode creates files on the node, which applies the modes it is given: the
  * program's umask must shape them here, as the kernel would.  Kept current by umask(). */
 FY_EXPORT mode_t umask(mode_t mask)
 {
-    FY_REAL(mode_t, umask, mode_t);
-    mode_t old = real_umask(mask);
+    mode_t old = LIBC(umask)(mask);
     fy_umask = mask & 0777;
     return old;
 }
@@ -62,9 +77,8 @@ __attribute__((constructor)) static void fy_init(void)
     if (!sock || !*sock || strlen(sock) >= sizeof fy_cfg.sock) return;
     strcpy(fy_cfg.sock, sock);
     pthread_atfork(NULL, NULL, fy_after_fork_child);
-    FY_REAL(mode_t, umask, mode_t);
-    fy_umask = real_umask(022);
-    real_umask(fy_umask);
+    fy_umask = LIBC(umask)(022);
+    LIBC(umask)(fy_umask);
     fy_cfg.mode = (mode && strcmp(mode, "direct") == 0) ? FY_MODE_DIRECT : FY_MODE_CACHE;
 
     const char *cache = getenv("FERRY_CACHE");
@@ -101,8 +115,7 @@ __attribute__((constructor)) static void fy_init(void)
         fy_vcwd_set = 1;
     } else if (fy_cfg.mode == FY_MODE_CACHE) {
         char real[PATH_MAX];
-        FY_REAL(char *, getcwd, char *, size_t);
-        if (real_getcwd(real, sizeof real) && fy_uncache(real, fy_vcwd, sizeof fy_vcwd))
+        if (LIBC(getcwd)(real, sizeof real) && fy_uncache(real, fy_vcwd, sizeof fy_vcwd))
             fy_vcwd_set = 1;
     }
     unsetenv("FERRY_CWD");

@@ -1,4 +1,5 @@
-/* The open family, close, data calls on direct-mode fds, dup and fcntl.
+/* The open family, close (and the upload of a written cache file), dup, fcntl and fsync.
+ * The data calls on direct-mode fds are direct.c's.
  *
  * Follow one call: open() -> fy_resolve() -> fy_open_path() -> CACHE_OPEN (cache mode:
  * the agent makes the cache hold the file, then we open the cache file ourselves) or
@@ -8,7 +9,6 @@
 #include "fy.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
@@ -17,29 +17,31 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define MODE_ARG(flags, mode)                                   \
-    mode_t mode = 0;                                            \
-    if ((flags) & (O_CREAT | O_TMPFILE)) {                      \
-        va_list ap;                                             \
-        va_start(ap, flags);                                    \
-        mode = (mode_t)va_arg(ap, int);                         \
-        va_end(ap);                                             \
+#define MODE_ARG(flags, mode)              \
+    mode_t mode = 0;                       \
+    if ((flags) & (O_CREAT | O_TMPFILE)) { \
+        va_list ap;                        \
+        va_start(ap, flags);               \
+        mode = (mode_t)va_arg(ap, int);    \
+        va_end(ap);                        \
     }
 
 static int cache_open(const struct fy_path *p, int flags, mode_t mode)
 {
-    FY_REAL(int, open, const char *, int, ...);
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, p->ferry);
-    fy_put_u32(&e, (uint32_t)flags);
-    fy_put_u32(&e, (uint32_t)mode);
     /* Exclusive create in a listed directory: nothing remote to fetch, and the kernel's
      * EEXIST is the right answer, so skip the round trip (tar x, cp).  The agent learns
      * of the file from its upload, or adopts it from the replica if asked first. */
     int exclusive = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
-    int rc = exclusive ? fy_cache_parent(p) : fy_call(FY_OP_CACHE_OPEN, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    struct fy_enc e;
+    int rc;
+    if (exclusive) {
+        rc = fy_cache_parent(p);
+    } else {
+        fy_enc_cache_open(&e, p->ferry, (uint32_t)flags, (uint32_t)mode);
+        rc = fy_ask(&e);
+    }
     if (rc < 0) return fy_fail(rc);
-    int fd = real_open(p->cache, flags, mode);
+    int fd = LIBC(open)(p->cache, flags, mode);
     if (fd < 0) return -1;
     int dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT));  /* O_CREAT: a new file */
     /* A written file is uploaded by name: the name the kernel resolved through replica
@@ -48,10 +50,9 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
     const char *ferry = p->ferry;
     char real[PATH_MAX + 256], canon[PATH_MAX];
     if (dirty) {
-        FY_REAL(ssize_t, readlink, const char *, char *, size_t);
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        ssize_t n = real_readlink(proc, real, sizeof real - 1);
+        ssize_t n = LIBC(readlink)(proc, real, sizeof real - 1);
         if (n > 0) {
             real[n] = 0;
             if (strcmp(real, p->cache) != 0 && fy_uncache(real, canon, sizeof canon)) ferry = canon;
@@ -67,7 +68,6 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
 
 static int direct_open(const struct fy_path *p, int flags, mode_t mode)
 {
-    FY_REAL(int, close, int);
     /* The placeholder is one end of a socketpair (the lowest free fd, as open(2) would
      * return); the agent keeps the other end and reads EOF once every copy of the
      * placeholder, in every process, is closed. */
@@ -78,17 +78,14 @@ static int direct_open(const struct fy_path *p, int flags, mode_t mode)
      * instead of waiting forever.  Writes that bypass them are carried by the agent. */
     struct timeval tick = {0, 1};
     setsockopt(pfd[0], SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof tick);
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, p->ferry);
-    fy_put_u32(&e, (uint32_t)flags);
-    fy_put_u32(&e, (uint32_t)(mode & ~fy_umask));
-    struct { uint64_t handle; struct fy_attr attr; } __attribute__((packed)) rep;
-    struct iovec rv = {&rep, sizeof rep};
-    int rc = fy_call(FY_OP_OPEN, 0, &e, NULL, 0, pfd[1], &rv, 1, NULL);
-    real_close(pfd[1]);
-    if (rc < 0) { real_close(pfd[0]); return fy_fail(rc); }
+    struct fy_enc e;
+    fy_enc_open(&e, p->ferry, (uint32_t)flags, (uint32_t)(mode & ~fy_umask));
+    struct fy_rep_open rep;
+    int rc = fy_call(&e, pfd[1], &rep, sizeof rep, NULL, 0, NULL);
+    LIBC(close)(pfd[1]);
+    if (rc < 0) { LIBC(close)(pfd[0]); return fy_fail(rc); }
     if (!(flags & O_CLOEXEC)) fcntl(pfd[0], F_SETFD, 0);
-    if (!fy_fd_set(pfd[0], FY_FD_DIRECT, flags, rep.handle, p->ferry)) { real_close(pfd[0]); errno = EMFILE; return -1; }
+    if (!fy_fd_set(pfd[0], FY_FD_DIRECT, flags, rep.handle, p->ferry)) { LIBC(close)(pfd[0]); errno = EMFILE; return -1; }
     return pfd[0];
 }
 
@@ -101,38 +98,31 @@ int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
 }
 
 /* The four open entry points differ only in their real call. */
-#define OPEN_BODY(dirfd, real_call)                  \
-    struct fy_path p;                                \
-    int r = fy_resolve(dirfd, &path, &p);             \
-    if (r == 0) return fy_note_dirfd(real_call, dirfd, path, flags); \
-    return r < 0 ? -1 : fy_open_path(&p, flags, mode)
+#define OPEN_BODY(dirfd, real_call) \
+    FY_PATH_HOOK(dirfd, path, -1, fy_note_dirfd(real_call, dirfd, path, flags), fy_open_path, flags, mode)
 
 FY_EXPORT int open(const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, open, const char *, int, ...);
-    OPEN_BODY(AT_FDCWD, real_open(path, flags, mode));
+    OPEN_BODY(AT_FDCWD, LIBC(open)(path, flags, mode));
 }
 
 FY_EXPORT int open64(const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, open64, const char *, int, ...);
-    OPEN_BODY(AT_FDCWD, real_open64(path, flags, mode));
+    OPEN_BODY(AT_FDCWD, LIBC(open64)(path, flags, mode));
 }
 
 FY_EXPORT int openat(int dirfd, const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, openat, int, const char *, int, ...);
-    OPEN_BODY(dirfd, real_openat(dirfd, path, flags, mode));
+    OPEN_BODY(dirfd, LIBC(openat)(dirfd, path, flags, mode));
 }
 
 FY_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    FY_REAL(int, openat64, int, const char *, int, ...);
-    OPEN_BODY(dirfd, real_openat64(dirfd, path, flags, mode));
+    OPEN_BODY(dirfd, LIBC(openat64)(dirfd, path, flags, mode));
 }
 
 /* Fortified builds (_FORTIFY_SOURCE) call these when the mode argument is absent. */
@@ -146,11 +136,10 @@ FY_EXPORT int creat64(const char *path, mode_t mode) { return open64(path, O_CRE
 /* Does ferry path `ferry` name, in the replica, the file `st` describes? */
 static int names_fd(const char *ferry, const struct stat *st)
 {
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
     char cpath[2 * PATH_MAX + 8];
     struct stat a;
     snprintf(cpath, sizeof cpath, "%s%s", fy_cfg.cache, ferry);
-    return real_fstatat(AT_FDCWD, cpath, &a, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == st->st_ino && a.st_dev == st->st_dev;
+    return LIBC(fstatat)(AT_FDCWD, cpath, &a, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == st->st_ino && a.st_dev == st->st_dev;
 }
 
 /* Hand a written cache file to the agent for upload; the fd travels as SCM_RIGHTS so
@@ -160,23 +149,21 @@ static void cache_flush(struct fy_fd *f, int fd)
     /* Upload under the name the file has now, decided here, in the program's order (the
      * agent sees the replica later): renamed while open, the new name; unlinked with a
      * hard link left, no name we know, so no upload that would bring the old one back. */
-    FY_REAL(int, fstat, int, struct stat *);
-    FY_REAL(ssize_t, readlink, const char *, char *, size_t);
     const char *path = f->path;
     char real[PATH_MAX + 256], now[PATH_MAX];
     struct stat st;
-    if (real_fstat(fd, &st) == 0 && st.st_nlink > 0 && !names_fd(f->path, &st)) {
+    if (LIBC(fstat)(fd, &st) == 0 && st.st_nlink > 0 && !names_fd(f->path, &st)) {
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        ssize_t n = real_readlink(proc, real, sizeof real - 1);
+        ssize_t n = LIBC(readlink)(proc, real, sizeof real - 1);
         if (n <= 0) return;
         real[n] = 0;
         if (!fy_uncache(real, now, sizeof now) || !names_fd(now, &st)) return;
         path = now;
     }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, path);
-    fy_call(FY_OP_CACHE_CLOSE, FY_FLAG_ONEWAY, &e, NULL, 0, fd, NULL, 0, NULL);
+    struct fy_enc e;
+    fy_enc_cache_close(&e, path);
+    fy_tell(&e, fd);
 }
 
 /* Another fd of this process still writing the same file? */
@@ -208,9 +195,8 @@ void fy_close_fd_keep(int fd) { release_fd(fd); }
 
 int fy_close_fd(int fd)
 {
-    FY_REAL(int, close, int);
     release_fd(fd);
-    return real_close(fd);
+    return LIBC(close)(fd);
 }
 
 FY_EXPORT int close(int fd) { return fy_close_fd(fd); }
@@ -233,218 +219,20 @@ __attribute__((destructor)) static void flush_at_exit(void)
     }
 }
 
-static struct fy_fd *direct(int fd)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    return f && f->kind == FY_FD_DIRECT ? f : NULL;
-}
-
-ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
-{
-    size_t done = 0;
-    do {  /* once even for n == 0: the node still says EBADF or EISDIR */
-        uint32_t want = (uint32_t)(n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK);
-        struct fy_enc e = {.len = 0};
-        fy_put_u64(&e, f->handle);
-        fy_put_u64(&e, (uint64_t)(off < 0 ? -1 : off + (int64_t)done));
-        fy_put_u32(&e, want);
-        uint32_t len = 0;
-        struct iovec rv[2] = {{&len, 4}, {(char *)buf + done, want}};
-        size_t got = 0;
-        int rc = fy_call(FY_OP_READ, 0, &e, NULL, 0, -1, rv, 2, &got);
-        if (rc < 0) { if (done) break; return fy_fail(rc); }
-        if (got < 4 || len > want) { if (done) break; return fy_fail(-EIO); }
-        done += len;
-        if (len < want) break;
-    } while (done < n);
-    return (ssize_t)done;
-}
-
-ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off)
-{
-    size_t done = 0;
-    do {
-        size_t chunk = n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK;
-        struct fy_enc e = {.len = 0};
-        fy_put_u64(&e, f->handle);
-        fy_put_u64(&e, (uint64_t)(off < 0 ? -1 : off + (int64_t)done));
-        fy_put_u32(&e, (uint32_t)chunk);
-        uint64_t count = 0;
-        struct iovec rv = {&count, 8};
-        int rc = fy_call(FY_OP_WRITE, 0, &e, (const char *)buf + done, chunk, -1, &rv, 1, NULL);
-        if (rc < 0) { if (done) break; return fy_fail(rc); }
-        done += count;
-        if (count < chunk) break;
-    } while (done < n);
-    return (ssize_t)done;
-}
-
-off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence)
-{
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, f->handle);
-    fy_put_u64(&e, (uint64_t)off);
-    fy_put_u32(&e, (uint32_t)whence);
-    int64_t pos = 0;
-    struct iovec rv = {&pos, 8};
-    int rc = fy_call(FY_OP_LSEEK, 0, &e, NULL, 0, -1, &rv, 1, NULL);
-    return rc < 0 ? fy_fail(rc) : (off_t)pos;
-}
-
-FY_EXPORT ssize_t read(int fd, void *buf, size_t n)
-{
-    struct fy_fd *f = direct(fd);
-    if (!f) { FY_REAL(ssize_t, read, int, void *, size_t); return real_read(fd, buf, n); }
-    return fy_direct_read(f, buf, n, -1);
-}
-
-FY_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
-{
-    (void)buflen;
-    return read(fd, buf, n);
-}
-
-FY_EXPORT ssize_t write(int fd, const void *buf, size_t n)
-{
-    struct fy_fd *f = direct(fd);
-    if (!f) { FY_REAL(ssize_t, write, int, const void *, size_t); return real_write(fd, buf, n); }
-    return fy_direct_write(f, buf, n, -1);
-}
-
-#define PREAD_HOOK(name)                                                                   \
-    FY_EXPORT ssize_t name(int fd, void *buf, size_t n, off_t off)                        \
-    {                                                                                      \
-        struct fy_fd *f = direct(fd);                                                      \
-        if (!f) { FY_REAL(ssize_t, name, int, void *, size_t, off_t); return real_##name(fd, buf, n, off); } \
-        if (off < 0) { errno = EINVAL; return -1; }                                        \
-        return fy_direct_read(f, buf, n, off);                                             \
-    }
-#define PWRITE_HOOK(name)                                                                  \
-    FY_EXPORT ssize_t name(int fd, const void *buf, size_t n, off_t off)                  \
-    {                                                                                      \
-        struct fy_fd *f = direct(fd);                                                      \
-        if (!f) { FY_REAL(ssize_t, name, int, const void *, size_t, off_t); return real_##name(fd, buf, n, off); } \
-        if (off < 0) { errno = EINVAL; return -1; }                                        \
-        return fy_direct_write(f, buf, n, off);                                            \
-    }
-PREAD_HOOK(pread)
-PREAD_HOOK(pread64)
-PWRITE_HOOK(pwrite)
-PWRITE_HOOK(pwrite64)
-
-FY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
-{
-    struct fy_fd *f = direct(fd);
-    if (!f) { FY_REAL(ssize_t, readv, int, const struct iovec *, int); return real_readv(fd, iov, cnt); }
-    ssize_t total = 0;
-    for (int i = 0; i < cnt; i++) {
-        ssize_t n = fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, -1);
-        if (n < 0) return total ? total : -1;
-        total += n;
-        if ((size_t)n < iov[i].iov_len) break;
-    }
-    return total;
-}
-
-FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
-{
-    struct fy_fd *f = direct(fd);
-    if (!f) { FY_REAL(ssize_t, writev, int, const struct iovec *, int); return real_writev(fd, iov, cnt); }
-    ssize_t total = 0;
-    for (int i = 0; i < cnt; i++) {
-        if (!iov[i].iov_len) continue;
-        ssize_t n = fy_direct_write(f, iov[i].iov_base, iov[i].iov_len, -1);
-        if (n < 0) return total ? total : -1;
-        total += n;
-        if ((size_t)n < iov[i].iov_len) break;
-    }
-    return total;
-}
-
-/* Vectored positional I/O on direct-mode fds: one positional request per buffer.  The v2
- * forms take offset -1 as "at the file position", as the kernel does. */
-static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t off, int writing)
-{
-    if (cnt < 0 || cnt > IOV_MAX) { errno = EINVAL; return -1; }
-    ssize_t total = 0;
-    for (int i = 0; i < cnt; i++) {
-        if (!iov[i].iov_len) continue;
-        int64_t at = off < 0 ? -1 : off + total;
-        ssize_t n = writing ? fy_direct_write(f, iov[i].iov_base, iov[i].iov_len, at)
-                            : fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, at);
-        if (n < 0) return total ? total : -1;
-        total += n;
-        if ((size_t)n < iov[i].iov_len) break;
-    }
-    return total;
-}
-
-#define PREADV_HOOK(name, writing, iovtype)                                                          \
-    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off)                                 \
-    {                                                                                                \
-        struct fy_fd *f = direct(fd);                                                                \
-        if (!f) { FY_REAL(ssize_t, name, int, iovtype *, int, off_t); return real_##name(fd, iov, cnt, off); } \
-        if (off < 0) { errno = EINVAL; return -1; }                                                  \
-        return vec_io(f, iov, cnt, off, writing);                                                    \
-    }
-#define PREADV2_HOOK(name, writing, iovtype)                                                         \
-    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off, int flags)                      \
-    {                                                                                                \
-        struct fy_fd *f = direct(fd);                                                                \
-        if (!f) { FY_REAL(ssize_t, name, int, iovtype *, int, off_t, int); return real_##name(fd, iov, cnt, off, flags); } \
-        if (off < -1) { errno = EINVAL; return -1; }                                                 \
-        return vec_io(f, iov, cnt, off, writing);                                                    \
-    }
-PREADV_HOOK(preadv, 0, const struct iovec)
-PREADV_HOOK(preadv64, 0, const struct iovec)
-PREADV_HOOK(pwritev, 1, const struct iovec)
-PREADV_HOOK(pwritev64, 1, const struct iovec)
-PREADV2_HOOK(preadv2, 0, const struct iovec)
-PREADV2_HOOK(preadv64v2, 0, const struct iovec)
-PREADV2_HOOK(pwritev2, 1, const struct iovec)
-PREADV2_HOOK(pwritev64v2, 1, const struct iovec)
-
-FY_EXPORT off_t lseek(int fd, off_t off, int whence)
-{
-    struct fy_fd *f = direct(fd);
-    if (!f) { FY_REAL(off_t, lseek, int, off_t, int); return real_lseek(fd, off, whence); }
-    return fy_direct_lseek(f, off, whence);
-}
-
-FY_EXPORT off64_t lseek64(int fd, off64_t off, int whence) { return lseek(fd, off, whence); }
-
-static int fd_op(int fd, uint16_t op, uint64_t arg, int arg64)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, f->handle);
-    if (arg64) fy_put_u64(&e, arg); else fy_put_u32(&e, (uint32_t)arg);
-    int rc = fy_call(op, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-    return rc < 0 ? fy_fail(rc) : 0;
-}
-
-FY_EXPORT int ftruncate(int fd, off_t len)
-{
-    if (!direct(fd)) { FY_REAL(int, ftruncate, int, off_t); return real_ftruncate(fd, len); }
-    if (len < 0) { errno = EINVAL; return -1; }
-    return fd_op(fd, FY_OP_FTRUNCATE, (uint64_t)len, 1);
-}
-
-FY_EXPORT int ftruncate64(int fd, off64_t len) { return ftruncate(fd, len); }
-
 /* fsync on a cache file: push it to the node and wait until it is there. */
 static int sync_fd(int fd, int datasync)
 {
     struct fy_fd *f = fy_fd_get(fd);
-    if (f && f->kind == FY_FD_DIRECT) return fd_op(fd, FY_OP_FSYNC, (uint64_t)datasync, 0);
-    FY_REAL(int, fsync, int);
-    FY_REAL(int, fdatasync, int);
-    int rc = datasync ? real_fdatasync(fd) : real_fsync(fd);
+    struct fy_enc e;
+    if (f && f->kind == FY_FD_DIRECT) {
+        fy_enc_fsync(&e, f->handle, (uint32_t)datasync);
+        return fy_result(fy_ask(&e));
+    }
+    int rc = datasync ? LIBC(fdatasync)(fd) : LIBC(fsync)(fd);
     if (rc < 0 || !f || !f->dirty) return rc;
     cache_flush(f, fd);
-    struct fy_enc e = {.len = 0};
-    int st = fy_call(FY_OP_SYNC, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-    return st < 0 ? fy_fail(st) : 0;
+    fy_enc_sync(&e);
+    return fy_result(fy_ask(&e));
 }
 
 FY_EXPORT int fsync(int fd) { return sync_fd(fd, 0); }
@@ -452,26 +240,23 @@ FY_EXPORT int fdatasync(int fd) { return sync_fd(fd, 1); }
 
 FY_EXPORT int dup(int fd)
 {
-    FY_REAL(int, dup, int);
-    int r = real_dup(fd);
+    int r = LIBC(dup)(fd);
     if (r >= 0 && fy_fd_get(fd)) fy_fd_copy(fd, r);
     return r;
 }
 
 FY_EXPORT int dup2(int from, int to)
 {
-    FY_REAL(int, dup2, int, int);
     if (from != to) release_fd(to);
-    int r = real_dup2(from, to);
+    int r = LIBC(dup2)(from, to);
     if (r >= 0 && from != to) fy_fd_copy(from, to);
     return r;
 }
 
 FY_EXPORT int dup3(int from, int to, int flags)
 {
-    FY_REAL(int, dup3, int, int, int);
     if (from != to) release_fd(to);
-    int r = real_dup3(from, to, flags);
+    int r = LIBC(dup3)(from, to, flags);
     if (r >= 0) fy_fd_copy(from, to);
     return r;
 }
@@ -494,35 +279,27 @@ static int fcntl_common(int fd, int cmd, void *arg, int (*real)(int, int, ...))
     return r;
 }
 
-FY_EXPORT int fcntl(int fd, int cmd, ...)
-{
-    FY_REAL(int, fcntl, int, int, ...);
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common(fd, cmd, arg, real_fcntl);
-}
-
-FY_EXPORT int fcntl64(int fd, int cmd, ...)
-{
-    FY_REAL(int, fcntl64, int, int, ...);
-    va_list ap;
-    va_start(ap, cmd);
-    void *arg = va_arg(ap, void *);
-    va_end(ap);
-    return fcntl_common(fd, cmd, arg, real_fcntl64);
-}
+/* Every fcntl command takes one argument or none: read one word either way. */
+#define FCNTL_HOOK(name)                                     \
+    FY_EXPORT int name(int fd, int cmd, ...)                 \
+    {                                                        \
+        va_list ap;                                          \
+        va_start(ap, cmd);                                   \
+        void *arg = va_arg(ap, void *);                      \
+        va_end(ap);                                          \
+        return fcntl_common(fd, cmd, arg, LIBC(name));       \
+    }
+FCNTL_HOOK(fcntl)
+FCNTL_HOOK(fcntl64)
 
 /* Bulk closes (daemons, shells before exec): release what they take from under us. */
 FY_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 {
-    FY_REAL(int, close_range, unsigned int, unsigned int, int);
     if (!(flags & CLOSE_RANGE_CLOEXEC)) {
         unsigned int top = last < FY_MAXFD ? last : FY_MAXFD - 1;
         for (unsigned int fd = first; fd <= top; fd++) release_fd((int)fd);
     }
-    return real_close_range(first, last, flags);
+    return LIBC(close_range)(first, last, flags);
 }
 
 FY_EXPORT void closefrom(int lowfd)

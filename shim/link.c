@@ -25,54 +25,51 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
     parent[slash - ferry] = 0;
     const char *name = slash + 1;
     size_t nlen = strlen(name);
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, parent);
-    char *rep;
+    struct fy_enc e;
+    fy_enc_listdir(&e, parent);
+    struct fy_rep_listdir rep;
+    char *list;
     size_t len;
-    int rc = fy_call_alloc(FY_OP_LISTDIR, &e, &rep, &len);
-    if (rc < 0) { free(rep); return fy_fail(rc); }
-    uint32_t count = 0;
-    if (len >= 4) memcpy(&count, rep, 4);
-    size_t pos = 4;
+    int rc = fy_call_alloc(&e, &rep, sizeof rep, &list, &len);
+    if (rc < 0) { free(list); return fy_fail(rc); }
     ssize_t out = -1;
     errno = ENOENT;
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t nl, tl;
-        struct fy_attr a;
-        if (pos + 4 > len) break;
-        memcpy(&nl, rep + pos, 4);
-        if (pos + 8 + nl > len) break;
-        memcpy(&tl, rep + pos + 4 + nl, 4);
-        if (pos + 8 + nl + tl + sizeof a > len) break;
-        if (nl == nlen && memcmp(rep + pos + 4, name, nl) == 0) {
-            memcpy(&a, rep + pos + 8 + nl + tl, sizeof a);
-            if (!S_ISLNK(a.mode)) { errno = EINVAL; break; }
-            out = (ssize_t)(tl < size ? tl : size);
-            memcpy(buf, rep + pos + 8 + nl, (size_t)out);
+    struct fy_entry ent;
+    const char *pos = list;
+    for (uint32_t i = 0; i < rep.entries_count && (pos = fy_dec_entry(pos, list + len, &ent)); i++) {
+        if (ent.name_len == nlen && memcmp(ent.name, name, nlen) == 0) {
+            if (!S_ISLNK(ent.attr.mode)) { errno = EINVAL; break; }
+            out = (ssize_t)(ent.target_len < size ? ent.target_len : size);
+            memcpy(buf, ent.target, (size_t)out);
             break;
         }
-        pos += 8 + nl + tl + sizeof a;
     }
-    free(rep);
+    free(list);
     return out;
+}
+
+static ssize_t readlink_ferry(const struct fy_path *p, char *buf, size_t size)
+{
+    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_readlink(p->ferry, buf, size);
+    struct stat st;
+    int rc = fy_cache_stat(p, &st, 1);
+    if (rc < 0) return fy_fail(rc);
+    return LIBC(readlinkat)(AT_FDCWD, p->cache, buf, size);
 }
 
 static ssize_t readlink_common(int dirfd, const char *path, char *buf, size_t size)
 {
-    FY_REAL(ssize_t, readlinkat, int, const char *, char *, size_t);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_readlinkat(dirfd, path, buf, size);
-    if (r < 0) return -1;
-    if (fy_cfg.mode == FY_MODE_DIRECT) return remote_readlink(p.ferry, buf, size);
-    struct stat st;
-    int rc = fy_cache_stat(&p, &st, 1);
-    if (rc < 0) return fy_fail(rc);
-    return real_readlinkat(AT_FDCWD, p.cache, buf, size);
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(readlinkat)(dirfd, path, buf, size), readlink_ferry, buf, size);
 }
 
-FY_EXPORT ssize_t readlink(const char *path, char *buf, size_t size) { return readlink_common(AT_FDCWD, path, buf, size); }
-FY_EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size) { return readlink_common(dirfd, path, buf, size); }
+FY_EXPORT ssize_t readlink(const char *path, char *buf, size_t size)
+{
+    return readlink_common(AT_FDCWD, path, buf, size);
+}
+FY_EXPORT ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size)
+{
+    return readlink_common(dirfd, path, buf, size);
+}
 FY_EXPORT ssize_t __readlink_chk(const char *path, char *buf, size_t size, size_t buflen)
 {
     (void)buflen;
@@ -84,25 +81,55 @@ FY_EXPORT ssize_t __readlinkat_chk(int dirfd, const char *path, char *buf, size_
     return readlink_common(dirfd, path, buf, size);
 }
 
+/* A ferry path that is a symlink, followed here as a kernel client follows any symlink:
+ * an absolute target names a file on this machine (a venv's bin/python3 ->
+ * /usr/bin/python3), which the agent, refusing absolute targets as escapes from the
+ * export, would not open.  `path` itself when it is no ferry symlink, else a malloc'd
+ * target (local, or a ferry path that is no symlink); NULL on error. */
+const char *fy_follow_links(const char *path)
+{
+    char *cur = NULL;
+    for (int hop = 0; hop < 40; hop++) {
+        struct fy_path fp;
+        const char *n = cur ? cur : path;
+        struct stat st;
+        if (fy_resolve(AT_FDCWD, &n, &fp) != 1 || lstat(fp.ferry, &st) < 0 || !S_ISLNK(st.st_mode))
+            return cur ? cur : path;
+        char t[PATH_MAX];
+        ssize_t len = readlink(fp.ferry, t, sizeof t - 1);
+        if (len <= 0) return cur ? cur : path;
+        t[len] = 0;
+        char *next = malloc(2 * PATH_MAX);
+        if (!next) { free(cur); errno = ENOMEM; return NULL; }
+        if (t[0] == '/') {
+            strcpy(next, t);
+        } else {
+            *strrchr(fp.ferry, '/') = 0;  /* a normalised ferry path always has one */
+            snprintf(next, 2 * PATH_MAX, "%s/%s", fp.ferry, t);
+        }
+        free(cur);
+        cur = next;
+    }
+    free(cur);
+    errno = ELOOP;
+    return NULL;
+}
+
+static int symlink_ferry(const struct fy_path *p, const char *target)
+{
+    struct fy_enc e;
+    fy_enc_symlink(&e, target, p->ferry);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
+    int rc = fy_cache_parent(p);
+    if (rc < 0) return fy_fail(rc);
+    if (LIBC(symlinkat)(target, AT_FDCWD, p->cache) < 0) return -1;
+    fy_tell(&e, -1);
+    return 0;
+}
+
 FY_EXPORT int symlinkat(const char *target, int dirfd, const char *path)
 {
-    FY_REAL(int, symlinkat, const char *, int, const char *);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_symlinkat(target, dirfd, path);
-    if (r < 0) return -1;
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, target);
-    fy_put_str(&e, p.ferry);
-    if (fy_cfg.mode == FY_MODE_DIRECT) {
-        int rc = fy_call(FY_OP_SYMLINK, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-        return rc < 0 ? fy_fail(rc) : 0;
-    }
-    int rc = fy_cache_parent(&p);
-    if (rc < 0) return fy_fail(rc);
-    if (real_symlinkat(target, AT_FDCWD, p.cache) < 0) return -1;
-    fy_call(FY_OP_SYMLINK, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
-    return 0;
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(symlinkat)(target, dirfd, path), symlink_ferry, target);
 }
 
 FY_EXPORT int symlink(const char *target, const char *path) { return symlinkat(target, AT_FDCWD, path); }
@@ -128,20 +155,17 @@ static int source_fd(int olddirfd, const char *old, int flags)
 /* A new ferry file `pn` with the content and mode of the local file open on `src`. */
 static int copy_into(int fd_in, const struct fy_path *pn, mode_t mode)
 {
-    FY_REAL(ssize_t, pread64, int, void *, size_t, off64_t);
-    FY_REAL(int, open, const char *, int, ...);
-    FY_REAL(int, close, int);
     char proc[32];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd_in);
-    int src = real_open(proc, O_RDONLY | O_CLOEXEC);  /* the fd may be write-only */
+    int src = LIBC(open)(proc, O_RDONLY | O_CLOEXEC);  /* the fd may be write-only */
     if (src < 0) return -1;
     int fd = fy_open_path(pn, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd < 0) { int e = errno; real_close(src); errno = e; return -1; }
+    if (fd < 0) { int e = errno; LIBC(close)(src); errno = e; return -1; }
     enum { CHUNK = 1 << 20 };
     char *buf = malloc(CHUNK);
     int err = buf ? 0 : ENOMEM;
     for (off64_t off = 0; !err;) {
-        ssize_t r = real_pread64(src, buf, CHUNK, off);
+        ssize_t r = LIBC(pread64)(src, buf, CHUNK, off);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) { err = r < 0 ? errno : 0; break; }
         for (ssize_t done = 0; done < r && !err;) {
@@ -152,7 +176,7 @@ static int copy_into(int fd_in, const struct fy_path *pn, mode_t mode)
         off += r;
     }
     free(buf);
-    real_close(src);
+    LIBC(close)(src);
     if (!err && fchmod(fd, mode) < 0) err = errno;  /* as the kernel keeps it, umask aside */
     if (fy_close_fd(fd) < 0 && !err) err = errno;
     if (err) { unlink(pn->ferry); errno = err; return -1; }
@@ -165,12 +189,9 @@ static int copy_into(int fd_in, const struct fy_path *pn, mode_t mode)
  * and later writes through the fd stay in the anonymous file. */
 static int link_anonymous(int fd, const struct fy_path *pn)
 {
-    FY_REAL(int, fcntl, int, int, ...);
-    FY_REAL(int, fstat, int, struct stat *);
-    FY_REAL(int, linkat, int, const char *, int, const char *, int);
     struct stat st;
-    int fl = real_fcntl(fd, F_GETFL);
-    if (fl < 0 || real_fstat(fd, &st) < 0) return -1;
+    int fl = LIBC(fcntl)(fd, F_GETFL);
+    if (fl < 0 || LIBC(fstat)(fd, &st) < 0) return -1;
     if (st.st_nlink > 0) { errno = EXDEV; return -1; }  /* a named local file: another file system */
     /* an unlinked file, or O_TMPFILE | O_EXCL, which asked never to be linked */
     if ((fl & O_TMPFILE) != O_TMPFILE || !fy_tmpfile_linkable(&st)) { errno = ENOENT; return -1; }
@@ -179,7 +200,7 @@ static int link_anonymous(int fd, const struct fy_path *pn)
         if (rc < 0) return fy_fail(rc);
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        if (real_linkat(AT_FDCWD, proc, AT_FDCWD, pn->cache, AT_SYMLINK_FOLLOW) == 0) {
+        if (LIBC(linkat)(AT_FDCWD, proc, AT_FDCWD, pn->cache, AT_SYMLINK_FOLLOW) == 0) {
             struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, fl & ~O_TMPFILE, fy_new_desc_id(), pn->ferry);
             if (f) { f->dirty = 1; f->owner = getpid(); }
             return 0;
@@ -189,36 +210,36 @@ static int link_anonymous(int fd, const struct fy_path *pn)
     return copy_into(fd, pn, st.st_mode & 07777);
 }
 
+static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int flags)
+{
+    struct fy_enc e;
+    fy_enc_link(&e, po->ferry, pn->ferry);
+    if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
+    struct stat st;
+    int rc = fy_cache_stat(po, &st, 1);     /* the source must be in the replica */
+    if (rc == 0) rc = fy_cache_parent(pn);
+    if (rc < 0) return fy_fail(rc);
+    if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
+    fy_tell(&e, -1);
+    return 0;
+}
+
+/* FY_PATH2_HOOK's steps, with a local source that names an open file in between. */
 FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
 {
-    FY_REAL(int, linkat, int, const char *, int, const char *, int);
     struct fy_path po, pn;
     int ro = fy_resolve(olddirfd, &old, &po);
     int rn = fy_resolve(newdirfd, &new, &pn);
-    if (ro < 0 || rn < 0) return -1;
     int sfd = ro == 0 && rn == 1 ? source_fd(olddirfd, old, flags) : -1;
     if (sfd >= 0) {
         struct fy_fd *sf = fy_fd_get(sfd);
         if (!sf) return link_anonymous(sfd, &pn);
         const char *named = sf->path;  /* /proc/self/fd/N of a ferry fd: that file */
-        if ((ro = fy_resolve(AT_FDCWD, &named, &po)) < 0) return -1;
+        ro = fy_resolve(AT_FDCWD, &named, &po);
     }
-    if (ro == 0 && rn == 0) return real_linkat(olddirfd, old, newdirfd, new, flags);
-    if (ro != rn || !fy_same_mount(po.ferry, pn.ferry)) { errno = EXDEV; return -1; }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, po.ferry);
-    fy_put_str(&e, pn.ferry);
-    if (fy_cfg.mode == FY_MODE_DIRECT) {
-        int rc = fy_call(FY_OP_LINK, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-        return rc < 0 ? fy_fail(rc) : 0;
-    }
-    struct stat st;
-    int rc = fy_cache_stat(&po, &st, 1);    /* the source must be in the replica */
-    if (rc == 0) rc = fy_cache_parent(&pn);
-    if (rc < 0) return fy_fail(rc);
-    if (real_linkat(AT_FDCWD, po.cache, AT_FDCWD, pn.cache, flags) < 0) return -1;
-    fy_call(FY_OP_LINK, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
-    return 0;
+    int r = fy_pair(ro, &po, rn, &pn);
+    if (r == 0) return LIBC(linkat)(olddirfd, old, newdirfd, new, flags);
+    return r < 0 ? -1 : link_ferry(&po, &pn, flags);
 }
 
 FY_EXPORT int link(const char *old, const char *new) { return linkat(AT_FDCWD, old, AT_FDCWD, new, 0); }

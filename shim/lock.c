@@ -50,13 +50,6 @@ static void remember_desc(uint64_t id)
     pthread_mutex_unlock(&locked_lock);
 }
 
-static void desc_msg(uint16_t op, uint64_t id, pid_t pid)
-{
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, id);
-    fy_put_u32(&e, (uint32_t)pid);
-    fy_call(op, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
-}
 
 static int desc_open_elsewhere(int fd, uint64_t id)
 {
@@ -71,16 +64,9 @@ static int desc_open_elsewhere(int fd, uint64_t id)
 void fy_lock_on_close(struct fy_fd *f, int fd)
 {
     if (posix_locked) {
-        struct fy_enc e = {.len = 0};
-        fy_put_str(&e, f->path);
-        fy_put_u32(&e, FY_LOCK_POSIX);
-        fy_put_u64(&e, (uint64_t)getpid());
-        fy_put_u32(&e, (uint32_t)getpid());
-        fy_put_u32(&e, FY_LOCK_UNLOCK);
-        fy_put_u64(&e, 0);
-        fy_put_u64(&e, 0);
-        fy_put_u32(&e, 0);
-        fy_call(FY_OP_LOCK, FY_FLAG_ONEWAY, &e, NULL, 0, -1, NULL, 0, NULL);
+        struct fy_enc e;
+        fy_enc_lock(&e, f->path, FY_LOCK_POSIX, (uint64_t)getpid(), (uint32_t)getpid(), FY_LOCK_UNLOCK, 0, 0, 0);
+        fy_tell(&e, -1);
     }
     if (f->kind != FY_FD_CACHE || !f->handle || desc_open_elsewhere(fd, f->handle)) return;
     pthread_mutex_lock(&locked_lock);
@@ -88,7 +74,11 @@ void fy_lock_on_close(struct fy_fd *f, int fd)
     for (int i = 0; i < MAX_LOCKED; i++)
         if (locked_desc[i] == f->handle) { locked_desc[i] = 0; found = 1; }
     pthread_mutex_unlock(&locked_lock);
-    if (found) desc_msg(FY_OP_DESC_DROP, f->handle, getpid());
+    if (found) {
+        struct fy_enc e;
+        fy_enc_desc_drop(&e, f->handle, (uint32_t)getpid());
+        fy_tell(&e, -1);
+    }
 }
 
 /* fork: the child holds copies of the descriptions we locked through (the parent says so,
@@ -96,8 +86,7 @@ void fy_lock_on_close(struct fy_fd *f, int fd)
  * inherited. */
 FY_EXPORT pid_t fork(void)
 {
-    FY_REAL(pid_t, fork, void);
-    pid_t pid = real_fork();
+    pid_t pid = LIBC(fork)();
     if (pid == 0) { posix_locked = 0; return 0; }
     if (pid < 0) return pid;
     uint64_t ids[MAX_LOCKED];
@@ -106,23 +95,20 @@ FY_EXPORT pid_t fork(void)
     for (int i = 0; i < MAX_LOCKED; i++)
         if (locked_desc[i]) ids[n++] = locked_desc[i];
     pthread_mutex_unlock(&locked_lock);
-    for (int i = 0; i < n; i++) desc_msg(FY_OP_DESC_HOLD, ids[i], pid);
+    for (int i = 0; i < n; i++) {
+        struct fy_enc e;
+        fy_enc_desc_hold(&e, ids[i], (uint32_t)pid);
+        fy_tell(&e, -1);
+    }
     return pid;
 }
 
 /* One LOCK request; `wait` sends it on a connection of its own. */
 static int lock_call(struct fy_fd *f, uint32_t kind, uint64_t owner, int type, int64_t start, int64_t len, int wait)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, f->path);
-    fy_put_u32(&e, kind);
-    fy_put_u64(&e, owner);
-    fy_put_u32(&e, (uint32_t)getpid());
-    fy_put_u32(&e, (uint32_t)type);
-    fy_put_u64(&e, (uint64_t)start);
-    fy_put_u64(&e, (uint64_t)len);
-    fy_put_u32(&e, (uint32_t)wait);
-    int rc = wait ? fy_call_waiting(FY_OP_LOCK, &e) : fy_call(FY_OP_LOCK, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    struct fy_enc e;
+    fy_enc_lock(&e, f->path, kind, owner, (uint32_t)getpid(), (uint32_t)type, start, len, (uint32_t)wait);
+    int rc = wait ? fy_call_waiting(&e) : fy_ask(&e);
     if (rc == 0 && type != FY_LOCK_UNLOCK) {
         if (kind == FY_LOCK_POSIX) posix_locked = 1;
         else if (f->kind == FY_FD_CACHE) remember_desc(owner);
@@ -180,19 +166,12 @@ int fy_lock_fcntl(struct fy_fd *f, int fd, int cmd, void *arg)
     uint32_t kind = ofd ? FY_LOCK_OFD : FY_LOCK_POSIX;
     uint64_t owner = ofd ? desc_owner(f) : (uint64_t)getpid();
     if (!get) {
-        rc = lock_call(f, kind, owner, l->l_type, start, l->l_len, cmd == F_SETLKW || cmd == F_OFD_SETLKW);
-        return rc < 0 ? fy_fail(rc) : 0;
+        return fy_result(lock_call(f, kind, owner, l->l_type, start, l->l_len, cmd == F_SETLKW || cmd == F_OFD_SETLKW));
     }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, f->path);
-    fy_put_u32(&e, kind);
-    fy_put_u64(&e, owner);
-    fy_put_u32(&e, (uint32_t)l->l_type);
-    fy_put_u64(&e, (uint64_t)start);
-    fy_put_u64(&e, (uint64_t)l->l_len);
-    struct { uint32_t type; int64_t start, len; int32_t pid; } __attribute__((packed)) rep;
-    struct iovec v = {&rep, sizeof rep};
-    rc = fy_call(FY_OP_GETLK, 0, &e, NULL, 0, -1, &v, 1, NULL);
+    struct fy_enc e;
+    fy_enc_getlk(&e, f->path, kind, owner, (uint32_t)l->l_type, start, l->l_len);
+    struct fy_rep_getlk rep;
+    rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
     if (rc < 0) return fy_fail(rc);
     l->l_type = (short)rep.type;
     if (rep.type != F_UNLCK) {
@@ -206,9 +185,8 @@ int fy_lock_fcntl(struct fy_fd *f, int fd, int cmd, void *arg)
 
 FY_EXPORT int flock(int fd, int op)
 {
-    FY_REAL(int, flock, int, int);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_flock(fd, op);
+    if (!f) return LIBC(flock)(fd, op);
     int type;
     switch (op & ~LOCK_NB) {
     case LOCK_SH: type = FY_LOCK_READ; break;
@@ -216,8 +194,7 @@ FY_EXPORT int flock(int fd, int op)
     case LOCK_UN: type = FY_LOCK_UNLOCK; break;
     default: errno = EINVAL; return -1;
     }
-    int rc = lock_call(f, FY_LOCK_FLOCK, desc_owner(f), type, 0, 0, !(op & LOCK_NB) && type != FY_LOCK_UNLOCK);
-    return rc < 0 ? fy_fail(rc) : 0;
+    return fy_result(lock_call(f, FY_LOCK_FLOCK, desc_owner(f), type, 0, 0, !(op & LOCK_NB) && type != FY_LOCK_UNLOCK));
 }
 
 static int lockf_common(int fd, int cmd, off_t len, int (*real)(int, int, off_t))
@@ -241,12 +218,10 @@ static int lockf_common(int fd, int cmd, off_t len, int (*real)(int, int, off_t)
 
 FY_EXPORT int lockf(int fd, int cmd, off_t len)
 {
-    FY_REAL(int, lockf, int, int, off_t);
-    return lockf_common(fd, cmd, len, real_lockf);
+    return lockf_common(fd, cmd, len, LIBC(lockf));
 }
 
 FY_EXPORT int lockf64(int fd, int cmd, off_t len)
 {
-    FY_REAL(int, lockf64, int, int, off_t);
-    return lockf_common(fd, cmd, len, real_lockf64);
+    return lockf_common(fd, cmd, len, LIBC(lockf64));
 }

@@ -24,9 +24,8 @@ static int write_back(const struct fy_map *m)
 
 static void *map_direct(struct fy_fd *f, int fd, void *addr, size_t len, int prot, int flags, off_t off)
 {
-    FY_REAL(void *, mmap, void *, size_t, int, int, int, off_t);
     int anon = (flags & ~(MAP_SHARED | MAP_SHARED_VALIDATE)) | MAP_PRIVATE | MAP_ANONYMOUS;
-    void *p = real_mmap(addr, len, PROT_READ | PROT_WRITE, anon, -1, 0);
+    void *p = LIBC(mmap)(addr, len, PROT_READ | PROT_WRITE, anon, -1, 0);
     if (p == MAP_FAILED) return p;
     ssize_t n = fy_direct_read(f, p, len, off);
     if (n < 0 || mprotect(p, len, prot) < 0) {
@@ -59,8 +58,7 @@ FY_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t 
 {
     struct fy_fd *f = (flags & MAP_ANONYMOUS) ? NULL : fy_fd_get(fd);
     if (!f || f->kind != FY_FD_DIRECT) {
-        FY_REAL(void *, mmap, void *, size_t, int, int, int, off_t);
-        return real_mmap(addr, len, prot, flags, fd, off);
+        return LIBC(mmap)(addr, len, prot, flags, fd, off);
     }
     return map_direct(f, fd, addr, len, prot, flags, off);
 }
@@ -80,18 +78,16 @@ static struct fy_map *tracked(void *addr)
 
 FY_EXPORT int msync(void *addr, size_t len, int flags)
 {
-    FY_REAL(int, msync, void *, size_t, int);
-    if (!nmaps) return real_msync(addr, len, flags);
+    if (!nmaps) return LIBC(msync)(addr, len, flags);
     pthread_mutex_lock(&map_lock);
     struct fy_map *m = tracked(addr);
-    int rc = m ? write_back(m) : real_msync(addr, len, flags);
+    int rc = m ? write_back(m) : LIBC(msync)(addr, len, flags);
     pthread_mutex_unlock(&map_lock);
     return rc;
 }
 
 FY_EXPORT int munmap(void *addr, size_t len)
 {
-    FY_REAL(int, munmap, void *, size_t);
     if (nmaps) {
         pthread_mutex_lock(&map_lock);
         struct fy_map *m = tracked(addr);
@@ -101,10 +97,10 @@ FY_EXPORT int munmap(void *addr, size_t len)
             *m = (struct fy_map){0};
             nmaps--;
             pthread_mutex_unlock(&map_lock);
-            int un = real_munmap(addr, len);
+            int un = LIBC(munmap)(addr, len);
             return rc < 0 ? -1 : un;
         }
         pthread_mutex_unlock(&map_lock);
     }
-    return real_munmap(addr, len);
+    return LIBC(munmap)(addr, len);
 }

@@ -11,9 +11,6 @@
 #include <pthread.h>
 #include <string.h>
 
-char fy_vcwd[PATH_MAX];
-int fy_vcwd_set;
-
 /* The real cwd, kept only while it is an ancestor of a mount root ("/" always is, of
  * /REMOTE@...): then a relative name such as mkdir -p's "x" after chdir("/mnt") enters
  * the mount /mnt/x and must not create a local /mnt/x.  Refreshed on every local chdir. */
@@ -36,9 +33,8 @@ static void add_first(const char *rest)
 
 void fy_note_real_cwd(void)
 {
-    FY_REAL(char *, getcwd, char *, size_t);
     rcwd_above = rcwd_nfirst = rcwd_orfa = 0;
-    if (fy_cfg.mode == FY_MODE_OFF || fy_vcwd_set || !real_getcwd(rcwd, sizeof rcwd)) return;
+    if (fy_cfg.mode == FY_MODE_OFF || fy_vcwd_set || !LIBC(getcwd)(rcwd, sizeof rcwd)) return;
     size_t n = strlen(rcwd);
     if (n == 1) {
         rcwd_orfa = 1;
@@ -121,13 +117,12 @@ static pthread_mutex_t above_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Copy the absolute path of above-fd `fd` into buf; 0 when fd is not one (any more). */
 static int above_path(int fd, char *buf)
 {
-    FY_REAL(int, fstat, int, struct stat *);
     struct stat st;
     int found = 0;
     pthread_mutex_lock(&above_lock);
     for (int i = 0; i < nabove; i++) {
         if (above[i].fd != fd) continue;
-        if (real_fstat(fd, &st) == 0 && st.st_dev == above[i].dev && st.st_ino == above[i].ino) {
+        if (LIBC(fstat)(fd, &st) == 0 && st.st_dev == above[i].dev && st.st_ino == above[i].ino) {
             strcpy(buf, above[i].path);
             found = 1;
         } else {
@@ -139,15 +134,18 @@ static int above_path(int fd, char *buf)
     return found;
 }
 
-/* Is normalised local `path` "/" or an ancestor directory of a mount prefix? */
+int fy_above_mount(const char *p, size_t n)
+{
+    for (int i = 0; i < fy_cfg.nprefix; i++)
+        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], p, n) == 0 && fy_cfg.prefix[i][n] == '/') return 1;
+    return 0;
+}
+
+/* Is normalised local `path` "/" (above every /REMOTE@) or an ancestor of a mount prefix? */
 static int is_above(const char *path)
 {
     size_t n = strlen(path);
-    if (n == 1) return 1;  /* every /REMOTE@ */
-    for (int i = 0; i < fy_cfg.nprefix; i++)
-        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], path, n) == 0 && fy_cfg.prefix[i][n] == '/')
-            return 1;
-    return 0;
+    return n == 1 || fy_above_mount(path, n);
 }
 
 static int normalize(const char *in, char *out, size_t cap);
@@ -181,9 +179,8 @@ int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
         abs = joined;
     }
     if (normalize(abs, norm, sizeof norm) < 0 || !is_above(norm)) return fd;
-    FY_REAL(int, fstat, int, struct stat *);
     struct stat st;
-    if (real_fstat(fd, &st) < 0) return fd;
+    if (LIBC(fstat)(fd, &st) < 0) return fd;
     pthread_mutex_lock(&above_lock);
     int slot = -1;
     for (int i = 0; i < nabove && slot < 0; i++)
@@ -256,8 +253,24 @@ int fy_uncache(const char *cache_path, char *out, size_t cap)
     return 1;
 }
 
-int fy_same_mount(const char *a, const char *b)
+static int same_mount(const char *a, const char *b)
 {
     size_t ra = fy_mount_root(a), rb = fy_mount_root(b);
     return ra && ra == rb && memcmp(a, b, ra) == 0;
+}
+
+int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn)
+{
+    if (ro < 0 || rn < 0) return -1;
+    if (ro == 0 && rn == 0) return 0;
+    if (ro != rn || !same_mount(po->ferry, pn->ferry)) { errno = EXDEV; return -1; }
+    return 1;
+}
+
+int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
+                    struct fy_path *pn)
+{
+    int ro = fy_resolve(olddirfd, old, po);
+    int rn = fy_resolve(newdirfd, new, pn);
+    return fy_pair(ro, po, rn, pn);
 }

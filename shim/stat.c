@@ -46,32 +46,29 @@ void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct sta
 
 int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry_path);
-    fy_put_u32(&e, nofollow ? FY_STAT_NOFOLLOW : 0);
-    struct fy_attr a;
-    struct iovec rv = {&a, sizeof a};
-    int rc = fy_call(FY_OP_STAT, 0, &e, NULL, 0, -1, &rv, 1, NULL);
-    if (rc == 0) fy_attr_to_stat(&a, ferry_path, st);
+    struct fy_enc e;
+    fy_enc_stat(&e, ferry_path, nofollow ? FY_STAT_NOFOLLOW : 0);
+    struct fy_rep_stat rep;
+    int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    if (rc == 0) fy_attr_to_stat(&rep.attr, ferry_path, st);
     return rc;
 }
 
 static int remote_fstat(struct fy_fd *f, struct stat *st)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_u64(&e, f->handle);
-    struct fy_attr a;
-    struct iovec rv = {&a, sizeof a};
-    int rc = fy_call(FY_OP_FSTAT, 0, &e, NULL, 0, -1, &rv, 1, NULL);
-    if (rc == 0) fy_attr_to_stat(&a, f->path, st);
+    struct fy_enc e;
+    fy_enc_fstat(&e, f->handle);
+    struct fy_rep_fstat rep;
+    int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    if (rc == 0) fy_attr_to_stat(&rep.attr, f->path, st);
     return rc;
 }
 
 int fy_cache_lookup(const struct fy_path *p)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, p->ferry);
-    return fy_call(FY_OP_CACHE_LOOKUP, 0, &e, NULL, 0, -1, NULL, 0, NULL);
+    struct fy_enc e;
+    fy_enc_cache_lookup(&e, p->ferry);
+    return fy_ask(&e);
 }
 
 static int unlisted_dir(const struct stat *st) { return S_ISDIR(st->st_mode) && (st->st_mode & 07777) == 0; }
@@ -79,7 +76,6 @@ static int unlisted_dir(const struct stat *st) { return S_ISDIR(st->st_mode) && 
 /* Is the replica directory holding p (below its mount root) missing or not listed yet? */
 static int parent_unlisted(const struct fy_path *p)
 {
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
     const char *slash = strrchr(p->ferry, '/');
     if (!slash || (size_t)(slash - p->ferry) < fy_mount_root(p->ferry)) return 0;  /* the mount root */
     char dir[sizeof p->cache];
@@ -87,7 +83,7 @@ static int parent_unlisted(const struct fy_path *p)
     memcpy(dir, p->cache, n);
     dir[n] = 0;
     struct stat st;
-    return real_fstatat(AT_FDCWD, dir, &st, 0) < 0 || unlisted_dir(&st);
+    return LIBC(fstatat)(AT_FDCWD, dir, &st, 0) < 0 || unlisted_dir(&st);
 }
 
 /* A placeholder (a cache-mode file listed but not fetched) is a hole of the right size; the
@@ -95,9 +91,8 @@ static int parent_unlisted(const struct fy_path *p)
 static void placeholder_blocks(const char *cache_path, struct stat *st)
 {
     if (!S_ISREG(st->st_mode) || st->st_blocks != 0 || st->st_size == 0) return;
-    FY_REAL(ssize_t, lgetxattr, const char *, const char *, void *, size_t);
     char v[24];
-    ssize_t n = real_lgetxattr(cache_path, "user.ferry.blocks", v, sizeof v - 1);
+    ssize_t n = LIBC(lgetxattr)(cache_path, "user.ferry.blocks", v, sizeof v - 1);
     if (n <= 0) return;
     v[n] = 0;
     st->st_blocks = strtoll(v, NULL, 10);
@@ -115,9 +110,8 @@ int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 
 static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
-    FY_REAL(int, fstatat, int, const char *, struct stat *, int);
     int flag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
-    if (real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+    if (LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
     if (errno != ENOENT && errno != ENOTDIR && !unlisted_dir(st)) return -errno;
     if (nofollow && errno == ENOENT && parent_unlisted(p)) {
         /* Listing the parent places the name; looking the name itself up would follow it
@@ -127,11 +121,11 @@ static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
         memcpy(&parent, p, sizeof parent);
         *strrchr(parent.ferry, '/') = 0;
         int rc = fy_cache_lookup(&parent);
-        if (rc == 0 && real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+        if (rc == 0 && LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
     }
     int rc = fy_cache_lookup(p);
     if (rc < 0) return rc;
-    return real_fstatat(AT_FDCWD, p->cache, st, flag) == 0 ? 0 : -errno;
+    return LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 ? 0 : -errno;
 }
 
 /* Before a mutation: the parent directory must be listed, or local checks (EEXIST,
@@ -168,33 +162,23 @@ static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
         if (t && t != p->ferry) {
             struct fy_path q;
             const char *n = t;
-            FY_REAL(int, fstatat, int, const char *, struct stat *, int);
-            if (fy_resolve(AT_FDCWD, &n, &q) == 0 && real_fstatat(AT_FDCWD, n, st, 0) == 0) rc = 0;
+            if (fy_resolve(AT_FDCWD, &n, &q) == 0 && LIBC(fstatat)(AT_FDCWD, n, st, 0) == 0) rc = 0;
             free((char *)t);
         }
     }
-    return rc < 0 ? fy_fail(rc) : 0;
+    return fy_result(rc);
 }
 
 static int fd_stat(int fd, struct stat *st)
 {
-    struct fy_fd *f = fy_fd_get(fd);
-    if (f && f->kind == FY_FD_DIRECT) {
-        int rc = remote_fstat(f, st);
-        return rc < 0 ? fy_fail(rc) : 0;
-    }
-    FY_REAL(int, fstat, int, struct stat *);
-    return real_fstat(fd, st);
+    struct fy_fd *f = fy_fd_direct(fd);
+    return f ? fy_result(remote_fstat(f, st)) : LIBC(fstat)(fd, st);
 }
 
 static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
 {
     if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fd_stat(dirfd, st);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) { FY_REAL(int, fstatat, int, const char *, struct stat *, int); return real_fstatat(dirfd, path, st, flags); }
-    if (r < 0) return -1;
-    return path_stat(&p, st, flags & AT_SYMLINK_NOFOLLOW);
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(fstatat)(dirfd, path, st, flags), path_stat, st, flags & AT_SYMLINK_NOFOLLOW);
 }
 
 FY_EXPORT int stat(const char *path, struct stat *st) { return at_stat(AT_FDCWD, path, st, 0); }
@@ -240,26 +224,12 @@ static void stat_to_statx(const struct stat *st, struct statx *sx)
     sx->stx_dev_minor = minor(st->st_dev);
 }
 
-FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
+static int statx_ferry(const struct fy_path *p, int flags, unsigned int mask, struct statx *sx)
 {
-    FY_REAL(int, statx, int, const char *, int, unsigned int, struct statx *);
-    struct fy_path p;
-    int r;
-    if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
-        struct fy_fd *f = fy_fd_get(dirfd);
-        if (!f || f->kind != FY_FD_DIRECT) return real_statx(dirfd, path, flags, mask, sx);
-        struct stat st;
-        if (fd_stat(dirfd, &st) < 0) return -1;
-        stat_to_statx(&st, sx);
-        return 0;
-    }
-    r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_statx(dirfd, path, flags, mask, sx);
-    if (r < 0) return -1;
     struct stat st;
-    if (path_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
+    if (path_stat(p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
     if (fy_cfg.mode == FY_MODE_CACHE) {
-        if (real_statx(AT_FDCWD, p.cache, flags, mask, sx) < 0) return -1;
+        if (LIBC(statx)(AT_FDCWD, p->cache, flags, mask, sx) < 0) return -1;
         if (S_ISREG(st.st_mode) && sx->stx_blocks == 0) sx->stx_blocks = (uint64_t)st.st_blocks;  /* a placeholder's */
         return 0;
     }
@@ -267,22 +237,34 @@ FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, s
     return 0;
 }
 
-static int access_common(int dirfd, const char *path, int amode, int flags)
+FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
 {
-    FY_REAL(int, faccessat, int, const char *, int, int);
-    struct fy_path p;
-    int r = fy_resolve(dirfd, &path, &p);
-    if (r == 0) return real_faccessat(dirfd, path, amode, flags);
-    if (r < 0) return -1;
+    if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
+        if (!fy_fd_direct(dirfd)) return LIBC(statx)(dirfd, path, flags, mask, sx);
+        struct stat st;
+        if (fd_stat(dirfd, &st) < 0) return -1;
+        stat_to_statx(&st, sx);
+        return 0;
+    }
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(statx)(dirfd, path, flags, mask, sx), statx_ferry, flags, mask, sx);
+}
+
+static int access_ferry(const struct fy_path *p, int amode, int flags)
+{
     if (fy_cfg.mode == FY_MODE_DIRECT) {
-        uint64_t arg = (uint64_t)amode;
-        int rc = fy_path_op(FY_OP_ACCESS, 0, p.ferry, 1, &arg, 0);
-        return rc < 0 ? fy_fail(rc) : 0;
+        struct fy_enc e;
+        fy_enc_access(&e, p->ferry, (uint32_t)amode);
+        return fy_result(fy_ask(&e));
     }
     struct stat st;
-    int rc = fy_cache_stat(&p, &st, flags & AT_SYMLINK_NOFOLLOW);
+    int rc = fy_cache_stat(p, &st, flags & AT_SYMLINK_NOFOLLOW);
     if (rc < 0) return fy_fail(rc);
-    return real_faccessat(AT_FDCWD, p.cache, amode, flags);
+    return LIBC(faccessat)(AT_FDCWD, p->cache, amode, flags);
+}
+
+static int access_common(int dirfd, const char *path, int amode, int flags)
+{
+    FY_PATH_HOOK(dirfd, path, -1, LIBC(faccessat)(dirfd, path, amode, flags), access_ferry, amode, flags);
 }
 
 FY_EXPORT int access(const char *path, int amode) { return access_common(AT_FDCWD, path, amode, 0); }

@@ -11,31 +11,27 @@
 
 #define FERRY_FS_MAGIC 0x46455259 /* "FERY": f_type of a ferry path */
 
-struct fy_statfs { uint64_t bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax; };
-
-/* 1 with *out filled; 0 not ferry's; -1 errno set. */
-static int remote_statfs(int fd, const char *path, struct fy_statfs *out)
+/* STATFS of ferry path `ferry`, converted into `out` by conv: 0, or -1 with errno. */
+static int remote_statfs(const char *ferry, void *out, void (*conv)(const struct fy_rep_statfs *, void *))
 {
-    const char *ferry;
-    struct fy_path p;
-    if (path) {
-        int r = fy_resolve(AT_FDCWD, &path, &p);
-        if (r <= 0) return r;
-        ferry = p.ferry;
-    } else {
-        struct fy_fd *f = fy_fd_get(fd);
-        if (!f) return 0;
-        ferry = f->path;
-    }
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    struct iovec rv = {out, sizeof *out};
-    int rc = fy_call(FY_OP_STATFS, 0, &e, NULL, 0, -1, &rv, 1, NULL);
-    return rc < 0 ? fy_fail(rc) : 1;
+    struct fy_enc e;
+    fy_enc_statfs(&e, ferry);
+    struct fy_rep_statfs s;
+    int rc = fy_call(&e, -1, &s, sizeof s, NULL, 0, NULL);
+    if (rc < 0) return fy_fail(rc);
+    conv(&s, out);
+    return 0;
 }
 
-static void to_statfs(const struct fy_statfs *s, struct statfs *b)
+static int path_statfs(const struct fy_path *p, void *out, void (*conv)(const struct fy_rep_statfs *, void *))
 {
+    return remote_statfs(p->ferry, out, conv);
+}
+
+/* struct statfs64 and statvfs64 are struct statfs and statvfs on 64-bit Linux. */
+static void to_statfs(const struct fy_rep_statfs *s, void *out)
+{
+    struct statfs *b = out;
     memset(b, 0, sizeof *b);
     b->f_type = FERRY_FS_MAGIC;
     b->f_bsize = (long)s->bsize;
@@ -48,8 +44,9 @@ static void to_statfs(const struct fy_statfs *s, struct statfs *b)
     b->f_namelen = (long)s->namemax;
 }
 
-static void to_statvfs(const struct fy_statfs *s, struct statvfs *b)
+static void to_statvfs(const struct fy_rep_statfs *s, void *out)
 {
+    struct statvfs *b = out;
     memset(b, 0, sizeof *b);
     b->f_bsize = s->bsize;
     b->f_frsize = s->frsize;
@@ -64,22 +61,23 @@ static void to_statvfs(const struct fy_statfs *s, struct statvfs *b)
 }
 
 /* The eight entry points differ in path-or-fd and in the struct they fill. */
-#define STATFS_HOOK(name, argt, arg, lookup, buft, conv)  \
-    FY_EXPORT int name(argt arg, buft *buf)                \
-    {                                                      \
-        struct fy_statfs s;                                \
-        int r = lookup;                                    \
-        if (r < 0) return -1;                              \
-        if (r > 0) { conv(&s, (void *)buf); return 0; }    \
-        FY_REAL(int, name, argt, buft *);                  \
-        return real_##name(arg, buf);                      \
+#define PATH_STATFS_HOOK(name, buft, conv)                                               \
+    FY_EXPORT int name(const char *path, buft *buf)                                      \
+    {                                                                                    \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, buf), path_statfs, buf, conv); \
+    }
+#define FD_STATFS_HOOK(name, buft, conv)                                    \
+    FY_EXPORT int name(int fd, buft *buf)                                   \
+    {                                                                       \
+        struct fy_fd *f = fy_fd_get(fd);                                    \
+        return f ? remote_statfs(f->path, buf, conv) : LIBC(name)(fd, buf); \
     }
 
-STATFS_HOOK(statfs, const char *, path, remote_statfs(-1, path, &s), struct statfs, to_statfs)
-STATFS_HOOK(statfs64, const char *, path, remote_statfs(-1, path, &s), struct statfs64, to_statfs)
-STATFS_HOOK(fstatfs, int, fd, remote_statfs(fd, NULL, &s), struct statfs, to_statfs)
-STATFS_HOOK(fstatfs64, int, fd, remote_statfs(fd, NULL, &s), struct statfs64, to_statfs)
-STATFS_HOOK(statvfs, const char *, path, remote_statfs(-1, path, &s), struct statvfs, to_statvfs)
-STATFS_HOOK(statvfs64, const char *, path, remote_statfs(-1, path, &s), struct statvfs64, to_statvfs)
-STATFS_HOOK(fstatvfs, int, fd, remote_statfs(fd, NULL, &s), struct statvfs, to_statvfs)
-STATFS_HOOK(fstatvfs64, int, fd, remote_statfs(fd, NULL, &s), struct statvfs64, to_statvfs)
+PATH_STATFS_HOOK(statfs, struct statfs, to_statfs)
+PATH_STATFS_HOOK(statfs64, struct statfs64, to_statfs)
+FD_STATFS_HOOK(fstatfs, struct statfs, to_statfs)
+FD_STATFS_HOOK(fstatfs64, struct statfs64, to_statfs)
+PATH_STATFS_HOOK(statvfs, struct statvfs, to_statvfs)
+PATH_STATFS_HOOK(statvfs64, struct statvfs64, to_statvfs)
+FD_STATFS_HOOK(fstatvfs, struct statvfs, to_statvfs)
+FD_STATFS_HOOK(fstatvfs64, struct statvfs64, to_statvfs)

@@ -43,23 +43,20 @@ static int cookie_fd(FILE *f, int forget)
 static ssize_t ck_read(void *c, char *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_get((int)(intptr_t)c);
-    FY_REAL(ssize_t, read, int, void *, size_t);
     /* The fd may have been dup2'ed over since (a program restoring stdout): follow it. */
-    return f ? fy_direct_read(f, buf, n, -1) : real_read((int)(intptr_t)c, buf, n);
+    return f ? fy_direct_read(f, buf, n, -1) : LIBC(read)((int)(intptr_t)c, buf, n);
 }
 
 static ssize_t ck_write(void *c, const char *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_get((int)(intptr_t)c);
-    FY_REAL(ssize_t, write, int, const void *, size_t);
-    return f ? fy_direct_write(f, buf, n, -1) : real_write((int)(intptr_t)c, buf, n);
+    return f ? fy_direct_write(f, buf, n, -1) : LIBC(write)((int)(intptr_t)c, buf, n);
 }
 
 static int ck_seek(void *c, off64_t *pos, int whence)
 {
     struct fy_fd *f = fy_fd_get((int)(intptr_t)c);
-    FY_REAL(off_t, lseek, int, off_t, int);
-    off_t r = f ? fy_direct_lseek(f, *pos, whence) : real_lseek((int)(intptr_t)c, *pos, whence);
+    off_t r = f ? fy_direct_lseek(f, *pos, whence) : LIBC(lseek)((int)(intptr_t)c, *pos, whence);
     if (r < 0) return -1;
     *pos = r;
     return 0;
@@ -92,69 +89,58 @@ static FILE *cookie_file(int fd, const char *mode)
     return f;
 }
 
-static FILE *open_file(const char *path, const char *mode, FILE *(*real)(const char *, const char *))
+static FILE *fopen_ferry(const struct fy_path *p, const char *mode)
 {
-    struct fy_path p;
-    int r = fy_resolve(AT_FDCWD, &path, &p);
-    if (r == 0) return real(path, mode);
-    if (r < 0) return NULL;
     int flags = mode_flags(mode);
     if (flags < 0) { errno = EINVAL; return NULL; }
-    int fd = fy_open_path(&p, flags, 0666);
+    int fd = fy_open_path(p, flags, 0666);
     if (fd < 0) return NULL;
-    FY_REAL(FILE *, fdopen, int, const char *);
-    FILE *f = fy_cfg.mode == FY_MODE_DIRECT ? cookie_file(fd, mode) : real_fdopen(fd, mode);
+    FILE *f = fy_cfg.mode == FY_MODE_DIRECT ? cookie_file(fd, mode) : LIBC(fdopen)(fd, mode);
     if (!f) { int e = errno; fy_close_fd(fd); errno = e; }
     return f;
 }
 
 FY_EXPORT FILE *fopen(const char *path, const char *mode)
 {
-    FY_REAL(FILE *, fopen, const char *, const char *);
-    return open_file(path, mode, real_fopen);
+    FY_PATH_HOOK(AT_FDCWD, path, NULL, LIBC(fopen)(path, mode), fopen_ferry, mode);
 }
 
 FY_EXPORT FILE *fopen64(const char *path, const char *mode)
 {
-    FY_REAL(FILE *, fopen64, const char *, const char *);
-    return open_file(path, mode, real_fopen64);
+    FY_PATH_HOOK(AT_FDCWD, path, NULL, LIBC(fopen64)(path, mode), fopen_ferry, mode);
 }
 
 FY_EXPORT FILE *fdopen(int fd, const char *mode)
 {
     struct fy_fd *f = fy_fd_get(fd);
     if (f && f->kind == FY_FD_DIRECT) return cookie_file(fd, mode);
-    FY_REAL(FILE *, fdopen, int, const char *);
-    return real_fdopen(fd, mode);
+    return LIBC(fdopen)(fd, mode);
 }
 
 FY_EXPORT int fclose(FILE *stream)
 {
-    FY_REAL(int, fclose, FILE *);
-    if (cookie_fd(stream, 1) >= 0) return real_fclose(stream);  /* ck_close does the rest */
+    if (cookie_fd(stream, 1) >= 0) return LIBC(fclose)(stream);  /* ck_close does the rest */
     int fd = stream ? fileno(stream) : -1;
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_fclose(stream);
+    if (!f) return LIBC(fclose)(stream);
     /* glibc closes the fd internally: flush the buffer, hand the file over, then close. */
     fflush(stream);
     fy_close_fd_keep(fd);
-    return real_fclose(stream);
+    return LIBC(fclose)(stream);
 }
 
 FY_EXPORT int fileno(FILE *stream)
 {
     int fd = cookie_fd(stream, 0);
     if (fd >= 0) return fd;
-    FY_REAL(int, fileno, FILE *);
-    return real_fileno(stream);
+    return LIBC(fileno)(stream);
 }
 
 FY_EXPORT int fileno_unlocked(FILE *stream)
 {
     int fd = cookie_fd(stream, 0);
     if (fd >= 0) return fd;
-    FY_REAL(int, fileno_unlocked, FILE *);
-    return real_fileno_unlocked(stream);
+    return LIBC(fileno_unlocked)(stream);
 }
 
 /* Direct mode: a standard stream whose fd is a ferry placeholder (the shell ran
@@ -195,8 +181,7 @@ static FILE *reopen_direct(const struct fy_path *p, const char *local, const cha
         close(fd);
         fd = oldfd;
     }
-    FY_REAL(FILE *, fdopen, int, const char *);
-    FILE *nf = fy_fd_get(fd) ? cookie_file(fd, mode) : real_fdopen(fd, mode);
+    FILE *nf = fy_fd_get(fd) ? cookie_file(fd, mode) : LIBC(fdopen)(fd, mode);
     if (!nf) { int e = errno; close(fd); errno = e; return NULL; }
     /* The FILE is a new one: the standard streams are variables, so point them at it. */
     if (std == 0) stdin = nf;
@@ -213,9 +198,7 @@ static FILE *reopen_cache(const struct fy_path *p, const char *mode, FILE *fp,
     int flags = mode_flags(mode);
     if (flags < 0) { errno = EINVAL; return NULL; }
     fflush(fp);
-    FY_REAL(int, fileno, FILE *);
-    FY_REAL(int, close, int);
-    int oldfd = real_fileno(fp);
+    int oldfd = LIBC(fileno)(fp);
     if (fy_fd_get(oldfd)) fy_close_fd_keep(oldfd);  /* glibc closes it: upload first */
     int nfd = fy_open_path(p, flags, 0666);
     if (nfd < 0) { int e = errno; fclose(fp); errno = e; return NULL; }
@@ -230,12 +213,12 @@ static FILE *reopen_cache(const struct fy_path *p, const char *mode, FILE *fp,
     FILE *res = real(cpath, m, fp);
     int e = errno;
     if (res) {
-        int fd = real_fileno(res);
+        int fd = LIBC(fileno)(res);
         struct fy_fd *f = fy_fd_set(fd, FY_FD_CACHE, flags, fy_new_desc_id(), ferry);
         if (f && nf) { f->dirty = nf->dirty; f->owner = nf->owner; }
     }
     fy_fd_clear(nfd);  /* the stream's fd carries the upload now */
-    real_close(nfd);
+    LIBC(close)(nfd);
     errno = e;
     return res;
 }
@@ -271,12 +254,10 @@ static FILE *reopen(const char *path, const char *mode, FILE *fp, FILE *(*real)(
 
 FY_EXPORT FILE *freopen(const char *path, const char *mode, FILE *fp)
 {
-    FY_REAL(FILE *, freopen, const char *, const char *, FILE *);
-    return reopen(path, mode, fp, real_freopen);
+    return reopen(path, mode, fp, LIBC(freopen));
 }
 
 FY_EXPORT FILE *freopen64(const char *path, const char *mode, FILE *fp)
 {
-    FY_REAL(FILE *, freopen64, const char *, const char *, FILE *);
-    return reopen(path, mode, fp, real_freopen64);
+    return reopen(path, mode, fp, LIBC(freopen64));
 }

@@ -57,14 +57,13 @@ static int make_file(char *tmpl, int suffixlen, int flags)
 }
 
 /* Eight entry points, one body: only the suffix and extra flags differ. */
-#define MKSTEMP_HOOK(name, types, params, real_args, suffixlen, flags)   \
-    FY_EXPORT int name params                                             \
-    {                                                                     \
-        if (!is_ferry(tmpl)) {                                            \
-            FY_REAL(int, name, types);                                    \
-            return real_##name real_args;                                 \
-        }                                                                 \
-        return make_file(tmpl, suffixlen, flags);                         \
+#define MKSTEMP_HOOK(name, types, params, real_args, suffixlen, flags) \
+    FY_EXPORT int name params                                          \
+    {                                                                  \
+        if (!is_ferry(tmpl)) {                                         \
+            return LIBC(name) real_args;                               \
+        }                                                              \
+        return make_file(tmpl, suffixlen, flags);                      \
     }
 #define T1 char *
 #define T2 char *, int
@@ -81,8 +80,7 @@ MKSTEMP_HOOK(mkostemps64, T3, (char *tmpl, int suffixlen, int flags), (tmpl, suf
 
 FY_EXPORT char *mkdtemp(char *tmpl)
 {
-    FY_REAL(char *, mkdtemp, char *);
-    if (!is_ferry(tmpl)) return real_mkdtemp(tmpl);
+    if (!is_ferry(tmpl)) return LIBC(mkdtemp)(tmpl);
     char *x = xs_of(tmpl, 0);
     if (!x) { errno = EINVAL; return NULL; }
     for (int i = 0; i < ATTEMPTS; i++) {
@@ -109,9 +107,8 @@ static pthread_mutex_t never_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void note_tmpfile(int fd, int excl)
 {
-    FY_REAL(int, fstat, int, struct stat *);
     struct stat st;
-    if (fd < 0 || real_fstat(fd, &st) < 0) return;
+    if (fd < 0 || LIBC(fstat)(fd, &st) < 0) return;
     pthread_mutex_lock(&never_lock);
     for (size_t i = 0; i < sizeof never / sizeof *never; i++)
         if (never[i].ino == st.st_ino && never[i].dev == st.st_dev) never[i].ino = 0;
@@ -134,7 +131,6 @@ int fy_tmpfile_linkable(const struct stat *st)
 
 int fy_open_tmpfile(const struct fy_path *p, int flags, mode_t mode)
 {
-    FY_REAL(int, open, const char *, int, ...);
     if ((flags & O_ACCMODE) == O_RDONLY) { errno = EINVAL; return -1; }
     struct stat st;
     int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, 0, &st) : fy_cache_stat(p, &st, 0);
@@ -142,12 +138,12 @@ int fy_open_tmpfile(const struct fy_path *p, int flags, mode_t mode)
     if (!S_ISDIR(st.st_mode)) { errno = ENOTDIR; return -1; }
     int fd = -1;
     if (fy_cfg.mode == FY_MODE_CACHE) {
-        fd = real_open(p->cache, flags, mode);
+        fd = LIBC(open)(p->cache, flags, mode);
     } else {
         const char *tmpdir = getenv("TMPDIR");
         const char *dirs[] = {fy_cfg.cache_len ? fy_cfg.cache : NULL, tmpdir && *tmpdir ? tmpdir : NULL, "/tmp"};
         for (size_t i = 0; i < sizeof dirs / sizeof *dirs && fd < 0; i++)
-            if (dirs[i]) fd = real_open(dirs[i], flags, mode);
+            if (dirs[i]) fd = LIBC(open)(dirs[i], flags, mode);
     }
     note_tmpfile(fd, flags & O_EXCL);
     return fd;

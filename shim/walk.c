@@ -25,15 +25,6 @@ static int ferry_name(int dirfd, const char **path, struct fy_path *p)
 
 /* ---------------------------------------------------------------- realpath */
 
-/* A proper ancestor of a mount prefix ("/mnt" of "/mnt/x"): a directory to ferry even
- * when nothing exists there locally. */
-static int above_mount(const char *p, size_t n)
-{
-    for (int i = 0; i < fy_cfg.nprefix; i++)
-        if (fy_cfg.prefix_len[i] > n && strncmp(fy_cfg.prefix[i], p, n) == 0 && fy_cfg.prefix[i][n] == '/') return 1;
-    return 0;
-}
-
 /* Resolve every symlink, "." and ".." of `path` (absolute, or relative to the cwd) with
  * the hooked lstat/readlink, as the kernel would: out (PATH_MAX) gets the result.
  * 0 or -errno. */
@@ -72,7 +63,8 @@ int fy_realpath(const char *path, char *out)
         r += n;
         int more = 0;
         for (const char *q = r; *q; q++) if (*q != '/') { more = 1; break; }
-        if (above_mount(out, done + 1 + n)) { done += 1 + n; continue; }
+        /* an ancestor of a mount is a directory to ferry, even with nothing there locally */
+        if (fy_above_mount(out, done + 1 + n)) { done += 1 + n; continue; }
         struct stat st;
         if (lstat(out, &st) < 0) return -errno;
         if (S_ISLNK(st.st_mode)) {
@@ -98,10 +90,9 @@ int fy_realpath(const char *path, char *out)
 
 static char *realpath_common(const char *path, char *resolved)
 {
-    FY_REAL(char *, realpath, const char *, char *);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_realpath(name, resolved);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(realpath)(name, resolved);
     char buf[PATH_MAX];
     int rc = fy_realpath(p.ferry, buf);
     if (rc < 0) { errno = -rc; return NULL; }
@@ -122,10 +113,9 @@ FY_EXPORT char *__realpath_chk(const char *path, char *resolved, size_t len)
 
 static int eaccess_common(const char *path, int mode)
 {
-    FY_REAL(int, euidaccess, const char *, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_euidaccess(name, mode);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(euidaccess)(name, mode);
     return faccessat(AT_FDCWD, p.ferry, mode, AT_EACCESS);
 }
 
@@ -175,10 +165,9 @@ static int scan(DIR *d, struct dirent64 ***out, sel_fn sel, cmp_fn cmp)
 
 static int scandirat_common(int dirfd, const char *path, struct dirent64 ***list, sel_fn sel, cmp_fn cmp)
 {
-    FY_REAL(int, scandirat64, int, const char *, struct dirent64 ***, sel_fn, cmp_fn);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(dirfd, &name, &p)) return real_scandirat64(dirfd, name, list, sel, cmp);
+    if (!ferry_name(dirfd, &name, &p)) return LIBC(scandirat64)(dirfd, name, list, sel, cmp);
     return scan(opendir(p.ferry), list, sel, cmp);
 }
 
@@ -390,38 +379,34 @@ static int nftw_common(const char *path, nftw_fn fn, ftw_fn fn3, int flags)
 
 FY_EXPORT int nftw(const char *path, nftw_fn fn, int nopenfd, int flags)
 {
-    FY_REAL(int, nftw, const char *, nftw_fn, int, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_nftw(name, fn, nopenfd, flags);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(nftw)(name, fn, nopenfd, flags);
     return nftw_common(path, fn, NULL, flags);
 }
 
 FY_EXPORT int nftw64(const char *path, int (*fn)(const char *, const struct stat64 *, int, struct FTW *), int nopenfd,
                      int flags)
 {
-    FY_REAL(int, nftw64, const char *, void *, int, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_nftw64(name, (void *)fn, nopenfd, flags);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(nftw64)(name, (void *)fn, nopenfd, flags);
     return nftw_common(path, (nftw_fn)(void (*)(void))fn, NULL, flags);
 }
 
 FY_EXPORT int ftw(const char *path, ftw_fn fn, int nopenfd)
 {
-    FY_REAL(int, ftw, const char *, ftw_fn, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_ftw(name, fn, nopenfd);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(ftw)(name, fn, nopenfd);
     return nftw_common(path, NULL, fn, 0);
 }
 
 FY_EXPORT int ftw64(const char *path, int (*fn)(const char *, const struct stat64 *, int), int nopenfd)
 {
-    FY_REAL(int, ftw64, const char *, void *, int);
     struct fy_path p;
     const char *name = path;
-    if (!ferry_name(AT_FDCWD, &name, &p)) return real_ftw64(name, (void *)fn, nopenfd);
+    if (!ferry_name(AT_FDCWD, &name, &p)) return LIBC(ftw64)(name, (void *)fn, nopenfd);
     return nftw_common(path, NULL, (ftw_fn)(void (*)(void))fn, 0);
 }
 
@@ -444,30 +429,19 @@ static struct dirent64 *alt_readdir64(void *d) { return readdir64(d); }
 static void alt_closedir(void *d) { closedir(d); }
 static void *alt_opendir(const char *path) { return opendir(path); }
 
-FY_EXPORT int glob(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_t *g)
-{
-    FY_REAL(int, glob, const char *, int, int (*)(const char *, int), glob_t *);
-    if (glob_is_ferry(pattern, flags)) {
-        g->gl_opendir = alt_opendir;
-        g->gl_readdir = alt_readdir;
-        g->gl_closedir = alt_closedir;
-        g->gl_lstat = lstat;
-        g->gl_stat = stat;
-        flags |= GLOB_ALTDIRFUNC;
+/* glob and glob64 differ only in their types. */
+#define GLOB_HOOK(name, glob_type, readdir_fn, lstat_fn, stat_fn)                                 \
+    FY_EXPORT int name(const char *pattern, int flags, int (*errfunc)(const char *, int), glob_type *g) \
+    {                                                                                             \
+        if (glob_is_ferry(pattern, flags)) {                                                      \
+            g->gl_opendir = alt_opendir;                                                          \
+            g->gl_readdir = readdir_fn;                                                           \
+            g->gl_closedir = alt_closedir;                                                        \
+            g->gl_lstat = lstat_fn;                                                               \
+            g->gl_stat = stat_fn;                                                                 \
+            flags |= GLOB_ALTDIRFUNC;                                                             \
+        }                                                                                         \
+        return LIBC(name)(pattern, flags, errfunc, g);                                            \
     }
-    return real_glob(pattern, flags, errfunc, g);
-}
-
-FY_EXPORT int glob64(const char *pattern, int flags, int (*errfunc)(const char *, int), glob64_t *g)
-{
-    FY_REAL(int, glob64, const char *, int, int (*)(const char *, int), glob64_t *);
-    if (glob_is_ferry(pattern, flags)) {
-        g->gl_opendir = alt_opendir;
-        g->gl_readdir = alt_readdir64;
-        g->gl_closedir = alt_closedir;
-        g->gl_lstat = lstat64;
-        g->gl_stat = stat64;
-        flags |= GLOB_ALTDIRFUNC;
-    }
-    return real_glob64(pattern, flags, errfunc, g);
-}
+GLOB_HOOK(glob, glob_t, alt_readdir, lstat, stat)
+GLOB_HOOK(glob64, glob64_t, alt_readdir64, lstat64, stat64)

@@ -24,32 +24,10 @@ static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
 int fy_conn_fd(void) { return conn; }
 void fy_conn_forget(void) { conn = -1; }
 
-void fy_put_u32(struct fy_enc *e, uint32_t v)
-{
-    if (e->len + 4 <= sizeof e->buf) memcpy(e->buf + e->len, &v, 4);
-    e->len += 4;
-}
-
-void fy_put_u64(struct fy_enc *e, uint64_t v)
-{
-    if (e->len + 8 <= sizeof e->buf) memcpy(e->buf + e->len, &v, 8);
-    e->len += 8;
-}
-
-void fy_put_str(struct fy_enc *e, const char *s)
-{
-    uint32_t n = (uint32_t)strlen(s);
-    fy_put_u32(e, n);
-    if (e->len + n <= sizeof e->buf) memcpy(e->buf + e->len, s, n);
-    e->len += n;
-}
-
 static int io_full(int write_side, int fd, struct iovec *iov, int cnt)
 {
-    FY_REAL(ssize_t, readv, int, const struct iovec *, int);
-    FY_REAL(ssize_t, writev, int, const struct iovec *, int);
     while (cnt > 0) {
-        ssize_t n = write_side ? real_writev(fd, iov, cnt) : real_readv(fd, iov, cnt);
+        ssize_t n = write_side ? LIBC(writev)(fd, iov, cnt) : LIBC(readv)(fd, iov, cnt);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) return -1;
         while (cnt > 0 && (size_t)n >= iov->iov_len) { n -= (ssize_t)iov->iov_len; iov++; cnt--; }
@@ -60,57 +38,57 @@ static int io_full(int write_side, int fd, struct iovec *iov, int cnt)
 
 static int hello(int fd)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_u32(&e, FY_PROTOCOL_VERSION);
-    fy_put_u32(&e, FY_MAX_FRAME);
-    fy_put_u64(&e, 0);
-    fy_put_str(&e, "");
-    struct fy_req_header h = {(uint32_t)e.len, FY_OP_HELLO, 0, 0};
+    struct fy_enc e;
+    fy_enc_hello(&e, FY_PROTOCOL_VERSION, FY_MAX_FRAME, 0, "");
+    struct fy_req_header h = {(uint32_t)e.len, e.op, 0, 0};
     struct iovec iov[2] = {{&h, sizeof h}, {e.buf, e.len}};
     if (io_full(1, fd, iov, 2) < 0) return -1;
     struct fy_rep_header r;
-    char body[64];
+    struct fy_rep_hello rep;
     struct iovec rv[1] = {{&r, sizeof r}};
-    if (io_full(0, fd, rv, 1) < 0 || r.status != 0 || r.length > sizeof body) return -1;
-    struct iovec bv[1] = {{body, r.length}};
+    if (io_full(0, fd, rv, 1) < 0 || r.status != 0 || r.length != sizeof rep) return -1;
+    struct iovec bv[1] = {{&rep, sizeof rep}};
     return io_full(0, fd, bv, 1);
 }
 
 static int connect_agent(void)
 {
-    FY_REAL(int, close, int);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     memcpy(a.sun_path, fy_cfg.sock, sizeof fy_cfg.sock < sizeof a.sun_path ? sizeof fy_cfg.sock : sizeof a.sun_path);
     int rc;
     do rc = connect(fd, (struct sockaddr *)&a, sizeof a); while (rc < 0 && errno == EINTR);
-    if (rc < 0) { real_close(fd); return -1; }
+    if (rc < 0) { LIBC(close)(fd); return -1; }
     struct rlimit rl;
     int lo = 700;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > 256 && rl.rlim_cur - 64 < (rlim_t)lo)
         lo = (int)rl.rlim_cur - 64;
     int high = fcntl(fd, F_DUPFD_CLOEXEC, lo);
-    if (high >= 0) { real_close(fd); fd = high; }
+    if (high >= 0) { LIBC(close)(fd); fd = high; }
     /* Never hang a program forever on a wedged agent. */
     struct timeval tv = {120, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (hello(fd) < 0) { real_close(fd); return -1; }
+    if (hello(fd) < 0) { LIBC(close)(fd); return -1; }
     return fd;
 }
 
 static void drop_conn(void)
 {
-    FY_REAL(int, close, int);
-    if (conn >= 0) real_close(conn);
+    if (conn >= 0) LIBC(close)(conn);
     conn = -1;
 }
 
-static int send_request(const struct fy_req_header *h, const struct fy_enc *e, const void *extra,
-                        size_t extra_len, int pass_fd)
+static int send_request(const struct fy_req_header *h, const struct fy_enc *e, int pass_fd)
 {
-    struct iovec iov[3] = {{(void *)h, sizeof *h}, {(void *)e->buf, e->len}, {(void *)extra, extra_len}};
-    int cnt = extra_len ? 3 : 2;
+    /* header, buf up to the bytes field, the field from the caller's memory, the rest of buf */
+    size_t at = e->data_len ? e->data_at : e->len;
+    struct iovec iov[4] = {{(void *)h, sizeof *h}, {(void *)e->buf, at}};
+    int cnt = 2;
+    if (e->data_len) {
+        iov[cnt++] = (struct iovec){(void *)e->data, e->data_len};
+        iov[cnt++] = (struct iovec){(void *)(e->buf + at), e->len - at};
+    }
     if (pass_fd < 0) return io_full(1, conn, iov, cnt);
     /* The fd rides with the first byte; the rest follows as plain stream data. */
     union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
@@ -124,30 +102,26 @@ static int send_request(const struct fy_req_header *h, const struct fy_enc *e, c
     ssize_t n;
     do n = sendmsg(conn, &m, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
     if (n <= 0) return -1;
-    size_t total = sizeof *h + e->len + extra_len;
-    if ((size_t)n == total) return 0;
     /* Partial: finish the rest without the fd. */
-    while (cnt > 0 && (size_t)n >= iov[0].iov_len) { n -= (ssize_t)iov[0].iov_len; memmove(iov, iov + 1, sizeof iov[0] * 2); cnt--; }
-    if (cnt > 0) { iov[0].iov_base = (char *)iov[0].iov_base + n; iov[0].iov_len -= (size_t)n; }
-    return io_full(1, conn, iov, cnt);
+    struct iovec *v = iov;
+    while (cnt > 0 && (size_t)n >= v->iov_len) { n -= (ssize_t)v->iov_len; v++; cnt--; }
+    if (cnt == 0) return 0;
+    v->iov_base = (char *)v->iov_base + n;
+    v->iov_len -= (size_t)n;
+    return io_full(1, conn, v, cnt);
 }
 
-/* Read a reply payload of `len` bytes into riov (then discard any excess). */
-static int read_payload(uint32_t len, const struct iovec *riov, int riovcnt, size_t *got)
+/* Read a reply payload of `len` bytes: the first head_len into head, then up to tail_cap
+ * into tail (*tail_got: how many), and drop the rest. */
+static int read_payload(uint32_t len, void *head, size_t head_len, void *tail, size_t tail_cap, size_t *tail_got)
 {
-    struct iovec v[8];
-    int cnt = 0;
-    size_t want = len;
-    for (int i = 0; i < riovcnt && cnt < 8 && want; i++) {
-        size_t n = riov[i].iov_len < want ? riov[i].iov_len : want;
-        v[cnt].iov_base = riov[i].iov_base;
-        v[cnt++].iov_len = n;
-        want -= n;
-    }
-    if (cnt && io_full(0, conn, v, cnt) < 0) return -1;
-    if (got) *got = len - want;
+    size_t h = len < head_len ? len : head_len;
+    size_t t = len - h < tail_cap ? len - h : tail_cap;
+    struct iovec v[2] = {{head, h}, {tail, t}};
+    if (h + t && io_full(0, conn, h ? v : v + 1, h ? 2 : 1) < 0) return -1;
+    if (tail_got) *tail_got = t;
     char sink[4096];
-    while (want) {
+    for (size_t want = len - h - t; want;) {
         struct iovec s = {sink, want < sizeof sink ? want : sizeof sink};
         size_t n = s.iov_len;
         if (io_full(0, conn, &s, 1) < 0) return -1;
@@ -166,85 +140,85 @@ static int ensure_conn(void)
     return conn >= 0 ? 0 : -1;
 }
 
-static int call_locked(uint16_t op, uint16_t flags, const struct fy_enc *e, const void *extra, size_t extra_len,
-                       int pass_fd, struct fy_rep_header *r)
+static int call_locked(const struct fy_enc *e, uint16_t flags, int pass_fd, struct fy_rep_header *r)
 {
     if (e->len > sizeof e->buf) return -ENAMETOOLONG;
     if (ensure_conn() < 0) return -EIO;
-    struct fy_req_header h = {(uint32_t)(e->len + extra_len), op, flags, next_rid++};
-    if (send_request(&h, e, extra, extra_len, pass_fd) < 0) { drop_conn(); return -EIO; }
+    struct fy_req_header h = {(uint32_t)(e->len + e->data_len), e->op, flags, next_rid++};
+    if (send_request(&h, e, pass_fd) < 0) { drop_conn(); return -EIO; }
     if (flags & FY_FLAG_ONEWAY) return 1;
     struct iovec hv = {r, sizeof *r};
     if (io_full(0, conn, &hv, 1) < 0 || r->rid != h.rid) { drop_conn(); return -EIO; }
     return 0;
 }
 
-int fy_call(uint16_t op, uint16_t flags, const struct fy_enc *e, const void *extra, size_t extra_len,
-            int pass_fd, const struct iovec *riov, int riovcnt, size_t *got)
+/* A successful reply must carry at least its fixed part. */
+static int status_of(const struct fy_rep_header *r, size_t rep_len)
+{
+    return r->status == 0 && r->length < rep_len ? -EIO : r->status;
+}
+
+int fy_call(const struct fy_enc *e, int pass_fd, void *rep, size_t rep_len, void *tail, size_t tail_cap,
+            size_t *tail_got)
 {
     int saved = errno;
     struct fy_rep_header r;
     pthread_mutex_lock(&conn_lock);
-    int rc = call_locked(op, flags, e, extra, extra_len, pass_fd, &r);
+    int rc = call_locked(e, 0, pass_fd, &r);
     if (rc == 0) {
-        if (read_payload(r.length, riov, riovcnt, got) < 0) { drop_conn(); rc = -EIO; }
-        else rc = r.status;
-    } else if (rc == 1) {
-        rc = 0;
+        if (read_payload(r.length, rep, rep_len, tail, tail_cap, tail_got) < 0) { drop_conn(); rc = -EIO; }
+        else rc = status_of(&r, rep_len);
     }
     pthread_mutex_unlock(&conn_lock);
     errno = saved;
     return rc;
 }
 
-int fy_call_alloc(uint16_t op, const struct fy_enc *e, char **out, size_t *outlen)
+void fy_tell(const struct fy_enc *e, int pass_fd)
+{
+    int saved = errno;
+    pthread_mutex_lock(&conn_lock);
+    call_locked(e, FY_FLAG_ONEWAY, pass_fd, NULL);
+    pthread_mutex_unlock(&conn_lock);
+    errno = saved;
+}
+
+int fy_call_alloc(const struct fy_enc *e, void *rep, size_t rep_len, char **tail, size_t *tail_len)
 {
     int saved = errno;
     struct fy_rep_header r;
-    *out = NULL;
-    *outlen = 0;
+    *tail = NULL;
+    *tail_len = 0;
     pthread_mutex_lock(&conn_lock);
-    int rc = call_locked(op, 0, e, NULL, 0, -1, &r);
+    int rc = call_locked(e, 0, -1, &r);
     if (rc == 0) {
-        char *buf = malloc(r.length ? r.length : 1);
-        struct iovec v = {buf, r.length};
-        if (!buf) { read_payload(r.length, NULL, 0, NULL); rc = -ENOMEM; }
-        else if (read_payload(r.length, &v, 1, NULL) < 0) { drop_conn(); free(buf); rc = -EIO; }
-        else { rc = r.status; *out = buf; *outlen = r.length; }
+        size_t n = r.length > rep_len ? r.length - rep_len : 0;
+        char *buf = malloc(n ? n : 1);
+        if (!buf) { read_payload(r.length, NULL, 0, NULL, 0, NULL); rc = -ENOMEM; }
+        else if (read_payload(r.length, rep, rep_len, buf, n, NULL) < 0) { drop_conn(); free(buf); rc = -EIO; }
+        else { rc = status_of(&r, rep_len); *tail = buf; *tail_len = n; }
     }
     pthread_mutex_unlock(&conn_lock);
     errno = saved;
     return rc;
 }
 
-int fy_call_waiting(uint16_t op, const struct fy_enc *e)
+int fy_call_waiting(const struct fy_enc *e)
 {
-    FY_REAL(int, close, int);
     if (e->len > sizeof e->buf) return -ENAMETOOLONG;
     int saved = errno;
     int fd = connect_agent();
     if (fd < 0) { errno = saved; return -EIO; }
     struct timeval forever = {0, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof forever);
-    struct fy_req_header h = {(uint32_t)e->len, op, 0, 1};
+    struct fy_req_header h = {(uint32_t)e->len, e->op, 0, 1};
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)e->buf, e->len}};
     struct fy_rep_header r;
     struct iovec rv = {&r, sizeof r};
     int rc = io_full(1, fd, iov, 2) < 0 || io_full(0, fd, &rv, 1) < 0 || r.rid != h.rid ? -EIO : r.status;
-    real_close(fd);
+    LIBC(close)(fd);
     errno = saved;
     return rc;
-}
-
-int fy_path_op(uint16_t op, uint16_t flags, const char *path, int nargs, const uint64_t *args, int u64mask)
-{
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, path);
-    for (int i = 0; i < nargs; i++) {
-        if (u64mask & (1 << i)) fy_put_u64(&e, args[i]);
-        else fy_put_u32(&e, (uint32_t)args[i]);
-    }
-    return fy_call(op, flags, &e, NULL, 0, -1, NULL, 0, NULL);
 }
 
 void fy_after_fork_child(void)

@@ -59,50 +59,35 @@ static int no_acl(const char *key)
 /* GETXATTR (key) or LISTXATTR (key NULL): the reply's bytes into (buf, size). */
 static ssize_t remote_get(const char *ferry, const char *key, int nofollow, void *buf, size_t size)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    if (key) fy_put_str(&e, key);
-    fy_put_u32(&e, (uint32_t)nofollow);
-    char *rep;
+    struct fy_enc e;
+    union { struct fy_rep_getxattr get; struct fy_rep_listxattr list; } rep;
+    if (key) fy_enc_getxattr(&e, ferry, key, (uint32_t)nofollow);
+    else fy_enc_listxattr(&e, ferry, (uint32_t)nofollow);
+    char *val;
     size_t len;
-    int rc = fy_call_alloc(key ? FY_OP_GETXATTR : FY_OP_LISTXATTR, &e, &rep, &len);
-    if (rc < 0) { free(rep); return fy_fail(rc); }
-    uint32_t n = 0;
-    if (len >= 4) memcpy(&n, rep, 4);
-    if (len < 4 || n > len - 4) { free(rep); return fy_fail(-EIO); }
-    if (size && n > size) { free(rep); errno = ERANGE; return -1; }
-    if (size && n && !buf) { free(rep); errno = EFAULT; return -1; }
-    if (size && n) memcpy(buf, rep + 4, n);
-    free(rep);
+    int rc = fy_call_alloc(&e, &rep, sizeof rep, &val, &len);
+    if (rc < 0) { free(val); return fy_fail(rc); }
+    uint32_t n = key ? rep.get.value_len : rep.list.names_len;
+    if (n > len) { free(val); return fy_fail(-EIO); }
+    if (size && n > size) { free(val); errno = ERANGE; return -1; }
+    if (size && n && !buf) { free(val); errno = EFAULT; return -1; }
+    if (size && n) memcpy(buf, val, n);
+    free(val);
     return (ssize_t)n;
 }
 
 static int remote_set(const char *ferry, const char *key, const void *val, size_t size, int flags, int nofollow)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    fy_put_str(&e, key);
-    fy_put_u32(&e, (uint32_t)size);
-    /* The value sits between the name and two u32s: send those three as one extra block. */
-    char *tail = malloc(size + 8);
-    if (!tail) { errno = ENOMEM; return -1; }
-    if (size) memcpy(tail, val, size);
-    uint32_t f = (uint32_t)flags, nf = (uint32_t)nofollow;
-    memcpy(tail + size, &f, 4);
-    memcpy(tail + size + 4, &nf, 4);
-    int rc = fy_call(FY_OP_SETXATTR, 0, &e, tail, size + 8, -1, NULL, 0, NULL);
-    free(tail);
-    return rc < 0 ? fy_fail(rc) : 0;
+    struct fy_enc e;
+    fy_enc_setxattr(&e, ferry, key, val, (uint32_t)size, (uint32_t)flags, (uint32_t)nofollow);
+    return fy_result(fy_ask(&e));
 }
 
 static int remote_remove(const char *ferry, const char *key, int nofollow)
 {
-    struct fy_enc e = {.len = 0};
-    fy_put_str(&e, ferry);
-    fy_put_str(&e, key);
-    fy_put_u32(&e, (uint32_t)nofollow);
-    int rc = fy_call(FY_OP_REMOVEXATTR, 0, &e, NULL, 0, -1, NULL, 0, NULL);
-    return rc < 0 ? fy_fail(rc) : 0;
+    struct fy_enc e;
+    fy_enc_removexattr(&e, ferry, key, (uint32_t)nofollow);
+    return fy_result(fy_ask(&e));
 }
 
 /* setxattr's own checks, in the kernel's order, before anything is looked up. */
@@ -124,108 +109,107 @@ static struct fy_fd *usable_fd(struct fy_fd *f)
 
 /* ---------- get ---------- */
 
-#define GET_HOOK(name, nofollow)                                                                  \
-    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size)           \
-    {                                                                                             \
-        FY_REAL(ssize_t, name, const char *, const char *, void *, size_t);                      \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, key, val, size);                                    \
-        if (r < 0) return -1;                                                                     \
-        if (bad_name(key)) return -1;                                                             \
-        int here = local_read(key);                                                               \
-        if (here < 0) return -1;                                                                  \
-        if (!here) return remote_get(p.ferry, key, nofollow, val, size);                         \
-        struct stat st;                                                                           \
-        int rc = fy_cache_stat(&p, &st, nofollow);                                                \
-        return rc < 0 ? fy_fail(rc) : real_##name(p.cache, key, val, size);                      \
+static ssize_t get_ferry(const struct fy_path *p, const char *key, void *val, size_t size, int nofollow)
+{
+    if (bad_name(key)) return -1;
+    int here = local_read(key);
+    if (here < 0) return -1;
+    if (!here) return remote_get(p->ferry, key, nofollow, val, size);
+    struct stat st;
+    int rc = fy_cache_stat(p, &st, nofollow);
+    if (rc < 0) return fy_fail(rc);
+    return (nofollow ? LIBC(lgetxattr) : LIBC(getxattr))(p->cache, key, val, size);
+}
+
+#define GET_HOOK(name, nofollow)                                                                      \
+    FY_EXPORT ssize_t name(const char *path, const char *key, void *val, size_t size)                 \
+    {                                                                                                 \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, key, val, size), get_ferry, key, val, size, \
+                     nofollow);                                                                       \
     }
 GET_HOOK(getxattr, 0)
 GET_HOOK(lgetxattr, 1)
 
 FY_EXPORT ssize_t fgetxattr(int fd, const char *key, void *val, size_t size)
 {
-    FY_REAL(ssize_t, fgetxattr, int, const char *, void *, size_t);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_fgetxattr(fd, key, val, size);
+    if (!f) return LIBC(fgetxattr)(fd, key, val, size);
     if (!usable_fd(f)) return -1;
     if (bad_name(key)) return -1;
     int here = local_read(key);
     if (here < 0) return -1;
-    if (here && f->kind == FY_FD_CACHE) return real_fgetxattr(fd, key, val, size);
+    if (here && f->kind == FY_FD_CACHE) return LIBC(fgetxattr)(fd, key, val, size);
     return remote_get(f->path, key, 0, val, size);
 }
 
 /* ---------- list ---------- */
 
-#define LIST_HOOK(name, nofollow)                                                                 \
-    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)                            \
-    {                                                                                             \
-        FY_REAL(ssize_t, name, const char *, char *, size_t);                                    \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, list, size);                                        \
-        return r < 0 ? -1 : remote_get(p.ferry, NULL, nofollow, list, size);                     \
+static ssize_t list_ferry(const struct fy_path *p, char *list, size_t size, int nofollow)
+{
+    return remote_get(p->ferry, NULL, nofollow, list, size);
+}
+
+#define LIST_HOOK(name, nofollow)                                                                         \
+    FY_EXPORT ssize_t name(const char *path, char *list, size_t size)                                     \
+    {                                                                                                     \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, list, size), list_ferry, list, size, nofollow); \
     }
 LIST_HOOK(listxattr, 0)
 LIST_HOOK(llistxattr, 1)
 
 FY_EXPORT ssize_t flistxattr(int fd, char *list, size_t size)
 {
-    FY_REAL(ssize_t, flistxattr, int, char *, size_t);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_flistxattr(fd, list, size);
+    if (!f) return LIBC(flistxattr)(fd, list, size);
     return usable_fd(f) ? remote_get(f->path, NULL, 0, list, size) : -1;
 }
 
 /* ---------- set ---------- */
 
-#define SET_HOOK(name, nofollow)                                                                  \
+static int set_ferry(const struct fy_path *p, const char *key, const void *val, size_t size, int flags,
+                     int nofollow)
+{
+    if (bad_set(key, val, size, flags) || no_acl(key)) return -1;
+    return remote_set(p->ferry, key, val, size, flags, nofollow);
+}
+
+#define SET_HOOK(name, nofollow)                                                                   \
     FY_EXPORT int name(const char *path, const char *key, const void *val, size_t size, int flags) \
-    {                                                                                             \
-        FY_REAL(int, name, const char *, const char *, const void *, size_t, int);               \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, key, val, size, flags);                             \
-        if (r < 0 || bad_set(key, val, size, flags) || no_acl(key)) return -1;                \
-        return remote_set(p.ferry, key, val, size, flags, nofollow);                             \
+    {                                                                                              \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, key, val, size, flags), set_ferry, key,  \
+                     val, size, flags, nofollow);                                                  \
     }
 SET_HOOK(setxattr, 0)
 SET_HOOK(lsetxattr, 1)
 
 FY_EXPORT int fsetxattr(int fd, const char *key, const void *val, size_t size, int flags)
 {
-    FY_REAL(int, fsetxattr, int, const char *, const void *, size_t, int);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_fsetxattr(fd, key, val, size, flags);
+    if (!f) return LIBC(fsetxattr)(fd, key, val, size, flags);
     if (bad_set(key, val, size, flags) || !usable_fd(f) || no_acl(key)) return -1;
     return remote_set(f->path, key, val, size, flags, 0);
 }
 
 /* ---------- remove ---------- */
 
-#define REMOVE_HOOK(name, nofollow)                                                               \
-    FY_EXPORT int name(const char *path, const char *key)                                        \
-    {                                                                                             \
-        FY_REAL(int, name, const char *, const char *);                                          \
-        struct fy_path p;                                                                         \
-        int r = fy_resolve(AT_FDCWD, &path, &p);                                                  \
-        if (r == 0) return real_##name(path, key);                                               \
-        if (r < 0) return -1;                                                                     \
-        if (bad_name(key)) return -1;                                                             \
-        if (no_acl(key)) return -1;                                                            \
-        return remote_remove(p.ferry, key, nofollow);                                            \
+static int remove_ferry(const struct fy_path *p, const char *key, int nofollow)
+{
+    if (bad_name(key) || no_acl(key)) return -1;
+    return remote_remove(p->ferry, key, nofollow);
+}
+
+#define REMOVE_HOOK(name, nofollow)                                                           \
+    FY_EXPORT int name(const char *path, const char *key)                                     \
+    {                                                                                         \
+        FY_PATH_HOOK(AT_FDCWD, path, -1, LIBC(name)(path, key), remove_ferry, key, nofollow); \
     }
 REMOVE_HOOK(removexattr, 0)
 REMOVE_HOOK(lremovexattr, 1)
 
 FY_EXPORT int fremovexattr(int fd, const char *key)
 {
-    FY_REAL(int, fremovexattr, int, const char *);
     struct fy_fd *f = fy_fd_get(fd);
-    if (!f) return real_fremovexattr(fd, key);
-    if (!usable_fd(f)) return -1;
-    if (bad_name(key)) return -1;
-    if (no_acl(key)) return -1;
+    if (!f) return LIBC(fremovexattr)(fd, key);
+    if (!usable_fd(f) || bad_name(key) || no_acl(key)) return -1;
     return remote_remove(f->path, key, 0);
 }

@@ -107,6 +107,18 @@ def sh(script: str, **kw) -> subprocess.CompletedProcess:
     return ferry_run(["sh", "-c", script], **kw)
 
 
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
+
+
+def compile_c(source: Path | str, out: Path, *flags: str) -> Path:
+    """Build a test program at `out` from a .c file, or from C text (written beside `out`)."""
+    if isinstance(source, str):
+        text, source = source, out.with_suffix(".c")
+        source.write_text(text)
+    subprocess.run(["gcc", *CFLAGS, *flags, "-o", str(out), str(source)], check=True, timeout=120)
+    return out
+
+
 PATH_FORMS = ["orfa", "mount"]
 MOUNT_PREFIX = "/mnt/x"
 

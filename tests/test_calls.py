@@ -8,15 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import compile_c
 
 C_DIR = Path(__file__).parent / "c"
 
 
 @pytest.fixture(scope="module")
 def calls_prog(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("calls") / "calls"
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-Wno-deprecated-declarations", "-o", str(out), str(C_DIR / "calls.c")], check=True)
-    return out
+    return compile_c(C_DIR / "calls.c", tmp_path_factory.mktemp("calls") / "calls", "-Wno-deprecated-declarations")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Where
+from conftest import Where, compile_c
 
 q = shlex.quote
 
@@ -93,11 +93,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def exec_prog(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("execprog")
-    (d / "exec.c").write_text(EXEC_C)
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(d / "exec"), str(d / "exec.c")], check=True,
-                   timeout=60)
-    return d / "exec"
+    return compile_c(EXEC_C, tmp_path_factory.mktemp("execprog") / "exec")
 
 
 def make_scripts(d: Path, base: str) -> None:

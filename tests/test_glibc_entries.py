@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Where
+from conftest import Where, compile_c
 
 C_DIR = Path(__file__).with_name("c")
 
@@ -20,10 +20,7 @@ def progs(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("cprogs")
     built = {}
     for name in ("glibc_entries", "threads"):
-        exe = out / name
-        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o", str(exe),
-                        str(C_DIR / f"{name}.c")], check=True, timeout=120)
-        built[name] = exe
+        built[name] = compile_c(C_DIR / f"{name}.c", out / name)
     return built
 
 

@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Where, ferry_run
+from conftest import Where, compile_c, ferry_run
 
 q = shlex.quote
 
@@ -367,21 +367,14 @@ int main(int argc, char **argv)
 """
 
 
-def compile_c(d: Path, name: str, source: str) -> Path:
-    (d / f"{name}.c").write_text(source)
-    subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-o", str(d / name), str(d / f"{name}.c")], check=True,
-                   timeout=60)
-    return d / name
-
-
 @pytest.fixture(scope="module")
 def fork_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("forkprog"), "fork", FORK_C)
+    return compile_c(FORK_C, tmp_path_factory.mktemp("forkprog") / "fork")
 
 
 @pytest.fixture(scope="module")
 def noclose_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("noclose"), "noclose", NOCLOSE_C)
+    return compile_c(NOCLOSE_C, tmp_path_factory.mktemp("noclose") / "noclose")
 
 
 def test_files_left_open_at_exit(where: Where, noclose_prog):
@@ -514,7 +507,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def mkstemp_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("mkstemp"), "mkstemp", MKSTEMP_C)
+    return compile_c(MKSTEMP_C, tmp_path_factory.mktemp("mkstemp") / "mkstemp")
 
 
 def test_mkstemp_family_in_a_ferry_dir(where: Where, mkstemp_prog):
@@ -569,7 +562,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def mmap_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("mmap"), "mmap", MMAP_C)
+    return compile_c(MMAP_C, tmp_path_factory.mktemp("mmap") / "mmap")
 
 
 def test_mmap_private_and_shared(where: Where, mmap_prog):

@@ -1,7 +1,8 @@
 """The one definition of ferry's wire protocol, for Python and C.
 
-`shim/fy_proto.h` is generated from this module (`python -m ferry.protocol.gen`) and
-`tests/test_protocol.py` fails when the checked-in header disagrees with it.
+`shim/fy_proto.h` and `shim/fy_codec.h` (the shim's encoders and reply structs) are
+generated from this module (`python -m ferry.protocol.gen`), and `tests/test_protocol.py`
+fails when a checked-in file disagrees with it.
 
 Frames are little-endian.  A request is a 16-byte header ``{u32 length, u16 opcode,
 u16 flags, u64 request_id}``; a reply is ``{u32 length, i32 status, u64 request_id}``
@@ -12,7 +13,8 @@ follow the header.  A payload is the op's fields in order:
 * ``str`` / ``bytes`` — a u32 byte count then the bytes (paths are UTF-8 or raw bytes,
   never NUL-terminated on the wire);
 * ``attr`` — the fixed ``ATTR`` struct below;
-* ``entries`` — a u32 count then, per entry, ``str name, str link_target, attr``.
+* ``entries`` — a u32 count then, per entry, ``str name, str target, attr`` (target: a
+  symlink's, empty for anything else).
 
 The same opcodes serve two hops.  Node ops travel agent → node with export-relative
 paths.  Shim ops travel shim → agent over a Unix socket with full ferry paths (the
@@ -84,7 +86,7 @@ ATTR = [
 
 # name: (opcode, request fields, reply fields, who sends it)
 OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = {
-    # --- node ops (agent -> node; also shim -> agent in direct mode) ---
+    # --- node ops (agent -> node; most also shim -> agent, with full ferry paths) ---
     "HELLO": (1, [("version", "u32"), ("max_frame", "u32"), ("features", "u64"), ("auth", "str")],
               [("version", "u32"), ("max_frame", "u32"), ("features", "u64")], "any"),
     "STAT": (2, [("path", "str"), ("flags", "u32")], [("attr", "attr")], "node"),

@@ -1,0 +1,175 @@
+/* The data calls on direct-mode fds: read, write and seek, in every form (positional,
+ * vectored, fortified).  A direct-mode fd is a placeholder the kernel knows only as a
+ * socket, so each call becomes READ/WRITE/LSEEK on the agent's handle, at most
+ * FY_IO_CHUNK per request; the file position lives in the agent, shared by dups and
+ * forks as the kernel's is.  Any other fd goes straight to libc.
+ */
+#include "fy.h"
+
+#include <errno.h>
+#include <limits.h>
+
+ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
+{
+    size_t done = 0;
+    do {  /* once even for n == 0: the node still says EBADF or EISDIR */
+        uint32_t want = (uint32_t)(n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK);
+        struct fy_enc e;
+        fy_enc_read(&e, f->handle, off < 0 ? -1 : off + (int64_t)done, want);
+        struct fy_rep_read rep;
+        size_t got = 0;
+        int rc = fy_call(&e, -1, &rep, sizeof rep, (char *)buf + done, want, &got);  /* data straight into buf */
+        if (rc == 0 && rep.data_len != got) rc = -EIO;
+        if (rc < 0) { if (done) break; return fy_fail(rc); }
+        done += got;
+        if (got < want) break;
+    } while (done < n);
+    return (ssize_t)done;
+}
+
+ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off)
+{
+    size_t done = 0;
+    do {
+        size_t chunk = n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK;
+        struct fy_enc e;
+        fy_enc_write(&e, f->handle, off < 0 ? -1 : off + (int64_t)done, (const char *)buf + done, (uint32_t)chunk);
+        struct fy_rep_write rep;
+        int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+        if (rc < 0) { if (done) break; return fy_fail(rc); }
+        done += rep.count;
+        if (rep.count < chunk) break;
+    } while (done < n);
+    return (ssize_t)done;
+}
+
+off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence)
+{
+    struct fy_enc e;
+    fy_enc_lseek(&e, f->handle, off, (uint32_t)whence);
+    struct fy_rep_lseek rep;
+    int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    return rc < 0 ? fy_fail(rc) : (off_t)rep.offset;
+}
+
+FY_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+    struct fy_fd *f = fy_fd_direct(fd);
+    if (!f) return LIBC(read)(fd, buf, n);
+    return fy_direct_read(f, buf, n, -1);
+}
+
+FY_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    (void)buflen;
+    return read(fd, buf, n);
+}
+
+FY_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+    struct fy_fd *f = fy_fd_direct(fd);
+    if (!f) return LIBC(write)(fd, buf, n);
+    return fy_direct_write(f, buf, n, -1);
+}
+
+#define PREAD_HOOK(name)                                           \
+    FY_EXPORT ssize_t name(int fd, void *buf, size_t n, off_t off) \
+    {                                                              \
+        struct fy_fd *f = fy_fd_direct(fd);                        \
+        if (!f) return LIBC(name)(fd, buf, n, off);                \
+        if (off < 0) { errno = EINVAL; return -1; }                \
+        return fy_direct_read(f, buf, n, off);                     \
+    }
+#define PWRITE_HOOK(name)                                                \
+    FY_EXPORT ssize_t name(int fd, const void *buf, size_t n, off_t off) \
+    {                                                                    \
+        struct fy_fd *f = fy_fd_direct(fd);                              \
+        if (!f) return LIBC(name)(fd, buf, n, off);                      \
+        if (off < 0) { errno = EINVAL; return -1; }                      \
+        return fy_direct_write(f, buf, n, off);                          \
+    }
+PREAD_HOOK(pread)
+PREAD_HOOK(pread64)
+PWRITE_HOOK(pwrite)
+PWRITE_HOOK(pwrite64)
+
+FY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+    struct fy_fd *f = fy_fd_direct(fd);
+    if (!f) return LIBC(readv)(fd, iov, cnt);
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        ssize_t n = fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, -1);
+        if (n < 0) return total ? total : -1;
+        total += n;
+        if ((size_t)n < iov[i].iov_len) break;
+    }
+    return total;
+}
+
+FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    struct fy_fd *f = fy_fd_direct(fd);
+    if (!f) return LIBC(writev)(fd, iov, cnt);
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (!iov[i].iov_len) continue;
+        ssize_t n = fy_direct_write(f, iov[i].iov_base, iov[i].iov_len, -1);
+        if (n < 0) return total ? total : -1;
+        total += n;
+        if ((size_t)n < iov[i].iov_len) break;
+    }
+    return total;
+}
+
+/* Vectored positional I/O on direct-mode fds: one positional request per buffer.  The v2
+ * forms take offset -1 as "at the file position", as the kernel does. */
+static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t off, int writing)
+{
+    if (cnt < 0 || cnt > IOV_MAX) { errno = EINVAL; return -1; }
+    ssize_t total = 0;
+    for (int i = 0; i < cnt; i++) {
+        if (!iov[i].iov_len) continue;
+        int64_t at = off < 0 ? -1 : off + total;
+        ssize_t n = writing ? fy_direct_write(f, iov[i].iov_base, iov[i].iov_len, at)
+                            : fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, at);
+        if (n < 0) return total ? total : -1;
+        total += n;
+        if ((size_t)n < iov[i].iov_len) break;
+    }
+    return total;
+}
+
+#define PREADV_HOOK(name, writing, iovtype)                          \
+    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off) \
+    {                                                                \
+        struct fy_fd *f = fy_fd_direct(fd);                          \
+        if (!f) return LIBC(name)(fd, iov, cnt, off);                \
+        if (off < 0) { errno = EINVAL; return -1; }                  \
+        return vec_io(f, iov, cnt, off, writing);                    \
+    }
+#define PREADV2_HOOK(name, writing, iovtype)                                    \
+    FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off, int flags) \
+    {                                                                           \
+        struct fy_fd *f = fy_fd_direct(fd);                                     \
+        if (!f) return LIBC(name)(fd, iov, cnt, off, flags);                    \
+        if (off < -1) { errno = EINVAL; return -1; }                            \
+        return vec_io(f, iov, cnt, off, writing);                               \
+    }
+PREADV_HOOK(preadv, 0, const struct iovec)
+PREADV_HOOK(preadv64, 0, const struct iovec)
+PREADV_HOOK(pwritev, 1, const struct iovec)
+PREADV_HOOK(pwritev64, 1, const struct iovec)
+PREADV2_HOOK(preadv2, 0, const struct iovec)
+PREADV2_HOOK(preadv64v2, 0, const struct iovec)
+PREADV2_HOOK(pwritev2, 1, const struct iovec)
+PREADV2_HOOK(pwritev64v2, 1, const struct iovec)
+
+FY_EXPORT off_t lseek(int fd, off_t off, int whence)
+{
+    struct fy_fd *f = fy_fd_direct(fd);
+    if (!f) return LIBC(lseek)(fd, off, whence);
+    return fy_direct_lseek(f, off, whence);
+}
+
+FY_EXPORT off64_t lseek64(int fd, off64_t off, int whence) { return lseek(fd, off, whence); }
