@@ -154,7 +154,7 @@ int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st);
 /* cache mode: make sure ferry path's cache entry is present and populated; 0 or -errno */
 int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
-int fy_cache_parent(const struct fy_path *p);
+int fy_cache_list_parent(const struct fy_path *p);
 
 /* ---- io.c: open, close ---- */
 int fy_open_path(const struct fy_path *p, int flags, mode_t mode);

@@ -35,7 +35,7 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
     struct fy_enc e;
     int rc;
     if (exclusive) {
-        rc = fy_cache_parent(p);
+        rc = fy_cache_list_parent(p);
     } else {
         fy_enc_cache_open(&e, p->ferry, (uint32_t)flags, (uint32_t)mode);
         rc = fy_ask(&e);

@@ -120,7 +120,7 @@ static int symlink_ferry(const struct fy_path *p, const char *target)
     struct fy_enc e;
     fy_enc_symlink(&e, target, p->ferry);
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
-    int rc = fy_cache_parent(p);
+    int rc = fy_cache_list_parent(p);
     if (rc < 0) return fy_fail(rc);
     if (LIBC(symlinkat)(target, AT_FDCWD, p->cache) < 0) return -1;
     fy_tell(&e, -1);
@@ -196,7 +196,7 @@ static int link_anonymous(int fd, const struct fy_path *pn)
     /* an unlinked file, or O_TMPFILE | O_EXCL, which asked never to be linked */
     if ((fl & O_TMPFILE) != O_TMPFILE || !fy_tmpfile_linkable(&st)) { errno = ENOENT; return -1; }
     if (fy_cfg.mode == FY_MODE_CACHE) {
-        int rc = fy_cache_parent(pn);
+        int rc = fy_cache_list_parent(pn);
         if (rc < 0) return fy_fail(rc);
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
@@ -217,7 +217,7 @@ static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int fl
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
     struct stat st;
     int rc = fy_cache_stat(po, &st, 1);     /* the source must be in the replica */
-    if (rc == 0) rc = fy_cache_parent(pn);
+    if (rc == 0) rc = fy_cache_list_parent(pn);
     if (rc < 0) return fy_fail(rc);
     if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
     fy_tell(&e, -1);

@@ -19,7 +19,7 @@ static int mkdir_ferry(const struct fy_path *p, mode_t mode)
         fy_enc_mkdir(&e, p->ferry, mode & ~fy_umask);
         return fy_result(fy_ask(&e));
     }
-    int rc = fy_cache_parent(p);
+    int rc = fy_cache_list_parent(p);
     if (rc < 0) return fy_fail(rc);
     if (LIBC(mkdirat)(AT_FDCWD, p->cache, mode) < 0) return -1;
     /* Send the mode the kernel really gave (umask applied), not the one asked for. */
@@ -45,7 +45,7 @@ static int unlink_ferry(const struct fy_path *p, int flags)
     if (dir) fy_enc_rmdir(&e, p->ferry);
     else fy_enc_unlink(&e, p->ferry);
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
-    int rc = fy_cache_parent(p);
+    int rc = fy_cache_list_parent(p);
     if (rc < 0) return fy_fail(rc);
     if (dir) {
         /* An unlisted directory looks empty in the replica; list it so ENOTEMPTY is right. */
@@ -72,8 +72,8 @@ static int rename_ferry(const struct fy_path *po, const struct fy_path *pn, unsi
     struct fy_enc e;
     fy_enc_rename(&e, po->ferry, pn->ferry, flags);
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
-    int rc = fy_cache_parent(po);
-    if (rc == 0) rc = fy_cache_parent(pn);
+    int rc = fy_cache_list_parent(po);
+    if (rc == 0) rc = fy_cache_list_parent(pn);
     if (rc < 0) return fy_fail(rc);
     struct stat st;
     rc = fy_cache_stat(po, &st, 1);         /* source must be present in the replica */

@@ -138,27 +138,52 @@ static int plan_exec(struct exec_plan *pl, const char *path, char *const argv[])
     }
 }
 
+/* How a new image starts (an exec, a spawn): 0 or an errno.  An exec that returns failed. */
+typedef int start_fn(const char *file, char *const argv[], char *const env[], void *ctx);
+
+/* `start` with the environment the new image must have (env.c). */
+static int with_env(char *const envp[], start_fn *start, const char *file, char *const argv[], void *ctx)
+{
+    char **env = fy_env_for_exec(envp);
+    if (!env) return ENOMEM;
+    int rc = start(file, argv, env, ctx);
+    fy_env_free(env, envp);
+    return rc;
+}
+
+/* The same for what plan_exec makes of path and argv. */
+static int planned(const char *path, char *const argv[], char *const envp[], start_fn *start, void *ctx)
+{
+    struct exec_plan pl;
+    int rc = plan_exec(&pl, path, argv) < 0 ? errno : with_env(envp, start, pl.run, pl.argv, ctx);
+    plan_free(&pl);
+    return rc;
+}
+
+/* ctx: libc's execve or execvpe (one type). */
+static int start_exec(const char *file, char *const argv[], char *const env[], void *ctx)
+{
+    fy_libc_execve_t *const *exec = ctx;
+    (*exec)(file, argv, env);
+    return errno;
+}
+
 FY_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-    if (fy_cfg.mode == FY_MODE_OFF) return LIBC(execve)(path, argv, envp);
-    struct exec_plan pl;
-    int e = ENOMEM;
-    if (plan_exec(&pl, path, argv) < 0) {
-        e = errno;
-    } else {
-        char **env = fy_env_for_exec(envp);
-        if (env) {
-            LIBC(execve)(pl.run, pl.argv, env);
-            e = errno;
-            fy_env_free(env, envp);
-        }
-    }
-    plan_free(&pl);
-    errno = e;
+    fy_libc_execve_t *exec = fy_libc_execve();
+    if (fy_cfg.mode == FY_MODE_OFF) return exec(path, argv, envp);
+    errno = planned(path, argv, envp, start_exec, &exec);
     return -1;
 }
 
 FY_EXPORT int execv(const char *path, char *const argv[]) { return execve(path, argv, environ); }
+
+static int start_fexecve(const char *file, char *const argv[], char *const env[], void *ctx)
+{
+    (void)file;
+    LIBC(fexecve)(*(int *)ctx, argv, env);
+    return errno;
+}
 
 /* fexecve on a ferry fd: run the file by its ferry path (a direct-mode fd is a placeholder
  * the kernel cannot execute). */
@@ -167,12 +192,7 @@ FY_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
     if (fy_cfg.mode == FY_MODE_OFF) return LIBC(fexecve)(fd, argv, envp);
     struct fy_fd *f = fy_fd_get(fd);
     if (f) return execve(f->path, argv, envp);
-    char **env = fy_env_for_exec(envp);
-    if (!env) { errno = ENOMEM; return -1; }
-    LIBC(fexecve)(fd, argv, env);
-    int e = errno;
-    fy_env_free(env, envp);
-    errno = e;
+    errno = with_env(envp, start_fexecve, NULL, argv, &fd);
     return -1;
 }
 
@@ -261,21 +281,14 @@ static int spawn_candidate(const char *name, void *ctx)
 
 FY_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-    if (fy_cfg.mode == FY_MODE_OFF) return LIBC(execvpe)(file, argv, envp);
+    fy_libc_execve_t *exec = fy_libc_execvpe();
+    if (fy_cfg.mode == FY_MODE_OFF) return exec(file, argv, envp);
     if (strchr(file, '/')) return execve(file, argv, envp);
     if (!*file) { errno = ENOENT; return -1; }
-    if (!path_has_ferry()) {
-        char **env = fy_env_for_exec(envp);
-        if (!env) { errno = ENOMEM; return -1; }
-        LIBC(execvpe)(file, argv, env);
-        int e = errno;
-        fy_env_free(env, envp);
-        errno = e;
-        return -1;
-    }
     char buf[PATH_MAX];
     struct exec_args a = {argv, envp};
-    errno = search_path(file, buf, exec_candidate, &a);
+    if (path_has_ferry()) errno = search_path(file, buf, exec_candidate, &a);
+    else errno = with_env(envp, start_exec, file, argv, &exec);
     return -1;
 }
 
@@ -307,38 +320,35 @@ EXECL_HOOK(execl, execve, 0)
 EXECL_HOOK(execlp, execvpe, 0)
 EXECL_HOOK(execle, execve, 1)
 
+struct spawn_args { pid_t *pid; const posix_spawn_file_actions_t *fa; const posix_spawnattr_t *attr; };
+
+static int start_spawn(const char *file, char *const argv[], char *const env[], void *ctx)
+{
+    const struct spawn_args *a = ctx;
+    return LIBC(posix_spawn)(a->pid, file, a->fa, a->attr, argv, env);
+}
+
+static int start_spawnp(const char *file, char *const argv[], char *const env[], void *ctx)
+{
+    const struct spawn_args *a = ctx;
+    return LIBC(posix_spawnp)(a->pid, file, a->fa, a->attr, argv, env);
+}
+
 static int spawn_common(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[], int search)
 {
     if (fy_cfg.mode == FY_MODE_OFF)
         return (search ? LIBC(posix_spawnp) : LIBC(posix_spawn))(pid, path, fa, attr, argv, envp);
+    struct spawn_args a = {pid, fa, attr};
     char found[PATH_MAX];
     if (search && !strchr(path, '/')) {
-        if (!path_has_ferry()) {
-            char **env = fy_env_for_exec(envp);
-            if (!env) return ENOMEM;
-            int rc = LIBC(posix_spawnp)(pid, path, fa, attr, argv, env);
-            fy_env_free(env, envp);
-            return rc;
-        }
+        if (!path_has_ferry()) return with_env(envp, start_spawnp, path, argv, &a);
         if (!*path) return ENOENT;
         int rc = search_path(path, found, spawn_candidate, NULL);
         if (rc) return rc;
         path = found;
     }
-    struct exec_plan pl;
-    int rc = ENOMEM;
-    if (plan_exec(&pl, path, argv) < 0) {
-        rc = errno;
-    } else {
-        char **env = fy_env_for_exec(envp);
-        if (env) {
-            rc = LIBC(posix_spawn)(pid, pl.run, fa, attr, pl.argv, env);
-            fy_env_free(env, envp);
-        }
-    }
-    plan_free(&pl);
-    return rc;
+    return planned(path, argv, envp, start_spawn, &a);
 }
 
 FY_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,

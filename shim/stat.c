@@ -130,7 +130,7 @@ static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 
 /* Before a mutation: the parent directory must be listed, or local checks (EEXIST,
  * ENOTEMPTY) would answer from an incomplete replica. */
-int fy_cache_parent(const struct fy_path *p)
+int fy_cache_list_parent(const struct fy_path *p)
 {
     struct stat st;
     /* The mount root has no parent here, but it exists: put it in the replica so that
