@@ -81,13 +81,11 @@ static int path_setattr(struct fy_path *p, int nofollow, struct setattr *a)
     int rc = fy_cache_stat(p, &st, 1);
     if (rc < 0) return fy_fail(rc);
     if (S_ISLNK(st.st_mode) && !nofollow) {
-        /* Follow it in ferry's namespace (the file may not be on the node yet); a link
-         * that leads out of the mount goes to the node, which refuses escapes. */
+        /* Follow it here, in the client's namespace (the file may not be on the node yet,
+         * and the link may lead out of ferry): start the call over on where it leads. */
         char canon[PATH_MAX];
-        const char *cp = canon;
-        if (fy_realpath(p->ferry, canon) < 0 || fy_resolve(AT_FDCWD, &cp, p) != 1) return remote(p->ferry, a);
-        rc = fy_cache_stat(p, &st, 1);
-        if (rc < 0) return fy_fail(rc);
+        rc = fy_realpath(p->ferry, canon);
+        return fy_fail(rc < 0 ? rc : fy_redirect_to(canon, 0));
     }
     if (apply_local(-1, p->cache, nofollow, a) < 0) return -1;
     replay(p->ferry, -1, p->cache, a);

@@ -19,10 +19,12 @@
 
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -62,29 +64,62 @@ int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newd
                     struct fy_path *pn);
 int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn);  /* the same, resolved */
 
-/* How a path hook begins: `path` (relative to dirfd) is resolved once; a name that is not
+/* A symlink on the way leads out of its mount (an absolute target, or one climbing above
+ * the mount's root): the node never follows it, and the agent answers STATUS_LINK_OUT
+ * with the client path to go on with, as the kernel would resolve it here.  wire.c keeps
+ * that path in `fy_redirect` and the call returns -FY_EREDIRECT (not an errno: a hook
+ * that let it through would fail visibly with "Unknown error 65536"). */
+#define FY_EREDIRECT 0x10000
+struct fy_redirect {
+    int which;              /* which path of the request: 0 (the one, or old), 1 (new) */
+    char path[PATH_MAX];
+};
+extern __thread struct fy_redirect fy_redirect;
+/* A lookup of a prefix of the path a hook works on was redirected: put the rest of that
+ * path (`rest`, "" or "/name...") after the redirect, so it answers for the whole path. */
+int fy_redirect_extend(int rc, const char *rest);
+/* Answer a path hook as the agent's redirect would: go on with `path`; -FY_EREDIRECT. */
+int fy_redirect_to(const char *path, int which);
+/* A two-path op's lookup for its `new` path (asked alone) was redirected: say so. */
+static inline int fy_redirect_new(int rc) { if (rc == -FY_EREDIRECT) fy_redirect.which = 1; return rc; }
+/* link.c: readlink of a replica symlink, as the node holds it (a marked one unmarked). */
+ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
+
+/* How a path hook begins: `path` (relative to dirfd) is resolved; a name that is not
  * ferry's goes to `libc_call` (with `path` made absolute if it climbed out of a ferry
  * directory), an invalid one returns `fail` (errno set), and a ferry one runs
- * `body(&p, ...)`, the hook's ferry half.  The body is a function of the resolved path
- * alone, so this is the one place a hook can start over: when the agent answers that a
- * path crosses a symlink leading out of the export ("go on with client path Q"), a loop
- * here will set `path` to Q and resolve again (Q may be local: libc; or another ferry
- * path), at most 40 times, then ELOOP.  FY_PATH2_HOOK is the same for two paths. */
-#define FY_PATH_HOOK(dirfd, path, fail, libc_call, body, ...) \
-    do {                                                      \
-        struct fy_path fy_p_;                                 \
-        int fy_r_ = fy_resolve((dirfd), &(path), &fy_p_);     \
-        if (fy_r_ == 0) return libc_call;                     \
-        if (fy_r_ < 0) return fail;                           \
-        return body(&fy_p_, ##__VA_ARGS__);                   \
+ * `body(&p, ...)`, the hook's ferry half.  A body that fails with errno FY_EREDIRECT
+ * starts the hook over on the client path the agent gave (absolute, so dirfd no longer
+ * matters; it may be local — libc — or another ferry path), at most FY_MAX_REDIRECTS
+ * times, then ELOOP.  FY_PATH2_HOOK is the same for two paths (rename, link). */
+#define FY_PATH_HOOK(dirfd, path, fail, libc_call, body, ...)                         \
+    do {                                                                              \
+        char fy_next_[PATH_MAX];                                                      \
+        for (int fy_hops_ = 0;; fy_hops_++) {                                         \
+            struct fy_path fy_p_;                                                     \
+            int fy_r_ = fy_resolve((dirfd), &(path), &fy_p_);                         \
+            if (fy_r_ == 0) return libc_call;                                         \
+            if (fy_r_ < 0) return fail;                                               \
+            __typeof__(libc_call) fy_v_ = body(&fy_p_, ##__VA_ARGS__);                \
+            if (fy_v_ != (fail) || errno != FY_EREDIRECT) return fy_v_;               \
+            if (fy_hops_ >= FY_MAX_REDIRECTS) { errno = ELOOP; return fail; }         \
+            path = strcpy(fy_next_, fy_redirect.path);                                \
+        }                                                                             \
     } while (0)
-#define FY_PATH2_HOOK(olddirfd, old, newdirfd, new, fail, libc_call, body, ...)                \
-    do {                                                                                       \
-        struct fy_path fy_po_, fy_pn_;                                                         \
-        int fy_r_ = fy_resolve_pair((olddirfd), &(old), &fy_po_, (newdirfd), &(new), &fy_pn_); \
-        if (fy_r_ == 0) return libc_call;                                                      \
-        if (fy_r_ < 0) return fail;                                                            \
-        return body(&fy_po_, &fy_pn_, ##__VA_ARGS__);                                          \
+#define FY_PATH2_HOOK(olddirfd, old, newdirfd, new, fail, libc_call, body, ...)                    \
+    do {                                                                                           \
+        char fy_next_[2][PATH_MAX];                                                                \
+        for (int fy_hops_ = 0;; fy_hops_++) {                                                      \
+            struct fy_path fy_po_, fy_pn_;                                                         \
+            int fy_r_ = fy_resolve_pair((olddirfd), &(old), &fy_po_, (newdirfd), &(new), &fy_pn_); \
+            if (fy_r_ == 0) return libc_call;                                                      \
+            if (fy_r_ < 0) return fail;                                                            \
+            __typeof__(libc_call) fy_v_ = body(&fy_po_, &fy_pn_, ##__VA_ARGS__);                   \
+            if (fy_v_ != (fail) || errno != FY_EREDIRECT) return fy_v_;                            \
+            if (fy_hops_ >= FY_MAX_REDIRECTS) { errno = ELOOP; return fail; }                      \
+            if (fy_redirect.which) new = strcpy(fy_next_[1], fy_redirect.path);                    \
+            else old = strcpy(fy_next_[0], fy_redirect.path);                                      \
+        }                                                                                          \
     } while (0)
 /* After a local open(at) succeeded: remember a directory fd that lies above a mount root,
  * so names relative to it can enter the mount.  Returns fd. */

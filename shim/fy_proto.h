@@ -10,6 +10,9 @@
 #define FY_FLAG_ONEWAY 0x1
 #define FY_FEATURE_PIPELINE 0x1
 #define FY_STAT_NOFOLLOW 0x1
+#define FY_STATUS_LINK_OUT 1  /* payload: u32 which, str path (spec.REDIRECT) */
+#define FY_MAX_REDIRECTS 40
+#define FY_LINK_OUT_MARK "/.ferry-link-out/"
 #define FY_SET_MODE 0x1
 #define FY_SET_UID 0x2
 #define FY_SET_GID 0x4

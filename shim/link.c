@@ -31,7 +31,7 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
     char *list;
     size_t len;
     int rc = fy_call_alloc(&e, &rep, sizeof rep, &list, &len);
-    if (rc < 0) { free(list); return fy_fail(rc); }
+    if (rc < 0) { free(list); return fy_fail(fy_redirect_extend(rc, slash)); }
     ssize_t out = -1;
     errno = ENOENT;
     struct fy_entry ent;
@@ -48,13 +48,30 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
     return out;
 }
 
+ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size)
+{
+    char t[PATH_MAX + 256];
+    ssize_t n = LIBC(readlinkat)(AT_FDCWD, cache_path, t, sizeof t);
+    if (n < 0) return -1;
+    const char *s = t;
+    size_t mark = fy_cfg.cache_len + sizeof FY_LINK_OUT_MARK - 1;
+    if ((size_t)n >= mark && memcmp(t, fy_cfg.cache, fy_cfg.cache_len) == 0 &&
+        memcmp(t + fy_cfg.cache_len, FY_LINK_OUT_MARK, sizeof FY_LINK_OUT_MARK - 1) == 0) {
+        s += mark;
+        n -= (ssize_t)mark;
+    }
+    size_t out = (size_t)n < size ? (size_t)n : size;
+    memcpy(buf, s, out);
+    return (ssize_t)out;
+}
+
 static ssize_t readlink_ferry(const struct fy_path *p, char *buf, size_t size)
 {
     if (fy_cfg.mode == FY_MODE_DIRECT) return remote_readlink(p->ferry, buf, size);
     struct stat st;
     int rc = fy_cache_stat(p, &st, 1);
     if (rc < 0) return fy_fail(rc);
-    return LIBC(readlinkat)(AT_FDCWD, p->cache, buf, size);
+    return fy_replica_readlink(p->cache, buf, size);
 }
 
 static ssize_t readlink_common(int dirfd, const char *path, char *buf, size_t size)
@@ -81,38 +98,24 @@ FY_EXPORT ssize_t __readlinkat_chk(int dirfd, const char *path, char *buf, size_
     return readlink_common(dirfd, path, buf, size);
 }
 
-/* A ferry path that is a symlink, followed here as a kernel client follows any symlink:
- * an absolute target names a file on this machine (a venv's bin/python3 ->
- * /usr/bin/python3), which the agent, refusing absolute targets as escapes from the
- * export, would not open.  `path` itself when it is no ferry symlink, else a malloc'd
- * target (local, or a ferry path that is no symlink); NULL on error. */
+/* A ferry path with its symlinks followed as the kernel would here, in the client's
+ * namespace (exec names the program it runs so, and a link may lead out of ferry: a venv's
+ * bin/python3 -> /usr/bin/python3).  `path` itself when no symlink is on the way, else a
+ * malloc'd path (local, or ferry's); NULL with errno on error. */
 const char *fy_follow_links(const char *path)
 {
-    char *cur = NULL;
-    for (int hop = 0; hop < 40; hop++) {
-        struct fy_path fp;
-        const char *n = cur ? cur : path;
-        struct stat st;
-        if (fy_resolve(AT_FDCWD, &n, &fp) != 1 || lstat(fp.ferry, &st) < 0 || !S_ISLNK(st.st_mode))
-            return cur ? cur : path;
-        char t[PATH_MAX];
-        ssize_t len = readlink(fp.ferry, t, sizeof t - 1);
-        if (len <= 0) return cur ? cur : path;
-        t[len] = 0;
-        char *next = malloc(2 * PATH_MAX);
-        if (!next) { free(cur); errno = ENOMEM; return NULL; }
-        if (t[0] == '/') {
-            strcpy(next, t);
-        } else {
-            *strrchr(fp.ferry, '/') = 0;  /* a normalised ferry path always has one */
-            snprintf(next, 2 * PATH_MAX, "%s/%s", fp.ferry, t);
-        }
-        free(cur);
-        cur = next;
+    struct fy_path fp;
+    const char *n = path;
+    if (fy_resolve(AT_FDCWD, &n, &fp) != 1) return path;
+    char *out = malloc(PATH_MAX);
+    if (!out) { errno = ENOMEM; return NULL; }
+    int rc = fy_realpath(fp.ferry, out);
+    if (rc == -ENOENT || rc == -ENOTDIR || (rc == 0 && strcmp(out, fp.ferry) == 0)) {
+        free(out);
+        return path;  /* the exec says what is missing */
     }
-    free(cur);
-    errno = ELOOP;
-    return NULL;
+    if (rc < 0) { free(out); errno = -rc; return NULL; }
+    return out;
 }
 
 static int symlink_ferry(const struct fy_path *p, const char *target)
@@ -217,7 +220,7 @@ static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int fl
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
     struct stat st;
     int rc = fy_cache_stat(po, &st, 1);     /* the source must be in the replica */
-    if (rc == 0) rc = fy_cache_list_parent(pn);
+    if (rc == 0) rc = fy_redirect_new(fy_cache_list_parent(pn));
     if (rc < 0) return fy_fail(rc);
     if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
     fy_tell(&e, -1);

@@ -73,12 +73,13 @@ static int rename_ferry(const struct fy_path *po, const struct fy_path *pn, unsi
     fy_enc_rename(&e, po->ferry, pn->ferry, flags);
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
     int rc = fy_cache_list_parent(po);
-    if (rc == 0) rc = fy_cache_list_parent(pn);
+    if (rc == 0) rc = fy_redirect_new(fy_cache_list_parent(pn));
     if (rc < 0) return fy_fail(rc);
     struct stat st;
     rc = fy_cache_stat(po, &st, 1);         /* source must be present in the replica */
     if (rc < 0) return fy_fail(rc);
-    fy_cache_stat(pn, &st, 1);              /* a target directory must be listed (ENOTEMPTY) */
+    rc = fy_cache_stat(pn, &st, 1);         /* a target directory must be listed (ENOTEMPTY) */
+    if (rc == -FY_EREDIRECT) return fy_fail(fy_redirect_new(rc));
     if (LIBC(renameat2)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
     fy_tell(&e, -1);
     return 0;

@@ -230,9 +230,11 @@ int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
     int rc = normalize(abs, out->ferry, sizeof out->ferry);
     if (rc < 0) { errno = -rc; return -1; }
     if (!fy_mount_root(out->ferry)) {
-        /* ".." climbed out of the mount: the name is local, but relative to a ferry
-         * directory the kernel does not know, so hand libc the absolute path instead. */
-        if (abs == joined && !from_above) *pathp = out->ferry;  /* a real dirfd resolves it as is */
+        /* ".." climbed out of the mount: the name is local, but the kernel knows neither
+         * a ferry directory it is relative to nor the mount it climbs out of ("/mnt/x/.."
+         * with no local /mnt/x), so hand libc the path normalised.  A real dirfd above
+         * the mount resolves a relative name as it is. */
+        if (!from_above) *pathp = out->ferry;
         return 0;
     }
     if (fy_cfg.cache_len) {

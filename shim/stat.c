@@ -98,13 +98,27 @@ static void placeholder_blocks(const char *cache_path, struct stat *st)
     st->st_blocks = strtoll(v, NULL, 10);
 }
 
+/* A symlink the replica keeps marked (it leads out of its mount: see agent/cache.py)
+ * reports the length of the target the node holds, as readlink does. */
+static void link_size(const char *cache_path, struct stat *st)
+{
+    char t[PATH_MAX];
+    if (S_ISLNK(st->st_mode) && st->st_size > (off_t)(fy_cfg.cache_len + sizeof FY_LINK_OUT_MARK - 1)) {
+        ssize_t n = fy_replica_readlink(cache_path, t, sizeof t);
+        if (n >= 0) st->st_size = n;
+    }
+}
+
 static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 
 /* 0 with *st filled, or -errno. */
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
     int rc = cache_stat(p, st, nofollow);
-    if (rc == 0) placeholder_blocks(p->cache, st);
+    if (rc == 0) {
+        placeholder_blocks(p->cache, st);
+        link_size(p->cache, st);
+    }
     return rc;
 }
 
@@ -119,8 +133,11 @@ static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
          * (an absolute target, refused by the agent, is still a link to show). */
         struct fy_path parent;
         memcpy(&parent, p, sizeof parent);
-        *strrchr(parent.ferry, '/') = 0;
+        char *name = strrchr(parent.ferry, '/');
+        *name = 0;
         int rc = fy_cache_lookup(&parent);
+        *name = '/';
+        if (rc == -FY_EREDIRECT) return fy_redirect_extend(rc, strrchr(p->ferry, '/'));
         if (rc == 0 && LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
     }
     int rc = fy_cache_lookup(p);
@@ -147,26 +164,15 @@ int fy_cache_list_parent(const struct fy_path *p)
     *s = 0;
     *c = 0;
     int rc = fy_cache_stat(&parent, &st, 0);
-    if (rc < 0) return rc;
+    if (rc < 0) return fy_redirect_extend(rc, strrchr(p->ferry, '/'));
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
 /* Stat a resolved ferry path in whichever mode. */
 static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
-    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, nofollow, st) : fy_cache_stat(p, st, nofollow);
-    if (rc == -EACCES && !nofollow && fy_cfg.mode == FY_MODE_DIRECT) {
-        /* A symlink to an absolute target names a local file (the node refuses it as an
-         * escape): stat that, as the replica's copy of the link does in cache mode. */
-        const char *t = fy_follow_links(p->ferry);
-        if (t && t != p->ferry) {
-            struct fy_path q;
-            const char *n = t;
-            if (fy_resolve(AT_FDCWD, &n, &q) == 0 && LIBC(fstatat)(AT_FDCWD, n, st, 0) == 0) rc = 0;
-            free((char *)t);
-        }
-    }
-    return fy_result(rc);
+    return fy_result(fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, nofollow, st)
+                                                    : fy_cache_stat(p, st, nofollow));
 }
 
 static int fd_stat(int fd, struct stat *st)
@@ -231,6 +237,7 @@ static int statx_ferry(const struct fy_path *p, int flags, unsigned int mask, st
     if (fy_cfg.mode == FY_MODE_CACHE) {
         if (LIBC(statx)(AT_FDCWD, p->cache, flags, mask, sx) < 0) return -1;
         if (S_ISREG(st.st_mode) && sx->stx_blocks == 0) sx->stx_blocks = (uint64_t)st.st_blocks;  /* a placeholder's */
+        if (S_ISLNK(st.st_mode)) sx->stx_size = (uint64_t)st.st_size;  /* a marked link's: see link_size */
         return 0;
     }
     stat_to_statx(&st, sx);

@@ -152,10 +152,45 @@ static int call_locked(const struct fy_enc *e, uint16_t flags, int pass_fd, stru
     return 0;
 }
 
+__thread struct fy_redirect fy_redirect;
+
+/* The agent's STATUS_LINK_OUT reply (spec.REDIRECT: u32 which, str path): keep the path
+ * to go on with for the hook that asked (FY_PATH_HOOK), and say -FY_EREDIRECT. */
+static int take_redirect(uint32_t len)
+{
+    struct { uint32_t which, n; } __attribute__((packed)) h;
+    if (len < sizeof h || read_payload(sizeof h, &h, sizeof h, NULL, 0, NULL) < 0) return -1;
+    len -= sizeof h;
+    if (h.n > len || h.n >= sizeof fy_redirect.path) {
+        return read_payload(len, NULL, 0, NULL, 0, NULL) < 0 ? -1 : -ENAMETOOLONG;
+    }
+    if (read_payload(len, fy_redirect.path, h.n, NULL, 0, NULL) < 0) return -1;
+    fy_redirect.path[h.n] = 0;
+    fy_redirect.which = (int)h.which;
+    return -FY_EREDIRECT;
+}
+
 /* A successful reply must carry at least its fixed part. */
 static int status_of(const struct fy_rep_header *r, size_t rep_len)
 {
-    return r->status == 0 && r->length < rep_len ? -EIO : r->status;
+    return r->status > 0 || (r->status == 0 && r->length < rep_len) ? -EIO : r->status;
+}
+
+int fy_redirect_to(const char *path, int which)
+{
+    if (strlen(path) >= sizeof fy_redirect.path) return -ENAMETOOLONG;
+    strcpy(fy_redirect.path, path);
+    fy_redirect.which = which;
+    return -FY_EREDIRECT;
+}
+
+int fy_redirect_extend(int rc, const char *rest)
+{
+    if (rc != -FY_EREDIRECT || !*rest) return rc;
+    size_t n = strlen(fy_redirect.path), m = strlen(rest);
+    if (n + m >= sizeof fy_redirect.path) return -ENAMETOOLONG;
+    memcpy(fy_redirect.path + n - (n == 1), rest, m + 1);  /* "/" + "/x" is "/x" */
+    return rc;
 }
 
 int fy_call(const struct fy_enc *e, int pass_fd, void *rep, size_t rep_len, void *tail, size_t tail_cap,
@@ -165,7 +200,9 @@ int fy_call(const struct fy_enc *e, int pass_fd, void *rep, size_t rep_len, void
     struct fy_rep_header r;
     pthread_mutex_lock(&conn_lock);
     int rc = call_locked(e, 0, pass_fd, &r);
-    if (rc == 0) {
+    if (rc == 0 && r.status == FY_STATUS_LINK_OUT) {
+        if ((rc = take_redirect(r.length)) == -1) { drop_conn(); rc = -EIO; }
+    } else if (rc == 0) {
         if (read_payload(r.length, rep, rep_len, tail, tail_cap, tail_got) < 0) { drop_conn(); rc = -EIO; }
         else rc = status_of(&r, rep_len);
     }
@@ -191,7 +228,9 @@ int fy_call_alloc(const struct fy_enc *e, void *rep, size_t rep_len, char **tail
     *tail_len = 0;
     pthread_mutex_lock(&conn_lock);
     int rc = call_locked(e, 0, -1, &r);
-    if (rc == 0) {
+    if (rc == 0 && r.status == FY_STATUS_LINK_OUT) {
+        if ((rc = take_redirect(r.length)) == -1) { drop_conn(); rc = -EIO; }
+    } else if (rc == 0) {
         size_t n = r.length > rep_len ? r.length - rep_len : 0;
         char *buf = malloc(n ? n : 1);
         if (!buf) { read_payload(r.length, NULL, 0, NULL, 0, NULL); rc = -ENOMEM; }
@@ -215,7 +254,7 @@ int fy_call_waiting(const struct fy_enc *e)
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)e->buf, e->len}};
     struct fy_rep_header r;
     struct iovec rv = {&r, sizeof r};
-    int rc = io_full(1, fd, iov, 2) < 0 || io_full(0, fd, &rv, 1) < 0 || r.rid != h.rid ? -EIO : r.status;
+    int rc = io_full(1, fd, iov, 2) < 0 || io_full(0, fd, &rv, 1) < 0 || r.rid != h.rid || r.status > 0 ? -EIO : r.status;
     LIBC(close)(fd);
     errno = saved;
     return rc;

@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Where
-from test_programs import compile_c
+from conftest import Where, compile_c
 
 DIRPOS_C = r"""
 #include <dirent.h>
@@ -64,7 +63,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def dirpos_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("dirpos"), "dirpos", DIRPOS_C)
+    return compile_c(DIRPOS_C, tmp_path_factory.mktemp("dirpos") / "dirpos")
 
 
 def test_telldir_seekdir_rewinddir(where: Where, dirpos_prog):
@@ -164,7 +163,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def tmpfile_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("tmpfile"), "tmpfile", TMPFILE_C)
+    return compile_c(TMPFILE_C, tmp_path_factory.mktemp("tmpfile") / "tmpfile")
 
 
 def test_o_tmpfile_and_linkat(where: Where, tmpfile_prog, tmp_path):

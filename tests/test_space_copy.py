@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Where, ferry_run
-from test_programs import compile_c
+from conftest import Where, compile_c, ferry_run
 
 FALLOCATE_C = r"""
 #define _GNU_SOURCE
@@ -66,7 +65,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def fallocate_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("fallocate"), "fallocate", FALLOCATE_C)
+    return compile_c(FALLOCATE_C, tmp_path_factory.mktemp("fallocate") / "fallocate")
 
 
 def local_run(prog: Path, tmp_path: Path) -> str:
@@ -194,7 +193,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def copy_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("copy"), "copy", COPY_C)
+    return compile_c(COPY_C, tmp_path_factory.mktemp("copy") / "copy")
 
 
 @pytest.mark.parametrize("ends", ["remote-remote", "local-remote", "remote-local"])
@@ -277,7 +276,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def splice_prog(tmp_path_factory) -> Path:
-    return compile_c(tmp_path_factory.mktemp("splice"), "splice", SPLICE_C.replace("\\\n", "\n"))
+    return compile_c(SPLICE_C.replace("\\\n", "\n"), tmp_path_factory.mktemp("splice") / "splice")
 
 
 def test_splice_between_a_pipe_and_a_ferry_file(where: Where, splice_prog, tmp_path):

@@ -38,8 +38,10 @@ def test_absolute_link_to_a_local_file(where: Where, local: Path):
     os.symlink(local / "file.txt", where.node.root / "abs")
     os.symlink(local / "tool.sh", where.node.root / "tool")
     p = where.sh(f"cat {where.path('abs')}; test -f {where.path('abs')} && echo isfile; "
-                 f"readlink {where.path('abs')}; {where.path('tool')} a b; stat -c %s {where.path('abs')}")
-    assert p.stdout.splitlines() == ["local bytes", "isfile", str(local / "file.txt"), "tool ran with a b", "12"]
+                 f"readlink {where.path('abs')}; {where.path('tool')} a b; stat -c %s {where.path('abs')}; "
+                 f"stat -L -c %s {where.path('abs')}")
+    assert p.stdout.splitlines() == ["local bytes", "isfile", str(local / "file.txt"), "tool ran with a b",
+                                     str(len(str(local / "file.txt"))), "12"]
 
 
 def test_absolute_link_to_a_local_directory(where: Where, local: Path):

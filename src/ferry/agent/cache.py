@@ -84,10 +84,11 @@ class Replica:
                 return target
         return self.mark + target
 
-    def link_target(self, path: bytes) -> bytes:
-        """The target of replica symlink `path` as the node holds it."""
+    def link_target(self, path: bytes) -> tuple[bytes, bool]:
+        """The target of replica symlink `path` as the node holds it, and whether the
+        replica keeps it marked (then only the client's namespace may follow it)."""
         t = os.readlink(self.cpath(path))
-        return t[len(self.mark):] if t.startswith(self.mark) else t
+        return (t[len(self.mark):], True) if t.startswith(self.mark) else (t, False)
 
     def mark_link(self, path: bytes) -> None:
         """A symlink the program made in the replica: give it the mark if it leads out."""

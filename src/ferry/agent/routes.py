@@ -13,8 +13,10 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from ..protocol import spec
+
 REMOTE_TAG = b"/REMOTE@"
-LINK_OUT_MARK = b"/.ferry-link-out/"  # see cache.Replica.stored_target; no mount may be called this
+LINK_OUT_MARK = spec.LINK_OUT_MARK
 _HOSTPORT = re.compile(r"^(\[[^\]]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(\d{1,5})$")
 
 

@@ -230,14 +230,15 @@ class Agent:
         return True
 
     async def follow(self, path: bytes, hops: int = 0) -> bytes:
-        """The ferry path a replica symlink points to, inside its mount; `Escapes` when it
-        leads out (the client's namespace decides where: see resolve_client)."""
+        """The ferry path a replica symlink points to; `Escapes` when the replica keeps it
+        marked (it leads out of the mount, or is absolute: the kernel cannot follow it in
+        the replica, so the shim must go on from where it leads: see resolve_client)."""
         if hops > MAX_SYMLINK_HOPS:
             raise OSError(errno.ELOOP, path)
-        root = self.router.root_of(path)
-        joined = link_target(path, self.replica.link_target(path))
-        if joined != root and not joined.startswith(root + b"/"):
+        target, marked = self.replica.link_target(path)
+        if marked:
             raise Escapes(path)
+        joined = link_target(path, target)
         m = self.replica.meta.get(joined)
         if m is None:
             await self.listed(cache.parent_of(joined), hops + 1)
@@ -323,9 +324,9 @@ class Agent:
         return m
 
     async def resolve_client(self, path: bytes, follow_last: bool) -> bytes:
-        """The client path to continue with for ferry `path`, which crosses a symlink that
-        leads out of its mount: walk it as the kernel would, component by component, in
-        the client's namespace (the replica listed as needed), up to that link."""
+        """The client path to continue with for ferry `path`, which crosses a symlink the
+        replica keeps marked: walk it as the kernel would, component by component, in the
+        client's namespace (the replica listed as needed), up to that link."""
         root = self.router.root_of(path)
         done, todo, hops = root, path[len(root):].split(b"/")[::-1], 0
         while todo:
@@ -345,8 +346,9 @@ class Agent:
                 hops += 1
                 if hops > MAX_SYMLINK_HOPS:
                     raise OSError(errno.ELOOP, path)
-                to = link_target(cur, self.replica.link_target(cur))
-                if to != root and not to.startswith(root + b"/"):
+                target, marked = self.replica.link_target(cur)
+                to = link_target(cur, target)
+                if marked:
                     return normpath(to + b"/" + b"/".join(todo[::-1])) if todo else to
                 done, todo = root, todo + to[len(root):].split(b"/")[::-1]
                 continue

@@ -35,6 +35,10 @@ _ATTR_SIZE = sum(spec.FIXED_SIZES[t] for _, t in spec.ATTR)
 _VARIABLE = ("str", "bytes", "entries")
 
 
+# wire.c reads the agent's STATUS_LINK_OUT payload by hand: it must stay this.
+assert spec.REDIRECT == [("which", "u32"), ("path", "str")]
+
+
 def _sig(fields: list[tuple[str, str]]) -> str:
     return ", ".join(f"{t} {n}" for n, t in fields)
 
@@ -53,6 +57,9 @@ def render_proto() -> str:
         f"#define FY_FLAG_ONEWAY {spec.FLAG_ONEWAY:#x}",
         f"#define FY_FEATURE_PIPELINE {spec.FEATURE_PIPELINE:#x}",
         f"#define FY_STAT_NOFOLLOW {spec.STAT_NOFOLLOW:#x}",
+        f"#define FY_STATUS_LINK_OUT {spec.STATUS_LINK_OUT}  /* payload: u32 which, str path (spec.REDIRECT) */",
+        f"#define FY_MAX_REDIRECTS {spec.MAX_REDIRECTS}",
+        f"#define FY_LINK_OUT_MARK \"{spec.LINK_OUT_MARK.decode()}\"",
         *(f"#define FY_{n} {getattr(spec, n):#x}" for n in ("SET_MODE", "SET_UID", "SET_GID", "SET_ATIME", "SET_MTIME", "SET_NOFOLLOW",
                                                          "LOCK_POSIX", "LOCK_OFD", "LOCK_FLOCK",
                                                          "LOCK_READ", "LOCK_WRITE", "LOCK_UNLOCK")),

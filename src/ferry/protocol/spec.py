@@ -41,6 +41,9 @@ LINK_OUT = [("which", "u32"), ("link", "str"), ("target", "str"), ("rest", "str"
 # agent -> shim: the client path to continue with in place of that path.
 REDIRECT = [("which", "u32"), ("path", "str")]
 MAX_REDIRECTS = 40  # as the kernel's MAXSYMLINKS: then ELOOP
+# How the replica keeps a symlink that leads out of its mount: "<cache root>" + this + the
+# target, which the kernel cannot follow there (see agent/cache.py); no mount may be so named.
+LINK_OUT_MARK = b"/.ferry-link-out/"
 
 # Header flags.
 FLAG_ONEWAY = 0x1  # no reply; the sender has already applied the change locally
