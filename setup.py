@@ -1,6 +1,6 @@
-"""Builds libferry.so (the C preload shim) into the package during `pip install`."""
+"""Builds libferry.so (the C preload shim) into the package during `pip install` and `pip wheel`."""
 
-import subprocess
+import importlib.util
 from pathlib import Path
 
 from setuptools import setup
@@ -10,17 +10,21 @@ from setuptools.dist import Distribution
 HERE = Path(__file__).resolve().parent
 
 
+def shimlib():
+    """src/ferry/shimlib.py, loaded by path: one place holds the shim's compiler flags."""
+    spec = importlib.util.spec_from_file_location("ferry_shimlib", HERE / "src" / "ferry" / "shimlib.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class BuildWithShim(build_py):
     def run(self):
         super().run()
         target = Path(self.build_lib) / "ferry" / "_lib" / "libferry.so"
         if getattr(self, "editable_mode", False):
             target = HERE / "src" / "ferry" / "_lib" / "libferry.so"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        sources = sorted(str(p) for p in (HERE / "shim").glob("*.c"))
-        subprocess.run(["gcc", "-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra",
-                        "-Werror", "-Wno-nonnull-compare", "-o", str(target), *sources, "-ldl", "-lpthread"],
-                       check=True)
+        shimlib().build(target, HERE / "shim")
 
 
 class PlatformDistribution(Distribution):

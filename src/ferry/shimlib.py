@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import platformdirs
-
 PACKAGED = Path(__file__).resolve().parent / "_lib" / "libferry.so"
 SOURCES = Path(__file__).resolve().parents[2] / "shim"
 CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror",
@@ -41,6 +39,8 @@ def path() -> Path:
         digest = hashlib.sha256()
         for p in sorted(SOURCES.glob("*.[ch]")):
             digest.update(p.name.encode() + p.read_bytes())
+        import platformdirs  # here, so setup.py can load this file before dependencies are installed
+
         out = Path(platformdirs.user_cache_dir("ferry")) / "shim" / f"libferry-{digest.hexdigest()[:16]}.so"
         return out if out.exists() else build(out)
     if PACKAGED.exists():

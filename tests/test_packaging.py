@@ -1,0 +1,37 @@
+"""The wheel `pip wheel .` builds carries the compiled shim, so installing it needs no compiler."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_carries_the_shim_and_runs_without_a_compiler(node, tmp_path):
+    out = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(out)],
+                   check=True, timeout=600, cwd=tmp_path)
+    [wheel] = out.glob("*.whl")
+    assert wheel.name.startswith("ferry_run-"), wheel.name  # `ferry` on PyPI is someone else's project
+    assert "-none-any" not in wheel.name, "a wheel with a compiled library must carry a platform tag"
+    assert "ferry/_lib/libferry.so" in zipfile.ZipFile(wheel).namelist()
+
+    venv = tmp_path / "venv"  # the run's dependencies come from this interpreter's site-packages
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
+                   timeout=300)
+    (node.root / "hello.txt").write_text("from the node\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["CC"] = "/bin/false"  # any attempt to build the shim would fail
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    p = subprocess.run([venv / "bin" / "ferry", "run", "--", "cat", f"/REMOTE@{node.url[len('ferry://'):]}/hello.txt"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "from the node\n"
+    where = subprocess.run([venv / "bin" / "python", "-c", "import ferry.shimlib as s; print(s.path())"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.strip()
+    assert where.startswith(str(venv)), where  # the packaged library, not one built from a checkout
