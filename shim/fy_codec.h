@@ -77,19 +77,19 @@ static inline const char *fy_take_str(const char *p, const char *end, const char
     return p + *n;
 }
 
-/* HELLO (u32 version, u32 max_frame, u64 features, str auth) */
-static inline void fy_enc_hello(struct fy_enc *e, uint32_t version, uint32_t max_frame, uint64_t features, const char *auth)
+/* HELLO (u32 version, u32 max_frame, u64 features, str nonce) */
+static inline void fy_enc_hello(struct fy_enc *e, uint32_t version, uint32_t max_frame, uint64_t features, const char *nonce)
 {
     fy_enc_start(e, FY_OP_HELLO);
     fy_put(e, &version, sizeof version);
     fy_put(e, &max_frame, sizeof max_frame);
     fy_put(e, &features, sizeof features);
-    fy_put_str(e, auth);
+    fy_put_str(e, nonce);
 }
 
-/* HELLO -> (u32 version, u32 max_frame, u64 features) */
-struct fy_rep_hello { uint32_t version; uint32_t max_frame; uint64_t features; } __attribute__((packed));
-_Static_assert(sizeof(struct fy_rep_hello) == 16, "HELLO reply size");
+/* HELLO -> (u32 version, u32 max_frame, u64 features, str nonce): nonce_len bytes of nonce follow */
+struct fy_rep_hello { uint32_t version; uint32_t max_frame; uint64_t features; uint32_t nonce_len; } __attribute__((packed));
+_Static_assert(sizeof(struct fy_rep_hello) == 20, "HELLO reply size");
 
 /* STAT (str path, u32 flags) */
 static inline void fy_enc_stat(struct fy_enc *e, const char *path, uint32_t flags)

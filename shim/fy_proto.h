@@ -27,7 +27,7 @@
 #define FY_LOCK_UNLOCK 0x2
 
 enum fy_op {
-    FY_OP_HELLO = 1, /* (u32 version, u32 max_frame, u64 features, str auth) -> (u32 version, u32 max_frame, u64 features) */
+    FY_OP_HELLO = 1, /* (u32 version, u32 max_frame, u64 features, str nonce) -> (u32 version, u32 max_frame, u64 features, str nonce) */
     FY_OP_STAT = 2, /* (str path, u32 flags) -> (attr attr) */
     FY_OP_LISTDIR = 3, /* (str path) -> (entries entries) */
     FY_OP_OPEN = 4, /* (str path, u32 flags, u32 mode) -> (u64 handle, attr attr) */
@@ -58,6 +58,7 @@ enum fy_op {
     FY_OP_LISTXATTR = 29, /* (str path, u32 nofollow) -> (bytes names) */
     FY_OP_SETXATTR = 30, /* (str path, str name, bytes value, u32 flags, u32 nofollow) -> () */
     FY_OP_REMOVEXATTR = 31, /* (str path, str name, u32 nofollow) -> () */
+    FY_OP_AUTH = 32, /* (str proof) -> (str proof) */
     FY_OP_LSEEK = 64, /* (u64 handle, i64 offset, u32 whence) -> (i64 offset) */
     FY_OP_CACHE_OPEN = 65, /* (str path, u32 flags, u32 mode) -> () */
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */

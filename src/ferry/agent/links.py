@@ -16,10 +16,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import security
 from ..node.client import NodeClient
 from .routes import NodeAddr
 
 Job = Callable[[NodeClient], Awaitable[Any]]
+
+
+def credentials(addr: NodeAddr) -> dict[str, Any]:
+    """NodeClient.connect's token and TLS arguments for a node (SecurityError for a bad file)."""
+    tls = security.client_context(addr.tls_fingerprint, addr.tls_ca) if addr.tls else None
+    return {"token": security.read_token(addr.token_file) if addr.token_file else b"", "tls": tls,
+            "fingerprint": addr.tls_fingerprint}
 
 
 class NodeLink:
@@ -46,9 +54,9 @@ class NodeLink:
             try:
                 self._client = await NodeClient.connect(self.addr.host, self.addr.port,
                                                         timeout=self.connect_timeout,
-                                                        call_timeout=self.call_timeout)
-            except OSError as e:
-                why = e.strerror or str(e)  # the message, without "[Errno N]"
+                                                        call_timeout=self.call_timeout, **credentials(self.addr))
+            except (OSError, security.SecurityError) as e:
+                why = getattr(e, "strerror", None) or str(e)  # the message, without "[Errno N]"
                 self.complain(why)
                 raise OSError(errno.EIO, why) from None
         return self._client

@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+import urllib.parse
 from dataclasses import dataclass
 
+from .. import security
 from ..protocol import spec
 
 REMOTE_TAG = b"/REMOTE@"
@@ -28,6 +30,10 @@ class RouteError(ValueError):
 class NodeAddr:
     host: str
     port: int
+    token_file: str = ""  # the node's token (see ferry/security.py); empty: the node asks none
+    tls: bool = False
+    tls_fingerprint: str = ""  # pinned SHA-256 of the node's certificate (64 hex digits)
+    tls_ca: str = ""  # CA file to verify the node against (default: the system's)
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
@@ -48,13 +54,35 @@ def parse_hostport(text: str, what: str, allow_zero: bool = False) -> NodeAddr:
     return NodeAddr(host, port)
 
 
-def parse_url(url: str) -> tuple[NodeAddr, str]:
-    """``ferry://HOST:PORT[/SUBDIR]`` -> (node, export subdirectory)."""
+_URL_OPTIONS = ("token-file", "tls", "tls-fingerprint", "tls-ca")
+
+
+def parse_url(url: str, token_file: str = "") -> tuple[NodeAddr, str]:
+    """``ferry://HOST:PORT[/SUBDIR][?token-file=F&tls=1&tls-fingerprint=SHA256:…&tls-ca=F]``
+    -> (node, export subdirectory).  `token_file` is used when the URL names none."""
     if not url.startswith("ferry://"):
         raise RouteError(f"bad URL {url!r}: it must start with ferry:// (for example ferry://127.0.0.1:7070/data)")
-    rest = url[len("ferry://"):]
+    rest, _, query = url[len("ferry://"):].partition("?")
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if key not in _URL_OPTIONS or not eq or not value:
+            raise RouteError(f"bad URL {url!r}: {item!r} is not one of "
+                             + ", ".join(f"{k}=VALUE" for k in _URL_OPTIONS))
+        options[key] = urllib.parse.unquote(value)
+    tls = options.get("tls", "0")
+    if tls not in ("0", "1"):
+        raise RouteError(f"bad URL {url!r}: tls is 1 or 0, not {tls!r}")
+    fingerprint = ""
+    if "tls-fingerprint" in options:
+        try:
+            fingerprint = security.parse_fingerprint(options["tls-fingerprint"])
+        except security.SecurityError as e:
+            raise RouteError(f"bad URL {url!r}: {e}") from None
     hostport, slash, sub = rest.partition("/")
     node = parse_hostport(hostport, f"bad URL {url!r}")
+    node = NodeAddr(node.host, node.port, options.get("token-file", token_file),
+                    tls == "1" or bool(fingerprint) or "tls-ca" in options, fingerprint, options.get("tls-ca", ""))
     if ".." in sub.split("/"):
         raise RouteError(f"bad URL {url!r}: the subdirectory may not contain '..'")
     sub = posixpath.normpath("/" + sub) if slash else "/"
@@ -68,7 +96,7 @@ class Mount:
     subdir: str  # inside the node's export
 
     @classmethod
-    def parse(cls, spec: str) -> Mount:
+    def parse(cls, spec: str, token_file: str = "") -> Mount:
         prefix, eq, url = spec.partition("=")
         if not eq or not prefix or not url:
             raise RouteError(f"bad mount {spec!r}: write PREFIX=URL, for example /data=ferry://127.0.0.1:7070")
@@ -81,7 +109,7 @@ class Mount:
             raise RouteError(f"bad mount {spec!r}: /REMOTE@ paths are reserved for direct node addresses")
         if prefix.startswith(LINK_OUT_MARK.decode().rstrip("/")):
             raise RouteError(f"bad mount {spec!r}: {LINK_OUT_MARK.decode()} is ferry's own name; choose another")
-        node, sub = parse_url(url)
+        node, sub = parse_url(url, token_file)
         return cls(prefix, node, sub)
 
 
@@ -111,10 +139,11 @@ def _join(sub: bytes, rest: bytes) -> bytes:
 
 
 class Router:
-    def __init__(self, mounts: list[Mount]) -> None:
+    def __init__(self, mounts: list[Mount], token_file: str = "") -> None:
         check_mounts(mounts)
         self.mounts = [(m.prefix.encode(), m) for m in mounts]
         self._orfa: dict[bytes, NodeAddr] = {}
+        self._token_file = token_file  # for /REMOTE@ paths, which have no URL to name one in
 
     def root_of(self, path: bytes) -> bytes:
         """The mount root a ferry path lies under (b"" when none)."""
@@ -155,6 +184,7 @@ class Router:
             if node is None:
                 node = parse_hostport(root[len(REMOTE_TAG):].decode(errors="replace"),
                                       f"bad ferry path {root.decode(errors='replace')}")
+                node = NodeAddr(node.host, node.port, self._token_file)
                 self._orfa[root] = node
             return node, rest or b"/"
         for prefix, m in self.mounts:

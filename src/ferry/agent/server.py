@@ -16,6 +16,7 @@ import errno
 import os
 import socket
 import stat
+import struct
 import sys
 
 from ..protocol import codec, spec
@@ -27,6 +28,18 @@ from .placeholders import Placeholders
 from .routes import NodeAddr, RouteError, Router, link_target, normpath
 
 MAX_SYMLINK_HOPS = spec.MAX_REDIRECTS
+
+
+def peer_is_ours(sock: socket.socket) -> bool:
+    """A process of this agent's user (or root) is at the other end (SO_PEERCRED); root's agent
+    serves every process of its run, including those that switched identity."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    me = os.getuid()
+    if uid in (me, 0) or me == 0:
+        return True
+    print(f"ferry: agent refused a connection from uid {uid} (pid {_pid}): it serves uid {me} only",
+          file=sys.stderr, flush=True)
+    return False
 
 
 class Escapes(Exception):
@@ -81,6 +94,9 @@ class Agent:
         try:
             sock, _ = self._lsock.accept()
         except BlockingIOError:
+            return
+        if not peer_is_ours(sock):  # the socket's 0700 directory should make this impossible
+            sock.close()
             return
         self.read_all()
         self.conns.add(ShimConn(self, sock))
@@ -806,7 +822,8 @@ class Agent:
         return await h.link.call("FALLOCATE", handle=h.handle, mode=f["mode"], offset=f["offset"], len=f["len"])
 
     async def op_hello(self, f) -> dict:
-        return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": 0}
+        # The agent's socket is the user's own (0700 directory, peer checked at accept): no token.
+        return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": 0, "nonce": b""}
 
 
 _FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"]}

@@ -12,8 +12,10 @@ import asyncio
 import errno
 import os
 import socket
+import ssl
 from typing import Any, cast
 
+from ferry import security
 from ferry.protocol import spec
 from ferry.protocol.codec import (FrameReader, LinkOut, ProtocolError, Reply, pack_request, request_parts,
                                   unpack_fields)
@@ -36,17 +38,25 @@ class NodeClient(asyncio.BufferedProtocol):
         self._error = OSError(errno.EIO, f"{self.where}: connection lost")
 
     @classmethod
-    async def connect(cls, host: str, port: int, timeout: float = 3.0, *,
-                      call_timeout: float = 30.0, auth: str = "") -> NodeClient:
-        """Connect and say HELLO; raises OSError saying what failed and what to check."""
+    async def connect(cls, host: str, port: int, timeout: float = 3.0, *, call_timeout: float = 30.0,
+                      token: bytes = b"", tls: ssl.SSLContext | None = None, fingerprint: str = "") -> NodeClient:
+        """Connect (over TLS when `tls` is given, pinned to `fingerprint` if any), say HELLO and,
+        with a token, prove it and check the node's proof; raises OSError saying what failed
+        and what to check."""
         where = f"ferry node {host}:{port}"
         loop = asyncio.get_running_loop()
         client: NodeClient | None = None
         try:
             async with asyncio.timeout(timeout):
-                _, client = await loop.create_connection(lambda: cls(host, port, call_timeout), host, port)
+                transport, client = await loop.create_connection(lambda: cls(host, port, call_timeout), host, port,
+                                                                 ssl=tls, server_hostname=host if tls else None)
+                if fingerprint:
+                    security.check_fingerprint(transport.get_extra_info("ssl_object"), fingerprint)
+                mine = security.nonce() if token else b""
                 hello = await client.call("HELLO", version=spec.PROTOCOL_VERSION, max_frame=spec.MAX_FRAME,
-                                          features=spec.FEATURE_PIPELINE, auth=auth)
+                                          features=spec.FEATURE_PIPELINE, nonce=mine)
+                if hello["version"] == spec.PROTOCOL_VERSION:
+                    await client._authenticate(token, mine, hello["nonce"])
         except BaseException as e:
             if client is not None:
                 client._abort()
@@ -57,6 +67,19 @@ class NodeClient(asyncio.BufferedProtocol):
                           f"{spec.PROTOCOL_VERSION}: run the same ferry version on both ends")
         client.features = hello["features"]
         return client
+
+    async def _authenticate(self, token: bytes, mine: bytes, theirs: bytes) -> None:
+        if not theirs and not token:
+            return
+        if not token:
+            raise security.SecurityError(f"{self.where} asks for a token: name its token file in the URL "
+                                         "(ferry://HOST:PORT?token-file=F) or with --token-file")
+        if not theirs:  # it would have let anyone in: not the node the token was made for
+            raise security.SecurityError(f"{self.where} does not ask for a token, but one was given: "
+                                         "it is not the node that token belongs to (or runs without --token-file)")
+        reply = await self.call("AUTH", proof=security.proof(token, b"client", mine, theirs))
+        if not security.proof_ok(token, b"node", theirs, mine, reply["proof"]):
+            raise security.SecurityError(f"{self.where} could not prove it holds the token: refusing it")
 
     # --- asyncio.Protocol ---
 
@@ -184,8 +207,13 @@ def _connect_error(where: str, timeout: float, e: BaseException) -> BaseExceptio
         return OSError(errno.ECONNREFUSED, f"{where}: connection refused; is `ferry serve` running there?")
     if isinstance(e, socket.gaierror):
         return OSError(errno.EHOSTUNREACH, f"{where}: cannot resolve the host ({e.strerror}); check its name")
+    if isinstance(e, security.SecurityError):
+        return OSError(errno.EACCES, str(e))
+    if isinstance(e, ssl.SSLError):
+        return OSError(errno.EACCES, f"{where}: TLS failed ({e.reason or e}); does it serve TLS, and is its "
+                       "certificate the one you trust (tls-fingerprint=, tls-ca=)?")
     if isinstance(e, OSError) and e.errno == errno.EACCES:
-        return OSError(errno.EACCES, f"{where} refused our HELLO: wrong auth token; pass the node's token")
+        return OSError(errno.EACCES, f"{where} refused our token: it is not the node's; check the token file")
     if isinstance(e, OSError) and e.errno == errno.EIO:
         return OSError(errno.EIO, f"{where} closed the connection during HELLO; "
                        "is that port a `ferry serve` of the same ferry version?")

@@ -8,11 +8,11 @@ in the session, so they belong to one connection and die with it.
 from __future__ import annotations
 
 import errno
-import hmac
 import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ferry import security
 from ferry.protocol import spec
 from ferry.protocol.codec import LinkOut, unpack_fields
 
@@ -41,19 +41,20 @@ class Deferred:
 
 
 class Session:
-    """One connection's state: its backend, its open handles, whether HELLO let it in,
+    """One connection's state: its backend, its open handles, whether HELLO/AUTH let it in,
     and (through the node-wide lock table) the locks its owners hold."""
 
-    __slots__ = ("_next", "auth", "authed", "backend", "files", "id", "locks", "puts")
+    __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "nonces", "puts", "token")
 
-    def __init__(self, backend: Backend, auth: str = "", locks: LockTable | None = None) -> None:
+    def __init__(self, backend: Backend, token: bytes = b"", locks: LockTable | None = None) -> None:
         self.backend = backend
         self.locks = locks if locks is not None else LockTable()
         self.id = next(_session_ids)
         self.files: dict[int, BackendFile] = {}
         self.puts: set[int] = set()  # handles of uploads not yet committed
-        self.auth = auth.encode()
-        self.authed = not auth
+        self.token = token  # the shared secret a client must prove it holds (none: anyone may talk)
+        self.authed = not token
+        self.nonces: tuple[bytes, bytes] | None = None  # (client's, ours) from the last HELLO
         self._next = 1
 
     def add(self, f: BackendFile, put: bool = False) -> int:
@@ -91,10 +92,25 @@ class Session:
 def handle_hello(s: Session, f: Fields) -> Fields:
     if f["version"] != spec.PROTOCOL_VERSION:
         raise OSError(errno.EPROTONOSUPPORT, f"protocol version {f['version']}, node speaks {spec.PROTOCOL_VERSION}")
-    if s.auth and not hmac.compare_digest(f["auth"], s.auth):
-        raise OSError(errno.EACCES, "wrong auth token")
+    if s.token:  # a new challenge each HELLO: a proof recorded before is worth nothing now
+        s.authed = False
+        s.nonces = (f["nonce"], security.nonce())
+        return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": spec.FEATURE_PIPELINE,
+                "nonce": s.nonces[1]}
     s.authed = True
-    return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": spec.FEATURE_PIPELINE}
+    return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": spec.FEATURE_PIPELINE,
+            "nonce": b""}
+
+
+def handle_auth(s: Session, f: Fields) -> Fields:
+    if not s.token or s.nonces is None:
+        raise OSError(errno.EPROTO, "AUTH without a HELLO that asked for it")
+    theirs, mine = s.nonces
+    s.nonces = None  # one try per challenge
+    if not theirs or not security.proof_ok(s.token, b"client", theirs, mine, f["proof"]):
+        raise OSError(errno.EACCES, "wrong token")
+    s.authed = True
+    return {"proof": security.proof(s.token, b"node", mine, theirs)}
 
 
 def handle_stat(s: Session, f: Fields) -> Fields:
@@ -311,7 +327,7 @@ OPS: dict[int, Op] = {
     code: Op(name, _agent_only if who == "agent" else globals()[f"handle_{name.lower()}"], req, rep)
     for name, (code, req, rep, who) in spec.OPS.items()
 }
-_HELLO = spec.OPCODES["HELLO"]
+_BEFORE_AUTH = {spec.OPCODES["HELLO"], spec.OPCODES["AUTH"]}
 
 
 def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Deferred]:
@@ -319,7 +335,7 @@ def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Defe
     Raises ProtocolError for a payload that does not match the op."""
     op = OPS[opcode]
     fields = unpack_fields(op.request, payload)
-    if not s.authed and opcode != _HELLO:
+    if not s.authed and opcode not in _BEFORE_AUTH:
         return op, -errno.EACCES, _NO_FIELDS
     try:
         return op, 0, op.handler(s, fields)

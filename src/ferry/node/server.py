@@ -16,10 +16,12 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import sys
 from collections.abc import Coroutine
 from typing import Any, cast
 
+from ferry import security
 from ferry.protocol import spec
 from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts
 
@@ -31,8 +33,8 @@ log = logging.getLogger("ferry.node")
 
 
 class NodeProtocol(asyncio.BufferedProtocol):
-    def __init__(self, backend: Backend, auth: str, locks: LockTable) -> None:
-        self._session = Session(backend, auth, locks)
+    def __init__(self, backend: Backend, token: bytes, locks: LockTable) -> None:
+        self._session = Session(backend, token, locks)
         self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
@@ -105,12 +107,12 @@ class NodeProtocol(asyncio.BufferedProtocol):
 
 
 async def start_node(backend: Backend, host: str = "127.0.0.1", port: int = 0,
-                     auth: str = "") -> tuple[asyncio.Server, int]:
+                     token: bytes = b"", tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
     """Serve `backend` on host:port (0 picks a free port); returns the server and its port.
-    With `auth`, a connection may do nothing before a HELLO carrying that token."""
+    With `token`, a connection may do nothing before HELLO and AUTH prove it holds it."""
     loop = asyncio.get_running_loop()
     locks = LockTable()  # one per export: every connection's locks meet here
-    server = await loop.create_server(lambda: NodeProtocol(backend, auth, locks), host, port)
+    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks), host, port, ssl=tls)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--memory", action="store_true", help="export an in-memory tree")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--auth", default=os.environ.get("FERRY_AUTH", ""), help="token HELLO must carry")
+    ap.add_argument("--token-file", help="file holding the token clients must prove they hold")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return 125
 
     async def serve() -> None:
-        server, port = await start_node(backend, args.host, args.port, args.auth)
+        server, port = await start_node(backend, args.host, args.port,
+                                          security.read_token(args.token_file) if args.token_file else b"")
         print(port, flush=True)
         async with server:
             await server.serve_forever()

@@ -90,8 +90,11 @@ ATTR = [
 # name: (opcode, request fields, reply fields, who sends it)
 OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = {
     # --- node ops (agent -> node; most also shim -> agent, with full ferry paths) ---
-    "HELLO": (1, [("version", "u32"), ("max_frame", "u32"), ("features", "u64"), ("auth", "str")],
-              [("version", "u32"), ("max_frame", "u32"), ("features", "u64")], "any"),
+    # HELLO carries the client's nonce; a node that asks for a token answers with its own
+    # nonce and takes nothing but AUTH until the proofs match (see ferry/security.py); a
+    # node without a token, and the agent, answer with an empty nonce.
+    "HELLO": (1, [("version", "u32"), ("max_frame", "u32"), ("features", "u64"), ("nonce", "str")],
+              [("version", "u32"), ("max_frame", "u32"), ("features", "u64"), ("nonce", "str")], "any"),
     "STAT": (2, [("path", "str"), ("flags", "u32")], [("attr", "attr")], "node"),
     "LISTDIR": (3, [("path", "str")], [("entries", "entries")], "node"),
     "OPEN": (4, [("path", "str"), ("flags", "u32"), ("mode", "u32")],
@@ -153,6 +156,9 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     "SETXATTR": (30, [("path", "str"), ("name", "str"), ("value", "bytes"), ("flags", "u32"),
                       ("nofollow", "u32")], [], "node"),
     "REMOVEXATTR": (31, [("path", "str"), ("name", "str"), ("nofollow", "u32")], [], "node"),
+    # The client's HMAC proof of the token, bound to both HELLO nonces; the reply is the
+    # node's proof, so the client knows it reached a node holding the same token.
+    "AUTH": (32, [("proof", "str")], [("proof", "str")], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),

@@ -1,0 +1,221 @@
+"""Who gets in: tokens proven by challenge-response, TLS with a pinned certificate, the
+node's refusal to listen off loopback without a token, and the agent's own-user check."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ferry_env, ferry_run, start_node
+
+from ferry import security
+from ferry.node.backends.memory import MemoryBackend
+from ferry.node.client import NodeClient
+from ferry.node.server import start_node as start_node_in_process
+from ferry.protocol import codec, spec
+
+TOKEN = b"0123456789abcdef0123456789abcdef"
+
+
+def raw_call(sock: socket.socket, op: str, rid: int, **fields) -> tuple[int, dict]:
+    """One request on a raw socket, as a hostile or replaying client would send it."""
+    sock.sendall(codec.pack_request(op, rid, 0, **fields))
+    dec, replies = codec.FrameDecoder("reply"), []
+    while not replies:
+        data = sock.recv(65536)
+        assert data, "the node closed the connection"
+        replies = dec.feed(data)
+    (rep,) = replies
+    _, _, rep_fields, _ = spec.OPS[op]
+    return rep.status, (codec.unpack_fields(rep_fields, rep.payload) if rep.status == 0 else {})
+
+
+def in_thread_node(token: bytes = b"", tls: ssl.SSLContext | None = None):
+    """A node on its own loop in a thread, so blocking sockets can talk to it."""
+    import threading
+    ready, box = threading.Event(), {}
+
+    def serve() -> None:
+        async def main() -> None:
+            box["server"], box["port"] = await start_node_in_process(MemoryBackend(), token=token, tls=tls)
+            box["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await box["server"].serve_forever()
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    return box
+
+
+def test_wrong_missing_and_right_token() -> None:
+    async def main() -> None:
+        server, port = await start_node_in_process(MemoryBackend(), token=TOKEN)
+        with pytest.raises(OSError) as ei:
+            await NodeClient.connect("127.0.0.1", port)
+        assert ei.value.errno == errno.EACCES and "asks for a token" in str(ei.value)
+        with pytest.raises(OSError) as ei:
+            await NodeClient.connect("127.0.0.1", port, token=b"not-the-token-at-all-0000")
+        assert ei.value.errno == errno.EACCES and "token" in str(ei.value)
+        c = await NodeClient.connect("127.0.0.1", port, token=TOKEN)
+        await c.call("MKDIR", path=b"/in", mode=0o755)
+        await c.close()
+        server.close()
+        # a client holding a token does not talk to a node that lets anyone in
+        server, port = await start_node_in_process(MemoryBackend())
+        with pytest.raises(OSError) as ei:
+            await NodeClient.connect("127.0.0.1", port, token=TOKEN)
+        assert ei.value.errno == errno.EACCES and "does not ask for a token" in str(ei.value)
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_token_never_crosses_the_wire_and_a_replayed_proof_is_refused() -> None:
+    box = in_thread_node(TOKEN)
+    port = box["port"]
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert raw_call(s, "STAT", 1, path=b"/", flags=0)[0] == -errno.EACCES  # nothing before AUTH
+        mine = security.nonce()
+        status, hello = raw_call(s, "HELLO", 2, version=spec.PROTOCOL_VERSION, max_frame=spec.MAX_FRAME,
+                                 features=0, nonce=mine)
+        assert status == 0 and len(hello["nonce"]) == 2 * security.NONCE_BYTES
+        proof = security.proof(TOKEN, b"client", mine, hello["nonce"])
+        assert TOKEN not in proof
+        status, rep = raw_call(s, "AUTH", 3, proof=proof)
+        assert status == 0 and security.proof_ok(TOKEN, b"node", hello["nonce"], mine, rep["proof"])
+        assert raw_call(s, "STAT", 4, path=b"/", flags=0)[0] == 0
+    with socket.create_connection(("127.0.0.1", port)) as s:  # the same client nonce and proof, replayed
+        status, hello2 = raw_call(s, "HELLO", 1, version=spec.PROTOCOL_VERSION, max_frame=spec.MAX_FRAME,
+                                  features=0, nonce=mine)
+        assert hello2["nonce"] != hello["nonce"]
+        assert raw_call(s, "AUTH", 2, proof=proof)[0] == -errno.EACCES
+        assert raw_call(s, "STAT", 3, path=b"/", flags=0)[0] == -errno.EACCES
+        # one try per challenge: the right proof after a wrong one needs a new HELLO
+        assert raw_call(s, "AUTH", 4, proof=security.proof(TOKEN, b"client", mine, hello2["nonce"]))[0] < 0
+    box["loop"].call_soon_threadsafe(box["server"].close)
+
+
+def test_keygen_token_file_and_serve_refuses_off_loopback(tmp_path) -> None:
+    tok = tmp_path / "node.token"
+    p = subprocess.run([sys.executable, "-m", "ferry", "keygen", "--out", str(tok)], capture_output=True,
+                       text=True, env=ferry_env(), timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (tok.stat().st_mode & 0o777) == 0o600 and len(tok.read_text().strip()) == 64
+    again = subprocess.run([sys.executable, "-m", "ferry", "keygen", "--out", str(tok)], capture_output=True,
+                           text=True, env=ferry_env(), timeout=60)
+    assert again.returncode != 0 and "exists" in again.stderr
+    (tmp_path / "export").mkdir()
+    off = subprocess.run([sys.executable, "-m", "ferry", "serve", "--root", str(tmp_path / "export"),
+                          "--listen", "0.0.0.0:0"], capture_output=True, text=True, env=ferry_env(), timeout=60)
+    assert off.returncode != 0 and "--token-file" in off.stderr
+    os.chmod(tok, 0o644)
+    loose = subprocess.run([sys.executable, "-m", "ferry", "serve", "--root", str(tmp_path / "export"),
+                            "--listen", "0.0.0.0:0", "--token-file", str(tok)], capture_output=True, text=True,
+                           env=ferry_env(), timeout=60)
+    assert loose.returncode != 0 and "chmod 600" in loose.stderr
+
+
+def test_programs_reach_a_node_with_a_token_and_fail_loudly_without(tmp_path) -> None:
+    tok = tmp_path / "t"
+    security.write_token(tok)
+    n = start_node(tmp_path / "export", "--token-file", str(tok))
+    try:
+        assert n.url.endswith(f"?token-file={tok}"), n.url
+        (n.root / "f").write_text("secret data\n")
+        hostport = n.url[len("ferry://"):].split("?")[0]
+        ok = ferry_run(["cat", "/mnt/t/f"], mounts=(f"/mnt/t={n.url}",))
+        assert ok.stdout == "secret data\n"
+        orfa = ferry_run(["cat", f"/REMOTE@{hostport}/f"], check=False)
+        assert orfa.returncode != 0  # without --token-file the /REMOTE@ path has no token
+        assert "asks for a token" in orfa.stderr and "secret" not in orfa.stdout
+        with_token = subprocess.run([sys.executable, "-m", "ferry", "run", "--token-file", str(tok), "--", "cat",
+                                     f"/REMOTE@{hostport}/f"], capture_output=True, text=True, env=ferry_env(),
+                                    timeout=120)
+        assert with_token.stdout == "secret data\n", with_token.stderr
+    finally:
+        n.stop()
+
+
+def test_tls_round_trip_and_a_wrong_fingerprint_refused(tmp_path) -> None:
+    crt, key, fingerprint = security.write_self_signed(str(tmp_path / "node"), "127.0.0.1")
+    assert (key.stat().st_mode & 0o777) == 0o600
+    tok = tmp_path / "t"
+    security.write_token(tok)
+    n = start_node(tmp_path / "export", "--token-file", str(tok), "--tls-cert", str(crt), "--tls-key", str(key))
+    try:
+        (n.root / "f").write_text("over tls\n")
+        base = n.url  # ferry://127.0.0.1:PORT?token-file=…&tls=1
+        good = ferry_run(["sh", "-c", "cat /mnt/t/f && echo more >> /mnt/t/f"],
+                         mounts=(f"/mnt/t={base}&tls-fingerprint={fingerprint}",))
+        assert good.stdout == "over tls\n" and (n.root / "f").read_text() == "over tls\nmore\n"
+        wrong = "SHA256:" + "00" * 32
+        bad = ferry_run(["cat", "/mnt/t/f"], mounts=(f"/mnt/t={base}&tls-fingerprint={wrong}",), check=False)
+        assert bad.returncode != 0 and "not the pinned" in bad.stderr and "over tls" not in bad.stdout
+        # no fingerprint: verified against the system's CAs, which do not know this certificate
+        unverified = ferry_run(["cat", "/mnt/t/f"], mounts=(f"/mnt/t={base}",), check=False)
+        assert unverified.returncode != 0 and "TLS failed" in unverified.stderr
+        plain = base.split("?")[0] + f"?token-file={tok}"  # a plain client on a TLS port
+        p = ferry_run(["cat", "/mnt/t/f"], mounts=(f"/mnt/t={plain}",), check=False, env_extra={
+            "FERRY_CONNECT_TIMEOUT": "2"})
+        assert p.returncode != 0 and "over tls" not in p.stdout
+    finally:
+        n.stop()
+
+
+def test_bad_url_options_are_named(tmp_path) -> None:
+    for url, why in [("ferry://127.0.0.1:1?tokenfile=x", "is not one of"),
+                     ("ferry://127.0.0.1:1?tls-fingerprint=MD5:ab", "SHA256:<64 hex digits>"),
+                     ("ferry://127.0.0.1:1?tls=yes", "tls is 1 or 0"),
+                     (f"ferry://127.0.0.1:1?token-file={tmp_path / 'missing'}", "ferry keygen")]:
+        p = ferry_run(["true"], mounts=(f"/mnt/t={url}",), check=False)
+        assert p.returncode == 125 and why in p.stderr, (url, p.stderr)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a connection as another user needs root")
+def test_agent_refuses_another_users_process(tmp_path) -> None:
+    """A process of another user that reaches the agent's socket is turned away: first by the
+    socket's 0700 directory, then by the agent's SO_PEERCRED check.  The agent runs as uid
+    1000 of a user namespace (root outside, so it still reads this checkout); a connection
+    from uid 12345 outside reaches it as an unmapped uid."""
+    script = tmp_path / "wait.sh"
+    script.write_text('echo "$FERRY_SOCK" > "$1"; sleep 30\n')
+    sockfile = tmp_path / "sock-path"
+    proc = subprocess.Popen(["unshare", "--user", "--map-user=1000", "--map-group=1000", sys.executable, "-m",
+                             "ferry", "run", "--", "sh", str(script), str(sockfile)], env=ferry_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    as_other = ["setpriv", "--reuid", "12345", "--regid", "12345", "--clear-groups", "/usr/bin/python3", "-c"]
+    try:
+        deadline = time.monotonic() + 60
+        while not (sockfile.exists() and sockfile.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sockfile.exists(), proc.stderr.read() if proc.poll() is not None else "no socket in 60 s"
+        path = sockfile.read_text().strip()
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+        connect = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10)\n"
+        third = subprocess.run([*as_other, connect, path], capture_output=True, text=True, timeout=60)
+        assert third.returncode != 0 and "Permission denied" in third.stderr, third.stderr
+        opened = [os.path.dirname(path), os.path.dirname(os.path.dirname(path))]
+        for d in opened:
+            os.chmod(d, 0o755)  # open the way, as a careless user might: the agent still says no
+        os.chmod(path, 0o777)
+        third = subprocess.run([*as_other, connect + "print('closed' if s.recv(1) == b'' else 'answered')", path],
+                               capture_output=True, text=True, timeout=60)
+        assert third.stdout.strip() == "closed", third.stdout + third.stderr
+    finally:
+        for d in locals().get("opened", []):
+            os.chmod(d, 0o700)
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert "agent refused a connection from uid 65534" in err, err
