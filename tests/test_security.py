@@ -18,6 +18,7 @@ from conftest import ferry_env, ferry_run, start_node
 from ferry import security
 from ferry.node.backends.memory import MemoryBackend
 from ferry.node.client import NodeClient
+from ferry.node.server import Limits
 from ferry.node.server import start_node as start_node_in_process
 from ferry.protocol import codec, spec
 
@@ -219,3 +220,77 @@ def test_agent_refuses_another_users_process(tmp_path) -> None:
         proc.kill()
         _, err = proc.communicate(timeout=30)
     assert "agent refused a connection from uid 65534" in err, err
+
+
+# --- limits: one client past its limit is closed, the others go on ---
+
+async def _two_clients(limits: Limits):
+    server, port = await start_node_in_process(MemoryBackend(), limits=limits)
+    a = await NodeClient.connect("127.0.0.1", port)
+    b = await NodeClient.connect("127.0.0.1", port)
+    await b.call("MKDIR", path=b"/b", mode=0o755)
+    return server, port, a, b
+
+
+def test_too_many_handles_closes_that_client_only() -> None:
+    async def main() -> None:
+        server, _, a, b = await _two_clients(Limits(handles=8))
+        for i in range(8):
+            await a.call("OPEN", path=f"/f{i}".encode(), flags=os.O_CREAT | os.O_RDWR, mode=0o644)
+        with pytest.raises(OSError) as ei:
+            await a.call("OPEN", path=b"/f8", flags=os.O_CREAT | os.O_RDWR, mode=0o644)
+        assert ei.value.errno == errno.EIO and "connection lost" in str(ei.value)
+        assert a.closed
+        assert (await b.call("STAT", path=b"/b", flags=0))["attr"].mode & 0o40000
+        await b.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_too_many_waiting_requests_closes_that_client_only() -> None:
+    async def main() -> None:
+        server, _, a, b = await _two_clients(Limits(waiting=4))
+        await b.call("OPEN", path=b"/l", flags=os.O_CREAT | os.O_RDWR, mode=0o644)
+        lock = dict(path=b"/l", kind=spec.LOCK_POSIX, pid=1, type=spec.LOCK_WRITE, start=0, len=0)
+        await b.call("LOCK", owner=1, wait=0, **lock)
+        waits = [asyncio.ensure_future(a.call("LOCK", owner=100 + i, wait=1, **lock)) for i in range(5)]
+        done, _ = await asyncio.wait(waits, timeout=10)
+        assert len(done) == 5 and all(isinstance(w.exception(), OSError) for w in waits)  # closed, not granted
+        assert a.closed
+        assert (await b.call("STAT", path=b"/l", flags=0))["attr"].size == 0
+        await b.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_frame_that_never_finishes_closes_that_client_only() -> None:
+    async def main() -> None:
+        server, port, _, b = await _two_clients(Limits(slow_frame=0.5))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        frame = codec.pack_request("HELLO", 1, 0, version=spec.PROTOCOL_VERSION, max_frame=spec.MAX_FRAME,
+                                   features=0, nonce=b"")
+        writer.write(frame[:-3])  # a header and most of its payload, then nothing
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the node
+        assert 0.4 < time.monotonic() - t0 < 5
+        assert (await b.call("STAT", path=b"/b", flags=0))["attr"].mode & 0o40000
+        writer.close()
+        await b.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_an_idle_connection_is_kept() -> None:
+    """Idleness is no reason to close: only a started frame is timed."""
+    async def main() -> None:
+        server, _, a, b = await _two_clients(Limits(slow_frame=0.3))
+        await asyncio.sleep(1.0)
+        assert (await a.call("STAT", path=b"/b", flags=0))["attr"].mode & 0o40000
+        await a.close()
+        await b.close()
+        server.close()
+
+    asyncio.run(main())

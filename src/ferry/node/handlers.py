@@ -40,13 +40,18 @@ class Deferred:
             self.send(status)
 
 
+class LimitExceeded(Exception):
+    """A client went past one of its connection's limits (spec.MAX_*): the server closes it."""
+
+
 class Session:
     """One connection's state: its backend, its open handles, whether HELLO/AUTH let it in,
     and (through the node-wide lock table) the locks its owners hold."""
 
-    __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "nonces", "puts", "token")
+    __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "max_handles", "nonces", "puts", "token")
 
-    def __init__(self, backend: Backend, token: bytes = b"", locks: LockTable | None = None) -> None:
+    def __init__(self, backend: Backend, token: bytes = b"", locks: LockTable | None = None,
+                 max_handles: int = spec.MAX_HANDLES) -> None:
         self.backend = backend
         self.locks = locks if locks is not None else LockTable()
         self.id = next(_session_ids)
@@ -56,8 +61,15 @@ class Session:
         self.authed = not token
         self.nonces: tuple[bytes, bytes] | None = None  # (client's, ours) from the last HELLO
         self._next = 1
+        self.max_handles = max_handles
 
     def add(self, f: BackendFile, put: bool = False) -> int:
+        if len(self.files) >= self.max_handles:
+            if put:
+                self.backend.put_abort(f)
+            else:
+                f.close()
+            raise LimitExceeded(f"more than {self.max_handles} open handles")
         h = self._next
         self._next += 1
         self.files[h] = f

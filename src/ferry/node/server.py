@@ -19,6 +19,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, cast
 
 from ferry import security
@@ -26,24 +27,38 @@ from ferry.protocol import spec
 from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts
 
 from .backends.base import Backend
-from .handlers import Deferred, Session, run
+from .handlers import Deferred, LimitExceeded, Session, run
 from .locks import LockTable
 
 log = logging.getLogger("ferry.node")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may hold (see spec.MAX_*); tests pass small ones."""
+    handles: int = spec.MAX_HANDLES
+    waiting: int = spec.MAX_WAITING
+    slow_frame: float = spec.SLOW_FRAME
+
+
 class NodeProtocol(asyncio.BufferedProtocol):
-    def __init__(self, backend: Backend, token: bytes, locks: LockTable) -> None:
-        self._session = Session(backend, token, locks)
+    def __init__(self, backend: Backend, token: bytes, locks: LockTable, limits: Limits) -> None:
+        self._session = Session(backend, token, locks, limits.handles)
         self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
+        self._limits = limits
+        self._waiting = 0  # requests whose reply comes later (lock waits)
+        self._slow: asyncio.TimerHandle | None = None  # runs out when a started frame is late
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # An idle client may hold leases or wait for a lock for hours: never close it for
+            # idleness, let the kernel's keepalives find a peer that is gone.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
@@ -60,11 +75,14 @@ class NodeProtocol(asyncio.BufferedProtocol):
                     op, status, fields = run(self._session, req.opcode, req.payload)
                     if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
                         if not req.flags & spec.FLAG_ONEWAY:
+                            self._waiting += 1
+                            if self._waiting > self._limits.waiting:
+                                raise LimitExceeded(f"more than {self._limits.waiting} requests waiting")
                             fields.send = self._late_reply_to(req.rid)
                         continue
                     body = pack_parts(op.reply, fields) if status == 0 else \
                         pack_parts(spec.LINK_OUT, fields) if status == spec.STATUS_LINK_OUT else []
-                except ProtocolError:
+                except (ProtocolError, LimitExceeded):
                     raise
                 except Exception:  # a bug must cost one request, not the node
                     log.exception("ferry node: %s from %s failed", spec.NAMES[req.opcode], self._peer)
@@ -76,17 +94,35 @@ class NodeProtocol(asyncio.BufferedProtocol):
                     continue
                 out.append(REP_HEADER.pack(sum(map(len, body)), status, req.rid))
                 out.extend(body)
-        except ProtocolError as e:
-            log.warning("ferry node: closing connection from %s: malformed frame: %s", self._peer, e)
+        except (ProtocolError, LimitExceeded) as e:
+            why = "malformed frame" if isinstance(e, ProtocolError) else "over its limit"
+            log.warning("ferry node: closing connection from %s: %s: %s", self._peer, why, e)
             if out:
                 transport.write(b"".join(out))
-            transport.close()
+            transport.abort()
             return
         if out:
             transport.write(b"".join(out))
+        self._watch_partial_frame()
+
+    def _watch_partial_frame(self) -> None:
+        """A client that starts a frame has SLOW_FRAME seconds to finish it (slowloris)."""
+        if not self._reader.partial:
+            if self._slow is not None:
+                self._slow.cancel()
+                self._slow = None
+        elif self._slow is None:
+            self._slow = asyncio.get_running_loop().call_later(self._limits.slow_frame, self._too_slow)
+
+    def _too_slow(self) -> None:
+        log.warning("ferry node: closing connection from %s: a frame took over %gs to arrive", self._peer,
+                    self._limits.slow_frame)
+        if self._transport is not None:
+            self._transport.abort()
 
     def _late_reply_to(self, rid: int):
         def send(status: int) -> None:
+            self._waiting -= 1
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.write(REP_HEADER.pack(0, status, rid))
         return send
@@ -102,17 +138,20 @@ class NodeProtocol(asyncio.BufferedProtocol):
             self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._slow is not None:
+            self._slow.cancel()
         self._session.close_all()
         self._transport = None
 
 
 async def start_node(backend: Backend, host: str = "127.0.0.1", port: int = 0,
-                     token: bytes = b"", tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, int]:
+                     token: bytes = b"", tls: ssl.SSLContext | None = None,
+                     limits: Limits = Limits()) -> tuple[asyncio.Server, int]:
     """Serve `backend` on host:port (0 picks a free port); returns the server and its port.
     With `token`, a connection may do nothing before HELLO and AUTH prove it holds it."""
     loop = asyncio.get_running_loop()
     locks = LockTable()  # one per export: every connection's locks meet here
-    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks), host, port, ssl=tls)
+    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks, limits), host, port, ssl=tls)
     return server, server.sockets[0].getsockname()[1]
 
 

@@ -300,6 +300,11 @@ class FrameReader:
         self._kind = kind
         self._max = max_frame
 
+    @property
+    def partial(self) -> bool:
+        """Part of a frame has arrived, not all of it."""
+        return self._big is not None or self._fill > 0
+
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._big is not None:
             return memoryview(self._big[1])[self._got:]
