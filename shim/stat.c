@@ -183,7 +183,7 @@ static int fd_stat(int fd, struct stat *st)
 
 static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
 {
-    if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fd_stat(dirfd, st);
+    if ((flags & AT_EMPTY_PATH) && fy_empty_path(path)) return fd_stat(dirfd, st);
     FY_PATH_HOOK(dirfd, path, -1, LIBC(fstatat)(dirfd, path, st, flags), path_stat, st, flags & AT_SYMLINK_NOFOLLOW);
 }
 
@@ -246,7 +246,7 @@ static int statx_ferry(const struct fy_path *p, int flags, unsigned int mask, st
 
 FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
 {
-    if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
+    if ((flags & AT_EMPTY_PATH) && fy_empty_path(path)) {
         if (!fy_fd_direct(dirfd)) return LIBC(statx)(dirfd, path, flags, mask, sx);
         struct stat st;
         if (fd_stat(dirfd, &st) < 0) return -1;
