@@ -3,8 +3,9 @@
  * The kernel answers a system call given a bad pointer with EFAULT; the program lives on.
  * A preload library that reads that pointer first (the prefix compare of every path, a
  * stat buffer it fills for a ferry path) would die by SIGSEGV instead.  So the shim reads
- * program memory only through two probes written in assembly below, fy_probe_str
- * (strnlen) and fy_probe_copy (memcpy).  A fault inside them reaches our SIGSEGV/SIGBUS
+ * program memory only through the probes written in assembly below: fy_probe_str
+ * (strnlen), fy_probe_copy (memcpy), and fy_probe_rd/fy_probe_wr (can a buffer be read,
+ * written?).  A fault inside them reaches our SIGSEGV/SIGBUS
  * handler, which sees the faulting instruction lies in the probes' code and moves the
  * program counter to a landing point that returns -1 (the Linux kernel's exception-table
  * trick, for its own copy_from_user).  The fast path thus costs a few loads and no setup:
@@ -57,6 +58,37 @@ __asm__(".text\n"
         "    xorl %eax, %eax\n"
         "    ret\n"
         ".size fy_probe_copy, .-fy_probe_copy\n"
+        /* int fy_probe_rd(const void *p %rdi, size_t n %rsi): one load in each page of the
+         * range; fy_probe_wr the same with a store that changes nothing (an atomic or of 0,
+         * safe against other threads writing there). */
+        ".globl fy_probe_rd\n .hidden fy_probe_rd\n .type fy_probe_rd,@function\n"
+        "fy_probe_rd:\n"
+        "    xorl %eax, %eax\n"
+        "    testq %rsi, %rsi\n"
+        "    je 2f\n"
+        "    leaq -1(%rdi,%rsi), %rdx\n"  /* the last byte */
+        "1:  movb (%rdi), %cl\n"           /* may fault */
+        "    andq $-4096, %rdi\n"
+        "    addq $4096, %rdi\n"
+        "    jc 2f\n"
+        "    cmpq %rdx, %rdi\n"
+        "    jbe 1b\n"
+        "2:  ret\n"
+        ".size fy_probe_rd, .-fy_probe_rd\n"
+        ".globl fy_probe_wr\n .hidden fy_probe_wr\n .type fy_probe_wr,@function\n"
+        "fy_probe_wr:\n"
+        "    xorl %eax, %eax\n"
+        "    testq %rsi, %rsi\n"
+        "    je 2f\n"
+        "    leaq -1(%rdi,%rsi), %rdx\n"
+        "1:  lock orb $0, (%rdi)\n"        /* may fault */
+        "    andq $-4096, %rdi\n"
+        "    addq $4096, %rdi\n"
+        "    jc 2f\n"
+        "    cmpq %rdx, %rdi\n"
+        "    jbe 1b\n"
+        "2:  ret\n"
+        ".size fy_probe_wr, .-fy_probe_wr\n"
         ".globl fy_probe_end_\n .hidden fy_probe_end_\n"
         "fy_probe_end_:\n"
         ".globl fy_probe_fixup_\n .hidden fy_probe_fixup_\n"
@@ -68,6 +100,8 @@ extern const char fy_probe_begin_[], fy_probe_end_[], fy_probe_fixup_[];
 #define FY_HAVE_PROBES 0
 long fy_probe_str(const char *s, size_t max) { return (long)strnlen(s, max); }
 int fy_probe_copy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); return 0; }
+int fy_probe_rd(const void *p, size_t n) { (void)p; (void)n; return 0; }
+int fy_probe_wr(void *p, size_t n) { (void)p; (void)n; return 0; }
 #endif
 
 /* The program's action for SIGSEGV (0) and SIGBUS (1).  The handler may run at any time

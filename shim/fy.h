@@ -67,6 +67,8 @@ int fy_resolve_r(int dirfd, const char **path, struct fy_path *out, int *unreada
 int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
                     struct fy_path *pn);
 int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn);  /* the same, resolved */
+/* One of the pair could not be read (u*, from fy_resolve_r): 0, go to libc; -1, errno set. */
+int fy_unreadable_pair(const char *old, int ro, int uo, const char *new, int rn, int un);
 
 /* A symlink on the way leads out of its mount (an absolute target, or one climbing above
  * the mount's root): the node never follows it, and the agent answers STATUS_LINK_OUT
@@ -236,6 +238,9 @@ const char *fy_follow_links(const char *path);
 long fy_probe_str(const char *s, size_t max);
 /* memcpy(dst, src, n), or -1 when either side faulted (dst then partly written). */
 int fy_probe_copy(void *dst, const void *src, size_t n);
+/* Can every byte of [p, p+n) be read (rd) or written (wr)?  0, or -1.  One access a page. */
+int fy_probe_rd(const void *p, size_t n);
+int fy_probe_wr(void *p, size_t n);
 /* Fill a program buffer: 0, or -1 with errno EFAULT. */
 static inline int fy_copy_out(void *prog, const void *src, size_t n)
 {

@@ -237,6 +237,7 @@ FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *ne
     int uo, un;
     int ro = fy_resolve_r(olddirfd, &old, &po, &uo);
     int rn = fy_resolve_r(newdirfd, &new, &pn, &un);
+    if ((uo || un) && fy_unreadable_pair(old, ro, uo, new, rn, un) < 0) return -1;
     if (uo || un) return LIBC(linkat)(olddirfd, old, newdirfd, new, flags);  /* EFAULT */
     int sfd = ro == 0 && rn == 1 ? source_fd(olddirfd, old, flags) : -1;
     if (sfd >= 0) {

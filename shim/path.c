@@ -300,12 +300,23 @@ int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn)
     return 1;
 }
 
+int fy_unreadable_pair(const char *old, int ro, int uo, const char *new, int rn, int un)
+{
+    (void)un;
+    /* Nothing ferry's: libc, for the kernel's EFAULT.  With a ferry name beside it, the
+     * shim answers as the kernel would, which reads both names before it looks either up
+     * (EFAULT, not EXDEV), the old one first. */
+    if (ro == 0 && rn == 0) return 0;
+    errno = fy_probe_str(uo ? old : new, PATH_MAX) < 0 ? EFAULT : ENAMETOOLONG;
+    return -1;
+}
+
 int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
                     struct fy_path *pn)
 {
     int uo, un;
     int ro = fy_resolve_r(olddirfd, old, po, &uo);
     int rn = fy_resolve_r(newdirfd, new, pn, &un);
-    /* One the shim cannot read: libc, for the kernel's EFAULT (not EXDEV). */
-    return uo || un ? 0 : fy_pair(ro, po, rn, pn);
+    if (uo || un) return fy_unreadable_pair(*old, ro, uo, *new, rn, un);
+    return fy_pair(ro, po, rn, pn);
 }

@@ -19,6 +19,7 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -158,6 +159,11 @@ int main(int argc, char **argv)
     CALL("read buf", ({ int f_ = open(F, O_RDONLY); read(f_, W, 4); }));
     CALL("write buf", ({ int f_ = open(X, O_CREAT | O_WRONLY, 0644); write(f_, W, 4); }));
     CALL("pread buf", ({ int f_ = open(F, O_RDONLY); pread(f_, W, 4, 0); }));
+    CALL("readv iov", ({ int f_ = open(F, O_RDONLY); readv(f_, (struct iovec *)WS, 1); }));
+    CALL("readv base", ({ int f_ = open(F, O_RDONLY); struct iovec v_ = {W, 4}; readv(f_, &v_, 1); }));
+    CALL("writev iov", ({ int f_ = open(X, O_CREAT | O_WRONLY, 0644); writev(f_, (struct iovec *)WS, 1); }));
+    CALL("pwritev base", ({ int f_ = open(X, O_CREAT | O_WRONLY, 0644); struct iovec v_ = {W, 4}; pwritev(f_, &v_, 1, 0); }));
+    CALL("read then", ({ int f_ = open(F, O_RDONLY); read(f_, W, 4) < 0 ? read(f_, buf, sizeof buf) : -2; }));
     CALL("sigaction act", sigaction(SIGSEGV, (struct sigaction *)WS, NULL));
     CALL("sigaction oldact", sigaction(SIGSEGV, NULL, (struct sigaction *)WS));
 
