@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -78,6 +79,18 @@ static void run(const char *what, long (*fn)(void), int errnum)
     else said(what, msg[0], (int)msg[1]);
 }
 
+/* A name in a shared mapping past the end of its file: reading it is SIGBUS, where the
+ * kernel says EFAULT. */
+static const char *past_eof(void)
+{
+    char tmpl[] = "/tmp/wild_pointers.XXXXXX";
+    int fd = mkstemp(tmpl);
+    unlink(tmpl);
+    if (fd < 0 || ftruncate(fd, 4096) < 0) return W;
+    char *m = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd, 0);
+    return m == MAP_FAILED ? W : m + 4096;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) { fprintf(stderr, "usage: wild_pointers DIR\n"); return 2; }
@@ -91,6 +104,8 @@ int main(int argc, char **argv)
 
     /* A wild path: the kernel reads it and says EFAULT. */
     CALL("open", open(W, O_RDONLY));
+    CALL("open past EOF", open(past_eof(), O_RDONLY));
+    CALL("stat past EOF", stat(past_eof(), &st));
     CALL("open O_CREAT", open(W, O_CREAT | O_WRONLY, 0644));
     CALL("openat", openat(AT_FDCWD, W, O_RDONLY));
     CALL("creat", creat(W, 0644));
@@ -141,6 +156,8 @@ int main(int argc, char **argv)
     CALL("execve", execve(W, args, environ));
     CALL("execv", execv(W, args));
     CALL("execve wild argv", execve("/bin/true", (char **)WS, environ));
+    CALL("execve wild envp", execve("/bin/true", args, (char **)WS));
+    CALL("execve wild arg", ({ char *a_[] = {"true", W, NULL}; execve("/bin/true", a_, environ); }));
     CALL_ERRNUM("posix_spawn", posix_spawn(&pid, W, NULL, NULL, args, environ));
     CALL_PTR("freopen", freopen(W, "r", stdin));
 
@@ -155,7 +172,7 @@ int main(int argc, char **argv)
     CALL("readlink buf", readlink(L, W, 64));
     CALL("utimes times", utimes(F, (struct timeval *)WS));
     CALL("utimensat times", utimensat(AT_FDCWD, F, (struct timespec *)WS, 0));
-    CALL("getcwd buf", ({ chdir(D) < 0 ? -1 : (getcwd(W, 64) ? 0 : -1); }));
+    CALL("getcwd buf", ({ chdir(D) < 0 ? -1 : (getcwd(W, PATH_MAX) ? 0 : -1); }));
     CALL("read buf", ({ int f_ = open(F, O_RDONLY); read(f_, W, 4); }));
     CALL("write buf", ({ int f_ = open(X, O_CREAT | O_WRONLY, 0644); write(f_, W, 4); }));
     CALL("pread buf", ({ int f_ = open(F, O_RDONLY); pread(f_, W, 4, 0); }));
