@@ -188,9 +188,9 @@ void fy_fault_init(void)
         /* What the kernel held (SIG_DFL, SIG_IGN inherited across exec, or a handler that a
          * constructor run before ours installed) is the program's action from now on. */
         if (LIBC(sigaction)(sigs[i], NULL, &prev) < 0) return;
+        publish(i, &prev);  /* before the handler can run and read it */
         k = kernel_action(&prev);
         if (LIBC(sigaction)(sigs[i], &k, NULL) < 0) return;
-        publish(i, &prev);
     }
     struct sigaction back;
     if (LIBC(sigaction)(SIGSEGV, NULL, &back) == 0) {

@@ -159,6 +159,7 @@ int main(int argc, char **argv)
     CALL("execve wild envp", execve("/bin/true", args, (char **)WS));
     CALL("execve wild arg", ({ char *a_[] = {"true", W, NULL}; execve("/bin/true", a_, environ); }));
     CALL_ERRNUM("posix_spawn", posix_spawn(&pid, W, NULL, NULL, args, environ));
+    CALL_PTR("fopen", fopen(W, "r"));
     CALL_PTR("freopen", freopen(W, "r", stdin));
 
     /* A name under DIR and a wild buffer the call fills or reads. */
