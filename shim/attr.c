@@ -23,6 +23,10 @@ struct setattr {
     struct timespec ts[2];     /* may hold UTIME_NOW / UTIME_OMIT until resolved */
 };
 
+/* Not sent: the program's times could not be read (a wild pointer), which the kernel
+ * answers with EFAULT; the local call hands the pointer on for the kernel to say so. */
+#define SET_FAULT 0x80000000u
+
 static int64_t ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
 
 static void encode(struct fy_enc *e, const char *ferry, const struct setattr *a)
@@ -75,6 +79,7 @@ static void replay(const char *ferry, int fd, const char *cache_path, struct set
 
 static int path_setattr(struct fy_path *p, int nofollow, struct setattr *a)
 {
+    if (a->valid & SET_FAULT) return fy_fail(-EFAULT);
     if (nofollow) a->valid |= FY_SET_NOFOLLOW;
     if (fy_cfg.mode == FY_MODE_DIRECT) return remote(p->ferry, a);
     struct stat st;
@@ -97,6 +102,7 @@ static int fd_setattr(int fd, struct setattr *a, int *handled)
     struct fy_fd *f = fy_fd_get(fd);
     *handled = f != NULL;
     if (!f) return 0;
+    if (a->valid & SET_FAULT) return fy_fail(-EFAULT);
     if (f->kind == FY_FD_DIRECT) return remote(f->path, a);
     if (apply_local(fd, NULL, 0, a) < 0) return -1;
     if (!f->dirty) replay(f->path, fd, NULL, a);
@@ -123,8 +129,10 @@ static struct setattr chown_attr(uid_t uid, gid_t gid)
 static struct setattr times_attr(const struct timespec *ts)
 {
     struct setattr a = {.valid = FY_SET_ATIME | FY_SET_MTIME};
+    struct timespec got[2];
+    if (ts && fy_probe_copy(got, ts, sizeof got) < 0) return (struct setattr){.valid = SET_FAULT};
     for (int i = 0; i < 2; i++) {
-        a.ts[i] = ts ? ts[i] : (struct timespec){0, UTIME_NOW};
+        a.ts[i] = ts ? got[i] : (struct timespec){0, UTIME_NOW};
         if (a.ts[i].tv_nsec == UTIME_OMIT) a.valid &= ~(uint32_t)(i ? FY_SET_MTIME : FY_SET_ATIME);
     }
     return a;
@@ -169,7 +177,7 @@ FY_EXPORT int lchown(const char *path, uid_t uid, gid_t gid)
 
 FY_EXPORT int fchownat(int dirfd, const char *path, uid_t uid, gid_t gid, int flags)
 {
-    if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fchown(dirfd, uid, gid);
+    if ((flags & AT_EMPTY_PATH) && fy_empty_path(path)) return fchown(dirfd, uid, gid);
     struct setattr a = chown_attr(uid, gid);
     PATH_HOOK(dirfd, path, flags & AT_SYMLINK_NOFOLLOW, a, LIBC(fchownat)(dirfd, path, uid, gid, flags));
 }

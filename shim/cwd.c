@@ -82,8 +82,7 @@ FY_EXPORT char *getcwd(char *buf, size_t size)
         errno = size ? ERANGE : EINVAL;
         return NULL;
     }
-    memcpy(buf, fy_vcwd, n);
-    return buf;
+    return fy_copy_out(buf, fy_vcwd, n) < 0 ? NULL : buf;  /* EFAULT, as the system call says */
 }
 
 FY_EXPORT char *__getcwd_chk(char *buf, size_t size, size_t buflen) { (void)buflen; return getcwd(buf, size); }

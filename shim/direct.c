@@ -14,6 +14,9 @@ ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
     size_t done = 0;
     do {  /* once even for n == 0: the node still says EBADF or EISDIR */
         uint32_t want = (uint32_t)(n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK);
+        /* The reply's data goes straight into buf: a wild one would fail the receive
+         * half-way and lose the connection (EIO), where the kernel says EFAULT. */
+        if (fy_probe_wr((char *)buf + done, want) < 0) { if (done) break; return fy_fail(-EFAULT); }
         struct fy_enc e;
         fy_enc_read(&e, f->handle, off < 0 ? -1 : off + (int64_t)done, want);
         struct fy_rep_read rep;
@@ -32,6 +35,7 @@ ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off)
     size_t done = 0;
     do {
         size_t chunk = n - done < FY_IO_CHUNK ? n - done : FY_IO_CHUNK;
+        if (fy_probe_rd((const char *)buf + done, chunk) < 0) { if (done) break; return fy_fail(-EFAULT); }
         struct fy_enc e;
         fy_enc_write(&e, f->handle, off < 0 ? -1 : off + (int64_t)done, (const char *)buf + done, (uint32_t)chunk);
         struct fy_rep_write rep;
@@ -93,10 +97,19 @@ PREAD_HOOK(pread64)
 PWRITE_HOOK(pwrite)
 PWRITE_HOOK(pwrite64)
 
+/* The kernel reads the whole iovec array before any I/O: EFAULT when it cannot. */
+static int iov_unreadable(const struct iovec *iov, int cnt)
+{
+    if (cnt <= 0 || fy_probe_rd(iov, (size_t)cnt * sizeof *iov) == 0) return 0;
+    errno = EFAULT;
+    return 1;
+}
+
 FY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
     struct fy_fd *f = fy_fd_direct(fd);
     if (!f) return LIBC(readv)(fd, iov, cnt);
+    if (iov_unreadable(iov, cnt)) return -1;
     ssize_t total = 0;
     for (int i = 0; i < cnt; i++) {
         ssize_t n = fy_direct_read(f, iov[i].iov_base, iov[i].iov_len, -1);
@@ -111,6 +124,7 @@ FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
     struct fy_fd *f = fy_fd_direct(fd);
     if (!f) return LIBC(writev)(fd, iov, cnt);
+    if (iov_unreadable(iov, cnt)) return -1;
     ssize_t total = 0;
     for (int i = 0; i < cnt; i++) {
         if (!iov[i].iov_len) continue;
@@ -127,6 +141,7 @@ FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t off, int writing)
 {
     if (cnt < 0 || cnt > IOV_MAX) { errno = EINVAL; return -1; }
+    if (iov_unreadable(iov, cnt)) return -1;
     ssize_t total = 0;
     for (int i = 0; i < cnt; i++) {
         if (!iov[i].iov_len) continue;

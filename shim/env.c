@@ -62,7 +62,15 @@ static int preloads_us(const char *v)
 char **fy_env_for_exec(char *const envp[])
 {
     size_t n = 0;
-    while (envp && envp[n]) n++;
+    /* The kernel reads envp and each string (EFAULT when it cannot); so does this copy,
+     * through the probes, so a wild one fails the exec instead of the program. */
+    for (char *v; envp; n++) {
+        if (fy_probe_copy(&v, &envp[n], sizeof v) < 0 || (v && fy_probe_str(v, (size_t)-1) < 0)) {
+            errno = EFAULT;
+            return NULL;
+        }
+        if (!v) break;
+    }
     char **out = calloc(n + NKEEP + 4, sizeof *out);
     if (!out) return NULL;
     size_t j = 0;

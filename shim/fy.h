@@ -45,6 +45,7 @@ struct fy_config {
     int nprefix;
     char *prefix[32];        /* mount prefixes (no trailing slash); "/REMOTE@" is implicit */
     size_t prefix_len[32];
+    size_t probe_len;        /* bytes of a path the prefix compare may read: the longest prefix + 1 */
 };
 extern struct fy_config fy_cfg;
 extern mode_t fy_umask;  /* the process's umask, for modes sent to the node in direct mode */
@@ -58,11 +59,16 @@ struct fy_path {
  * a name relative to a ferry directory climbs out of its mount with ".."); 1: ferry's,
  * `out` filled; -1: ferry's but invalid, errno set. */
 int fy_resolve(int dirfd, const char **path, struct fy_path *out);
+/* The same; *unreadable says the 0 came from a string the shim could not read whole (a
+ * wild pointer: libc lets the kernel answer EFAULT). */
+int fy_resolve_r(int dirfd, const char **path, struct fy_path *out, int *unreadable);
 /* Both paths of a rename or link: 0 both local, 1 both ferry's on one mount (po, pn
  * filled), -1 errno set (EXDEV when they lie on two sides, or on two mounts). */
 int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
                     struct fy_path *pn);
 int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn);  /* the same, resolved */
+/* One of the pair could not be read (u*, from fy_resolve_r): 0, go to libc; -1, errno set. */
+int fy_unreadable_pair(const char *old, int ro, int uo, const char *new, int rn, int un);
 
 /* A symlink on the way leads out of its mount (an absolute target, or one climbing above
  * the mount's root): the node never follows it, and the agent answers STATUS_LINK_OUT
@@ -226,6 +232,27 @@ void fy_environ_restore(char **saved);
 /* ---- link.c ---- */
 /* `path` itself when it is no ferry symlink, else its target (malloc'd), followed. */
 const char *fy_follow_links(const char *path);
+
+/* ---- fault.c: reading the program's memory as the kernel does (EFAULT, not SIGSEGV) ---- */
+/* strnlen(s, max), or -1 when a byte before the NUL (or max) cannot be read. */
+long fy_probe_str(const char *s, size_t max);
+/* memcpy(dst, src, n), or -1 when either side faulted (dst then partly written). */
+int fy_probe_copy(void *dst, const void *src, size_t n);
+/* Can every byte of [p, p+n) be read (rd) or written (wr)?  0, or -1.  One access a page. */
+int fy_probe_rd(const void *p, size_t n);
+int fy_probe_wr(void *p, size_t n);
+/* Fill a program buffer: 0, or -1 with errno EFAULT. */
+static inline int fy_copy_out(void *prog, const void *src, size_t n)
+{
+    if (fy_probe_copy(prog, src, n) == 0) return 0;
+    errno = EFAULT;
+    return -1;
+}
+/* Is `path` readable and ""?  (The AT_EMPTY_PATH test, before anything else reads it.) */
+static inline int fy_empty_path(const char *path) { return path && fy_probe_str(path, 1) == 0; }
+void fy_fault_init(void);          /* init.c: install the SIGSEGV/SIGBUS handler */
+void fy_fault_before_exec(void);   /* proc.c: SIG_IGN crosses exec as the kernel keeps it */
+void fy_fault_after_exec(void);    /* proc.c: the exec failed */
 
 /* ---- errno helpers ---- */
 static inline int fy_fail(int neg_errno) { extern int *__errno_location(void); *__errno_location() = -neg_errno; return -1; }

@@ -100,6 +100,11 @@ __attribute__((constructor)) static void fy_init(void)
         pre = end ? end + 1 : NULL;
     }
 
+    fy_cfg.probe_len = sizeof "/REMOTE@" - 1;
+    for (int i = 0; i < fy_cfg.nprefix; i++)
+        if (fy_cfg.prefix_len[i] + 1 > fy_cfg.probe_len) fy_cfg.probe_len = fy_cfg.prefix_len[i] + 1;
+    fy_fault_init();
+
     const char *fds = getenv("FERRY_FDS");
     if (fds) fy_fd_import(fds);
     if (fds && fy_cfg.mode == FY_MODE_DIRECT) fy_stdio_adopt();

@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <glob.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -185,7 +186,12 @@
                           const posix_spawnattr_t *, char *const[], char *const[]))                       \
     X(int, system, (const char *))                                                                        \
     X(FILE *, popen, (const char *, const char *))                                                        \
-    X(mode_t, umask, (mode_t))
+    X(mode_t, umask, (mode_t))                                                                            \
+    /* SIGSEGV and SIGBUS, which the shim's fault handler keeps (fault.c) */                             \
+    X(int, sigaction, (int, const struct sigaction *, struct sigaction *))                                \
+    X(__sighandler_t, signal, (int, __sighandler_t))                                                      \
+    X(__sighandler_t, sysv_signal, (int, __sighandler_t))                                                 \
+    X(__sighandler_t, sigset, (int, __sighandler_t))
 
 #define FY_LIBC_TYPE(ret, name, params) typedef ret fy_libc_##name##_t params;
 FY_LIBC_TABLE(FY_LIBC_TYPE)

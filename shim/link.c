@@ -40,7 +40,7 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
         if (ent.name_len == nlen && memcmp(ent.name, name, nlen) == 0) {
             if (!S_ISLNK(ent.attr.mode)) { errno = EINVAL; break; }
             out = (ssize_t)(ent.target_len < size ? ent.target_len : size);
-            memcpy(buf, ent.target, (size_t)out);
+            if (fy_copy_out(buf, ent.target, (size_t)out) < 0) out = -1;
             break;
         }
     }
@@ -61,8 +61,7 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size)
         n -= (ssize_t)mark;
     }
     size_t out = (size_t)n < size ? (size_t)n : size;
-    memcpy(buf, s, out);
-    return (ssize_t)out;
+    return fy_copy_out(buf, s, out) < 0 ? -1 : (ssize_t)out;
 }
 
 static ssize_t readlink_ferry(const struct fy_path *p, char *buf, size_t size)
@@ -120,6 +119,10 @@ const char *fy_follow_links(const char *path)
 
 static int symlink_ferry(const struct fy_path *p, const char *target)
 {
+    /* The kernel reads the target before anything else: a wild one is EFAULT. */
+    long tl = fy_probe_str(target, PATH_MAX);
+    if (tl < 0) return fy_fail(-EFAULT);
+    if (tl >= PATH_MAX) return fy_fail(-ENAMETOOLONG);
     struct fy_enc e;
     fy_enc_symlink(&e, target, p->ferry);
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
@@ -142,7 +145,7 @@ FY_EXPORT int symlink(const char *target, const char *path) { return symlinkat(t
  * name.  -1 for an ordinary name. */
 static int source_fd(int olddirfd, const char *old, int flags)
 {
-    if (!old) return -1;
+    if (!old || fy_probe_str(old, PATH_MAX) < 0) return -1;  /* libc then answers (EFAULT) */
     if ((flags & AT_EMPTY_PATH) && old[0] == 0) return olddirfd;
     if (!(flags & AT_SYMLINK_FOLLOW)) return -1;
     char own[40];
@@ -231,8 +234,11 @@ static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int fl
 FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
 {
     struct fy_path po, pn;
-    int ro = fy_resolve(olddirfd, &old, &po);
-    int rn = fy_resolve(newdirfd, &new, &pn);
+    int uo, un;
+    int ro = fy_resolve_r(olddirfd, &old, &po, &uo);
+    int rn = fy_resolve_r(newdirfd, &new, &pn, &un);
+    if ((uo || un) && fy_unreadable_pair(old, ro, uo, new, rn, un) < 0) return -1;
+    if (uo || un) return LIBC(linkat)(olddirfd, old, newdirfd, new, flags);  /* EFAULT */
     int sfd = ro == 0 && rn == 1 ? source_fd(olddirfd, old, flags) : -1;
     if (sfd >= 0) {
         struct fy_fd *sf = fy_fd_get(sfd);

@@ -60,6 +60,16 @@ static int may_enter_mount(const char *path)
 
 static const char remote_tag[] = "/REMOTE@";
 
+/* The mount prefix `p` lies under: its length, or 0.  Reads at most fy_cfg.probe_len bytes. */
+static inline size_t prefix_root(const char *p)
+{
+    for (int i = 0; i < fy_cfg.nprefix; i++) {
+        size_t n = fy_cfg.prefix_len[i];
+        if (strncmp(p, fy_cfg.prefix[i], n) == 0 && (p[n] == '/' || p[n] == 0)) return n;
+    }
+    return 0;
+}
+
 size_t fy_mount_root(const char *p)
 {
     if (p[0] != '/') return 0;
@@ -68,11 +78,7 @@ size_t fy_mount_root(const char *p)
         size_t n = end ? (size_t)(end - p) : strlen(p);
         return n > sizeof remote_tag - 1 ? n : 0;
     }
-    for (int i = 0; i < fy_cfg.nprefix; i++) {
-        size_t n = fy_cfg.prefix_len[i];
-        if (strncmp(p, fy_cfg.prefix[i], n) == 0 && (p[n] == '/' || p[n] == 0)) return n;
-    }
-    return 0;
+    return prefix_root(p);
 }
 
 /* Lexically normalise `in` (absolute) into `out`.  0 or -ENAMETOOLONG. */
@@ -194,20 +200,44 @@ int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
     return fd;
 }
 
+/* Can the program's string `path` be read whole (a NUL within PATH_MAX)?  When it cannot,
+ * the shim does not claim it: libc gets the pointer, and the kernel answers as it would
+ * without ferry (EFAULT, or ENAMETOOLONG).  Only names that may be ferry's pay for it. */
+static int readable(const char *path, int *unreadable)
+{
+    long n = fy_probe_str(path, PATH_MAX);
+    if (n >= 0 && n < PATH_MAX) return 1;
+    *unreadable = 1;
+    return 0;
+}
+
 int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
 {
+    int unreadable;
+    return fy_resolve_r(dirfd, pathp, out, &unreadable);
+}
+
+int fy_resolve_r(int dirfd, const char **pathp, struct fy_path *out, int *unreadable)
+{
     const char *path = *pathp;
+    *unreadable = 0;
     if (fy_cfg.mode == FY_MODE_OFF || !path) return 0;
+    /* A local absolute path costs the bytes the prefix compares read, probed first (see
+     * fault.c): a wild pointer must not crash the program here. */
+    if (fy_probe_str(path, fy_cfg.probe_len) < 0) { *unreadable = 1; return 0; }
     char joined[2 * PATH_MAX], above_base[PATH_MAX];
     const char *abs;
     int from_above = 0;
     if (path[0] == '/') {
-        if (!fy_mount_root(path)) return 0;
+        if (strncmp(path, remote_tag, sizeof remote_tag - 1) != 0 && !prefix_root(path)) return 0;
+        if (!readable(path, unreadable) || !fy_mount_root(path)) return 0;
         abs = path;
     } else {
         const char *base;
         if (dirfd == AT_FDCWD) {
-            if (!fy_vcwd_set && (!rcwd_above || !may_enter_mount(path))) return 0;
+            if (!fy_vcwd_set && !rcwd_above) return 0;
+            if (!readable(path, unreadable)) return 0;
+            if (!fy_vcwd_set && !may_enter_mount(path)) return 0;
             base = fy_vcwd_set ? fy_vcwd : rcwd;
         } else {
             struct fy_fd *f = fy_fd_get(dirfd);
@@ -218,6 +248,7 @@ int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
             } else {
                 base = f->path;
             }
+            if (!readable(path, unreadable)) return 0;
         }
         size_t bl = strlen(base), pl = strlen(path);
         if (bl == 1) bl = 0;  /* base "/" */
@@ -269,10 +300,23 @@ int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn)
     return 1;
 }
 
+int fy_unreadable_pair(const char *old, int ro, int uo, const char *new, int rn, int un)
+{
+    (void)un;
+    /* Nothing ferry's: libc, for the kernel's EFAULT.  With a ferry name beside it, the
+     * shim answers as the kernel would, which reads both names before it looks either up
+     * (EFAULT, not EXDEV), the old one first. */
+    if (ro == 0 && rn == 0) return 0;
+    errno = fy_probe_str(uo ? old : new, PATH_MAX) < 0 ? EFAULT : ENAMETOOLONG;
+    return -1;
+}
+
 int fy_resolve_pair(int olddirfd, const char **old, struct fy_path *po, int newdirfd, const char **new,
                     struct fy_path *pn)
 {
-    int ro = fy_resolve(olddirfd, old, po);
-    int rn = fy_resolve(newdirfd, new, pn);
+    int uo, un;
+    int ro = fy_resolve_r(olddirfd, old, po, &uo);
+    int rn = fy_resolve_r(newdirfd, new, pn, &un);
+    if (uo || un) return fy_unreadable_pair(*old, ro, uo, *new, rn, un);
     return fy_pair(ro, po, rn, pn);
 }

@@ -145,8 +145,10 @@ typedef int start_fn(const char *file, char *const argv[], char *const env[], vo
 static int with_env(char *const envp[], start_fn *start, const char *file, char *const argv[], void *ctx)
 {
     char **env = fy_env_for_exec(envp);
-    if (!env) return ENOMEM;
+    if (!env) return errno;  /* ENOMEM, or EFAULT for a wild envp */
+    fy_fault_before_exec();
     int rc = start(file, argv, env, ctx);
+    fy_fault_after_exec();
     fy_env_free(env, envp);
     return rc;
 }
@@ -367,7 +369,9 @@ FY_EXPORT int system(const char *cmd)
 {
     if (fy_cfg.mode == FY_MODE_OFF) return LIBC(system)(cmd);
     char **saved = fy_environ_swap();
+    fy_fault_before_exec();
     int rc = LIBC(system)(cmd);
+    fy_fault_after_exec();
     fy_environ_restore(saved);
     return rc;
 }
@@ -376,7 +380,9 @@ FY_EXPORT FILE *popen(const char *cmd, const char *mode)
 {
     if (fy_cfg.mode == FY_MODE_OFF) return LIBC(popen)(cmd, mode);
     char **saved = fy_environ_swap();
+    fy_fault_before_exec();
     FILE *f = LIBC(popen)(cmd, mode);
+    fy_fault_after_exec();
     fy_environ_restore(saved);
     return f;
 }

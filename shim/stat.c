@@ -169,21 +169,27 @@ int fy_cache_list_parent(const struct fy_path *p)
 }
 
 /* Stat a resolved ferry path in whichever mode. */
+/* The program's buffer is filled last, in one guarded copy: a wild one is EFAULT, as the
+ * kernel says for a local file. */
 static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
-    return fy_result(fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, nofollow, st)
-                                                    : fy_cache_stat(p, st, nofollow));
+    struct stat got;
+    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, nofollow, &got) : fy_cache_stat(p, &got, nofollow);
+    return rc < 0 ? fy_fail(rc) : fy_copy_out(st, &got, sizeof got);
 }
 
 static int fd_stat(int fd, struct stat *st)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    return f ? fy_result(remote_fstat(f, st)) : LIBC(fstat)(fd, st);
+    if (!f) return LIBC(fstat)(fd, st);
+    struct stat got;
+    int rc = remote_fstat(f, &got);
+    return rc < 0 ? fy_fail(rc) : fy_copy_out(st, &got, sizeof got);
 }
 
 static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
 {
-    if (path && !path[0] && (flags & AT_EMPTY_PATH)) return fd_stat(dirfd, st);
+    if ((flags & AT_EMPTY_PATH) && fy_empty_path(path)) return fd_stat(dirfd, st);
     FY_PATH_HOOK(dirfd, path, -1, LIBC(fstatat)(dirfd, path, st, flags), path_stat, st, flags & AT_SYMLINK_NOFOLLOW);
 }
 
@@ -240,18 +246,20 @@ static int statx_ferry(const struct fy_path *p, int flags, unsigned int mask, st
         if (S_ISLNK(st.st_mode)) sx->stx_size = (uint64_t)st.st_size;  /* a marked link's: see link_size */
         return 0;
     }
-    stat_to_statx(&st, sx);
-    return 0;
+    struct statx got;
+    stat_to_statx(&st, &got);
+    return fy_copy_out(sx, &got, sizeof got);
 }
 
 FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
 {
-    if (path && !path[0] && (flags & AT_EMPTY_PATH)) {
+    if ((flags & AT_EMPTY_PATH) && fy_empty_path(path)) {
         if (!fy_fd_direct(dirfd)) return LIBC(statx)(dirfd, path, flags, mask, sx);
         struct stat st;
+        struct statx got;
         if (fd_stat(dirfd, &st) < 0) return -1;
-        stat_to_statx(&st, sx);
-        return 0;
+        stat_to_statx(&st, &got);
+        return fy_copy_out(sx, &got, sizeof got);
     }
     FY_PATH_HOOK(dirfd, path, -1, LIBC(statx)(dirfd, path, flags, mask, sx), statx_ferry, flags, mask, sx);
 }

@@ -11,6 +11,8 @@
 
 #define FERRY_FS_MAGIC 0x46455259 /* "FERY": f_type of a ferry path */
 
+static void to_statfs(const struct fy_rep_statfs *s, void *out);
+
 /* STATFS of ferry path `ferry`, converted into `out` by conv: 0, or -1 with errno. */
 static int remote_statfs(const char *ferry, void *out, void (*conv)(const struct fy_rep_statfs *, void *))
 {
@@ -19,7 +21,12 @@ static int remote_statfs(const char *ferry, void *out, void (*conv)(const struct
     struct fy_rep_statfs s;
     int rc = fy_call(&e, -1, &s, sizeof s, NULL, 0, NULL);
     if (rc < 0) return fy_fail(rc);
-    conv(&s, out);
+    union { struct statfs f; struct statvfs v; } b;
+    conv(&s, &b);
+    /* The kernel fills a statfs (EFAULT for a wild one); glibc converts it to a statvfs in
+     * user space, where a wild one crashes the program, as it does here. */
+    if (conv == to_statfs) return fy_copy_out(out, &b.f, sizeof b.f);
+    memcpy(out, &b.v, sizeof b.v);
     return 0;
 }
 
