@@ -99,3 +99,37 @@ def oneway_job(op: str, **fields):
     async def job(client) -> None:
         client.send_oneway(op, **fields)
     return job
+
+
+class LockOps:
+    """Part of `Agent` (server.py): the LOCK, GETLK, DESC_HOLD and DESC_DROP handlers, both
+    modes (the node keeps the locks; `self.locks` is the LockKeeper above)."""
+
+    async def op_lock(self, f) -> dict:
+        link, rel = self.route(f["path"])
+        self.locks.used(link, f["kind"], f["owner"], f["pid"])
+        fields = dict(f, path=rel)
+        if f["wait"] and f["type"] != spec.LOCK_UNLOCK:
+            # Sent in lane order but awaited outside the lane: the unlock that lets this
+            # wait end may have to travel the same lane.
+            async def send(c):
+                return c.send_waiting("LOCK", **fields)
+            await (await link.run(send))
+        else:
+            await link.call("LOCK", **fields)
+        return {}
+
+    def oneway_lock(self, f) -> None:
+        """A process closed a file it held record locks on: they go (as close(2) does)."""
+        link, rel = self.route(f["path"])
+        link.submit(oneway_job("LOCK", **dict(f, path=rel)), f"unlock {f['path']!r}")
+
+    async def op_getlk(self, f) -> dict:
+        link, rel = self.route(f["path"])
+        return await link.call("GETLK", **dict(f, path=rel))
+
+    def oneway_desc_hold(self, f) -> None:
+        self.locks.hold(f["owner"], f["pid"])
+
+    def oneway_desc_drop(self, f) -> None:
+        self.locks.drop(f["owner"], f["pid"])
