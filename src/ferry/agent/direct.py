@@ -1,5 +1,5 @@
 """Direct mode: requests carried to the node as they come, and the agent's open files
-(`DirectHandle`: the node's handle and the position that every dup of the fd shares).
+(`DirectFile`: the node's handle and the position that every dup of the fd shares).
 
 `DirectFiles` is one part of `Agent` (server.py).  Extended attributes and STATFS are
 served here in both modes (the node keeps them; the replica carries none).
@@ -18,17 +18,18 @@ from .links import NodeLink
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 
 
-class DirectHandle:
-    """A direct-mode open file: the node's handle plus the position all dups share."""
+class DirectFile:
+    """A direct-mode open file (an open file description): the node's handle (0 for a
+    directory or an O_PATH fd, which need none) plus the position all dups share."""
 
-    def __init__(self, link: NodeLink, handle: int, flags: int, placeholder: int, rel: bytes = b"") -> None:
-        self.link, self.handle, self.flags, self.placeholder = link, handle, flags, placeholder
+    def __init__(self, link: NodeLink, node_handle: int, flags: int, placeholder: int, rel: bytes = b"") -> None:
+        self.link, self.node_handle, self.flags, self.placeholder = link, node_handle, flags, placeholder
         self.offset = 0
         self.rel = rel  # node path at open: what fstat of a handle-less fd (directory, O_PATH) stats
 
 
 class DirectFiles:
-    """Part of `Agent`: uses its `route`, `handles`, `placeholders` and `locks`."""
+    """Part of `Agent`: uses its `route`, `files`, `placeholders` and `locks`."""
 
     async def op_stat(self, f) -> dict:
         link, rel = self.route(f["path"])
@@ -53,7 +54,7 @@ class DirectFiles:
                 attr = (await link.call("STAT", path=rel, flags=nofollow))["attr"]
                 if flags & os.O_DIRECTORY and not stat.S_ISDIR(attr.mode):
                     raise OSError(errno.ENOTDIR, f["path"])
-                return self._new_handle(link, 0, flags, fd, attr, rel)
+                return self._new_file(link, 0, flags, fd, attr, rel)
             try:
                 rep = await link.call("OPEN", path=rel, flags=flags, mode=f["mode"])
                 node_handle, attr = rep["handle"], rep["attr"]
@@ -66,91 +67,91 @@ class DirectFiles:
         except BaseException:
             os.close(fd)
             raise
-        return self._new_handle(link, node_handle, flags, fd, attr, rel)
+        return self._new_file(link, node_handle, flags, fd, attr, rel)
 
-    def _new_handle(self, link: NodeLink, node_handle: int, flags: int, fd: int, attr: Attr,
-                    rel: bytes = b"") -> dict:
-        hid = self.next_handle
-        self.next_handle += 1
-        self.handles[hid] = DirectHandle(link, node_handle, flags, fd, rel)
+    def _new_file(self, link: NodeLink, node_handle: int, flags: int, fd: int, attr: Attr,
+                  rel: bytes = b"") -> dict:
+        fid = self.next_file
+        self.next_file += 1
+        self.files[fid] = DirectFile(link, node_handle, flags, fd, rel)
         os.set_blocking(fd, False)
-        self.placeholders.add(fd, hid)  # see placeholders.py: its bytes and its last close
-        return {"handle": hid, "attr": attr}
+        self.placeholders.add(fd, fid)  # see placeholders.py: its bytes and its last close
+        return {"handle": fid, "attr": attr}
 
-    def _carry(self, hid: int, data: bytes) -> None:
-        """Bytes the program wrote to placeholder `hid` past the shim: write them where a
+    def _carry(self, fid: int, data: bytes) -> None:
+        """Bytes the program wrote to placeholder `fid` past the shim: write them where a
         write(2) on the description would have, in the order they came."""
-        h = self.handles.get(hid)
-        if h is None:
+        df = self.files.get(fid)
+        if df is None:
             return
-        what = f"write to {h.rel.decode(errors='replace') or 'a ferry fd'}"
-        if not h.handle or h.flags & os.O_ACCMODE == os.O_RDONLY:
+        what = f"write to {df.rel.decode(errors='replace') or 'a ferry fd'}"
+        if not df.node_handle or df.flags & os.O_ACCMODE == os.O_RDONLY:
             why = f"{what}: {len(data)} byte(s) written to an fd not open for writing (the kernel says EBADF)"
-            h.link.failures.append(why)
-            h.link.complain(why)
+            df.link.failures.append(why)
+            df.link.complain(why)
             return
-        append = bool(h.flags & os.O_APPEND)
-        off = h.offset
+        append = bool(df.flags & os.O_APPEND)
+        off = df.offset
         if not append:
-            h.offset += len(data)
+            df.offset += len(data)
 
         async def job(c):
-            at = (await c.call("FSTAT", handle=h.handle))["attr"].size if append else off
+            at = (await c.call("FSTAT", handle=df.node_handle))["attr"].size if append else off
             if append:
-                h.offset = at + len(data)
-            h.link.track(c.send("WRITE", handle=h.handle, offset=at, data=data), what)
-        h.link.submit(job, what)
+                df.offset = at + len(data)
+            df.link.track(c.send("WRITE", handle=df.node_handle, offset=at, data=data), what)
+        df.link.submit(job, what)
 
-    def release(self, hid: int) -> None:
-        h = self.handles.pop(hid)
-        self.placeholders.remove(h.placeholder)
-        self.locks.forget_desc(hid)  # the last copy of the description is closed
-        if h.handle:
-            h.link.submit(lambda c: c.call("CLOSE", handle=h.handle), f"close handle {hid}")
+    def release(self, fid: int) -> None:
+        df = self.files.pop(fid)
+        self.placeholders.remove(df.placeholder)
+        self.locks.forget_desc(fid)  # the last copy of the description is closed
+        if df.node_handle:
+            df.link.submit(lambda c: c.call("CLOSE", handle=df.node_handle), f"close handle of open file {fid}")
 
-    def handle(self, hid: int) -> DirectHandle:
-        h = self.handles.get(hid)
-        if h is None:
-            raise OSError(errno.EBADF, f"no ferry handle {hid}")
-        return h
+    def open_file(self, fid: int) -> DirectFile:
+        df = self.files.get(fid)
+        if df is None:
+            raise OSError(errno.EBADF, f"no ferry open file {fid}")
+        return df
 
     async def op_read(self, f) -> dict:
-        h = self.handle(f["handle"])
-        if not h.handle:
+        df = self.open_file(f["handle"])
+        if not df.node_handle:
             raise OSError(errno.EISDIR, "is a directory")
         positional = f["offset"] < 0
-        off = h.offset if positional else f["offset"]
-        rep = await h.link.call("READ", handle=h.handle, offset=off, count=min(f["count"], spec.IO_CHUNK))
+        off = df.offset if positional else f["offset"]
+        rep = await df.link.call("READ", handle=df.node_handle, offset=off, count=min(f["count"], spec.IO_CHUNK))
         if positional:
-            h.offset = off + len(rep["data"])
+            df.offset = off + len(rep["data"])
         return rep
 
     async def op_write(self, f) -> dict:
-        h = self.handle(f["handle"])
-        if not h.handle:
+        df = self.open_file(f["handle"])
+        if not df.node_handle:
             raise OSError(errno.EBADF, "directory")
         positional = f["offset"] < 0
-        off = h.offset if positional else f["offset"]
-        if h.flags & os.O_APPEND:
-            off = (await h.link.call("FSTAT", handle=h.handle))["attr"].size
-        rep = await h.link.call("WRITE", handle=h.handle, offset=off, data=f["data"])
+        off = df.offset if positional else f["offset"]
+        if df.flags & os.O_APPEND:
+            off = (await df.link.call("FSTAT", handle=df.node_handle))["attr"].size
+        rep = await df.link.call("WRITE", handle=df.node_handle, offset=off, data=f["data"])
         if positional:
-            h.offset = off + rep["count"]
+            df.offset = off + rep["count"]
         return rep
 
     async def op_lseek(self, f) -> dict:
-        h = self.handle(f["handle"])
+        df = self.open_file(f["handle"])
         off, whence = f["offset"], f["whence"]
         if whence == SEEK_SET:
             new = off
         elif whence == SEEK_CUR:
-            new = h.offset + off
+            new = df.offset + off
         elif whence == SEEK_END:
-            size = (await self._fstat(h)).size
+            size = (await self._fstat(df)).size
             new = size + off
         elif whence in (os.SEEK_DATA, os.SEEK_HOLE):
             # As a file system without holes answers: all data, one hole at the end.
-            size = (await self._fstat(h)).size
+            size = (await self._fstat(df)).size
             if off < 0 or off >= size:
                 raise OSError(errno.ENXIO, "offset past the end")
             new = off if whence == os.SEEK_DATA else size
@@ -158,32 +159,32 @@ class DirectFiles:
             raise OSError(errno.EINVAL, "unsupported whence")
         if new < 0:
             raise OSError(errno.EINVAL, "negative offset")
-        h.offset = new
+        df.offset = new
         return {"offset": new}
 
-    async def _fstat(self, h: DirectHandle) -> Attr:
-        return (await h.link.call("FSTAT", handle=h.handle))["attr"]
+    async def _fstat(self, df: DirectFile) -> Attr:
+        return (await df.link.call("FSTAT", handle=df.node_handle))["attr"]
 
     async def op_fstat(self, f) -> dict:
-        h = self.handle(f["handle"])
-        if not h.handle:  # a directory or an O_PATH fd: the kernel stats those too (fchdir, fdopendir)
-            nofollow = spec.STAT_NOFOLLOW if h.flags & os.O_PATH and h.flags & os.O_NOFOLLOW else 0
-            return await h.link.call("STAT", path=h.rel, flags=nofollow)
-        return {"attr": await self._fstat(h)}
+        df = self.open_file(f["handle"])
+        if not df.node_handle:  # a directory or an O_PATH fd: the kernel stats those too (fchdir, fdopendir)
+            nofollow = spec.STAT_NOFOLLOW if df.flags & os.O_PATH and df.flags & os.O_NOFOLLOW else 0
+            return await df.link.call("STAT", path=df.rel, flags=nofollow)
+        return {"attr": await self._fstat(df)}
 
     async def op_ftruncate(self, f) -> dict:
-        h = self.handle(f["handle"])
-        return await h.link.call("FTRUNCATE", handle=h.handle, size=f["size"])
+        df = self.open_file(f["handle"])
+        return await df.link.call("FTRUNCATE", handle=df.node_handle, size=f["size"])
 
     async def op_fsync(self, f) -> dict:
-        h = self.handle(f["handle"])
-        return await h.link.call("FSYNC", handle=h.handle, datasync=f["datasync"])
+        df = self.open_file(f["handle"])
+        return await df.link.call("FSYNC", handle=df.node_handle, datasync=f["datasync"])
 
     async def op_fallocate(self, f) -> dict:
-        h = self.handle(f["handle"])
-        if not h.handle:  # a directory or an O_PATH fd: not open for writing
+        df = self.open_file(f["handle"])
+        if not df.node_handle:  # a directory or an O_PATH fd: not open for writing
             raise OSError(errno.EBADF, "not open for writing")
-        return await h.link.call("FALLOCATE", handle=h.handle, mode=f["mode"], offset=f["offset"], len=f["len"])
+        return await df.link.call("FALLOCATE", handle=df.node_handle, mode=f["mode"], offset=f["offset"], len=f["len"])
 
     async def op_mkdir(self, f) -> dict:
         link, rel = self.route(f["path"])

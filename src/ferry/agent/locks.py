@@ -119,7 +119,7 @@ class LockOps:
             await link.call("LOCK", **fields)
         return {}
 
-    def oneway_lock(self, f) -> None:
+    def told_lock(self, f) -> None:
         """A process closed a file it held record locks on: they go (as close(2) does)."""
         link, rel = self.route(f["path"])
         link.submit(oneway_job("LOCK", **dict(f, path=rel)), f"unlock {f['path']!r}")
@@ -128,8 +128,8 @@ class LockOps:
         link, rel = self.route(f["path"])
         return await link.call("GETLK", **dict(f, path=rel))
 
-    def oneway_desc_hold(self, f) -> None:
+    def told_desc_hold(self, f) -> None:
         self.locks.hold(f["owner"], f["pid"])
 
-    def oneway_desc_drop(self, f) -> None:
+    def told_desc_drop(self, f) -> None:
         self.locks.drop(f["owner"], f["pid"])

@@ -19,7 +19,7 @@ import sys
 
 from ..protocol import spec
 from . import cache
-from .direct import DirectFiles, DirectHandle
+from .direct import DirectFile, DirectFiles
 from .links import NodeLink
 from .locks import LockKeeper, LockOps
 from .placeholders import Placeholders
@@ -35,8 +35,8 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.router = router
         self.replica = cache.Replica(cache_root, router.root_of)
         self.links: dict[NodeAddr, NodeLink] = {}
-        self.handles: dict[int, DirectHandle] = {}
-        self.next_handle = 1
+        self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)
+        self.next_file = 1
         self.conns: set[ShimConn] = set()
         self.locks = LockKeeper()
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
@@ -67,7 +67,7 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         for c in list(self.conns):
             c.close()
         self.placeholders.close()
-        self.handles.clear()
+        self.files.clear()
         self.locks.close()
         for lk in self.links.values():
             await lk.close()

@@ -103,12 +103,12 @@ class ShimConn:
                 fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
                 name = spec.NAMES[req.opcode].lower()
                 if fd >= 0:
-                    getattr(self.agent, "op_" + name)(fields, fd)
+                    getattr(self.agent, "told_" + name)(fields, fd)
                 else:
                     for k in ("path", "old", "new"):
                         if k in fields:
                             fields[k] = self.agent.replica_name(fields[k])
-                    getattr(self.agent, "oneway_" + name)(fields)
+                    getattr(self.agent, "told_" + name)(fields)
             except Exception as e:  # noqa: BLE001 - report and keep serving
                 print(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}", file=sys.stderr, flush=True)
             return

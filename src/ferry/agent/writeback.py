@@ -87,7 +87,7 @@ class WriteBack:
             os.close(fd)
         return -1
 
-    def op_cache_close(self, f, fd: int) -> None:
+    def told_cache_close(self, f, fd: int) -> None:
         path = f["path"]  # the name the file had at close (the shim checked it then)
         if os.fstat(fd).st_nlink == 0:
             # Unlinked since (a temporary file): its UNLINK is, or will be, replayed;
@@ -110,7 +110,7 @@ class WriteBack:
         link, rel = self.route(path)
         if meta is not None:
             meta.pending += 1
-        link.submit(cache.oneway_job(link, op, meta, path=rel, **fields), f"{op} {path!r}")
+        link.submit(cache.replay_job(link, op, meta, path=rel, **fields), f"{op} {path!r}")
 
     def _onto_node(self, path: bytes) -> None:
         """Cache mode: a file made here and still open for writing is not on the node yet.
@@ -128,18 +128,18 @@ class WriteBack:
         m.written = True
         link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
 
-    def oneway_mkdir(self, f) -> None:
+    def told_mkdir(self, f) -> None:
         m = self.replica.added(f["path"], "d")
         m.present = True
         self._replay("MKDIR", f["path"], m, mode=f["mode"])
 
-    def oneway_symlink(self, f) -> None:
+    def told_symlink(self, f) -> None:
         m = self.replica.added(f["path"], "l")
         m.present = True
         self.replica.mark_link(f["path"])
         self._replay("SYMLINK", f["path"], m, target=f["target"])
 
-    def oneway_link(self, f) -> None:
+    def told_link(self, f) -> None:
         src = self.replica.meta.get(f["old"]) or self._adopt(f["old"])
         link, old = self.route(f["old"])
         if src is not None and src.kind == "f" and src.local and not src.pending:
@@ -155,20 +155,20 @@ class WriteBack:
             m.present, m.version = src.present, src.version
         _, new = self.route(f["new"])
         m.pending += 1
-        link.submit(cache.oneway_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
+        link.submit(cache.replay_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
 
-    def oneway_rmdir(self, f) -> None:
+    def told_rmdir(self, f) -> None:
         self.replica.removed(f["path"])
         self._replay("RMDIR", f["path"], None)
 
-    def oneway_unlink(self, f) -> None:
+    def told_unlink(self, f) -> None:
         m = self.replica.meta.get(f["path"])
         self.replica.removed(f["path"])
         if m is None or (m.kind == "f" and m.local and not m.pending):
             return  # made here and never sent (a temporary still open): nothing on the node
         self._replay("UNLINK", f["path"], None)
 
-    def oneway_rename(self, f) -> None:
+    def told_rename(self, f) -> None:
         if f["old"] == f["new"]:
             return  # the kernel's no-op; replaying it would drop the replica's entry
         link, old = self.route(f["old"])
@@ -185,16 +185,16 @@ class WriteBack:
             link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
         self.replica.renamed(f["old"], f["new"])
         _, new = self.route(f["new"])
-        link.submit(cache.oneway_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
+        link.submit(cache.replay_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
                     f"rename {f['old']!r}")
 
-    def oneway_truncate(self, f) -> None:
+    def told_truncate(self, f) -> None:
         m = self.replica.meta.get(f["path"])
         if m is not None and m.kind == "f" and m.local and not m.pending:
             return  # not on the node yet: the upload of the open file carries the new size
         self._replay("TRUNCATE", f["path"], m, size=f["size"])
 
-    def oneway_setattr(self, f) -> None:
+    def told_setattr(self, f) -> None:
         path = f["path"]
         m = self.replica.meta.get(path)
         if m is not None and m.kind == "f" and m.local and not m.pending:
