@@ -1,7 +1,10 @@
 """The agent: serves shims on a Unix socket and routes their calls to nodes.
 
-One handler per opcode, found by name (`op_cache_open` for CACHE_OPEN).  `Agent` is made
-of parts with one job each:
+One handler per op the shim sends, found by name (`protocol.dispatch.handlers_for`, the
+node's rule too): a request is answered by `op_<op>` (`op_cache_open` for CACHE_OPEN,
+spec.SHIM_CALLS), a one-way frame is applied by `told_<op>` (`told_mkdir` for a MKDIR the
+shim already made in the replica, spec.SHIM_TELLS).  `Agent` is made of parts with one job
+each:
 
 * `shimconn.ShimServer`: the shims' connections (frames and fds);
 * `resolver.Resolver`: the replica's paths: listings, links, freshness (CACHE_LOOKUP, CACHE_OPEN);
@@ -18,6 +21,7 @@ import socket
 import sys
 
 from ..protocol import spec
+from ..protocol.dispatch import handlers_for
 from . import cache
 from .direct import DirectFile, DirectFiles
 from .links import NodeLink
@@ -42,8 +46,9 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         self._lsock: socket.socket | None = None
         self.placeholders = Placeholders(self._carry, self.release)
-        self.handlers = {code: getattr(self, "op_" + name.lower()) for name, code in spec.OPCODES.items()
-                         if hasattr(self, "op_" + name.lower())}
+        # The one rule (protocol/dispatch.py): an op the shim sends without its handler fails here.
+        self.calls = handlers_for(self, "op_", spec.SHIM_CALLS)  # requests: answered
+        self.tells = handlers_for(self, "told_", spec.SHIM_TELLS)  # one-way frames: applied in order
 
     def link(self, addr: NodeAddr) -> NodeLink:
         lk = self.links.get(addr)

@@ -101,14 +101,16 @@ class ShimConn:
             # Applied now, in order: these only touch agent state and queue write-backs.
             try:
                 fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
-                name = spec.NAMES[req.opcode].lower()
+                told = self.agent.tells.get(req.opcode)
+                if told is None:
+                    raise OSError(errno.EOPNOTSUPP, "not an op the shim sends one-way")
                 if fd >= 0:
-                    getattr(self.agent, "told_" + name)(fields, fd)
+                    told(fields, fd)
                 else:
                     for k in ("path", "old", "new"):
                         if k in fields:
                             fields[k] = self.agent.replica_name(fields[k])
-                    getattr(self.agent, "told_" + name)(fields)
+                    told(fields)
             except Exception as e:  # noqa: BLE001 - report and keep serving
                 print(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}", file=sys.stderr, flush=True)
             return
@@ -120,7 +122,7 @@ class ShimConn:
         status, body = 0, {}
         try:
             fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
-            handler = self.agent.handlers.get(req.opcode)
+            handler = self.agent.calls.get(req.opcode)
             if handler is None:
                 raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
             try:
