@@ -2,7 +2,8 @@
 (`DirectFile`: the node's handle and the position that every dup of the fd shares).
 
 `DirectFiles` is one part of `Agent` (server.py).  Extended attributes and STATFS are
-served here in both modes (the node keeps them; the replica carries none).
+served here in both modes (the node keeps them; the replica carries none).  Requests the
+node gets as they came are served by `forwarded` handlers (`op_mkdir = forwarded("MKDIR")`).
 """
 
 from __future__ import annotations
@@ -28,20 +29,26 @@ class DirectFile:
         self.rel = rel  # node path at open: what fstat of a handle-less fd (directory, O_PATH) stats
 
 
+def forwarded(op: str, onto_node: bool = False):
+    """The handler of a request carried to the node as it came, its ferry path made
+    export-relative (`path`; `old` and `new` for LINK and RENAME, which go to the node of
+    `old`).  With `onto_node`, a file made in the replica and never uploaded is sent to the
+    node first, so that the node has a file to act on (`WriteBack._onto_node`)."""
+    async def handler(self, f) -> dict:
+        if onto_node:
+            self._onto_node(f["path"])
+        if "old" in f:
+            link, old = self.route(f["old"])
+            _, new = self.route(f["new"])
+            return await link.call(op, **dict(f, old=old, new=new))
+        link, rel = self.route(f["path"])
+        return await link.call(op, **dict(f, path=rel))
+    handler.__name__ = handler.__qualname__ = "op_" + op.lower()
+    return handler
+
+
 class DirectFiles:
     """Part of `Agent`: uses its `route`, `files`, `placeholders` and `locks`."""
-
-    async def op_stat(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        return await link.call("STAT", path=rel, flags=f["flags"])
-
-    async def op_access(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        return await link.call("ACCESS", path=rel, mode=f["mode"])
-
-    async def op_listdir(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        return await link.call("LISTDIR", path=rel)
 
     async def op_open(self, f, fd: int) -> dict:
         try:
@@ -116,27 +123,30 @@ class DirectFiles:
         return df
 
     async def op_read(self, f) -> dict:
-        df = self.open_file(f["handle"])
-        if not df.node_handle:
-            raise OSError(errno.EISDIR, "is a directory")
-        positional = f["offset"] < 0
-        off = df.offset if positional else f["offset"]
-        rep = await df.link.call("READ", handle=df.node_handle, offset=off, count=min(f["count"], spec.IO_CHUNK))
-        if positional:
-            df.offset = off + len(rep["data"])
-        return rep
+        async def read(df: DirectFile, off: int) -> tuple[dict, int]:
+            rep = await df.link.call("READ", handle=df.node_handle, offset=off, count=min(f["count"], spec.IO_CHUNK))
+            return rep, off + len(rep["data"])
+        return await self._positioned(f, errno.EISDIR, read)
 
     async def op_write(self, f) -> dict:
+        async def write(df: DirectFile, off: int) -> tuple[dict, int]:
+            if df.flags & os.O_APPEND:
+                off = (await self._fstat(df)).size
+            rep = await df.link.call("WRITE", handle=df.node_handle, offset=off, data=f["data"])
+            return rep, off + rep["count"]
+        return await self._positioned(f, errno.EBADF, write)
+
+    async def _positioned(self, f, no_handle: int, io) -> dict:
+        """A READ or WRITE on open file f["handle"] (errno `no_handle` for one without a node
+        handle: a directory or an O_PATH fd): `io(df, offset)` at f["offset"], or for offset -1
+        at the position every dup shares, which then moves to where `io` says it ended."""
         df = self.open_file(f["handle"])
         if not df.node_handle:
-            raise OSError(errno.EBADF, "directory")
-        positional = f["offset"] < 0
-        off = df.offset if positional else f["offset"]
-        if df.flags & os.O_APPEND:
-            off = (await df.link.call("FSTAT", handle=df.node_handle))["attr"].size
-        rep = await df.link.call("WRITE", handle=df.node_handle, offset=off, data=f["data"])
-        if positional:
-            df.offset = off + rep["count"]
+            raise OSError(no_handle, "a directory or an O_PATH fd")
+        shared = f["offset"] < 0
+        rep, end = await io(df, df.offset if shared else f["offset"])
+        if shared:
+            df.offset = end
         return rep
 
     async def op_lseek(self, f) -> dict:
@@ -186,69 +196,23 @@ class DirectFiles:
             raise OSError(errno.EBADF, "not open for writing")
         return await df.link.call("FALLOCATE", handle=df.node_handle, mode=f["mode"], offset=f["offset"], len=f["len"])
 
-    async def op_mkdir(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        await link.call("MKDIR", path=rel, mode=f["mode"])
-        return {}
-
-    async def op_symlink(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        await link.call("SYMLINK", target=f["target"], path=rel)
-        return {}
-
-    async def op_link(self, f) -> dict:
-        link, old = self.route(f["old"])
-        _, new = self.route(f["new"])
-        await link.call("LINK", old=old, new=new)
-        return {}
-
-    async def op_rmdir(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        await link.call("RMDIR", path=rel)
-        return {}
-
-    async def op_unlink(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        await link.call("UNLINK", path=rel)
-        return {}
-
-    async def op_rename(self, f) -> dict:
-        link, old = self.route(f["old"])
-        _, new = self.route(f["new"])
-        await link.call("RENAME", old=old, new=new, flags=f["flags"])
-        return {}
-
-    async def op_truncate(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        await link.call("TRUNCATE", path=rel, size=f["size"])
-        return {}
-
-    async def op_setattr(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        fields = {k: v for k, v in f.items() if k != "path"}
-        await link.call("SETATTR", path=rel, **fields)
-        return {}
-
-    async def op_statfs(self, f) -> dict:
-        link, rel = self.route(f["path"])
-        return await link.call("STATFS", path=rel)
-
-    # Extended attributes, both modes: the node keeps them (the replica carries none).
-    # They go through the node's lane, so they land after the program's queued changes.
-
-    async def _xattr(self, op: str, f) -> dict:
-        self._onto_node(f["path"])
-        link, rel = self.route(f["path"])
-        return await link.call(op, path=rel, **{k: v for k, v in f.items() if k != "path"})
-
-    async def op_getxattr(self, f) -> dict:
-        return await self._xattr("GETXATTR", f)
-
-    async def op_listxattr(self, f) -> dict:
-        return await self._xattr("LISTXATTR", f)
-
-    async def op_setxattr(self, f) -> dict:
-        return await self._xattr("SETXATTR", f)
-
-    async def op_removexattr(self, f) -> dict:
-        return await self._xattr("REMOVEXATTR", f)
+    # Requests carried to the node as they come: direct mode...
+    op_stat = forwarded("STAT")
+    op_access = forwarded("ACCESS")
+    op_listdir = forwarded("LISTDIR")
+    op_mkdir = forwarded("MKDIR")
+    op_symlink = forwarded("SYMLINK")
+    op_link = forwarded("LINK")
+    op_rmdir = forwarded("RMDIR")
+    op_unlink = forwarded("UNLINK")
+    op_rename = forwarded("RENAME")
+    op_truncate = forwarded("TRUNCATE")
+    op_setattr = forwarded("SETATTR")
+    # ...and both modes, for what the node keeps and the replica does not: the file system's
+    # numbers and extended attributes.  These go through the node's lane, so they land after
+    # the program's queued changes.
+    op_statfs = forwarded("STATFS")
+    op_getxattr = forwarded("GETXATTR", onto_node=True)
+    op_listxattr = forwarded("LISTXATTR", onto_node=True)
+    op_setxattr = forwarded("SETXATTR", onto_node=True)
+    op_removexattr = forwarded("REMOVEXATTR", onto_node=True)
