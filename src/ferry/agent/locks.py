@@ -5,8 +5,8 @@ disappears without unlocking, as the kernel would have noticed by itself:
 
 * a process's record locks (owner = its pid) go when it exits, killed or not: watched
   with a pidfd;
-* a direct-mode description's locks (owner = the agent's handle) go when the last copy
-  of its placeholder closes (`Agent.release`);
+* a direct-mode description's locks (owner = the id of the agent's `DirectFile`) go when
+  the last copy of its placeholder closes (`DirectFiles.release`);
 * a cache-mode description (owner = an id the shim picked, top bit set) is a real fd the
   agent never sees close: shims send DESC_DROP when a process closes its last copy and
   DESC_HOLD when a fork gives a child one; its locks go when no holder is left or alive.

@@ -1,5 +1,6 @@
 """Write-back (cache mode): the shim's one-way changes, already made in the replica,
-replayed onto the node through its lane, and the uploads of written files.
+replayed onto the node through its lane (`told_<op>`), and the uploads of written files
+(`told_cache_close`, and at the end of a run `write_back_leftovers`).
 
 `WriteBack` is one part of `Agent` (server.py).
 """
