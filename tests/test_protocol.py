@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ferry.protocol import codec, gen, spec
 from ferry.protocol.codec import Attr, Entry, FrameDecoder, ProtocolError
+from ferry.protocol.dispatch import HandlerError, handlers_for
 
 _INTS = {
     "u32": st.integers(0, 2**32 - 1),
@@ -41,10 +42,43 @@ def test_generated_c_matches_spec(name: str) -> None:
 
 
 def test_shim_sends_every_op_it_has_an_encoder_for() -> None:
-    """SHIM_OPS names exactly the ops the shim sends: no encoder is generated for nothing."""
+    """spec.SHIM_OPS names exactly the ops the shim sends: no encoder is generated for nothing."""
     sources = "".join(p.read_text() for p in SHIM.glob("*.c"))
-    unused = [op for op in gen.SHIM_OPS if f"fy_enc_{op.lower()}(" not in sources]
-    assert not unused, f"the shim never sends {unused}: drop them from gen.SHIM_OPS"
+    unused = [op for op in spec.SHIM_OPS if f"fy_enc_{op.lower()}(" not in sources]
+    assert not unused, f"the shim never sends {unused}: drop them from spec.SHIM_CALLS/SHIM_TELLS"
+
+
+def test_each_side_has_a_handler_for_every_op_it_serves() -> None:
+    """The one rule (dispatch.handlers_for), for the node's module and the agent's class."""
+    from ferry.agent.server import Agent
+    from ferry.node import handlers
+
+    node = handlers_for(handlers, "handle_", spec.NODE_OPS)
+    assert node[spec.OPCODES["OPEN"]] is handlers.handle_open
+    assert {handlers.OPS[c].handler for c in node} == set(node.values())
+    assert handlers.OPS[spec.OPCODES["LSEEK"]].handler is handlers._agent_only
+    calls = handlers_for(Agent, "op_", spec.SHIM_CALLS)
+    tells = handlers_for(Agent, "told_", spec.SHIM_TELLS)
+    assert calls[spec.OPCODES["CACHE_OPEN"]] is Agent.op_cache_open
+    assert tells[spec.OPCODES["CACHE_CLOSE"]] is Agent.told_cache_close
+    assert set(spec.SHIM_OPS) == set(spec.SHIM_CALLS) | set(spec.SHIM_TELLS)
+
+
+def test_a_missing_or_stray_handler_fails_naming_it() -> None:
+    class Side:
+        def op_stat(self, f):
+            return {}
+
+        def op_statt(self, f):  # a typo: serves nothing
+            return {}
+
+    with pytest.raises(HandlerError, match=r"no handler op_listdir for op LISTDIR.*op_statt is no op"):
+        handlers_for(Side(), "op_", ["STAT", "LISTDIR"])
+    with pytest.raises(HandlerError, match="NOT_AN_OP"):
+        handlers_for(Side(), "op_", ["STAT", "NOT_AN_OP"])
+    del Side.op_statt
+    side = Side()
+    assert handlers_for(side, "op_", ["STAT"]) == {spec.OPCODES["STAT"]: side.op_stat}
 
 
 @pytest.mark.parametrize("op", list(spec.OPS))

@@ -383,7 +383,7 @@ async def _stream_upload(client, rel: bytes, fd: int, committed) -> None:
     committed(rep["attr"])
 
 
-def oneway_job(link: NodeLink, op: str, meta: Meta | None = None, **fields):
+def replay_job(link: NodeLink, op: str, meta: Meta | None = None, **fields):
     """A replayed namespace change, pipelined: the lane moves on without waiting for the
     reply, and `link.track` reports a failure."""
     what = f"{op} {fields.get('path', fields.get('old', b'')).decode(errors='replace')}"

@@ -5,8 +5,8 @@ disappears without unlocking, as the kernel would have noticed by itself:
 
 * a process's record locks (owner = its pid) go when it exits, killed or not: watched
   with a pidfd;
-* a direct-mode description's locks (owner = the agent's handle) go when the last copy
-  of its placeholder closes (`Agent.release`);
+* a direct-mode description's locks (owner = the id of the agent's `DirectFile`) go when
+  the last copy of its placeholder closes (`DirectFiles.release`);
 * a cache-mode description (owner = an id the shim picked, top bit set) is a real fd the
   agent never sees close: shims send DESC_DROP when a process closes its last copy and
   DESC_HOLD when a fork gives a child one; its locks go when no holder is left or alive.
@@ -99,3 +99,37 @@ def oneway_job(op: str, **fields):
     async def job(client) -> None:
         client.send_oneway(op, **fields)
     return job
+
+
+class LockOps:
+    """Part of `Agent` (server.py): the LOCK, GETLK, DESC_HOLD and DESC_DROP handlers, both
+    modes (the node keeps the locks; `self.locks` is the LockKeeper above)."""
+
+    async def op_lock(self, f) -> dict:
+        link, rel = self.route(f["path"])
+        self.locks.used(link, f["kind"], f["owner"], f["pid"])
+        fields = dict(f, path=rel)
+        if f["wait"] and f["type"] != spec.LOCK_UNLOCK:
+            # Sent in lane order but awaited outside the lane: the unlock that lets this
+            # wait end may have to travel the same lane.
+            async def send(c):
+                return c.send_waiting("LOCK", **fields)
+            await (await link.run(send))
+        else:
+            await link.call("LOCK", **fields)
+        return {}
+
+    def told_lock(self, f) -> None:
+        """A process closed a file it held record locks on: they go (as close(2) does)."""
+        link, rel = self.route(f["path"])
+        link.submit(oneway_job("LOCK", **dict(f, path=rel)), f"unlock {f['path']!r}")
+
+    async def op_getlk(self, f) -> dict:
+        link, rel = self.route(f["path"])
+        return await link.call("GETLK", **dict(f, path=rel))
+
+    def told_desc_hold(self, f) -> None:
+        self.locks.hold(f["owner"], f["pid"])
+
+    def told_desc_drop(self, f) -> None:
+        self.locks.drop(f["owner"], f["pid"])

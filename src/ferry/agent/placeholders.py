@@ -36,30 +36,30 @@ class Placeholders:
     def __init__(self, on_bytes: Callable[[int, bytes], None], on_closed: Callable[[int], None]) -> None:
         self._on_bytes, self._on_closed = on_bytes, on_closed
         self._ep = select.epoll()
-        self._hid: dict[int, int] = {}  # our end's fd -> the agent's handle id
+        self._fids: dict[int, int] = {}  # our end's fd -> the agent's open-file id
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._ep.fileno(), self.drain)
 
-    def add(self, fd: int, hid: int) -> None:
-        self._hid[fd] = hid
+    def add(self, fd: int, fid: int) -> None:
+        self._fids[fd] = fid
         self._ep.register(fd, select.EPOLLIN)
 
     def remove(self, fd: int) -> None:
         """Stop watching `fd` and close it."""
-        if self._hid.pop(fd, None) is not None:
+        if self._fids.pop(fd, None) is not None:
             self._ep.unregister(fd)
         os.close(fd)
 
     def drain(self) -> None:
         """Carry every byte already written to any placeholder, and see every last close."""
-        if not self._hid:
+        if not self._fids:
             return
         for fd, _ in self._ep.poll(0):
-            hid = self._hid.get(fd)
-            if hid is not None:
-                self._read(fd, hid)
+            fid = self._fids.get(fd)
+            if fid is not None:
+                self._read(fd, fid)
 
-    def _read(self, fd: int, hid: int) -> None:
+    def _read(self, fd: int, fid: int) -> None:
         budget = DRAIN_BUDGET
         while budget > 0:
             try:
@@ -69,13 +69,13 @@ class Placeholders:
             except OSError:
                 data = b""  # the peer is gone: as EOF
             if not data:
-                self._on_closed(hid)
+                self._on_closed(fid)
                 return
             budget -= len(data)
-            self._on_bytes(hid, data)
+            self._on_bytes(fid, data)
 
     def close(self) -> None:
         self._loop.remove_reader(self._ep.fileno())
-        for fd in list(self._hid):
+        for fd in list(self._fids):
             self.remove(fd)
         self._ep.close()

@@ -1,4 +1,5 @@
-"""One handler per opcode, found by name: OP ``STAT`` is served by `handle_stat`.
+"""One handler per node op (spec.NODE_OPS), found by name: op ``STAT`` is served by `handle_stat`
+(the rule is `protocol.dispatch.handlers_for`, the agent's too).
 
 A handler takes the connection's `Session` and the decoded request fields and returns the
 reply fields; an `OSError` it raises becomes the reply status ``-errno``.  Handles live
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import errno
 import itertools
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ferry import security
 from ferry.protocol import spec
 from ferry.protocol.codec import LinkOut, unpack_fields
+from ferry.protocol.dispatch import handlers_for
 
 from .backends.base import Backend, BackendFile, split_path
 from .locks import EOF, LockTable, owner_class
@@ -335,9 +338,12 @@ class Op(NamedTuple):
     reply: list[tuple[str, str]]
 
 
+# Found by the one rule (protocol/dispatch.py): a node op without its handle_<op> fails here,
+# at import.  An op only an agent serves is answered EOPNOTSUPP.
+_HANDLERS = handlers_for(sys.modules[__name__], "handle_", spec.NODE_OPS)
 OPS: dict[int, Op] = {
-    code: Op(name, _agent_only if who == "agent" else globals()[f"handle_{name.lower()}"], req, rep)
-    for name, (code, req, rep, who) in spec.OPS.items()
+    code: Op(name, _HANDLERS.get(code, _agent_only), req, rep)
+    for name, (code, req, rep, _who) in spec.OPS.items()
 }
 _BEFORE_AUTH = {spec.OPCODES["HELLO"], spec.OPCODES["AUTH"]}
 

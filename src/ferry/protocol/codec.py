@@ -20,25 +20,19 @@ REP_HEADER = struct.Struct("<IiQ")
 _U32 = struct.Struct("<I")
 
 
-class Attr(NamedTuple):
-    ino: int = 0
-    mode: int = 0
-    nlink: int = 1
-    uid: int = 0
-    gid: int = 0
-    rdev: int = 0
-    size: int = 0
-    blksize: int = 4096
-    blocks: int = 0
-    atime_ns: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
+# What a fresh Attr() says where it is not 0.
+_ATTR_DEFAULTS = {"nlink": 1, "blksize": 4096}
+
+
+class Attr(collections.namedtuple("Attr", [name for name, _ in spec.ATTR],
+                                  defaults=[_ATTR_DEFAULTS.get(name, 0) for name, _ in spec.ATTR])):
+    """The attribute block (spec.ATTR: its fields, in its order, as struct stat's)."""
+
+    __slots__ = ()
 
     @classmethod
     def from_stat(cls, st: os.stat_result) -> Attr:
-        return cls(st.st_ino, st.st_mode, st.st_nlink, st.st_uid, st.st_gid, st.st_rdev,
-                   st.st_size, st.st_blksize, st.st_blocks, st.st_atime_ns, st.st_mtime_ns,
-                   st.st_ctime_ns)
+        return cls(*(getattr(st, "st_" + name) for name in cls._fields))
 
     @property
     def is_dir(self) -> bool:

@@ -188,5 +188,24 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
 OPCODES = {name: spec[0] for name, spec in OPS.items()}
 NAMES = {code: name for name, code in OPCODES.items()}
 
+# Who serves which op (each side finds its handlers by these names: protocol/dispatch.py).
+# The node serves every op sent to it (node/handlers.py, `handle_<op>`).
+NODE_OPS = [name for name, op in OPS.items() if op[3] in ("node", "any")]
+# The agent serves what the shim sends: requests it answers (`Agent.op_<op>`)...
+SHIM_CALLS = [
+    "HELLO", "STAT", "LISTDIR", "OPEN", "READ", "WRITE", "FSTAT", "FTRUNCATE", "FSYNC", "MKDIR", "RMDIR",
+    "UNLINK", "RENAME", "TRUNCATE", "SETATTR", "ACCESS", "SYMLINK", "LINK", "STATFS", "LOCK", "GETLK",
+    "FALLOCATE", "GETXATTR", "LISTXATTR", "SETXATTR", "REMOVEXATTR", "LSEEK", "CACHE_OPEN", "CACHE_LOOKUP",
+    "SYNC",
+]
+# ...and the one-way frames it tells (FLAG_ONEWAY, `fy_tell` in shim/wire.c; `Agent.told_<op>`):
+# cache-mode changes already made in the replica, the upload of a closed file, lock releases.
+SHIM_TELLS = [
+    "MKDIR", "RMDIR", "UNLINK", "RENAME", "TRUNCATE", "SETATTR", "SYMLINK", "LINK", "LOCK", "CACHE_CLOSE",
+    "DESC_HOLD", "DESC_DROP",
+]
+# Every op the shim sends, in spec order (shim/fy_codec.h has an encoder for each).
+SHIM_OPS = [name for name in OPS if name in SHIM_CALLS or name in SHIM_TELLS]
+
 FIXED_SIZES = {"u32": 4, "i32": 4, "u64": 8, "i64": 8}
 STRUCT_CODES = {"u32": "I", "i32": "i", "u64": "Q", "i64": "q"}

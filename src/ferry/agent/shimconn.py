@@ -1,0 +1,181 @@
+"""The shims' side of the agent: the listening Unix socket, and one `ShimConn` per
+program process (frames in, replies out, fds via SCM_RIGHTS).
+
+A shim's ONEWAY frames (cache-mode mutations, already applied to the replica) are handled
+the moment they are read, in order; before any request that waits for an answer, every
+connection's pending bytes are read first, so a change one process made before it exited
+is applied before what the next process asks.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import collections
+import errno
+import os
+import socket
+import struct
+import sys
+from typing import TYPE_CHECKING
+
+from ..protocol import codec, spec
+from ..protocol.codec import LinkOut
+from .resolver import Redirect
+
+if TYPE_CHECKING:
+    from .server import Agent
+
+
+def peer_is_ours(sock: socket.socket) -> bool:
+    """A process of this agent's user (or root) is at the other end (SO_PEERCRED); root's agent
+    serves every process of its run, including those that switched identity."""
+    pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    me = os.getuid()
+    if uid in (me, 0) or me == 0:
+        return True
+    print(f"ferry: agent refused a connection from uid {uid} (pid {pid}): it serves uid {me} only",
+          file=sys.stderr, flush=True)
+    return False
+
+
+class ShimServer:
+    """Part of `Agent`: accepting shim connections (uses its `conns` and `placeholders`)."""
+
+    def listen(self, lsock: socket.socket) -> None:
+        """Serve shims on a bound, listening Unix socket (programs may already be waiting)."""
+        lsock.setblocking(False)
+        self._lsock = lsock
+        asyncio.get_running_loop().add_reader(lsock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        assert self._lsock is not None
+        try:
+            sock, _ = self._lsock.accept()
+        except BlockingIOError:
+            return
+        if not peer_is_ours(sock):  # the socket's 0700 directory should make this impossible
+            sock.close()
+            return
+        self.read_all()
+        self.conns.add(ShimConn(self, sock))
+
+    def read_all(self, but: ShimConn | None = None) -> None:
+        """Take in everything programs sent so far: one-way frames and placeholder bytes."""
+        self.placeholders.drain()
+        for c in list(self.conns):
+            if c is not but:
+                c.readable()
+
+
+_FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"]}
+
+
+class ShimConn:
+    """One shim process's connection: frames in, replies out, fds via SCM_RIGHTS."""
+
+    def __init__(self, agent: Agent, sock: socket.socket) -> None:
+        self.agent = agent
+        self.sock = sock
+        sock.setblocking(False)
+        self.decoder = codec.FrameDecoder("request")
+        self.fds: collections.deque[int] = collections.deque()
+        self.closed = False
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.fileno(), self.readable)
+
+    def readable(self) -> None:
+        if self.closed:
+            return
+        while True:
+            try:
+                data, anc, _, _ = self.sock.recvmsg(64 << 10, socket.CMSG_SPACE(64 * 4))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, anc = b"", []
+            for level, typ, cdata in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
+                    self.fds.extend(fds)
+            if not data:
+                self.close()
+                return
+            try:
+                frames = self.decoder.feed(data)
+            except codec.ProtocolError as e:
+                print(f"ferry agent: dropping a shim connection: {e}", file=sys.stderr, flush=True)
+                self.close()
+                return
+            for req in frames:
+                self.dispatch(req)
+
+    def dispatch(self, req: codec.Request) -> None:
+        fd = self.fds.popleft() if req.opcode in _FD_OPS and self.fds else -1
+        if req.flags & spec.FLAG_ONEWAY:
+            # Applied now, in order: these only touch agent state and queue write-backs.
+            try:
+                fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
+                told = self.agent.tells.get(req.opcode)
+                if told is None:
+                    raise OSError(errno.EOPNOTSUPP, "not an op the shim sends one-way")
+                if fd >= 0:
+                    told(fields, fd)
+                else:
+                    for k in ("path", "old", "new"):
+                        if k in fields:
+                            fields[k] = self.agent.replica_name(fields[k])
+                    told(fields)
+            except Exception as e:  # noqa: BLE001 - report and keep serving
+                print(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}", file=sys.stderr, flush=True)
+            return
+        # A shim waits for each answer, so a connection has one request in flight at most.
+        self.loop.create_task(self.serve(req, fd))
+
+    async def serve(self, req: codec.Request, fd: int) -> None:
+        self.agent.read_all(self)  # earlier one-way changes from other processes first
+        status, body = 0, {}
+        try:
+            fields = codec.unpack_fields(codec.request_fields(req.opcode), req.payload)
+            handler = self.agent.calls.get(req.opcode)
+            if handler is None:
+                raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
+            try:
+                body = await (handler(fields, fd) if req.opcode in _FD_OPS else handler(fields))
+            except LinkOut as e:  # from the node: go on in the client's namespace
+                raise self.agent.redirect(fields, e) from None
+        except Redirect as r:
+            status, body = spec.STATUS_LINK_OUT, {"which": r.which, "path": r.path}
+        except OSError as e:
+            status = -(e.errno or errno.EIO)
+        except codec.ProtocolError as e:
+            print(f"ferry agent: bad request: {e}", file=sys.stderr, flush=True)
+            status = -errno.EPROTO
+        except Exception as e:  # noqa: BLE001 - a bug must not hang the program
+            print(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}", file=sys.stderr, flush=True)
+            status = -errno.EIO
+        try:
+            if status == spec.STATUS_LINK_OUT:
+                reply = codec.pack_redirect(req.rid, body["which"], body["path"])
+            elif status == 0:
+                reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {}))
+            else:
+                reply = codec.pack_error(req.rid, -status)
+            await self.loop.sock_sendall(self.sock, reply)
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+        except (ValueError, OSError):
+            pass
+        self.sock.close()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        self.agent.conns.discard(self)

@@ -1,0 +1,206 @@
+"""Write-back (cache mode): the shim's one-way changes, already made in the replica,
+replayed onto the node through its lane (`told_<op>`), and the uploads of written files
+(`told_cache_close`, and at the end of a run `write_back_leftovers`).
+
+`WriteBack` is one part of `Agent` (server.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import cache
+
+
+class WriteBack:
+    """Part of `Agent`: uses its `replica`, `links`, `route`, `read_all` and `_adopt`."""
+
+    async def sync(self, leftovers: bool = True) -> list[str]:
+        """Wait until every write-back so far has reached its node; the failures so far.
+
+        With `leftovers` (the end of a run, when no program is left), first write back
+        the files programs wrote through the cache but never closed: killed, or gone by
+        _exit() (as dash does), their last close never reached us."""
+        self.read_all()
+        for lk in list(self.links.values()):
+            await lk.drain()
+        if leftovers and self.write_back_leftovers():
+            for lk in list(self.links.values()):
+                await lk.drain()
+        return [f for lk in self.links.values() for f in lk.failures]
+
+    def write_back_leftovers(self) -> int:
+        """Queue uploads of written cache files that changed since their last upload (after
+        a drain, so the uploads of closed files have all read theirs); how many."""
+        queued = 0
+        self.adopt_unannounced()
+        for path, m in list(self.replica.meta.items()):
+            if m.kind != "f" or not m.written:
+                continue
+            try:
+                fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            st = os.fstat(fd)
+            if m.uploaded == cache.identity(st) or not stat.S_ISREG(st.st_mode):  # or a directory now
+                os.close(fd)
+                continue
+            link, rel = self.route(path)
+            m.pending += 1
+            link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+            queued += 1
+        return queued
+
+    def adopt_unannounced(self) -> None:
+        """Files a shim created exclusively without asking (see the shim's cache_open) and
+        never closed: the program was killed or left by _exit().  Treat them as written."""
+        rep = self.replica
+        for path, m in list(rep.meta.items()):
+            if m.kind != "d" or not m.present:
+                continue
+            try:
+                names = os.listdir(rep.cpath(path))
+            except OSError:
+                continue
+            for name in names:
+                child = (path if path != b"/" else b"") + b"/" + name
+                if child in rep.meta or name.endswith(b".ferry-fetch"):
+                    continue
+                try:
+                    st = os.lstat(rep.cpath(child))
+                except OSError:
+                    continue
+                if cache.kind_of(st.st_mode) == "f":
+                    rep.added(child, "f").written = True
+
+    def _open_replica(self, *paths: bytes) -> int:
+        """A read-only fd on the first of `paths` still a regular file in the replica, or -1:
+        one-way changes are applied after the program made them, and it may have moved on."""
+        for p in paths:
+            try:
+                fd = os.open(self.replica.cpath(p), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+            os.close(fd)
+        return -1
+
+    def told_cache_close(self, f, fd: int) -> None:
+        path = f["path"]  # the name the file had at close (the shim checked it then)
+        if os.fstat(fd).st_nlink == 0:
+            # Unlinked since (a temporary file): its UNLINK is, or will be, replayed;
+            # uploading it would bring back what the program deleted.
+            os.close(fd)
+            return
+        m = self.replica.meta.get(path) or self.replica.added(path, "f")
+        m.present = True
+        m.pending += 1
+        link, rel = self.route(path)
+        link.submit(cache.upload_job(link, rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
+
+    async def op_sync(self, f) -> dict:
+        failures = await self.sync(leftovers=False)  # the program's fsync: its files are still open
+        if failures:
+            raise OSError(errno.EIO, failures[0])
+        return {}
+
+    def _replay(self, op: str, path: bytes, meta: cache.Meta | None, **fields) -> None:
+        link, rel = self.route(path)
+        if meta is not None:
+            meta.pending += 1
+        link.submit(cache.replay_job(link, op, meta, path=rel, **fields), f"{op} {path!r}")
+
+    def _onto_node(self, path: bytes) -> None:
+        """Cache mode: a file made here and still open for writing is not on the node yet.
+        Queue an upload of what it holds so far, so the node has a file to act on; the
+        upload at its close replaces it and keeps its user.* xattrs (see put_commit)."""
+        m = self.replica.meta.get(path) or self._adopt(path)
+        if m is None or m.kind != "f" or not m.local or m.pending:
+            return
+        try:
+            fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        link, rel = self.route(path)
+        m.pending += 1
+        m.written = True
+        link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+
+    def told_mkdir(self, f) -> None:
+        m = self.replica.added(f["path"], "d")
+        m.present = True
+        self._replay("MKDIR", f["path"], m, mode=f["mode"])
+
+    def told_symlink(self, f) -> None:
+        m = self.replica.added(f["path"], "l")
+        m.present = True
+        self.replica.mark_link(f["path"])
+        self._replay("SYMLINK", f["path"], m, target=f["target"])
+
+    def told_link(self, f) -> None:
+        src = self.replica.meta.get(f["old"]) or self._adopt(f["old"])
+        link, old = self.route(f["old"])
+        if src is not None and src.kind == "f" and src.local and not src.pending:
+            # Still being written and never uploaded: the node must have the file before
+            # it can give it a second name.  Send what the replica holds now.
+            fd = self._open_replica(f["old"], f["new"])
+            if fd < 0:
+                return  # both names gone already: the file never reaches the node
+            src.pending += 1
+            link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
+        m = self.replica.added(f["new"], src.kind if src is not None else "f")  # a link to a symlink is one
+        if src is not None:
+            m.present, m.version = src.present, src.version
+        _, new = self.route(f["new"])
+        m.pending += 1
+        link.submit(cache.replay_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
+
+    def told_rmdir(self, f) -> None:
+        self.replica.removed(f["path"])
+        self._replay("RMDIR", f["path"], None)
+
+    def told_unlink(self, f) -> None:
+        m = self.replica.meta.get(f["path"])
+        self.replica.removed(f["path"])
+        if m is None or (m.kind == "f" and m.local and not m.pending):
+            return  # made here and never sent (a temporary still open): nothing on the node
+        self._replay("UNLINK", f["path"], None)
+
+    def told_rename(self, f) -> None:
+        if f["old"] == f["new"]:
+            return  # the kernel's no-op; replaying it would drop the replica's entry
+        link, old = self.route(f["old"])
+        src = self.replica.meta.get(f["old"])
+        if src is None or (src.kind == "f" and src.local and not src.pending):
+            # Still open for writing and never uploaded: the node needs it before it can
+            # rename it.  The replica has renamed it already: send it from there.
+            fd = self._open_replica(f["new"])
+            if fd < 0:
+                self.replica.renamed(f["old"], f["new"])
+                return  # renamed on since: a later rename or its close sends it under that name
+            src = src or self.replica.added(f["old"], "f")
+            src.pending += 1
+            link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
+        self.replica.renamed(f["old"], f["new"])
+        _, new = self.route(f["new"])
+        link.submit(cache.replay_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
+                    f"rename {f['old']!r}")
+
+    def told_truncate(self, f) -> None:
+        m = self.replica.meta.get(f["path"])
+        if m is not None and m.kind == "f" and m.local and not m.pending:
+            return  # not on the node yet: the upload of the open file carries the new size
+        self._replay("TRUNCATE", f["path"], m, size=f["size"])
+
+    def told_setattr(self, f) -> None:
+        path = f["path"]
+        m = self.replica.meta.get(path)
+        if m is not None and m.kind == "f" and m.local and not m.pending:
+            # Not on the node and no upload queued: the upload reads mode and times when it
+            # runs.  One already queued may have read them: replay after it, in lane order.
+            return
+        fields = {k: v for k, v in f.items() if k != "path"}
+        self._replay("SETATTR", path, m, **fields)
