@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -114,10 +115,13 @@ def check(name: str, pid: int, connect, frames: int, seed: int, hello_first: boo
     total = campaign(connect, frames, seed)
     took = time.monotonic() - t0
     alive = answers(connect, hello_first)
-    time.sleep(0.5)  # let the server finish closing what the campaign left
+    deadline = time.monotonic() + 5  # let the server finish closing what the campaign left
+    while fds_of(pid) > fds0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    fd_names = sorted(os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd"))
     result = {"server": name, "hostile_frames": frames, "frames": total, "connections": frames, "seconds": round(took, 1),
               "alive": alive, "fds_before": fds0, "fds_after": fds_of(pid),
-              "rss_kib_before": rss0, "rss_kib_after": rss_kib(pid)}
+              "rss_kib_before": rss0, "rss_kib_after": rss_kib(pid), "fds": fd_names}
     return result
 
 
@@ -135,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         sockfile = Path(tmp) / "sock"
         agent = subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"/f=ferry://127.0.0.1:{port}",
                                   "--", "sh", "-c", f'echo "$FERRY_SOCK" > {sockfile}; sleep 3600'],
-                                 stderr=subprocess.DEVNULL, env={**env, "XDG_DATA_HOME": tmp})
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                 env={**env, "XDG_DATA_HOME": tmp})
         try:
             deadline = time.monotonic() + 60
             while not (sockfile.exists() and sockfile.read_text().strip()) and time.monotonic() < deadline:
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(check("node", node.pid, to_node, args.frames, args.seed, True))
             results.append(check("agent", agent_pid, to_agent, args.frames, args.seed + 1, False))
         finally:
-            agent.kill()
+            os.killpg(agent.pid, signal.SIGKILL)  # the agent and the program it runs
             node.kill()
             agent.wait()
             node.wait()
