@@ -76,6 +76,7 @@
     X(int, fstat, (int, struct stat *))                                                                   \
     X(int, fstatat, (int, const char *, struct stat *, int))                                              \
     X(int, statx, (int, const char *, int, unsigned int, struct statx *))                                 \
+    X(long, syscall, (long, ...))                                                                         \
     X(int, faccessat, (int, const char *, int, int))                                                      \
     X(int, access, (const char *, int))                                                                   \
     X(int, euidaccess, (const char *, int))                                                               \
