@@ -126,6 +126,8 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
 int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
 /* Length of the mount root ("/REMOTE@h:p" or the prefix) that `ferry_path` lies under, or 0. */
 size_t fy_mount_root(const char *ferry_path);
+/* Lexically normalise absolute `in` ("." "..", "//" removed) into out: 0 or -ENAMETOOLONG. */
+int fy_normalize(const char *in, char *out, size_t cap);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
 int fy_uncache(const char *cache_path, char *out, size_t cap);
 /* Is p[0..n) a proper ancestor of a mount prefix ("/mnt" of "/mnt/x")? */

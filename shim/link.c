@@ -118,6 +118,24 @@ const char *fy_follow_links(const char *path)
     return out;
 }
 
+/* What the replica's copy of link p -> target holds (agent/cache.py stored_target): the
+ * target when it stays inside the link's mount, else the target marked.  Made so here, in
+ * one step: a copy re-made by the agent later would drop the times and owner the program
+ * sets on the link right after (rsync -a, tar, cp -a). */
+static const char *replica_target(const struct fy_path *p, const char *target, char *buf, size_t cap)
+{
+    size_t root = fy_mount_root(p->ferry);
+    const char *slash = strrchr(p->ferry, '/');
+    char joined[PATH_MAX], norm[PATH_MAX];
+    if (target[0] != '/' && slash &&
+        snprintf(joined, sizeof joined, "%.*s/%s", (int)(slash - p->ferry), p->ferry, target) < (int)sizeof joined &&
+        fy_normalize(joined, norm, sizeof norm) == 0 && strncmp(norm, p->ferry, root) == 0 &&
+        (norm[root] == '/' || norm[root] == 0))
+        return target;
+    snprintf(buf, cap, "%s%s%s", fy_cfg.cache, FY_LINK_OUT_MARK, target);
+    return buf;
+}
+
 static int symlink_ferry(const struct fy_path *p, const char *target)
 {
     struct fy_enc e;
@@ -125,7 +143,8 @@ static int symlink_ferry(const struct fy_path *p, const char *target)
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
     int rc = fy_cache_list_parent(p);
     if (rc < 0) return fy_fail(rc);
-    if (LIBC(symlinkat)(target, AT_FDCWD, p->cache) < 0) return -1;
+    char marked[2 * PATH_MAX];
+    if (LIBC(symlinkat)(replica_target(p, target, marked, sizeof marked), AT_FDCWD, p->cache) < 0) return -1;
     fy_tell(&e, -1);
     return 0;
 }
