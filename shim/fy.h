@@ -179,6 +179,9 @@ static inline int fy_ask(const struct fy_enc *e) { return fy_call(e, -1, NULL, 0
 /* One-way (FY_FLAG_ONEWAY): a change already made locally, which the agent applies in order
  * and never answers. */
 void fy_tell(const struct fy_enc *e, int pass_fd);
+/* Around a replica change and its fy_tell: one step between threads (wire.c). */
+void fy_order_begin(void);
+void fy_order_end(void);
 /* A request whose answer may take any time (a lock wait), on a connection of its own. */
 int fy_call_waiting(const struct fy_enc *e);
 int fy_conn_fd(void);

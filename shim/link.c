@@ -144,8 +144,13 @@ static int symlink_ferry(const struct fy_path *p, const char *target)
     int rc = fy_cache_list_parent(p);
     if (rc < 0) return fy_fail(rc);
     char marked[2 * PATH_MAX];
-    if (LIBC(symlinkat)(replica_target(p, target, marked, sizeof marked), AT_FDCWD, p->cache) < 0) return -1;
+    fy_order_begin();
+    if (LIBC(symlinkat)(replica_target(p, target, marked, sizeof marked), AT_FDCWD, p->cache) < 0) {
+        fy_order_end();
+        return -1;
+    }
     fy_tell(&e, -1);
+    fy_order_end();
     return 0;
 }
 
@@ -241,8 +246,10 @@ static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int fl
     int rc = fy_cache_stat(po, &st, 1);     /* the source must be in the replica */
     if (rc == 0) rc = fy_redirect_new(fy_cache_list_parent(pn));
     if (rc < 0) return fy_fail(rc);
-    if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
+    fy_order_begin();
+    if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) { fy_order_end(); return -1; }
     fy_tell(&e, -1);
+    fy_order_end();
     return 0;
 }
 

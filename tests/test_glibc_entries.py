@@ -116,3 +116,54 @@ def test_statx_through_syscall(where: Where, tmp_path):
     make_tree(where.node.root / "t")
     assert where.run([str(prog), where.path("t")]).stdout == want.stdout
     assert "a.txt 0: mode 100644 size 4" in want.stdout and "missing 0: No such file" in want.stdout
+
+
+MKDIR_RACE_C = r"""
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+static const char *base;
+/* mkdir -p as node's fs.mkdir(recursive) does: the leaf first, its parents on ENOENT. */
+static int mkdir_p(char *p) {
+    if (mkdir(p, 0755) == 0 || errno == EEXIST) return 0;
+    if (errno != ENOENT) return -1;
+    char *slash = strrchr(p, '/');
+    *slash = 0;
+    int rc = mkdir_p(p);
+    *slash = '/';
+    return rc ? rc : (mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : -1);
+}
+static void *run(void *arg) {
+    long k = (long)arg;
+    int bad = 0;
+    for (int round = 0; round < 20; round++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/r%d/m/t%ld", base, round, k);
+        if (mkdir_p(p)) bad++;
+    }
+    return (void *)(long)bad;
+}
+int main(int argc, char **argv) {
+    base = argv[1];
+    pthread_t t[8];
+    for (long k = 0; k < 8; k++) pthread_create(&t[k], NULL, run, (void *)k);
+    long bad = 0;
+    for (int k = 0; k < 8; k++) { void *r; pthread_join(t[k], &r); bad += (long)r; }
+    printf("failures=%ld\n", bad);
+    (void)argc;
+    return 0;
+}
+"""
+
+
+def test_threads_making_the_same_new_parents_at_once(where: Where, tmp_path):
+    """Eight threads mkdir -p sibling leaves under new parents at once (libuv's pool does,
+    for npm): every directory reaches the node, the parents before their children."""
+    prog = compile_c(MKDIR_RACE_C, tmp_path / "mkdir_race")
+    (where.node.root / "m").mkdir()
+    p = where.run([str(prog), where.path("m")])
+    assert p.stdout == "failures=0\n"
+    for r in range(20):
+        assert sorted(os.listdir(where.node.root / "m" / f"r{r}" / "m")) == [f"t{k}" for k in range(8)]
