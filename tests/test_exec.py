@@ -219,3 +219,30 @@ def test_spawn_file_action_replaces_an_inherited_ferry_fd(where: Where, tmp_path
     # an fd the child keeps as it is still reaches the ferry file
     where.sh(f"exec 3>{where.path('kept.txt')}; sh -c 'echo kept >&3'")
     assert (where.node.root / "kept.txt").read_text() == "kept\n"
+
+
+DLOPEN_C = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        void *h = dlopen(argv[i], RTLD_NOW);
+        if (!h) { printf("error %s\n", dlerror() ? "set" : "unset"); continue; }
+        int (*f)(int) = (int (*)(int))dlsym(h, "triple");
+        printf("triple(7)=%d\n", f ? f(7) : -1);
+        dlclose(h);
+    }
+    return 0;
+}
+"""
+
+
+def test_dlopen_of_a_library_on_a_ferry_path(where: Where, tmp_path):
+    """A shared library built into a ferry dir loads by its ferry path (absolute and
+    relative to a ferry cwd), as Python loads a C extension from a venv on ferry; a missing
+    one fails with the loader's own error."""
+    prog = compile_c(DLOPEN_C, tmp_path / "dlopen_prog")
+    (where.node.root / "lib.c").write_text("int triple(int x) { return 3 * x; }\n")
+    d = where.path("")
+    p = where.sh(f"cd {d} && gcc -shared -fPIC -o libt.so lib.c && {prog} {d}/libt.so ./libt.so {d}/nope.so")
+    assert p.stdout.splitlines() == ["triple(7)=21", "triple(7)=21", "error set"]
