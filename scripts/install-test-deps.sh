@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian/Ubuntu machine: the C compiler
-# that builds the shim, and the real programs the tests run under `ferry run`.
+# that builds the shim, the real programs the tests run under `ferry run`, the build tools
+# of the corpus (tests/test_corpus.py), and then the corpus itself (scripts/fetch-corpus.sh).
 set -euo pipefail
 need=()
-for tool in gcc make tar gzip find diff strace getfattr rsync sqlite3 git flock bash dash zsh busybox perl; do
+for tool in gcc make tar gzip find diff strace getfattr rsync sqlite3 git flock bash dash zsh busybox perl \
+    autoconf automake libtoolize autopoint makeinfo m4 cmake node npm; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # tests/test_real_programs.py makes a venv with the python3 in PATH
 python3 -c "import venv" >/dev/null 2>&1 || need+=(python3-venv)
+# the corpus builds a C extension with the python3 in PATH
+python3 -c "import os, sysconfig; assert os.path.exists(sysconfig.get_paths()['include'] + '/Python.h')" \
+  >/dev/null 2>&1 || need+=(python3-dev)
 # tests/test_stdio_routes.py links a static binary (glibc's libc.a)
 [ -n "$(gcc -print-file-name=libc.a 2>/dev/null | grep /)" ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -18,6 +23,9 @@ if [ ${#need[@]} -gt 0 ]; then
       diff) pkgs+=(diffutils) ;;
       getfattr) pkgs+=(attr) ;;
       flock) pkgs+=(util-linux) ;;
+      libtoolize) pkgs+=(libtool) ;;
+      makeinfo) pkgs+=(texinfo) ;;
+      node) pkgs+=(nodejs) ;;
       *) pkgs+=("$tool") ;;
     esac
   done
@@ -25,3 +33,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
+# the corpus: projects and tools from the package registries, kept in a cache dir
+bash "$(dirname "$0")/fetch-corpus.sh"

@@ -3,7 +3,10 @@
  * The table lives in ordinary memory, so fork copies it; exec would lose it, so the exec
  * hooks serialise it into FERRY_FDS (only fds without FD_CLOEXEC, exactly the ones the
  * kernel keeps) and init.c reads it back.  Each entry is
- *   "<fd>,<kind>,<flags>,<dirty>,<owner>,<handle>,<pathlen>,<path>"  separated by nothing.
+ *   "<fd>,<kind>,<flags>,<dirty>,<owner>,<handle>,<dev>,<ino>,<pathlen>,<path>"  separated by nothing.
+ * dev and ino name the open file the fd is (the placeholder or the replica file): the new
+ * image keeps an entry only while its fd is still that file, since a spawn's file actions
+ * (posix_spawn_file_actions_adddup2, addclose, addopen) may have put something else there.
  */
 #include "fy.h"
 
@@ -12,6 +15,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static struct fy_fd *table[FY_MAXFD];
@@ -89,6 +93,8 @@ char *fy_fd_export(void)
         if (!f) continue;
         int fdflags = LIBC(fcntl)(fd, F_GETFD);
         if (fdflags < 0 || (fdflags & FD_CLOEXEC)) continue;
+        struct stat st;
+        if (LIBC(fstat)(fd, &st) < 0) continue;
         size_t need = len + strlen(f->path) + 96;
         if (need > cap) {
             while (need > cap) cap *= 2;
@@ -96,8 +102,10 @@ char *fy_fd_export(void)
             if (!t) { free(s); return NULL; }
             s = t;
         }
-        len += (size_t)snprintf(s + len, cap - len, "%d,%d,%d,%d,%d,%llu,%zu,%s", fd, f->kind, f->flags,
-                                f->dirty, f->owner, (unsigned long long)f->handle, strlen(f->path), f->path);
+        len += (size_t)snprintf(s + len, cap - len, "%d,%d,%d,%d,%d,%llu,%llu,%llu,%zu,%s", fd, f->kind,
+                                f->flags, f->dirty, f->owner, (unsigned long long)f->handle,
+                                (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, strlen(f->path),
+                                f->path);
     }
     return s;
 }
@@ -118,13 +126,19 @@ void fy_fd_import(const char *s)
         if (*e != ',') return;
         unsigned long long handle = strtoull(e + 1, &e, 10);
         if (*e != ',') return;
+        unsigned long long dev = strtoull(e + 1, &e, 10);
+        if (*e != ',') return;
+        unsigned long long ino = strtoull(e + 1, &e, 10);
+        if (*e != ',') return;
         unsigned long plen = strtoul(e + 1, &e, 10);
         if (*e != ',' || plen >= PATH_MAX || strnlen(e + 1, plen) < plen) return;
         char path[PATH_MAX];
         memcpy(path, e + 1, plen);
         path[plen] = 0;
+        s = e + 1 + plen;
+        struct stat st;
+        if (LIBC(fstat)((int)fd, &st) < 0 || st.st_dev != dev || st.st_ino != ino) continue;  /* replaced */
         struct fy_fd *f = fy_fd_set((int)fd, (int)kind, (int)flags, handle, path);
         if (f) { f->dirty = (uint8_t)dirty; f->owner = (int)owner; }
-        s = e + 1 + plen;
     }
 }

@@ -132,6 +132,8 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
 int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
 /* Length of the mount root ("/REMOTE@h:p" or the prefix) that `ferry_path` lies under, or 0. */
 size_t fy_mount_root(const char *ferry_path);
+/* Lexically normalise absolute `in` ("." "..", "//" removed) into out: 0 or -ENAMETOOLONG. */
+int fy_normalize(const char *in, char *out, size_t cap);
 /* Cache path -> ferry path (for getcwd); 0 when `cache_path` is not in the cache. */
 int fy_uncache(const char *cache_path, char *out, size_t cap);
 /* Is p[0..n) a proper ancestor of a mount prefix ("/mnt" of "/mnt/x")? */
@@ -183,6 +185,9 @@ static inline int fy_ask(const struct fy_enc *e) { return fy_call(e, -1, NULL, 0
 /* One-way (FY_FLAG_ONEWAY): a change already made locally, which the agent applies in order
  * and never answers. */
 void fy_tell(const struct fy_enc *e, int pass_fd);
+/* Around a replica change and its fy_tell: one step between threads (wire.c). */
+void fy_order_begin(void);
+void fy_order_end(void);
 /* A request whose answer may take any time (a lock wait), on a connection of its own. */
 int fy_call_waiting(const struct fy_enc *e);
 int fy_conn_fd(void);

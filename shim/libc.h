@@ -13,6 +13,7 @@
 #define FY_LIBC_H
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <ftw.h>
 #include <glob.h>
 #include <signal.h>
@@ -77,6 +78,8 @@
     X(int, fstat, (int, struct stat *))                                                                   \
     X(int, fstatat, (int, const char *, struct stat *, int))                                              \
     X(int, statx, (int, const char *, int, unsigned int, struct statx *))                                 \
+    X(long, syscall, (long, ...))                                                                         \
+    X(void *, dlopen, (const char *, int))                                                                \
     X(int, faccessat, (int, const char *, int, int))                                                      \
     X(int, access, (const char *, int))                                                                   \
     X(int, euidaccess, (const char *, int))                                                               \

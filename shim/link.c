@@ -117,6 +117,24 @@ const char *fy_follow_links(const char *path)
     return out;
 }
 
+/* What the replica's copy of link p -> target holds (agent/cache.py stored_target): the
+ * target when it stays inside the link's mount, else the target marked.  Made so here, in
+ * one step: a copy re-made by the agent later would drop the times and owner the program
+ * sets on the link right after (rsync -a, tar, cp -a). */
+static const char *replica_target(const struct fy_path *p, const char *target, char *buf, size_t cap)
+{
+    size_t root = fy_mount_root(p->ferry);
+    const char *slash = strrchr(p->ferry, '/');
+    char joined[PATH_MAX], norm[PATH_MAX];
+    if (target[0] != '/' && slash &&
+        snprintf(joined, sizeof joined, "%.*s/%s", (int)(slash - p->ferry), p->ferry, target) < (int)sizeof joined &&
+        fy_normalize(joined, norm, sizeof norm) == 0 && strncmp(norm, p->ferry, root) == 0 &&
+        (norm[root] == '/' || norm[root] == 0))
+        return target;
+    snprintf(buf, cap, "%s%s%s", fy_cfg.cache, FY_LINK_OUT_MARK, target);
+    return buf;
+}
+
 static int symlink_ferry(const struct fy_path *p, const char *target)
 {
     /* The kernel reads the target before anything else: a wild one is EFAULT. */
@@ -128,8 +146,14 @@ static int symlink_ferry(const struct fy_path *p, const char *target)
     if (fy_cfg.mode == FY_MODE_DIRECT) return fy_result(fy_ask(&e));
     int rc = fy_cache_list_parent(p);
     if (rc < 0) return fy_fail(rc);
-    if (LIBC(symlinkat)(target, AT_FDCWD, p->cache) < 0) return -1;
+    char marked[2 * PATH_MAX];
+    fy_order_begin();
+    if (LIBC(symlinkat)(replica_target(p, target, marked, sizeof marked), AT_FDCWD, p->cache) < 0) {
+        fy_order_end();
+        return -1;
+    }
     fy_tell(&e, -1);
+    fy_order_end();
     return 0;
 }
 
@@ -225,8 +249,10 @@ static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int fl
     int rc = fy_cache_stat(po, &st, 1);     /* the source must be in the replica */
     if (rc == 0) rc = fy_redirect_new(fy_cache_list_parent(pn));
     if (rc < 0) return fy_fail(rc);
-    if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
+    fy_order_begin();
+    if (LIBC(linkat)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) { fy_order_end(); return -1; }
     fy_tell(&e, -1);
+    fy_order_end();
     return 0;
 }
 

@@ -21,12 +21,14 @@ static int mkdir_ferry(const struct fy_path *p, mode_t mode)
     }
     int rc = fy_cache_list_parent(p);
     if (rc < 0) return fy_fail(rc);
-    if (LIBC(mkdirat)(AT_FDCWD, p->cache, mode) < 0) return -1;
+    fy_order_begin();
+    if (LIBC(mkdirat)(AT_FDCWD, p->cache, mode) < 0) { fy_order_end(); return -1; }
     /* Send the mode the kernel really gave (umask applied), not the one asked for. */
     struct stat st;
     int made = LIBC(fstatat)(AT_FDCWD, p->cache, &st, AT_SYMLINK_NOFOLLOW) == 0;
     fy_enc_mkdir(&e, p->ferry, made ? st.st_mode & 07777 : mode & 07777);
     fy_tell(&e, -1);
+    fy_order_end();
     return 0;
 }
 
@@ -53,8 +55,10 @@ static int unlink_ferry(const struct fy_path *p, int flags)
         rc = fy_cache_stat(p, &st, 1);
         if (rc < 0) return fy_fail(rc);
     }
-    if (LIBC(unlinkat)(AT_FDCWD, p->cache, flags) < 0) return -1;
+    fy_order_begin();
+    if (LIBC(unlinkat)(AT_FDCWD, p->cache, flags) < 0) { fy_order_end(); return -1; }
     fy_tell(&e, -1);
+    fy_order_end();
     return 0;
 }
 
@@ -80,8 +84,10 @@ static int rename_ferry(const struct fy_path *po, const struct fy_path *pn, unsi
     if (rc < 0) return fy_fail(rc);
     rc = fy_cache_stat(pn, &st, 1);         /* a target directory must be listed (ENOTEMPTY) */
     if (rc == -FY_EREDIRECT) return fy_fail(fy_redirect_new(rc));
-    if (LIBC(renameat2)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) return -1;
+    fy_order_begin();
+    if (LIBC(renameat2)(AT_FDCWD, po->cache, AT_FDCWD, pn->cache, flags) < 0) { fy_order_end(); return -1; }
     fy_tell(&e, -1);
+    fy_order_end();
     return 0;
 }
 

@@ -110,6 +110,8 @@ static int normalize(const char *in, char *out, size_t cap)
     return 0;
 }
 
+int fy_normalize(const char *in, char *out, size_t cap) { return normalize(in, out, cap); }
+
 /* Local directory fds above a mount root, by absolute path: a program that walks to a
  * mount one component at a time (rsync 3.4 opens "/", then "mnt" and "x" with
  * openat(O_PATH)) names the mount relative to them.  The open hooks record such fds

@@ -260,8 +260,17 @@ int fy_call_waiting(const struct fy_enc *e)
     return rc;
 }
 
+/* Cache mode: a change made on the replica and its one-way message are one step between
+ * threads, so the agent replays changes in the order the replica took them (threads that
+ * mkdir -p at once: a child directory's MKDIR must not reach the node before its parent's). */
+static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
+void fy_order_begin(void) { pthread_mutex_lock(&order_lock); }
+void fy_order_end(void) { pthread_mutex_unlock(&order_lock); }
+
 void fy_after_fork_child(void)
 {
+    pthread_mutex_t fresh_order = PTHREAD_MUTEX_INITIALIZER;
+    memcpy(&order_lock, &fresh_order, sizeof fresh_order);
     /* The parent's lock may have been held by another thread at fork time, and the
      * child must not read replies meant for the parent: drop the inherited stream. */
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;

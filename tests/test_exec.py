@@ -175,3 +175,74 @@ def test_remote_compiled_binary(where: Where, exec_prog):
     assert p.stdout.splitlines() == ["hello direct", "rc=3", "hello relative", "hello path", "hello v", "hello f",
                                      "hello s", "status 3", "hello vp", "hello sp", "status 3"]
     assert os.access(where.node.root / "hello", os.X_OK)
+
+
+SPAWN_REDIRECT_C = r"""
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+/* stdout is a ferry file; the child's stdout is a pipe (a spawn file action), as m4's
+ * esyscmd and gnulib's create_pipe_in do: the child must write to the pipe. */
+int main(void) {
+    int p[2];
+    if (pipe(p)) return 2;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    posix_spawn_file_actions_addclose(&fa, p[0]);
+    posix_spawn_file_actions_addclose(&fa, p[1]);
+    char *args[] = {"sh", "-c", "echo child", NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, "/bin/sh", &fa, NULL, args, environ)) return 3;
+    close(p[1]);
+    char buf[64] = {0};
+    ssize_t n = read(p[0], buf, sizeof buf - 1);
+    int st;
+    waitpid(pid, &st, 0);
+    printf("pipe got [%.*s]\n", n > 0 ? (int)strcspn(buf, "\n") : 0, buf);
+    return 0;
+}
+"""
+
+
+def test_spawn_file_action_replaces_an_inherited_ferry_fd(where: Where, tmp_path):
+    """A posix_spawn dup2 file action that puts a pipe where the parent has a ferry fd:
+    the new image writes to the pipe, not to the ferry file (its inherited fd table entry
+    names a file the fd no longer is)."""
+    prog = compile_c(SPAWN_REDIRECT_C, tmp_path / "spawn_redirect")
+    out = where.path("out.txt")
+    where.sh(f"{prog} > {out}")
+    assert (where.node.root / "out.txt").read_text() == "pipe got [child]\n"
+    # an fd the child keeps as it is still reaches the ferry file
+    where.sh(f"exec 3>{where.path('kept.txt')}; sh -c 'echo kept >&3'")
+    assert (where.node.root / "kept.txt").read_text() == "kept\n"
+
+
+DLOPEN_C = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        void *h = dlopen(argv[i], RTLD_NOW);
+        if (!h) { printf("error %s\n", dlerror() ? "set" : "unset"); continue; }
+        int (*f)(int) = (int (*)(int))dlsym(h, "triple");
+        printf("triple(7)=%d\n", f ? f(7) : -1);
+        dlclose(h);
+    }
+    return 0;
+}
+"""
+
+
+def test_dlopen_of_a_library_on_a_ferry_path(where: Where, tmp_path):
+    """A shared library built into a ferry dir loads by its ferry path (absolute and
+    relative to a ferry cwd), as Python loads a C extension from a venv on ferry; a missing
+    one fails with the loader's own error."""
+    prog = compile_c(DLOPEN_C, tmp_path / "dlopen_prog")
+    (where.node.root / "lib.c").write_text("int triple(int x) { return 3 * x; }\n")
+    d = where.path("")
+    p = where.sh(f"cd {d} && gcc -shared -fPIC -o libt.so lib.c && {prog} {d}/libt.so ./libt.so {d}/nope.so")
+    assert p.stdout.splitlines() == ["triple(7)=21", "triple(7)=21", "error set"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,27 @@ def test_realpath_and_find_through_links(where: Where, local: Path):
     os.symlink(local, where.node.root / "out")
     p = where.sh(f"realpath {where.path('out/sub/inner.txt')}; find -L {where.path()} -name inner.txt | sort")
     assert p.stdout.splitlines() == [str(local / "sub" / "inner.txt"), where.path("out/sub/inner.txt")]
+
+
+def test_times_set_on_a_link_right_after_it_is_made(where: Where, local: Path):
+    """A link out of the export (absolute, or climbing above the mount) and one inside it,
+    each given its times by the same process the moment it exists, as rsync -a and tar do:
+    the times hold on the node and in later stats, and the targets read back as written."""
+    links = {"abs": str(local / "file.txt"), "up": UP + "etc", "in": "sub/../x"}
+    prog = ("import os, sys, time\n"
+            "for n, t in zip(sys.argv[2::2], sys.argv[3::2]):\n"
+            "    p = sys.argv[1] + '/' + n\n"
+            "    os.symlink(t, p)\n"
+            "    os.utime(p, ns=(981173106 * 10**9,) * 2, follow_symlinks=False)\n"
+            "    print(os.lstat(p).st_mtime_ns // 10**9, os.readlink(p))\n"
+            "time.sleep(0.5)  # the agent has seen the links by now\n"
+            "for n in sys.argv[2::2]:\n"
+            "    print(os.lstat(sys.argv[1] + '/' + n).st_mtime_ns // 10**9)\n")
+    args = [a for n, t in links.items() for a in (n, t)]
+    p = where.run([sys.executable, "-c", prog, where.path(), *args])
+    assert p.stdout.splitlines() == [f"981173106 {t}" for t in links.values()] + ["981173106"] * 3
+    for n, t in links.items():
+        assert os.readlink(where.node.root / n) == t
+        assert os.lstat(where.node.root / n).st_mtime == 981173106, n
+    p = where.sh(f"stat -c '%Y' {' '.join(where.path(n) for n in links)}")
+    assert p.stdout.split() == ["981173106"] * 3
