@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import socket
 import ssl
@@ -294,3 +295,66 @@ def test_an_idle_connection_is_kept() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+# --- confinement against a directory swapped for a symlink during the calls ---
+
+@pytest.mark.parametrize("use_openat2", [True, False])
+def test_directory_swapped_for_a_symlink_never_reaches_outside(tmp_path, use_openat2) -> None:
+    """While one thread swaps export/d between a real directory and a link to a directory
+    outside, the backend opens, creates, links and renames under /d: nothing outside is ever
+    read or written (a call may fail, or hand the link back as LinkOut)."""
+    import threading
+
+    from ferry.node.backends.local import DirBackend, LocalFile
+    from ferry.protocol.codec import LinkOut
+
+    outside, root = tmp_path / "outside", tmp_path / "export"
+    outside.mkdir()
+    root.mkdir()
+    (outside / "secret").write_text("outside secret")
+    b = DirBackend(root, use_openat2=use_openat2)
+    stop, seen = threading.Event(), []
+
+    def swap() -> None:
+        real, aside = root / "d", root / "d.aside"
+        real.mkdir()
+        (real / "secret").write_text("inside")
+        for _ in range(20000):
+            if stop.is_set():
+                return
+            try:
+                os.rename(real, aside)  # d: gone, then a link out, then the directory again
+                os.symlink(str(outside), real)
+                os.unlink(real)
+                os.rename(aside, real)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=swap)
+    t.start()
+    deadline = time.monotonic() + 5
+    try:
+        for i in range(3000):
+            if time.monotonic() > deadline:
+                break
+            for call in (lambda: b.open(b"/d/secret", os.O_RDONLY, 0),
+                         lambda: b.open(f"/d/new{i}".encode(), os.O_WRONLY | os.O_CREAT, 0o644),
+                         lambda: b.link(b"/d/secret", f"/d/hard{i}".encode()),
+                         lambda: b.rename(f"/d/new{i}".encode(), f"/d/moved{i}".encode())):
+                try:
+                    f = call()
+                except (OSError, LinkOut):
+                    continue
+                if isinstance(f, LocalFile) and fcntl.fcntl(f.fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+                    seen.append(f.pread(0, 64))
+                if f is not None and hasattr(f, "close"):
+                    f.close()
+    finally:
+        stop.set()
+        t.join(30)
+        b.close()
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"], list(outside.iterdir())
+    assert (outside / "secret").read_text() == "outside secret"
+    assert b"outside secret" not in seen
+    assert b"inside" in seen  # the calls did run while the swaps went on
