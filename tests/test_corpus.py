@@ -28,11 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -126,6 +126,7 @@ class Item:
     is compared (`collect(work_dir_on_disk, stdout)`)."""
 
     name = ""
+    shell = False  # whether the shell under test drives it (then it runs under bash and dash)
     timeout = 600
 
     def script(self, w: str, shell: str) -> str:
@@ -133,9 +134,6 @@ class Item:
 
     def collect(self, w: Path, out: str) -> dict:
         return {"out": out}
-
-    def prepare(self, w: Path) -> None:
-        pass
 
 
 LOCAL: dict[tuple[str, str], tuple[dict, float]] = {}
@@ -149,7 +147,6 @@ def run_local(item: Item, shell: str, tmp_path_factory) -> tuple[dict, float]:
     key = (item.name, shell)
     if key not in LOCAL:
         w = tmp_path_factory.mktemp(f"local-{item.name}-{shell}")
-        item.prepare(w)
         t = time.monotonic()
         p = subprocess.run([shell, "-c", item.script(str(w), shell)], capture_output=True, text=True,
                            env=ferry_env(), timeout=item.timeout, check=False)
@@ -163,7 +160,6 @@ def run_case(item: Item, mode: str, shell: str, node, tmp_path_factory) -> None:
     want, local_secs = run_local(item, shell, tmp_path_factory)
     disk = node.root / "w"
     disk.mkdir(parents=True)
-    item.prepare(disk)
     w = f"{MOUNT_PREFIX}/w"
     rec = {"item": item.name, "mode": mode, "shell": shell if item.shell else "-", "pass": False,
            "seconds": None, "local_seconds": round(local_secs, 2), "xfail": XFAIL.get(item.name)}
@@ -425,7 +421,6 @@ _TMP: list[Path] = []
 
 def corpus_tmp() -> Path:
     if not _TMP:
-        import tempfile
         _TMP.append(Path(tempfile.mkdtemp(prefix="ferry-corpus-")))
     return _TMP[0]
 
