@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -68,7 +69,8 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
         except OSError as e:
             sys.exit(f"ferry serve: cannot listen on {listen}: {e.strerror or e}")
         host = f"[{addr.host}]" if ":" in addr.host else addr.host
-        options = "&".join(([f"token-file={token_file}"] if token_file else []) + (["tls=1"] if tls else []))
+        options = "&".join(([f"token-file={urllib.parse.quote(token_file)}"] if token_file else [])
+                           + (["tls=1"] if tls else []))
         click.echo(f"ferry://{host}:{port}" + (f"?{options}" if options else ""))
         sys.stdout.flush()
         stop = asyncio.Event()
