@@ -266,6 +266,27 @@ def test_too_many_waiting_requests_closes_that_client_only() -> None:
     asyncio.run(main())
 
 
+def test_too_many_locks_closes_that_client_only() -> None:
+    async def main() -> None:
+        server, _, a, b = await _two_clients(Limits(locks=6))
+        await a.call("OPEN", path=b"/l", flags=os.O_CREAT | os.O_RDWR, mode=0o644)
+        lock = dict(path=b"/l", kind=spec.LOCK_POSIX, pid=1, owner=1, type=spec.LOCK_WRITE, len=1, wait=0)
+        for i in range(6):  # ranges apart, so none merges with another
+            await a.call("LOCK", start=2 * i, **lock)
+        await a.call("LOCK", start=3, **{**lock, "type": spec.LOCK_UNLOCK})  # unlocking is always allowed
+        with pytest.raises(OSError) as ei:
+            await a.call("LOCK", start=100, **lock)
+        assert ei.value.errno == errno.EIO and "connection lost" in str(ei.value)
+        assert a.closed
+        # the closed client's locks went with it: b takes the whole file
+        await b.call("LOCK", path=b"/l", kind=spec.LOCK_POSIX, pid=2, owner=2, type=spec.LOCK_WRITE, start=0,
+                     len=0, wait=0)
+        await b.close()
+        server.close()
+
+    asyncio.run(main())
+
+
 def test_a_frame_that_never_finishes_closes_that_client_only() -> None:
     async def main() -> None:
         server, port, _, b = await _two_clients(Limits(slow_frame=0.5))

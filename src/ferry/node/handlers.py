@@ -51,10 +51,11 @@ class Session:
     """One connection's state: its backend, its open handles, whether HELLO/AUTH let it in,
     and (through the node-wide lock table) the locks its owners hold."""
 
-    __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "max_handles", "nonces", "puts", "token")
+    __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "max_handles", "max_locks", "nonces", "puts",
+                 "token")
 
     def __init__(self, backend: Backend, token: bytes = b"", locks: LockTable | None = None,
-                 max_handles: int = spec.MAX_HANDLES) -> None:
+                 max_handles: int = spec.MAX_HANDLES, max_locks: int = spec.MAX_LOCKS) -> None:
         self.backend = backend
         self.locks = locks if locks is not None else LockTable()
         self.id = next(_session_ids)
@@ -65,6 +66,7 @@ class Session:
         self.nonces: tuple[bytes, bytes] | None = None  # (client's, ours) from the last HELLO
         self._next = 1
         self.max_handles = max_handles
+        self.max_locks = max_locks
 
     def add(self, f: BackendFile, put: bool = False) -> int:
         if len(self.files) >= self.max_handles:
@@ -283,6 +285,8 @@ def _lock_args(s: Session, f: Fields) -> tuple[tuple, tuple[int, str, int], int,
 
 def handle_lock(s: Session, f: Fields) -> Fields | Deferred:
     space, owner, start, end = _lock_args(s, f)
+    if f["type"] != spec.LOCK_UNLOCK and s.locks.count(s.id) >= s.max_locks:
+        raise LimitExceeded(f"more than {s.max_locks} locks held")
     if not f["wait"] or f["type"] == spec.LOCK_UNLOCK:
         s.locks.request(space, owner, f["type"], start, end, f["pid"], None)
         return _NO_FIELDS

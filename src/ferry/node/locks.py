@@ -66,6 +66,7 @@ class LockTable:
     def __init__(self) -> None:
         self._locks: dict[tuple, list[Lock]] = {}  # (path, "range"|"flock") -> locks
         self._waiting: dict[tuple, list[Waiter]] = {}
+        self._held: dict[int, int] = {}  # session id -> how many locks its owners hold
 
     @staticmethod
     def space(path: bytes, kind: int) -> tuple:
@@ -108,6 +109,10 @@ class LockTable:
     def held(self, space: tuple) -> list[Lock]:
         return list(self._locks.get(space, ()))
 
+    def count(self, session: int) -> int:
+        """How many locks (ranges, after merging) the owners of one connection hold."""
+        return self._held.get(session, 0)
+
     # --- internals ---
 
     def _set(self, space: tuple, owner: Owner, type_: int, start: int, end: int, pid: int) -> None:
@@ -130,6 +135,13 @@ class LockTable:
         self._store(space, keep + sorted(mine, key=lambda lk: lk.start))
 
     def _store(self, space: tuple, locks: list[Lock]) -> None:
+        for lk in self._locks.get(space, ()):
+            self._held[lk.owner[0]] -= 1
+        for lk in locks:
+            self._held[lk.owner[0]] = self._held.get(lk.owner[0], 0) + 1
+        for sid in {lk.owner[0] for lk in self._locks.get(space, ())} - {lk.owner[0] for lk in locks}:
+            if not self._held[sid]:
+                del self._held[sid]  # a closed connection leaves nothing behind
         if locks:
             self._locks[space] = locks
         else:

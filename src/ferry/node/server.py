@@ -37,13 +37,14 @@ log = logging.getLogger("ferry.node")
 class Limits:
     """What one connection may hold (see spec.MAX_*); tests pass small ones."""
     handles: int = spec.MAX_HANDLES
+    locks: int = spec.MAX_LOCKS
     waiting: int = spec.MAX_WAITING
     slow_frame: float = spec.SLOW_FRAME
 
 
 class NodeProtocol(asyncio.BufferedProtocol):
     def __init__(self, backend: Backend, token: bytes, locks: LockTable, limits: Limits) -> None:
-        self._session = Session(backend, token, locks, limits.handles)
+        self._session = Session(backend, token, locks, limits.handles, limits.locks)
         self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
         self._peer = "?"

@@ -29,6 +29,7 @@ MAX_FRAME = 8 << 20  # largest payload either side accepts
 # What one client connection may hold on a node; past one, the node closes that connection
 # (logging why) and every other client goes on.  Defaults, stated in the README.
 MAX_HANDLES = 65536  # open files (OPEN, PUT_OPEN) at once
+MAX_LOCKS = 65536  # byte-range and flock locks held at once by one connection's owners
 MAX_WAITING = 1024  # requests waiting for their reply at once (lock waits)
 SLOW_FRAME = 30.0  # seconds a started frame may take to arrive whole
 IO_CHUNK = 1 << 20  # largest READ/WRITE a client issues in one frame
