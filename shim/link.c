@@ -257,7 +257,7 @@ static int link_ferry(const struct fy_path *po, const struct fy_path *pn, int fl
 }
 
 /* FY_PATH2_HOOK's steps, with a local source that names an open file in between. */
-FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
+static int linkat_once(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
 {
     struct fy_path po, pn;
     int uo, un;
@@ -275,6 +275,20 @@ FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *ne
     int r = fy_pair(ro, &po, rn, &pn);
     if (r == 0) return LIBC(linkat)(olddirfd, old, newdirfd, new, flags);
     return r < 0 ? -1 : link_ferry(&po, &pn, flags);
+}
+
+/* As FY_PATH2_HOOK: a name that crosses a link out of its mount goes on from the link's
+ * target in the client's namespace (which may make the pair local, or EXDEV). */
+FY_EXPORT int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)
+{
+    char next[2][PATH_MAX];
+    for (int hops = 0;; hops++) {
+        int r = linkat_once(olddirfd, old, newdirfd, new, flags);
+        if (r == 0 || errno != FY_EREDIRECT) return r;
+        if (hops >= FY_MAX_REDIRECTS) { errno = ELOOP; return -1; }
+        if (fy_redirect.which) new = strcpy(next[1], fy_redirect.path);
+        else old = strcpy(next[0], fy_redirect.path);
+    }
 }
 
 FY_EXPORT int link(const char *old, const char *new) { return linkat(AT_FDCWD, old, AT_FDCWD, new, 0); }

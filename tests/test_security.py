@@ -379,3 +379,71 @@ def test_directory_swapped_for_a_symlink_never_reaches_outside(tmp_path, use_ope
     assert (outside / "secret").read_text() == "outside secret"
     assert b"outside secret" not in seen
     assert b"inside" in seen  # the calls did run while the swaps went on
+
+
+# --- hard links and rename targets outside the export ---
+
+OUT_TARGETS = ["/../outside/x", "/../../../../outside/x", "/abs/x", "/rel/x"]
+
+
+def _export_with_links_out(tmp_path):
+    export, outside = tmp_path / "export", tmp_path / "outside"
+    export.mkdir()
+    outside.mkdir()
+    (export / "f").write_text("export data\n")
+    os.symlink(outside, export / "abs")
+    os.symlink("../outside", export / "rel")
+    return export, outside
+
+
+@pytest.mark.parametrize("target", OUT_TARGETS)
+@pytest.mark.parametrize("op", ["RENAME", "LINK", "SYMLINK"])
+def test_node_refuses_link_and_rename_targets_outside(tmp_path, op, target) -> None:
+    """A hostile client names a target that `..` or a link out would put outside: the node
+    refuses, nothing appears outside, the source is untouched."""
+    from ferry.node.backends.local import DirBackend
+    export, outside = _export_with_links_out(tmp_path)
+
+    async def main() -> None:
+        server, port = await start_node_in_process(DirBackend(str(export)), "127.0.0.1", 0)
+        c = await NodeClient.connect("127.0.0.1", port)
+        fields = {"RENAME": dict(old=b"/f", new=target.encode(), flags=0),
+                  "LINK": dict(old=b"/f", new=target.encode()),
+                  "SYMLINK": dict(target=b"/etc/passwd", path=target.encode())}[op]
+        with pytest.raises((OSError, codec.LinkOut)):  # LinkOut: "that name is a link out; resolve it yourself"
+            await c.call(op, **fields)
+        await c.close()
+        server.close()
+
+    asyncio.run(main())
+    assert os.listdir(outside) == []
+    assert (export / "f").read_text() == "export data\n"
+
+
+@pytest.mark.parametrize("mode", ["cache", "direct"])
+def test_program_link_and_rename_out_of_the_export_are_exdev(tmp_path, mode) -> None:
+    """rename(2) and link(2) from a ferry path to a local one, through `..` past the mount or
+    through a link out, are EXDEV for the program (another file system), as the kernel says
+    between two mounts; nothing is written outside and the file stays on the node."""
+    export, outside = _export_with_links_out(tmp_path)
+    node = start_node(export)
+    try:
+        m = "/mnt/x"
+        script = (
+            "import os, sys\n"
+            "for call in (os.rename, os.link):\n"
+            "    for new in sys.argv[1:]:\n"
+            "        try:\n"
+            f"            call('{m}/f', new)\n"
+            "            print(call.__name__, new, 'done')\n"
+            "        except OSError as e:\n"
+            "            print(call.__name__, new, e.errno)\n")
+        targets = [f"{m}/../outside-x", f"{m}/abs/x", f"{m}/rel/x", str(outside / "x")]
+        p = ferry_run([sys.executable, "-c", script, *targets], mode=mode, mounts=(f"{m}={node.url}",))
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines() == [f"{c} {t} {errno.EXDEV}" for c in ("rename", "link") for t in targets]
+    finally:
+        node.stop()
+    assert os.listdir(outside) == []
+    assert (export / "f").read_text() == "export data\n"
+    assert not os.path.exists("/mnt/outside-x")

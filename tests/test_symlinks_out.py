@@ -104,6 +104,16 @@ def test_rename_through_a_link_to_a_local_dir_is_a_copy(where: Where, local: Pat
     assert not (where.node.root / "f").exists()
 
 
+def test_hard_link_through_a_link_back_into_the_mount(where: Where):
+    """link(2) whose new name crosses a link that leads back into the mount: made on the node."""
+    (where.node.root / "sub").mkdir()
+    (where.node.root / "f").write_text("linked\n")
+    os.symlink(where.path("sub"), where.node.root / "back")
+    p = where.sh(f"ln {where.path('f')} {where.path('back/h')} && cat {where.path('sub/h')}")
+    assert p.returncode == 0 and p.stdout == "linked\n", p.stderr
+    assert os.stat(where.node.root / "sub" / "h").st_ino == os.stat(where.node.root / "f").st_ino
+
+
 def test_realpath_and_find_through_links(where: Where, local: Path):
     os.symlink(local, where.node.root / "out")
     p = where.sh(f"realpath {where.path('out/sub/inner.txt')}; find -L {where.path()} -name inner.txt | sort")
