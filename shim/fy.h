@@ -119,8 +119,7 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
             struct fy_path fy_po_, fy_pn_;                                                         \
             int fy_r_ = fy_resolve_pair((olddirfd), &(old), &fy_po_, (newdirfd), &(new), &fy_pn_); \
             if (fy_r_ == 0) return libc_call;                                                      \
-            if (fy_r_ < 0) return fail;                                                            \
-            __typeof__(libc_call) fy_v_ = body(&fy_po_, &fy_pn_, ##__VA_ARGS__);                   \
+            __typeof__(libc_call) fy_v_ = fy_r_ < 0 ? (fail) : body(&fy_po_, &fy_pn_, ##__VA_ARGS__); \
             if (fy_v_ != (fail) || errno != FY_EREDIRECT) return fy_v_;                            \
             if (fy_hops_ >= FY_MAX_REDIRECTS) { errno = ELOOP; return fail; }                      \
             if (fy_redirect.which) new = strcpy(fy_next_[1], fy_redirect.path);                    \
@@ -201,6 +200,7 @@ int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st);
 int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_list_parent(const struct fy_path *p);
+int fy_parent_redirect(const struct fy_path *p);
 
 /* ---- io.c: open, close ---- */
 int fy_open_path(const struct fy_path *p, int flags, mode_t mode);

@@ -111,10 +111,10 @@ FY_EXPORT int renameat2(int ofd, const char *old, int nfd, const char *new, unsi
 
 /* Nodes keep regular files, directories and symlinks only: a FIFO or device made in the
  * replica would never reach the node, so say so instead (EOPNOTSUPP, as NFS-less file
- * systems do).  Local paths go to libc untouched. */
+ * systems do).  Local paths, also through a link out, go to libc untouched. */
 static int refuse_special(const struct fy_path *p)
 {
-    (void)p;
+    if (fy_parent_redirect(p) == -FY_EREDIRECT) { errno = FY_EREDIRECT; return -1; }  /* a local name */
     errno = EOPNOTSUPP;
     return -1;
 }

@@ -298,8 +298,16 @@ int fy_pair(int ro, const struct fy_path *po, int rn, const struct fy_path *pn)
 {
     if (ro < 0 || rn < 0) return -1;
     if (ro == 0 && rn == 0) return 0;
-    if (ro != rn || !same_mount(po->ferry, pn->ferry)) { errno = EXDEV; return -1; }
-    return 1;
+    if (ro == rn && same_mount(po->ferry, pn->ferry)) return 1;
+    /* The ferry one may be local after all, through a link out: go on with it. */
+    int which = rn == 1;
+    if (ro != rn && fy_parent_redirect(which ? pn : po) == -FY_EREDIRECT) {
+        fy_redirect.which = which;
+        errno = FY_EREDIRECT;
+        return -1;
+    }
+    errno = EXDEV;
+    return -1;
 }
 
 int fy_unreadable_pair(const char *old, int ro, int uo, const char *new, int rn, int un)

@@ -170,6 +170,26 @@ int fy_cache_list_parent(const struct fy_path *p)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
+/* A pair with one ferry name and one local name is EXDEV, unless the ferry name's parent
+ * crosses a link out of its mount: then it is a local name too, and the call goes on with
+ * it (-FY_EREDIRECT).  Either mode; any other answer leaves the pair as it is (0). */
+int fy_parent_redirect(const struct fy_path *p)
+{
+    if (fy_mount_root(p->ferry) == strlen(p->ferry)) return 0;
+    int rc;
+    if (fy_cfg.mode == FY_MODE_DIRECT) {
+        char parent[PATH_MAX];
+        struct stat st;
+        size_t n = (size_t)(strrchr(p->ferry, '/') - p->ferry);
+        memcpy(parent, p->ferry, n);
+        parent[n] = 0;
+        rc = fy_redirect_extend(fy_remote_stat(parent, 0, &st), strrchr(p->ferry, '/'));
+    } else {
+        rc = fy_cache_list_parent(p);
+    }
+    return rc == -FY_EREDIRECT ? rc : 0;
+}
+
 /* Stat a resolved ferry path in whichever mode. */
 /* The program's buffer is filled last, in one guarded copy: a wild one is EFAULT, as the
  * kernel says for a local file. */

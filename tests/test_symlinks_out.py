@@ -114,6 +114,22 @@ def test_hard_link_through_a_link_back_into_the_mount(where: Where):
     assert os.stat(where.node.root / "sub" / "h").st_ino == os.stat(where.node.root / "f").st_ino
 
 
+def test_every_call_through_a_link_to_a_local_dir_acts_there(where: Where, local: Path):
+    """Paths, pairs (rename, link: both names local through the link) and special files
+    (a FIFO is fine locally) all reach the local directory; none fails or leaks ferry's
+    internal redirect as an errno."""
+    os.symlink(local, where.node.root / "o")
+    probe = Path(__file__).with_name("probe_link_out.py")
+    p = where.run([sys.executable, str(probe), where.path()])
+    assert p.returncode == 0, p.stderr
+    bad = [line for line in p.stdout.splitlines() if " ok" not in line]
+    assert not bad and len(p.stdout.splitlines()) == 26, p.stdout
+    assert sorted(n for n in os.listdir(local) if not n.startswith("tmp")) == \
+        ["copy", "fifo", "file.txt", "new2", "new3", "sub", "tool.sh"]
+    assert os.stat(local / "new2").st_ino == os.stat(local / "new3").st_ino
+    assert sorted(os.listdir(where.node.root)) == ["o"]
+
+
 def test_realpath_and_find_through_links(where: Where, local: Path):
     os.symlink(local, where.node.root / "out")
     p = where.sh(f"realpath {where.path('out/sub/inner.txt')}; find -L {where.path()} -name inner.txt | sort")
