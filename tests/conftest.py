@@ -90,8 +90,8 @@ def memory_node():
 
 def ferry_run(cmd: list[str], *, mode: str = "cache", mounts: tuple[str, ...] = (), cwd=None,
               timeout: float = 120, input: str | None = None, env_extra: dict | None = None,
-              check: bool = True) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "ferry", "run", "--mode", mode]
+              check: bool = True, run_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "ferry", "run", "--mode", mode, *run_args]
     for m in mounts:
         args += ["--mount", m]
     env = ferry_env()

@@ -176,6 +176,33 @@ def test_tls_round_trip_and_a_wrong_fingerprint_refused(tmp_path) -> None:
         n.stop()
 
 
+def test_tls_and_token_options_of_a_run_serve_remote_paths_and_bare_urls(tmp_path) -> None:
+    """/REMOTE@HOST:PORT paths have no URL to carry options: `ferry run --token-file F
+    --tls-fingerprint …` gives them (and mount URLs that name none); a URL's own win."""
+    crt, key, fingerprint = security.write_self_signed(str(tmp_path / "node"), "127.0.0.1")
+    tok = tmp_path / "t"
+    security.write_token(tok)
+    n = start_node(tmp_path / "export", "--token-file", str(tok), "--tls-cert", str(crt), "--tls-key", str(key))
+    try:
+        (n.root / "f").write_text("remote over tls\n")
+        bare = n.url.split("?")[0]
+        remote = f"/REMOTE@127.0.0.1:{bare.rsplit(':', 1)[1]}/f"
+        opts = ("--token-file", str(tok), "--tls-fingerprint", fingerprint)
+        good = ferry_run(["sh", "-c", f"cat {remote} /mnt/t/f"], mounts=(f"/mnt/t={bare}",), run_args=opts)
+        assert good.stdout == "remote over tls\n" * 2
+        wrong = "SHA256:" + "11" * 32
+        bad = ferry_run(["cat", remote], check=False, run_args=("--token-file", str(tok), "--tls-fingerprint", wrong))
+        assert bad.returncode != 0 and "not the pinned" in bad.stderr and "remote over tls" not in bad.stdout
+        # the URL's own fingerprint wins over the run's wrong one
+        own = ferry_run(["cat", "/mnt/t/f"], mounts=(f"/mnt/t={bare}?tls-fingerprint={fingerprint}",),
+                        run_args=("--token-file", str(tok), "--tls-fingerprint", wrong))
+        assert own.stdout == "remote over tls\n"
+        p = ferry_run(["true"], check=False, run_args=("--tls-fingerprint", "MD5:ab"))
+        assert p.returncode == 125 and "SHA256:<64 hex digits>" in p.stderr, p.stderr
+    finally:
+        n.stop()
+
+
 def test_bad_url_options_are_named(tmp_path) -> None:
     for url, why in [("ferry://127.0.0.1:1?tokenfile=x", "is not one of"),
                      ("ferry://127.0.0.1:1?tls-fingerprint=MD5:ab", "SHA256:<64 hex digits>"),
@@ -351,6 +378,7 @@ def test_directory_swapped_for_a_symlink_never_reaches_outside(tmp_path, use_ope
                 os.rename(aside, real)
             except OSError:
                 pass
+            time.sleep(0.0001)  # the directory in place for a moment, so some calls reach it
 
     t = threading.Thread(target=swap)
     t.start()

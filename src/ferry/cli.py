@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import security
-from .agent.routes import Mount, RouteError, check_mounts, parse_hostport
+from .agent.routes import Mount, RouteError, Router, parse_hostport
 
 EXIT_FERRY_FAILED = 125
 
@@ -90,15 +90,24 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
               show_default="cache", help="cache: local replica, written back on close; direct: every call to the node.")
 @click.option("--token-file", type=click.Path(dir_okay=False), metavar="F",
               help="Token for nodes whose URL names none, and for /REMOTE@ paths.")
+@click.option("--tls", is_flag=True, help="TLS to nodes whose URL does not say tls=0, and to /REMOTE@ paths.")
+@click.option("--tls-fingerprint", metavar="SHA256:HEX",
+              help="Pin this certificate for nodes whose URL names none, and for /REMOTE@ paths (implies --tls).")
+@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), metavar="F",
+              help="Verify nodes against the CA in F (implies --tls); the same scope as --tls.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mounts: tuple[str, ...], mode: str, token_file: str | None, cmd: tuple[str, ...]) -> None:
+def run(mounts: tuple[str, ...], mode: str, token_file: str | None, tls: bool, tls_fingerprint: str | None,
+        tls_ca: str | None, cmd: tuple[str, ...]) -> None:
     """Run CMD with ferry paths (/REMOTE@HOST:PORT/... and mounted prefixes) served by nodes.
 
-    With no --mount, a node on this machine serves /ferry from the XDG data dir.
+    With no --mount, a node on this machine serves /ferry from the XDG data dir.  The
+    --token-file and --tls options are defaults: a mount URL's own options win.
     """
+    defaults = {key: value for key, value in (("token-file", token_file), ("tls", "1" if tls else None),
+                                              ("tls-fingerprint", tls_fingerprint), ("tls-ca", tls_ca)) if value}
     try:
-        parsed = [Mount.parse(m, token_file or "") for m in mounts]
-        check_mounts(parsed)
+        parsed = [Mount.parse(m, defaults) for m in mounts]
+        Router(parsed, defaults)  # overlapping mounts, bad defaults
         for f in {m.node.token_file for m in parsed} | {token_file or ""}:
             if f:
                 security.read_token(f)  # a bad token file is named now, not at the first call
@@ -106,7 +115,7 @@ def run(mounts: tuple[str, ...], mode: str, token_file: str | None, cmd: tuple[s
         click.echo(f"ferry run: {e}", err=True)
         sys.exit(EXIT_FERRY_FAILED)
     from .run import run as run_program
-    sys.exit(run_program(parsed, mode, cmd, token_file or ""))
+    sys.exit(run_program(parsed, mode, cmd, defaults))
 
 
 @cli.command()

@@ -21,7 +21,7 @@ from pathlib import Path
 import platformdirs
 
 from . import shimlib
-from .agent.routes import REMOTE_TAG, Mount
+from .agent.routes import REMOTE_TAG, Mount, Options
 
 DEFAULT_PREFIX = "/ferry"
 EXIT_FERRY_FAILED = 125
@@ -62,7 +62,7 @@ def _listen(run_dir: str) -> tuple[socket.socket, str, str | None]:
     return lsock, path, extra
 
 
-def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], token_file: str = "") -> int:
+def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:
     prefixes = [m.prefix for m in mounts] or [DEFAULT_PREFIX]
     base = replica_base()
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -95,7 +95,7 @@ def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], token_file: str = 
             signal.signal(sig, lambda s, _f: proc.send_signal(s))
 
     from .node.server import run_loop  # the heavy imports, while the program runs
-    failures = run_loop(_serve(proc, lsock, mounts, os.fsencode(tree), token_file))
+    failures = run_loop(_serve(proc, lsock, mounts, os.fsencode(tree), defaults))
     if proc is not None:
         status = proc.returncode
         rc = 128 - status if status < 0 else status
@@ -111,7 +111,7 @@ def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], token_file: str = 
 
 
 async def _serve(proc: subprocess.Popen | None, lsock: socket.socket, mounts: list[Mount],
-                 tree: bytes, token_file: str = "") -> list[str]:
+                 tree: bytes, defaults: Options | None = None) -> list[str]:
     """Serve the program until it exits, then wait for its write-backs; the failures."""
     import asyncio
 
@@ -126,7 +126,7 @@ async def _serve(proc: subprocess.Popen | None, lsock: socket.socket, mounts: li
         store.mkdir(parents=True, exist_ok=True)
         embedded, port = await start_node(DirBackend(str(store)), "127.0.0.1", 0)
         mounts = [Mount.parse(f"{DEFAULT_PREFIX}=ferry://127.0.0.1:{port}")]
-    agent = Agent(Router(mounts, token_file), tree,
+    agent = Agent(Router(mounts, defaults), tree,
                   connect_timeout=float(os.environ.get("FERRY_CONNECT_TIMEOUT", "3")),
                   call_timeout=float(os.environ.get("FERRY_CALL_TIMEOUT", "30")))
     agent.listen(lsock)

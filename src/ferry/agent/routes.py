@@ -54,35 +54,45 @@ def parse_hostport(text: str, what: str, allow_zero: bool = False) -> NodeAddr:
     return NodeAddr(host, port)
 
 
-_URL_OPTIONS = ("token-file", "tls", "tls-fingerprint", "tls-ca")
+URL_OPTIONS = ("token-file", "tls", "tls-fingerprint", "tls-ca")
+Options = dict[str, str]  # URL option -> value: a URL's own, or a run's defaults (`ferry run --tls …`)
 
 
-def parse_url(url: str, token_file: str = "") -> tuple[NodeAddr, str]:
-    """``ferry://HOST:PORT[/SUBDIR][?token-file=F&tls=1&tls-fingerprint=SHA256:…&tls-ca=F]``
-    -> (node, export subdirectory).  `token_file` is used when the URL names none."""
-    if not url.startswith("ferry://"):
-        raise RouteError(f"bad URL {url!r}: it must start with ferry:// (for example ferry://127.0.0.1:7070/data)")
-    rest, _, query = url[len("ferry://"):].partition("?")
-    options: dict[str, str] = {}
-    for item in filter(None, query.split("&")):
-        key, eq, value = item.partition("=")
-        if key not in _URL_OPTIONS or not eq or not value:
-            raise RouteError(f"bad URL {url!r}: {item!r} is not one of "
-                             + ", ".join(f"{k}=VALUE" for k in _URL_OPTIONS))
-        options[key] = urllib.parse.unquote(value)
+def node_addr(host: str, port: int, options: Options, what: str) -> NodeAddr:
+    """The node at host:port reached with `options` (URL_OPTIONS); RouteError names a bad one."""
+    unknown = set(options) - set(URL_OPTIONS)
+    if unknown:
+        raise RouteError(f"{what}: {sorted(unknown)[0]!r} is not one of " + ", ".join(URL_OPTIONS))
     tls = options.get("tls", "0")
     if tls not in ("0", "1"):
-        raise RouteError(f"bad URL {url!r}: tls is 1 or 0, not {tls!r}")
+        raise RouteError(f"{what}: tls is 1 or 0, not {tls!r}")
     fingerprint = ""
-    if "tls-fingerprint" in options:
+    if options.get("tls-fingerprint"):
         try:
             fingerprint = security.parse_fingerprint(options["tls-fingerprint"])
         except security.SecurityError as e:
-            raise RouteError(f"bad URL {url!r}: {e}") from None
+            raise RouteError(f"{what}: {e}") from None
+    ca = options.get("tls-ca", "")
+    return NodeAddr(host, port, options.get("token-file", ""), tls == "1" or bool(fingerprint) or bool(ca),
+                    fingerprint, ca)
+
+
+def parse_url(url: str, defaults: Options | None = None) -> tuple[NodeAddr, str]:
+    """``ferry://HOST:PORT[/SUBDIR][?token-file=F&tls=1&tls-fingerprint=SHA256:…&tls-ca=F]``
+    -> (node, export subdirectory).  `defaults` fill the options the URL does not name."""
+    if not url.startswith("ferry://"):
+        raise RouteError(f"bad URL {url!r}: it must start with ferry:// (for example ferry://127.0.0.1:7070/data)")
+    rest, _, query = url[len("ferry://"):].partition("?")
+    options: Options = dict(defaults or {})
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if key not in URL_OPTIONS or not eq or not value:
+            raise RouteError(f"bad URL {url!r}: {item!r} is not one of "
+                             + ", ".join(f"{k}=VALUE" for k in URL_OPTIONS))
+        options[key] = urllib.parse.unquote(value)
     hostport, slash, sub = rest.partition("/")
     node = parse_hostport(hostport, f"bad URL {url!r}")
-    node = NodeAddr(node.host, node.port, options.get("token-file", token_file),
-                    tls == "1" or bool(fingerprint) or "tls-ca" in options, fingerprint, options.get("tls-ca", ""))
+    node = node_addr(node.host, node.port, options, f"bad URL {url!r}")
     if ".." in sub.split("/"):
         raise RouteError(f"bad URL {url!r}: the subdirectory may not contain '..'")
     sub = posixpath.normpath("/" + sub) if slash else "/"
@@ -96,7 +106,7 @@ class Mount:
     subdir: str  # inside the node's export
 
     @classmethod
-    def parse(cls, spec: str, token_file: str = "") -> Mount:
+    def parse(cls, spec: str, defaults: Options | None = None) -> Mount:
         prefix, eq, url = spec.partition("=")
         if not eq or not prefix or not url:
             raise RouteError(f"bad mount {spec!r}: write PREFIX=URL, for example /data=ferry://127.0.0.1:7070")
@@ -109,7 +119,7 @@ class Mount:
             raise RouteError(f"bad mount {spec!r}: /REMOTE@ paths are reserved for direct node addresses")
         if prefix.startswith(LINK_OUT_MARK.decode().rstrip("/")):
             raise RouteError(f"bad mount {spec!r}: {LINK_OUT_MARK.decode()} is ferry's own name; choose another")
-        node, sub = parse_url(url, token_file)
+        node, sub = parse_url(url, defaults)
         return cls(prefix, node, sub)
 
 
@@ -139,11 +149,12 @@ def _join(sub: bytes, rest: bytes) -> bytes:
 
 
 class Router:
-    def __init__(self, mounts: list[Mount], token_file: str = "") -> None:
+    def __init__(self, mounts: list[Mount], defaults: Options | None = None) -> None:
         check_mounts(mounts)
         self.mounts = [(m.prefix.encode(), m) for m in mounts]
         self._orfa: dict[bytes, NodeAddr] = {}
-        self._token_file = token_file  # for /REMOTE@ paths, which have no URL to name one in
+        self._defaults = dict(defaults or {})  # for /REMOTE@ paths, which have no URL to name options in
+        node_addr("", 0, self._defaults, "ferry run")  # a bad one is named now, not at the first call
 
     def root_of(self, path: bytes) -> bytes:
         """The mount root a ferry path lies under (b"" when none)."""
@@ -182,9 +193,9 @@ class Router:
         if root.startswith(REMOTE_TAG):
             node = self._orfa.get(root)
             if node is None:
-                node = parse_hostport(root[len(REMOTE_TAG):].decode(errors="replace"),
-                                      f"bad ferry path {root.decode(errors='replace')}")
-                node = NodeAddr(node.host, node.port, self._token_file)
+                what = f"bad ferry path {root.decode(errors='replace')}"
+                node = parse_hostport(root[len(REMOTE_TAG):].decode(errors="replace"), what)
+                node = node_addr(node.host, node.port, self._defaults, what)
                 self._orfa[root] = node
             return node, rest or b"/"
         for prefix, m in self.mounts:
