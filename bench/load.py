@@ -54,6 +54,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fds_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -274,13 +280,16 @@ def run_once(node: subprocess.Popen, root: Path, port: int, clients: int, files:
     ready.wait(timeout=300)
     t_connected = time.monotonic()
     rss_conn, fds_conn = sampler.sample()
+    cpu0 = cpu_s(node.pid)
     go.wait(timeout=60)
+    t_go = time.monotonic()
     results = []
     for r in pipes:
         try:
             results.append(r.recv())
         except EOFError:
             results.append({"crash": "worker died without a result"})
+    node_cpu, t_work = cpu_s(node.pid) - cpu0, time.monotonic() - t_go
     for p in procs:
         p.join(timeout=60)
     t_done = time.monotonic()
@@ -321,6 +330,8 @@ def run_once(node: subprocess.Popen, root: Path, port: int, clients: int, files:
         "node_rss_kib": {"before": rss0, "connected": rss_conn, "peak": max(s[1] for s in during), "after": rss1},
         "node_fds": {"before": fds0, "connected": fds_conn, "peak": max(s[2] for s in during), "after": fds1},
         "node_samples": len(during),
+        # the node is one thread: near 100 % of a core means it is the bottleneck
+        "node_cpu_s": round(node_cpu, 2), "node_cpu_pct_of_a_core": round(100 * node_cpu / t_work, 1),
         "listen_overflows": {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1},
         "errors": errors, "mismatches": mismatches, "left_in_export": left[:20], "left_count": len(left),
         "node_alive": node.poll() is None, "total_seconds": round(t_done - t_start, 3),
@@ -343,7 +354,8 @@ def markdown(res: dict) -> str:
     lines = [
         "# Load: concurrent clients against one node",
         "",
-        f"`{res['command']}` — {res['machine']}; {res['started']}; {res['git']}.",
+        f"`{res['command']}` — {res['machine']}; {res['started']}; {res['git']}; load average "
+        f"{res['loadavg_start']} at start, {res['loadavg_end']} at the end (the machine is shared).",
         "",
         f"One `ferry serve --root` node (a subprocess on loopback, DirBackend on {res['fs']}); "
         f"{l['clients']} `NodeClient`s in {l['workers']} processes, all connected before any starts; each does "
@@ -378,6 +390,8 @@ def markdown(res: dict) -> str:
         f"| node fds before / all connected / peak / after | "
         + " / ".join(str(u["node_fds"][k]) for k in ("before", "connected", "peak", "after")) + " | "
         + " / ".join(str(l["node_fds"][k]) for k in ("before", "connected", "peak", "after")) + " | |",
+        f"| node CPU during the work (% of one core) | {u['node_cpu_pct_of_a_core']:.0f} | "
+        f"{l['node_cpu_pct_of_a_core']:.0f} | |",
         f"| listen-queue overflows (kernel) | {u['listen_overflows'].get('ListenOverflows', '–')} | "
         f"{l['listen_overflows'].get('ListenOverflows', '–')} | |",
         f"| errors | {len(u['errors'])} | {len(l['errors'])} | |",
@@ -452,10 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tmp", help="base dir for the node's export (default: $TMPDIR or /tmp)")
     a = ap.parse_args(argv)
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     res = run(a.clients, a.files, a.workers, a.seed, tmp_base=a.tmp, baseline=not a.no_baseline)
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
-    res.update(started=started, git=f"git {rev}",
+    res.update(started=started, git=f"git {rev}", loadavg_start=load0,
+               loadavg_end=" ".join(Path("/proc/loadavg").read_text().split()[:3]),
                command=" ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])]).strip(),
                machine=f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}")
     a.out.mkdir(parents=True, exist_ok=True)
