@@ -60,6 +60,18 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def state_of(pid: int) -> str:
+    """R running or runnable, S sleeping (waiting for requests), D waiting in the kernel (disk)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    v = list(map(int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]))
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
 def fds_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -80,6 +92,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.samples: list[tuple[float, int, int]] = []
+        self.states: list[str] = []
         self._halt = threading.Event()
 
     def sample(self) -> tuple[int, int]:
@@ -91,6 +104,7 @@ class Sampler(threading.Thread):
         while not self._halt.wait(self.interval):
             try:
                 self.sample()
+                self.states.append(state_of(self.pid))
             except (FileNotFoundError, ProcessLookupError):
                 return
 
@@ -280,7 +294,8 @@ def run_once(node: subprocess.Popen, root: Path, port: int, clients: int, files:
     ready.wait(timeout=300)
     t_connected = time.monotonic()
     rss_conn, fds_conn = sampler.sample()
-    cpu0 = cpu_s(node.pid)
+    cpu0, busy0 = cpu_s(node.pid), machine_busy()
+    n_states = len(sampler.states)
     go.wait(timeout=60)
     t_go = time.monotonic()
     results = []
@@ -290,6 +305,8 @@ def run_once(node: subprocess.Popen, root: Path, port: int, clients: int, files:
         except EOFError:
             results.append({"crash": "worker died without a result"})
     node_cpu, t_work = cpu_s(node.pid) - cpu0, time.monotonic() - t_go
+    busy1 = machine_busy()
+    states = sampler.states[n_states:]
     for p in procs:
         p.join(timeout=60)
     t_done = time.monotonic()
@@ -332,6 +349,9 @@ def run_once(node: subprocess.Popen, root: Path, port: int, clients: int, files:
         "node_samples": len(during),
         # the node is one thread: near 100 % of a core means it is the bottleneck
         "node_cpu_s": round(node_cpu, 2), "node_cpu_pct_of_a_core": round(100 * node_cpu / t_work, 1),
+        "node_states": {k: states.count(k) for k in sorted(set(states))},
+        # every process on the machine, ours and others' (the machine may be shared)
+        "machine_cpu_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1),
         "listen_overflows": {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1},
         "errors": errors, "mismatches": mismatches, "left_in_export": left[:20], "left_count": len(left),
         "node_alive": node.poll() is None, "total_seconds": round(t_done - t_start, 3),
@@ -342,6 +362,10 @@ def run_once(node: subprocess.Popen, root: Path, port: int, clients: int, files:
 
 def _ms(v) -> str:
     return "–" if v is None else f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+
+def _states(d: dict) -> str:
+    return " / ".join(str(d.get(k, 0)) for k in "RSD")
 
 
 def _ratio(a, b) -> str:
@@ -392,6 +416,10 @@ def markdown(res: dict) -> str:
         + " / ".join(str(l["node_fds"][k]) for k in ("before", "connected", "peak", "after")) + " | |",
         f"| node CPU during the work (% of one core) | {u['node_cpu_pct_of_a_core']:.0f} | "
         f"{l['node_cpu_pct_of_a_core']:.0f} | |",
+        f"| node state samples during the work (R run / S wait for requests / D disk) | "
+        f"{_states(u['node_states'])} | {_states(l['node_states'])} | |",
+        f"| machine CPU busy during the work (all processes, %) | {u['machine_cpu_busy_pct']:.0f} | "
+        f"{l['machine_cpu_busy_pct']:.0f} | |",
         f"| listen-queue overflows (kernel) | {u['listen_overflows'].get('ListenOverflows', '–')} | "
         f"{l['listen_overflows'].get('ListenOverflows', '–')} | |",
         f"| errors | {len(u['errors'])} | {len(l['errors'])} | |",
@@ -421,8 +449,11 @@ def markdown(res: dict) -> str:
 # ----------------------------------------------------------------------------- main
 
 def run(clients: int = 200, files: int = 50, workers: int = 4, seed: int = 1, env: dict | None = None,
-        pyroot: str | None = None, tmp_base: str | None = None, baseline: bool = True) -> dict:
-    """Start a node, run the unloaded baseline (1 client) then `clients` at once; stop the node."""
+        pyroot: str | None = None, tmp_base: str | None = None, baseline: bool = True,
+        profile: str | None = None) -> dict:
+    """Start a node, run the unloaded baseline (1 client) then `clients` at once; stop the node.
+    With `profile`, py-spy samples the node during the loaded run (a flame graph for .svg,
+    collapsed stacks for .txt)."""
     pyroot = pyroot or str(REPO / "src")
     env = dict(env or os.environ)
     env["PYTHONPATH"] = pyroot + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -436,7 +467,18 @@ def run(clients: int = 200, files: int = 50, workers: int = 4, seed: int = 1, en
             if baseline:
                 # its tree is gone before the loaded run makes the same names
                 out["unloaded"] = run_once(node, root, port, 1, files, 1, seed + 1, pyroot)
-            out["loaded"] = run_once(node, root, port, clients, files, workers, seed, pyroot)
+            spy = None
+            if profile:
+                fmt = "raw" if profile.endswith(".txt") else "flamegraph"
+                spy = subprocess.Popen(["py-spy", "record", "--pid", str(node.pid), "--format", fmt,
+                                        "-o", profile], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                time.sleep(1.0)  # attached before the clients start
+            try:
+                out["loaded"] = run_once(node, root, port, clients, files, workers, seed, pyroot)
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    out["profile"] = {"file": profile, "py-spy": spy.communicate(timeout=60)[1].decode()[-500:]}
             out["node_log_tail"] = (Path(tmp) / "serve.log").read_text(errors="replace")[-2000:]
             fs = subprocess.run(["df", "-T", tmp], capture_output=True, text=True).stdout.split("\n")[1:2]
             out["fs"] = (fs[0].split()[1] if fs and fs[0] else "?")
@@ -463,18 +505,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the 1-client run")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results",
                     help="where load.md and load.json go (default bench/results)")
+    ap.add_argument("--profile", metavar="FILE", help="py-spy the node during the loaded run: FILE.svg (flame "
+                    "graph) or FILE.txt (collapsed stacks); needs `pip install py-spy`")
     ap.add_argument("--tmp", help="base dir for the node's export (default: $TMPDIR or /tmp)")
     a = ap.parse_args(argv)
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load0 = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    res = run(a.clients, a.files, a.workers, a.seed, tmp_base=a.tmp, baseline=not a.no_baseline)
+    a.out.mkdir(parents=True, exist_ok=True)
+    res = run(a.clients, a.files, a.workers, a.seed, tmp_base=a.tmp, baseline=not a.no_baseline,
+              profile=a.profile)
     rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
     res.update(started=started, git=f"git {rev}", loadavg_start=load0,
                loadavg_end=" ".join(Path("/proc/loadavg").read_text().split()[:3]),
                command=" ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])]).strip(),
                machine=f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}")
-    a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "load.json").write_text(json.dumps(res, indent=1) + "\n")
     if "unloaded" in res:
         (a.out / "load.md").write_text(markdown(res))
