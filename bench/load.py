@@ -1,6 +1,6 @@
 """Load: N concurrent clients doing W2-style work against one `ferry serve` node.
 
-    cd <repo> && PYTHONPATH=src python -m bench.load                # 200 clients × 50 files -> bench/results/load.{md,json}
+    cd <repo> && PYTHONPATH=src python -m bench.load           # 200 clients × 50 files -> bench/results/load.{md,json}
     PYTHONPATH=src python -m bench.load --clients 200 --files 5 --out /tmp/x   # the short run tests/test_load.py makes
 
 The node is a real `python -m ferry serve --root DIR --listen 127.0.0.1:0` subprocess.  The
@@ -329,7 +329,7 @@ def run_once(node: subprocess.Popen, root: Path, port: int, clients: int, files:
         conn_err += r["connect_errors"]
     every = [x for v in lat.values() for x in v]
     work_wall = max((r["wall"] for r in ok), default=0.0)
-    during = [s for s in sampler.samples]
+    during = sampler.samples
     left = sorted(os.listdir(root))
     errors = conn_err + crashes + [e for c in recs for e in c["errors"]]
     mismatches = [f"client {c['cid']}: {m}" for c in recs for m in c["mismatches"]]

@@ -5,11 +5,13 @@ timings belong to the bench."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ferry_env
+import pytest
+from conftest import ferry_env, start_node
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS, FILES = 200, 5
@@ -43,3 +45,20 @@ def test_200_clients_at_once_finish_with_their_data_and_the_node_gives_back_what
     assert rss["peak"] - rss["before"] < 200 << 10, rss  # KiB: ~256 KiB of read buffer per connection
     assert rss["after"] - rss["before"] < 32 << 10, rss  # given back once they are gone
     assert p.returncode == 0, p.stderr
+
+
+def test_the_node_listens_with_a_backlog_for_hundreds_of_connects_at_once(tmp_path):
+    """asyncio's default backlog (100) overflowed with 1 000 clients connecting at once (bench/load.py),
+    each overflow a 1 s SYN retransmit; `ss` shows a listening socket's backlog as its Send-Q."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("needs ss (iproute2)")
+    node = start_node(tmp_path / "export")
+    try:
+        port = node.url.rsplit(":", 1)[1]
+        out = subprocess.run([ss, "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+        backlog = int(out.split()[2])
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+        assert backlog == min(4096, somaxconn), out
+    finally:
+        node.stop()
