@@ -33,6 +33,12 @@ from .locks import LockTable
 log = logging.getLogger("ferry.node")
 
 
+# Connections the kernel may hold complete but not yet accepted (capped by net.core.somaxconn).
+# asyncio's default, 100, overflows when a few hundred agents connect at once (bench/load.py:
+# 1000 clients -> 129 overflows); each overflowed connect then waits out a SYN retransmit (1 s+).
+BACKLOG = 4096
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one connection may hold (see spec.MAX_*); tests pass small ones."""
@@ -152,7 +158,8 @@ async def start_node(backend: Backend, host: str = "127.0.0.1", port: int = 0,
     With `token`, a connection may do nothing before HELLO and AUTH prove it holds it."""
     loop = asyncio.get_running_loop()
     locks = LockTable()  # one per export: every connection's locks meet here
-    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks, limits), host, port, ssl=tls)
+    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks, limits), host, port, ssl=tls,
+                                      backlog=BACKLOG)
     return server, server.sockets[0].getsockname()[1]
 
 
