@@ -97,6 +97,8 @@ def hostile() -> dict[str, bytes]:
                                                     + U32.pack(0) + a),
         "listdir_name_slash": sel(LISTDIR) + frame(0, U32.pack(1) + U32.pack(4) + b"../x" + U32.pack(0) + a),
         "listdir_name_dotdot": sel(LISTDIR) + frame(0, U32.pack(1) + U32.pack(2) + b".." + U32.pack(0) + a),
+        "listdir_name_nul": sel(LISTDIR) + frame(0, U32.pack(1) + U32.pack(3) + b"a\0b" + U32.pack(0) + a),
+        "listdir_target_nul": sel(READLINK) + frame(0, U32.pack(1) + U32.pack(1) + b"l" + U32.pack(3) + b"/\0x" + a),
         "listdir_name_empty": sel(LISTDIR) + frame(0, U32.pack(1) + U32.pack(0) + U32.pack(0) + a),
         "listdir_trailing_bytes": sel(LISTDIR) + frame(0, U32.pack(1) + one + b"junk"),
         # a reply length past the frame limit, and one past the bytes that follow
