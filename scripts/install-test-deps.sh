@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian/Ubuntu machine: the C compiler
 # that builds the shim, the real programs the tests run under `ferry run`, the build tools
-# of the corpus (tests/test_corpus.py), and then the corpus itself (scripts/fetch-corpus.sh).
+# of the corpus (tests/test_corpus.py), clang for the shim's fuzz target (tests/test_fuzz_shim.py),
+# and then the corpus itself (scripts/fetch-corpus.sh).
 set -euo pipefail
 need=()
 for tool in gcc make tar gzip find diff strace getfattr rsync sqlite3 git flock bash dash zsh busybox perl \
-    autoconf automake libtoolize autopoint makeinfo m4 cmake node npm; do
+    autoconf automake libtoolize autopoint makeinfo m4 cmake node npm clang; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # tests/test_real_programs.py makes a venv with the python3 in PATH

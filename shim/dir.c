@@ -44,18 +44,20 @@ static struct fy_dirlist *listing(struct fy_fd *f)
     char *buf;
     size_t len;
     int rc = fy_call_alloc(&e, &rep, sizeof rep, &buf, &len);
+    /* fy_dec_listdir refuses a count the tail cannot hold before anything is allocated */
+    if (rc == 0 && rep.entries_count > len / FY_ENTRY_MIN) rc = -EIO;
     if (rc < 0) { free(buf); errno = -rc; return NULL; }
-    size_t count = rep.entries_count < len ? rep.entries_count : len;  /* an entry takes bytes */
+    size_t count = rep.entries_count;
     struct fy_dirlist *dl = malloc(sizeof *dl + (count + 2) * sizeof(struct fy_entry) + len);
     if (!dl) { free(buf); errno = ENOMEM; return NULL; }
     dl->ent = (struct fy_entry *)(dl + 1);
     char *data = (char *)(dl->ent + count + 2);
     memcpy(data, buf, len);
     free(buf);
-    size_t n = 2;
-    for (const char *pos = data, *end = data + len; n < count + 2 && (pos = fy_dec_entry(pos, end, &dl->ent[n]));)
-        n++;
-    dl->count = n;
+    /* reply.c: exactly `count` well-formed entries (names of 1..NAME_MAX bytes, so a
+     * getdents record's d_reclen and readdir's d_name always hold them), else EIO */
+    if (fy_dec_listdir(data, len, rep.entries_count, dl->ent + 2) < 0) { free(dl); errno = EIO; return NULL; }
+    dl->count = count + 2;
     dl->pos = 0;
     f->dl = dl;
     return dl;

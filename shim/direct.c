@@ -22,7 +22,7 @@ ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
         struct fy_rep_read rep;
         size_t got = 0;
         int rc = fy_call(&e, -1, &rep, sizeof rep, (char *)buf + done, want, &got);  /* data straight into buf */
-        if (rc == 0 && rep.data_len != got) rc = -EIO;
+        if (rc == 0) rc = fy_check_rep(FY_OP_READ, &rep, got);  /* reply.c: data_len == got */
         if (rc < 0) { if (done) break; return fy_fail(rc); }
         done += got;
         if (got < want) break;
@@ -40,6 +40,7 @@ ssize_t fy_direct_write(struct fy_fd *f, const void *buf, size_t n, int64_t off)
         fy_enc_write(&e, f->handle, off < 0 ? -1 : off + (int64_t)done, (const char *)buf + done, (uint32_t)chunk);
         struct fy_rep_write rep;
         int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+        if (rc == 0) rc = fy_check_rep(FY_OP_WRITE, &rep, chunk);  /* reply.c: count <= chunk */
         if (rc < 0) { if (done) break; return fy_fail(rc); }
         done += rep.count;
         if (rep.count < chunk) break;
@@ -53,6 +54,7 @@ off_t fy_direct_lseek(struct fy_fd *f, off_t off, int whence)
     fy_enc_lseek(&e, f->handle, off, (uint32_t)whence);
     struct fy_rep_lseek rep;
     int rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    if (rc == 0) rc = fy_check_rep(FY_OP_LSEEK, &rep, 0);  /* reply.c: offset >= 0 */
     return rc < 0 ? fy_fail(rc) : (off_t)rep.offset;
 }
 

@@ -189,6 +189,29 @@ void fy_order_begin(void);
 void fy_order_end(void);
 /* A request whose answer may take any time (a lock wait), on a connection of its own. */
 int fy_call_waiting(const struct fy_enc *e);
+
+/* ---- reply.c: parsing replies, apart from the socket (tests/c/fuzz_reply.c fuzzes it) ---- */
+/* Where a reply's bytes come from: read(ctx, iov, cnt) fills every iov whole, 0, or -1. */
+struct fy_src { int (*read)(void *ctx, struct iovec *iov, int cnt); void *ctx; };
+/* A reply's status for a successful fixed part of rep_len bytes: 0 or -errno (-EIO). */
+int fy_reply_status(const struct fy_rep_header *r, size_t rep_len);
+/* The rest of the reply whose header is *r, as fy_call / fy_call_alloc take it: the call's
+ * result; *lost says the stream can no longer be trusted (the connection must go). */
+int fy_reply_body(const struct fy_src *s, const struct fy_rep_header *r, void *rep, size_t rep_len, void *tail,
+                  size_t tail_cap, size_t *tail_got, int *lost);
+int fy_reply_body_alloc(const struct fy_src *s, const struct fy_rep_header *r, void *rep, size_t rep_len,
+                        char **tail, size_t *tail_len, int *lost);
+/* The smallest LISTDIR entry: two string lengths, a one-byte name, the attributes. */
+#define FY_ENTRY_MIN (2 * sizeof(uint32_t) + 1 + sizeof(struct fy_attr))
+/* A LISTDIR tail of `count` entries into ent[0..count) (ent NULL: only check): 0, or -EIO
+ * unless it holds exactly `count` entries, each a name a directory can hold. */
+int fy_dec_listdir(const char *data, size_t len, uint32_t count, struct fy_entry *ent);
+/* A GETXATTR value / LISTXATTR name list (names) of n bytes in a tail of len: n or -EIO. */
+#define FY_XATTR_MAX 65536  /* Linux's XATTR_SIZE_MAX and XATTR_LIST_MAX */
+ssize_t fy_dec_xattr(const char *val, size_t len, uint32_t n, int names);
+/* A fixed reply's fields against the request (READ: the data received, WRITE: the bytes
+ * sent): 0, or -EIO for a count, offset or lock no answer to it can carry. */
+int fy_check_rep(uint16_t op, const void *rep, uint64_t asked);
 int fy_conn_fd(void);
 void fy_conn_forget(void);
 void fy_after_fork_child(void);  /* pthread_atfork: a forked child opens a connection of its own */

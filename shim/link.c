@@ -32,6 +32,7 @@ static ssize_t remote_readlink(const char *ferry, char *buf, size_t size)
     size_t len;
     int rc = fy_call_alloc(&e, &rep, sizeof rep, &list, &len);
     if (rc < 0) { free(list); return fy_fail(fy_redirect_extend(rc, slash)); }
+    if (fy_dec_listdir(list, len, rep.entries_count, NULL) < 0) { free(list); return fy_fail(-EIO); }  /* reply.c */
     ssize_t out = -1;
     errno = ENOENT;
     struct fy_entry ent;

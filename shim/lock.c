@@ -172,6 +172,7 @@ int fy_lock_fcntl(struct fy_fd *f, int fd, int cmd, void *arg)
     fy_enc_getlk(&e, f->path, kind, owner, (uint32_t)l->l_type, start, l->l_len);
     struct fy_rep_getlk rep;
     rc = fy_call(&e, -1, &rep, sizeof rep, NULL, 0, NULL);
+    if (rc == 0) rc = fy_check_rep(FY_OP_GETLK, &rep, 0);  /* reply.c: a lock type, a range */
     if (rc < 0) return fy_fail(rc);
     l->l_type = (short)rep.type;
     if (rep.type != F_UNLCK) {

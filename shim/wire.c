@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -111,24 +110,13 @@ static int send_request(const struct fy_req_header *h, const struct fy_enc *e, i
     return io_full(1, conn, v, cnt);
 }
 
-/* Read a reply payload of `len` bytes: the first head_len into head, then up to tail_cap
- * into tail (*tail_got: how many), and drop the rest. */
-static int read_payload(uint32_t len, void *head, size_t head_len, void *tail, size_t tail_cap, size_t *tail_got)
+/* Replies are parsed by reply.c (so the fuzzer runs the same code) from this source. */
+static int sock_read(void *ctx, struct iovec *iov, int cnt)
 {
-    size_t h = len < head_len ? len : head_len;
-    size_t t = len - h < tail_cap ? len - h : tail_cap;
-    struct iovec v[2] = {{head, h}, {tail, t}};
-    if (h + t && io_full(0, conn, h ? v : v + 1, h ? 2 : 1) < 0) return -1;
-    if (tail_got) *tail_got = t;
-    char sink[4096];
-    for (size_t want = len - h - t; want;) {
-        struct iovec s = {sink, want < sizeof sink ? want : sizeof sink};
-        size_t n = s.iov_len;
-        if (io_full(0, conn, &s, 1) < 0) return -1;
-        want -= n;
-    }
-    return 0;
+    (void)ctx;
+    return io_full(0, conn, iov, cnt);
 }
+static const struct fy_src sock = {sock_read, NULL};
 
 static int ensure_conn(void)
 {
@@ -152,47 +140,6 @@ static int call_locked(const struct fy_enc *e, uint16_t flags, int pass_fd, stru
     return 0;
 }
 
-__thread struct fy_redirect fy_redirect;
-
-/* The agent's STATUS_LINK_OUT reply (spec.REDIRECT: u32 which, str path): keep the path
- * to go on with for the hook that asked (FY_PATH_HOOK), and say -FY_EREDIRECT. */
-static int take_redirect(uint32_t len)
-{
-    struct { uint32_t which, n; } __attribute__((packed)) h;
-    if (len < sizeof h || read_payload(sizeof h, &h, sizeof h, NULL, 0, NULL) < 0) return -1;
-    len -= sizeof h;
-    if (h.n > len || h.n >= sizeof fy_redirect.path) {
-        return read_payload(len, NULL, 0, NULL, 0, NULL) < 0 ? -1 : -ENAMETOOLONG;
-    }
-    if (read_payload(len, fy_redirect.path, h.n, NULL, 0, NULL) < 0) return -1;
-    fy_redirect.path[h.n] = 0;
-    fy_redirect.which = (int)h.which;
-    return -FY_EREDIRECT;
-}
-
-/* A successful reply must carry at least its fixed part. */
-static int status_of(const struct fy_rep_header *r, size_t rep_len)
-{
-    return r->status > 0 || (r->status == 0 && r->length < rep_len) ? -EIO : r->status;
-}
-
-int fy_redirect_to(const char *path, int which)
-{
-    if (strlen(path) >= sizeof fy_redirect.path) return -ENAMETOOLONG;
-    strcpy(fy_redirect.path, path);
-    fy_redirect.which = which;
-    return -FY_EREDIRECT;
-}
-
-int fy_redirect_extend(int rc, const char *rest)
-{
-    if (rc != -FY_EREDIRECT || !*rest) return rc;
-    size_t n = strlen(fy_redirect.path), m = strlen(rest);
-    if (n + m >= sizeof fy_redirect.path) return -ENAMETOOLONG;
-    memcpy(fy_redirect.path + n - (n == 1), rest, m + 1);  /* "/" + "/x" is "/x" */
-    return rc;
-}
-
 int fy_call(const struct fy_enc *e, int pass_fd, void *rep, size_t rep_len, void *tail, size_t tail_cap,
             size_t *tail_got)
 {
@@ -200,11 +147,10 @@ int fy_call(const struct fy_enc *e, int pass_fd, void *rep, size_t rep_len, void
     struct fy_rep_header r;
     pthread_mutex_lock(&conn_lock);
     int rc = call_locked(e, 0, pass_fd, &r);
-    if (rc == 0 && r.status == FY_STATUS_LINK_OUT) {
-        if ((rc = take_redirect(r.length)) == -1) { drop_conn(); rc = -EIO; }
-    } else if (rc == 0) {
-        if (read_payload(r.length, rep, rep_len, tail, tail_cap, tail_got) < 0) { drop_conn(); rc = -EIO; }
-        else rc = status_of(&r, rep_len);
+    if (rc == 0) {
+        int lost;
+        rc = fy_reply_body(&sock, &r, rep, rep_len, tail, tail_cap, tail_got, &lost);
+        if (lost) drop_conn();
     }
     pthread_mutex_unlock(&conn_lock);
     errno = saved;
@@ -228,14 +174,10 @@ int fy_call_alloc(const struct fy_enc *e, void *rep, size_t rep_len, char **tail
     *tail_len = 0;
     pthread_mutex_lock(&conn_lock);
     int rc = call_locked(e, 0, -1, &r);
-    if (rc == 0 && r.status == FY_STATUS_LINK_OUT) {
-        if ((rc = take_redirect(r.length)) == -1) { drop_conn(); rc = -EIO; }
-    } else if (rc == 0) {
-        size_t n = r.length > rep_len ? r.length - rep_len : 0;
-        char *buf = malloc(n ? n : 1);
-        if (!buf) { read_payload(r.length, NULL, 0, NULL, 0, NULL); rc = -ENOMEM; }
-        else if (read_payload(r.length, rep, rep_len, buf, n, NULL) < 0) { drop_conn(); free(buf); rc = -EIO; }
-        else { rc = status_of(&r, rep_len); *tail = buf; *tail_len = n; }
+    if (rc == 0) {
+        int lost;
+        rc = fy_reply_body_alloc(&sock, &r, rep, rep_len, tail, tail_len, &lost);
+        if (lost) drop_conn();
     }
     pthread_mutex_unlock(&conn_lock);
     errno = saved;
@@ -254,7 +196,7 @@ int fy_call_waiting(const struct fy_enc *e)
     struct iovec iov[2] = {{&h, sizeof h}, {(void *)e->buf, e->len}};
     struct fy_rep_header r;
     struct iovec rv = {&r, sizeof r};
-    int rc = io_full(1, fd, iov, 2) < 0 || io_full(0, fd, &rv, 1) < 0 || r.rid != h.rid || r.status > 0 ? -EIO : r.status;
+    int rc = io_full(1, fd, iov, 2) < 0 || io_full(0, fd, &rv, 1) < 0 || r.rid != h.rid ? -EIO : fy_reply_status(&r, 0);
     LIBC(close)(fd);
     errno = saved;
     return rc;

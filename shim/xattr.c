@@ -67,8 +67,10 @@ static ssize_t remote_get(const char *ferry, const char *key, int nofollow, void
     size_t len;
     int rc = fy_call_alloc(&e, &rep, sizeof rep, &val, &len);
     if (rc < 0) { free(val); return fy_fail(rc); }
-    uint32_t n = key ? rep.get.value_len : rep.list.names_len;
-    if (n > len) { free(val); return fy_fail(-EIO); }
+    /* reply.c: the length fills the tail exactly, a name list is NUL-terminated names */
+    ssize_t checked = fy_dec_xattr(val, len, key ? rep.get.value_len : rep.list.names_len, !key);
+    if (checked < 0) { free(val); return fy_fail(-EIO); }
+    uint32_t n = (uint32_t)checked;
     if (size && n > size) { free(val); errno = ERANGE; return -1; }
     if (size && n && !buf) { free(val); errno = EFAULT; return -1; }
     if (size && n) memcpy(buf, val, n);
