@@ -31,8 +31,11 @@ def cli() -> None:
                    "Required off loopback.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), metavar="CRT", help="Serve TLS with this certificate.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), metavar="KEY", help="The private key of --tls-cert.")
+@click.option("--stats", "print_stats", is_flag=True,
+              help="At exit (SIGINT/SIGTERM), print the node's request counts to stderr as one line "
+                   "'ferry node stats: JSON' (what `ferry stats URL --json` shows).")
 def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, tls_cert: str | None,
-          tls_key: str | None) -> None:
+          tls_key: str | None, print_stats: bool) -> None:
     """Serve a directory (or memory) to ferry agents; prints the URL to use first."""
     import asyncio
     import signal
@@ -40,6 +43,7 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
     from .node.backends.local import DirBackend
     from .node.backends.memory import MemoryBackend
     from .node.server import run_loop, start_node
+    from .node.stats import NodeStats
 
     if bool(root) == memory:
         raise click.UsageError("give exactly one of --root DIR or --memory")
@@ -62,10 +66,11 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
     # Clients send the modes the program's umask already shaped: apply them as given.
     os.umask(0)
     backend = MemoryBackend() if memory else DirBackend(str(root))
+    stats = NodeStats()
 
     async def main() -> None:
         try:
-            server, port = await start_node(backend, addr.host, addr.port, token, tls)
+            server, port = await start_node(backend, addr.host, addr.port, token, tls, stats=stats)
         except OSError as e:
             sys.exit(f"ferry serve: cannot listen on {listen}: {e.strerror or e}")
         host = f"[{addr.host}]" if ":" in addr.host else addr.host
@@ -81,6 +86,8 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
         server.close()
 
     run_loop(main())
+    if print_stats:
+        print(f"ferry node stats: {stats.json()}", file=sys.stderr, flush=True)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
