@@ -52,8 +52,9 @@ class Limits:
 
 class NodeProtocol(asyncio.BufferedProtocol):
     def __init__(self, backend: Backend, token: bytes, locks: LockTable, limits: Limits, stats: NodeStats) -> None:
-        self._session = Session(backend, token, locks, limits.handles, limits.locks, stats)
         self._stats = stats
+        self._session = Session(backend, token, locks, limits.handles, limits.locks, stats)
+        self._counts = self._session.counts  # replaced by the node's once connected
         self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
@@ -63,8 +64,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._stats.connections += 1
-        self._stats.open += 1
+        self._counts = self._session.counts = self._stats.opened()  # this connection's part of STATS
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -81,15 +81,15 @@ class NodeProtocol(asyncio.BufferedProtocol):
         transport = self._transport
         assert transport is not None
         out: list[bytes] = []
-        stats = self._stats
-        counts = stats.requests  # zeroed in place by a reset, so this stays the one list
+        mine = self._counts
+        counts = mine.requests  # zeroed in place by a reset, so this stays the one list
         try:
             for req in cast(list[Request], self._reader.buffer_updated(nbytes)):
                 # The one place requests are counted (STATS): what the dispatcher receives.
                 counted = req.opcode != STATS_OPCODE
                 if counted:
                     counts[req.opcode] += 1
-                    stats.bytes_in += spec.HEADER_SIZE + len(req.payload)
+                    mine.bytes_in += spec.HEADER_SIZE + len(req.payload)
                 try:
                     op, status, fields = run(self._session, req.opcode, req.payload)
                     if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
@@ -113,7 +113,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
                     continue
                 size = sum(map(len, body))
                 if counted:
-                    stats.bytes_out += REP_HEADER.size + size
+                    mine.bytes_out += REP_HEADER.size + size
                 out.append(REP_HEADER.pack(size, status, req.rid))
                 out.extend(body)
         except (ProtocolError, LimitExceeded) as e:
@@ -146,7 +146,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
         def send(status: int) -> None:
             self._waiting -= 1
             if self._transport is not None and not self._transport.is_closing():
-                self._stats.bytes_out += REP_HEADER.size
+                self._counts.bytes_out += REP_HEADER.size
                 self._transport.write(REP_HEADER.pack(0, status, rid))
         return send
 
@@ -161,7 +161,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
             self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stats.open -= 1
+        self._stats.closed(self._counts)
         if self._slow is not None:
             self._slow.cancel()
         self._session.close_all()

@@ -1,8 +1,10 @@
 """What a node counts for `STATS` (spec.OPS): requests by op, connections, frame bytes.
 
-One `NodeStats` per node (`start_node`), shared by its connections.  The server counts in
-one place, where it dispatches each request (`NodeProtocol.buffer_updated`): a list
-increment by opcode, so counting costs next to nothing on the request path.
+Each connection counts its own (`ConnCounts`: a list increment by opcode, where the server
+dispatches a request, so counting costs next to nothing on the request path); `NodeStats`,
+one per node (`start_node`), adds them up when asked.  A connection that has sent nothing
+but HELLO, AUTH and STATS (`ferry stats`, a test's probe) is left out, so reading the
+counts with a reset before and after a workload counts exactly that workload.
 """
 
 from __future__ import annotations
@@ -14,34 +16,82 @@ from typing import Any
 from ferry.protocol import spec
 
 STATS_OPCODE = spec.OPCODES["STATS"]
+_SIZE = max(spec.NAMES) + 1
+_HANDSHAKE = {spec.OPCODES["HELLO"], spec.OPCODES["AUTH"]}
+
+
+class ConnCounts:
+    """One connection's counts since it opened or since the last reset."""
+
+    __slots__ = ("asked", "bytes_in", "bytes_out", "gen", "requests")
+
+    def __init__(self, gen: int) -> None:
+        self.requests = [0] * _SIZE  # by opcode; zeroed in place (the server holds the list)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.gen = gen  # the reset generation it opened in
+        self.asked = False  # it sent STATS
+
+    def probe_only(self) -> bool:
+        """Whether it is a stats probe: it asked STATS and sent nothing else but HELLO/AUTH."""
+        return self.asked and not any(n for code, n in enumerate(self.requests) if code not in _HANDSHAKE)
+
+    def zero(self) -> None:
+        self.requests[:] = [0] * _SIZE
+        self.bytes_in = self.bytes_out = 0
 
 
 class NodeStats:
-    __slots__ = ("bytes_in", "bytes_out", "connections", "open", "requests", "since_ns")
+    """The node's counts: its closed connections' (summed) and its open ones'."""
 
     def __init__(self) -> None:
-        # indexed by opcode; zeroed in place (the server may hold the list)
-        self.requests = [0] * (max(spec.NAMES) + 1)
-        self.connections = 0  # accepted since `since_ns`
-        self.open = 0  # connected now (not reset)
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self._open: set[ConnCounts] = set()
+        self._closed = ConnCounts(0)
+        self._closed_conns = 0  # connections opened since the reset and closed since
+        self._gen = 0
         self.since_ns = time.time_ns()
+
+    def opened(self) -> ConnCounts:
+        c = ConnCounts(self._gen)
+        self._open.add(c)
+        return c
+
+    def closed(self, c: ConnCounts) -> None:
+        self._open.discard(c)
+        if not c.probe_only():
+            self._add(self._closed, c)
+            self._closed_conns += c.gen == self._gen
+
+    @staticmethod
+    def _add(into: ConnCounts, c: ConnCounts) -> None:
+        into.requests[:] = [a + b for a, b in zip(into.requests, c.requests)]
+        into.bytes_in += c.bytes_in
+        into.bytes_out += c.bytes_out
 
     def snapshot(self, reset: bool = False) -> dict[str, Any]:
         """The counts as STATS reports them; with `reset`, zero them after."""
-        counts = self.requests
+        total = ConnCounts(0)
+        self._add(total, self._closed)
+        conns, open_ = self._closed_conns, 0
+        for c in self._open:
+            if c.probe_only():
+                continue
+            self._add(total, c)
+            open_ += 1
+            conns += c.gen == self._gen
         out = {
-            "requests": {spec.NAMES[code]: n for code, n in enumerate(counts) if n and code != STATS_OPCODE},
-            "connections": {"total": self.connections, "open": self.open},
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
+            "requests": {spec.NAMES[code]: n for code, n in enumerate(total.requests) if n},
+            "connections": {"total": conns, "open": open_},
+            "bytes_in": total.bytes_in,
+            "bytes_out": total.bytes_out,
             "since_ns": self.since_ns,
         }
         if reset:
-            counts[:] = [0] * len(counts)
-            self.connections = 0
-            self.bytes_in = self.bytes_out = 0
+            for c in self._open:
+                c.zero()
+            self._closed.zero()
+            self._closed_conns = 0
+            self._gen += 1
             self.since_ns = time.time_ns()
         return out
 

@@ -171,7 +171,8 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # "since_ns": wall-clock ns}.  Counted where the server dispatches a frame, so a request
     # refused (before AUTH, bad handle, errno) counts, a malformed frame does not; bytes are
     # frame bytes (headers and payloads, not TCP/TLS).  STATS itself is never counted, in
-    # requests or bytes; the asking connection is among the connections.  Needs AUTH like
+    # requests or bytes, nor is a connection that sent nothing else but HELLO/AUTH (a probe
+    # such as `ferry stats`), so resets around a workload count exactly it.  Needs AUTH like
     # any op.  Tools and tests send it (`ferry stats`), never the shim.
     "STATS": (33, [("reset", "u32")], [("counts", "str")], "node"),
     # --- shim -> agent only ---
