@@ -59,6 +59,7 @@ enum fy_op {
     FY_OP_SETXATTR = 30, /* (str path, str name, bytes value, u32 flags, u32 nofollow) -> () */
     FY_OP_REMOVEXATTR = 31, /* (str path, str name, u32 nofollow) -> () */
     FY_OP_AUTH = 32, /* (str proof) -> (str proof) */
+    FY_OP_STATS = 33, /* (u32 reset) -> (str counts) */
     FY_OP_LSEEK = 64, /* (u64 handle, i64 offset, u32 whence) -> (i64 offset) */
     FY_OP_CACHE_OPEN = 65, /* (str path, u32 flags, u32 mode) -> () */
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */

@@ -88,6 +88,27 @@ def memory_node():
     n.stop()
 
 
+def node_stats(node: Node, reset: bool = False) -> dict:
+    """The node's STATS counts (see spec.OPS): {"requests": {OP: n}, "connections": {...}, ...};
+    with `reset`, zeroed after.  The asking connection is no part of them."""
+    import asyncio
+    import json
+
+    from ferry.agent.links import credentials
+    from ferry.agent.routes import parse_url
+    from ferry.node.client import NodeClient
+
+    async def ask() -> dict:
+        addr, _ = parse_url(node.url)
+        client = await NodeClient.connect(addr.host, addr.port, **credentials(addr))
+        try:
+            return json.loads((await client.call("STATS", reset=int(reset)))["counts"])
+        finally:
+            await client.close()
+
+    return asyncio.run(ask())
+
+
 def ferry_run(cmd: list[str], *, mode: str = "cache", mounts: tuple[str, ...] = (), cwd=None,
               timeout: float = 120, input: str | None = None, env_extra: dict | None = None,
               check: bool = True, run_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -1,4 +1,5 @@
-"""The `ferry` command: `ferry serve` runs a node, `ferry run` runs a program on ferry paths."""
+"""The `ferry` command: `ferry serve` runs a node, `ferry run` runs a program on ferry paths,
+`ferry stats` shows what a node has been asked."""
 
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ def cli() -> None:
                    "Required off loopback.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), metavar="CRT", help="Serve TLS with this certificate.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), metavar="KEY", help="The private key of --tls-cert.")
+@click.option("--stats", "print_stats", is_flag=True,
+              help="At exit (SIGINT/SIGTERM), print the node's request counts to stderr as one line "
+                   "'ferry node stats: JSON' (what `ferry stats URL --json` shows).")
 def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, tls_cert: str | None,
-          tls_key: str | None) -> None:
+          tls_key: str | None, print_stats: bool) -> None:
     """Serve a directory (or memory) to ferry agents; prints the URL to use first."""
     import asyncio
     import signal
@@ -40,6 +44,7 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
     from .node.backends.local import DirBackend
     from .node.backends.memory import MemoryBackend
     from .node.server import run_loop, start_node
+    from .node.stats import NodeStats
 
     if bool(root) == memory:
         raise click.UsageError("give exactly one of --root DIR or --memory")
@@ -62,10 +67,11 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
     # Clients send the modes the program's umask already shaped: apply them as given.
     os.umask(0)
     backend = MemoryBackend() if memory else DirBackend(str(root))
+    stats = NodeStats()
 
     async def main() -> None:
         try:
-            server, port = await start_node(backend, addr.host, addr.port, token, tls)
+            server, port = await start_node(backend, addr.host, addr.port, token, tls, stats=stats)
         except OSError as e:
             sys.exit(f"ferry serve: cannot listen on {listen}: {e.strerror or e}")
         host = f"[{addr.host}]" if ":" in addr.host else addr.host
@@ -81,6 +87,8 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
         server.close()
 
     run_loop(main())
+    if print_stats:
+        print(f"ferry node stats: {stats.json()}", file=sys.stderr, flush=True)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -133,6 +141,57 @@ def keygen(out: str, tls: bool, host: str) -> None:
             click.echo(f"wrote {security.write_token(out)} (mode 0600); copy it to the clients over a safe channel")
     except FileExistsError as e:
         raise click.UsageError(f"{e.filename} exists: ferry keygen never replaces a key; remove it first") from None
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--reset", is_flag=True, help="Zero the counts once they are read (count one workload exactly).")
+@click.option("--json", "as_json", is_flag=True, help="Print the node's JSON as it sent it.")
+def stats(url: str, reset: bool, as_json: bool) -> None:
+    """Print how many requests of each op the node at URL has received (since it started,
+    or since the last --reset), with its connections and frame bytes.
+
+    URL is ferry://HOST:PORT[?token-file=F&tls=1&...] as for `ferry run`; the counts are
+    the whole node's, whatever subdirectory the URL names.
+    """
+    import asyncio
+    import datetime
+    import json
+
+    from .agent.links import credentials
+    from .agent.routes import parse_url
+    from .node.client import NodeClient
+
+    async def ask() -> bytes:
+        addr, _sub = parse_url(url)
+        client = await NodeClient.connect(addr.host, addr.port, **credentials(addr))
+        try:
+            return (await client.call("STATS", reset=int(reset)))["counts"]
+        finally:
+            await client.close()
+
+    try:
+        raw = asyncio.run(ask())
+    except (RouteError, security.SecurityError) as e:
+        click.echo(f"ferry stats: {e}", err=True)
+        sys.exit(EXIT_FERRY_FAILED)
+    except OSError as e:
+        click.echo(f"ferry stats: {e.strerror or e}", err=True)
+        sys.exit(EXIT_FERRY_FAILED)
+    if as_json:
+        click.echo(raw.decode())
+        return
+    counts = json.loads(raw)
+    rows = sorted(counts["requests"].items(), key=lambda kv: (-kv[1], kv[0]))
+    width = max([len(op) for op, _ in rows] + [len("total")])
+    click.echo(f"{'op':<{width}}  {'count':>9}")
+    for op, n in rows:
+        click.echo(f"{op:<{width}}  {n:>9}")
+    click.echo(f"{'total':<{width}}  {sum(n for _, n in rows):>9}")
+    since = datetime.datetime.fromtimestamp(counts["since_ns"] / 1e9).isoformat(sep=" ", timespec="seconds")
+    conn = counts["connections"]
+    click.echo(f"connections: {conn['total']} ({conn['open']} open); bytes in {counts['bytes_in']}, "
+               f"out {counts['bytes_out']}; since {since}" + ("; now reset" if reset else ""))
 
 
 def main() -> None:

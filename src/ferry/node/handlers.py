@@ -21,6 +21,7 @@ from ferry.protocol.dispatch import handlers_for
 
 from .backends.base import Backend, BackendFile, split_path
 from .locks import EOF, LockTable, owner_class
+from .stats import ConnCounts, NodeStats
 
 Fields = dict[str, Any]
 _NO_FIELDS: Fields = {}
@@ -52,11 +53,14 @@ class Session:
     and (through the node-wide lock table) the locks its owners hold."""
 
     __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "max_handles", "max_locks", "nonces", "puts",
-                 "token")
+                 "counts", "stats", "token")
 
     def __init__(self, backend: Backend, token: bytes = b"", locks: LockTable | None = None,
-                 max_handles: int = spec.MAX_HANDLES, max_locks: int = spec.MAX_LOCKS) -> None:
+                 max_handles: int = spec.MAX_HANDLES, max_locks: int = spec.MAX_LOCKS,
+                 stats: NodeStats | None = None, counts: ConnCounts | None = None) -> None:
         self.backend = backend
+        self.stats = stats if stats is not None else NodeStats()  # node-wide, for STATS
+        self.counts = counts if counts is not None else ConnCounts(0)  # this connection's part
         self.locks = locks if locks is not None else LockTable()
         self.id = next(_session_ids)
         self.files: dict[int, BackendFile] = {}
@@ -128,6 +132,11 @@ def handle_auth(s: Session, f: Fields) -> Fields:
         raise OSError(errno.EACCES, "wrong token")
     s.authed = True
     return {"proof": security.proof(s.token, b"node", mine, theirs)}
+
+
+def handle_stats(s: Session, f: Fields) -> Fields:
+    s.counts.asked = True  # a connection doing nothing else is no part of the counts
+    return {"counts": s.stats.json(reset=f["reset"] == 1)}
 
 
 def handle_stat(s: Session, f: Fields) -> Fields:

@@ -15,6 +15,7 @@ import asyncio
 import errno
 import logging
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -29,6 +30,7 @@ from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request
 from .backends.base import Backend
 from .handlers import Deferred, LimitExceeded, Session, run
 from .locks import LockTable
+from .stats import STATS_OPCODE, NodeStats
 
 log = logging.getLogger("ferry.node")
 
@@ -49,8 +51,10 @@ class Limits:
 
 
 class NodeProtocol(asyncio.BufferedProtocol):
-    def __init__(self, backend: Backend, token: bytes, locks: LockTable, limits: Limits) -> None:
-        self._session = Session(backend, token, locks, limits.handles, limits.locks)
+    def __init__(self, backend: Backend, token: bytes, locks: LockTable, limits: Limits, stats: NodeStats) -> None:
+        self._stats = stats
+        self._session = Session(backend, token, locks, limits.handles, limits.locks, stats)
+        self._counts = self._session.counts  # replaced by the node's once connected
         self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
         self._peer = "?"
@@ -60,6 +64,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._counts = self._session.counts = self._stats.opened()  # this connection's part of STATS
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -76,8 +81,15 @@ class NodeProtocol(asyncio.BufferedProtocol):
         transport = self._transport
         assert transport is not None
         out: list[bytes] = []
+        mine = self._counts
+        counts = mine.requests  # zeroed in place by a reset, so this stays the one list
         try:
             for req in cast(list[Request], self._reader.buffer_updated(nbytes)):
+                # The one place requests are counted (STATS): what the dispatcher receives.
+                counted = req.opcode != STATS_OPCODE
+                if counted:
+                    counts[req.opcode] += 1
+                    mine.bytes_in += spec.HEADER_SIZE + len(req.payload)
                 try:
                     op, status, fields = run(self._session, req.opcode, req.payload)
                     if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
@@ -99,7 +111,10 @@ class NodeProtocol(asyncio.BufferedProtocol):
                         log.warning("ferry node: one-way %s from %s failed: %s",
                                     spec.NAMES[req.opcode], self._peer, os.strerror(-status))
                     continue
-                out.append(REP_HEADER.pack(sum(map(len, body)), status, req.rid))
+                size = sum(map(len, body))
+                if counted:
+                    mine.bytes_out += REP_HEADER.size + size
+                out.append(REP_HEADER.pack(size, status, req.rid))
                 out.extend(body)
         except (ProtocolError, LimitExceeded) as e:
             why = "malformed frame" if isinstance(e, ProtocolError) else "over its limit"
@@ -131,6 +146,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
         def send(status: int) -> None:
             self._waiting -= 1
             if self._transport is not None and not self._transport.is_closing():
+                self._counts.bytes_out += REP_HEADER.size
                 self._transport.write(REP_HEADER.pack(0, status, rid))
         return send
 
@@ -145,6 +161,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
             self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stats.closed(self._counts)
         if self._slow is not None:
             self._slow.cancel()
         self._session.close_all()
@@ -153,13 +170,15 @@ class NodeProtocol(asyncio.BufferedProtocol):
 
 async def start_node(backend: Backend, host: str = "127.0.0.1", port: int = 0,
                      token: bytes = b"", tls: ssl.SSLContext | None = None,
-                     limits: Limits = Limits()) -> tuple[asyncio.Server, int]:
+                     limits: Limits = Limits(), stats: NodeStats | None = None) -> tuple[asyncio.Server, int]:
     """Serve `backend` on host:port (0 picks a free port); returns the server and its port.
-    With `token`, a connection may do nothing before HELLO and AUTH prove it holds it."""
+    With `token`, a connection may do nothing before HELLO and AUTH prove it holds it.
+    `stats` receives the node's counts (STATS); pass one to read them in-process."""
     loop = asyncio.get_running_loop()
     locks = LockTable()  # one per export: every connection's locks meet here
-    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks, limits), host, port, ssl=tls,
-                                      backlog=BACKLOG)
+    counts = stats if stats is not None else NodeStats()
+    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks, limits, counts), host, port,
+                                      ssl=tls, backlog=BACKLOG)
     return server, server.sockets[0].getsockname()[1]
 
 
@@ -180,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--token-file", help="file holding the token clients must prove they hold")
+    ap.add_argument("--stats", action="store_true",
+                    help="at exit (SIGINT/SIGTERM), print 'ferry node stats: JSON' (the STATS counts) to stderr")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -192,17 +213,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ferry node: cannot export {args.root}: {e.strerror}; give an existing directory", file=sys.stderr)
         return 125
 
+    stats = NodeStats()
+
     async def serve() -> None:
         server, port = await start_node(backend, args.host, args.port,
-                                          security.read_token(args.token_file) if args.token_file else b"")
+                                          security.read_token(args.token_file) if args.token_file else b"",
+                                          stats=stats)
         print(port, flush=True)
-        async with server:
-            await server.serve_forever()
+        stop = asyncio.Event()  # set only by SIGTERM with --stats (SIGINT: KeyboardInterrupt)
+        if args.stats:  # SIGTERM too must end in the line
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        server.close()
 
     try:
         run_loop(serve())
     except KeyboardInterrupt:
         pass
+    if args.stats:
+        print(f"ferry node stats: {stats.json()}", file=sys.stderr, flush=True)
     return 0
 
 

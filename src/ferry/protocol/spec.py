@@ -165,6 +165,16 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # The client's HMAC proof of the token, bound to both HELLO nonces; the reply is the
     # node's proof, so the client knows it reached a node holding the same token.
     "AUTH": (32, [("proof", "str")], [("proof", "str")], "node"),
+    # What the node has received since it started or since the last STATS with reset=1
+    # (which answers, then zeroes): compact JSON {"requests": {OP: n, ...} (ops received at
+    # least once), "connections": {"total": n, "open": n}, "bytes_in": n, "bytes_out": n,
+    # "since_ns": wall-clock ns}.  Counted where the server dispatches a frame, so a request
+    # refused (before AUTH, bad handle, errno) counts, a malformed frame does not; bytes are
+    # frame bytes (headers and payloads, not TCP/TLS).  STATS itself is never counted, in
+    # requests or bytes, nor is a connection that sent nothing else but HELLO/AUTH (a probe
+    # such as `ferry stats`), so resets around a workload count exactly it.  Needs AUTH like
+    # any op.  Tools and tests send it (`ferry stats`), never the shim.
+    "STATS": (33, [("reset", "u32")], [("counts", "str")], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),
