@@ -67,6 +67,10 @@ enum fy_op {
     FY_OP_SYNC = 68, /* () -> () */
     FY_OP_DESC_HOLD = 69, /* (u64 owner, u32 pid) -> () */
     FY_OP_DESC_DROP = 70, /* (u64 owner, u32 pid) -> () */
+    FY_OP_SESSION_OPEN = 96, /* (str config) -> (u64 session, str sock, str tree, str prefixes) */
+    FY_OP_SESSION_END = 97, /* (u64 session) -> (str failures) */
+    FY_OP_AGENT_STATUS = 98, /* () -> (str status) */
+    FY_OP_AGENT_STOP = 99, /* () -> () */
 };
 
 struct fy_req_header { uint32_t length; uint16_t opcode; uint16_t flags; uint64_t rid; } __attribute__((packed));

@@ -26,12 +26,18 @@ def ferry_env(tmp: Path | None = None) -> dict[str, str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_xdg(tmp_path_factory):
-    """Keep test caches and the embedded store out of the user's home."""
+    """Keep test caches, the embedded store and the host agent out of the user's: the tests
+    have an agent of their own (its socket in their own runtime dir), stopped at the end."""
     base = tmp_path_factory.mktemp("xdg")
-    old = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_DATA_HOME")}
+    old = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR", "FERRY_AGENT_IDLE")}
     os.environ["XDG_CACHE_HOME"] = str(base / "cache")
     os.environ["XDG_DATA_HOME"] = str(base / "data")
+    runtime = base / "run"
+    runtime.mkdir(mode=0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    os.environ["FERRY_AGENT_IDLE"] = "120"  # gone soon even if the stop below never runs
     yield
+    subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env=ferry_env(), capture_output=True, timeout=120)
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)

@@ -7,10 +7,12 @@ import asyncio
 import errno
 import fcntl
 import os
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -221,8 +223,11 @@ def test_agent_refuses_another_users_process(tmp_path) -> None:
     script = tmp_path / "wait.sh"
     script.write_text('echo "$FERRY_SOCK" > "$1"; sleep 30\n')
     sockfile = tmp_path / "sock-path"
+    # The user-namespace run gets a host agent of its own, in a runtime dir whose parents others may enter.
+    runtime = tempfile.mkdtemp(prefix="ferry-peer-test-", dir="/tmp")
+    env = {**ferry_env(), "XDG_RUNTIME_DIR": runtime, "FERRY_AGENT_IDLE": "5"}
     proc = subprocess.Popen(["unshare", "--user", "--map-user=1000", "--map-group=1000", sys.executable, "-m",
-                             "ferry", "run", "--", "sh", str(script), str(sockfile)], env=ferry_env(),
+                             "ferry", "run", "--", "sh", str(script), str(sockfile)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     as_other = ["setpriv", "--reuid", "12345", "--regid", "12345", "--clear-groups", "/usr/bin/python3", "-c"]
     try:
@@ -247,6 +252,8 @@ def test_agent_refuses_another_users_process(tmp_path) -> None:
             os.chmod(d, 0o700)
         proc.kill()
         _, err = proc.communicate(timeout=30)
+        subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(runtime, ignore_errors=True)
     assert "agent refused a connection from uid 65534" in err, err
 
 

@@ -194,6 +194,73 @@ def stats(url: str, reset: bool, as_json: bool) -> None:
                f"out {counts['bytes_out']}; since {since}" + ("; now reset" if reset else ""))
 
 
+@cli.group()
+def agent() -> None:
+    """The host agent: one per user, serving every run (started by `ferry run` when none answers)."""
+
+
+@agent.command("start")
+@click.option("--foreground", is_flag=True, help="Serve in this process (logs to stderr) instead of detaching.")
+@click.option("--idle", type=float, default=lambda: float(os.environ.get("FERRY_AGENT_IDLE", "600")),
+              show_default="600 (FERRY_AGENT_IDLE)", help="Exit after this many seconds with no session.")
+def agent_start(foreground: bool, idle: float) -> None:
+    """Start the host agent (nothing happens when one is running)."""
+    from .agent.control import Control, control_path
+    if foreground:
+        from .agent.host import serve_forever
+        sys.exit(serve_forever(idle))
+    os.environ["FERRY_AGENT_IDLE"] = str(idle)
+    _agent_call(lambda: Control.connect(start=True)).close()
+    click.echo(f"ferry agent: serving {control_path()}")
+
+
+@agent.command("stop")
+def agent_stop() -> None:
+    """Stop the host agent once every session's changes are written back."""
+    from .agent.control import AgentError, Control
+    try:
+        ctl = Control.connect(start=False)
+    except AgentError:
+        click.echo("ferry agent: not running")
+        return
+    with_ctl = _agent_call(lambda: ctl.call("AGENT_STOP"))
+    del with_ctl
+    ctl.close()
+
+
+@agent.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def agent_status(as_json: bool) -> None:
+    """Sessions, their mounts, nodes, programs and write-back backlog."""
+    import json
+
+    from .agent.control import Control
+    ctl = _agent_call(lambda: Control.connect(start=False))
+    status = json.loads(_agent_call(lambda: ctl.call("AGENT_STATUS"))["status"])
+    ctl.close()
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(f"ferry agent pid {status['pid']} on {status['socket']}: {len(status['sessions'])} session(s), "
+               f"{status['sessions_total']} since start")
+    for s in status["sessions"]:
+        state = "ended" if s["ended"] else "running"
+        click.echo(f"  session {s['id']} ({s['mode']}, {state}): {' '.join(s['prefixes'])}; "
+                   f"{s['programs']} program connection(s); replica {s['replica']}")
+        for n in s["nodes"]:
+            click.echo(f"    node {n['node']}: {'connected' if n['connected'] else 'not connected'}, "
+                       f"backlog {n['backlog']}, {n['failures']} failed write-back(s)")
+
+
+def _agent_call(fn):
+    from .agent.control import AgentError
+    try:
+        return fn()
+    except OSError as e:
+        click.echo(f"ferry agent: {e.strerror if isinstance(e, AgentError) else e}", err=True)
+        sys.exit(EXIT_FERRY_FAILED)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -1,14 +1,21 @@
-"""`ferry run`: start the program first, then the agent.
+"""`ferry run`: register a session with the host agent, run the program, wait for its
+write-back.
 
-The program is spawned before the agent (asyncio, uvloop, the node client…) is even
-imported.  Its first ferry call connects to a socket that is already listening and waits
-in the backlog until the agent accepts, so Python's start-up overlaps the program's own
-work instead of preceding it.  At the end the run waits for every write-back; a run whose
-changes could not all reach their nodes exits 125 and keeps the local copies.
+By default the run asks the user's host agent (agent/host.py; started on demand) for a
+session: the agent is already serving the session's socket when the program starts, so
+its first ferry call never races the agent's start, and the agent outlives the run, so
+background processes the program left keep working.  At the end the run waits until the
+session's changes are on their nodes; a run whose changes could not all reach them exits
+125 and says where the local copies are kept.
+
+`FERRY_AGENT=private` keeps the older shape: an agent of the run's own, in this process,
+gone when the run ends (the program is spawned before the agent's modules are imported,
+so the two start-ups overlap).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -62,7 +69,76 @@ def _listen(run_dir: str) -> tuple[socket.socket, str, str | None]:
     return lsock, path, extra
 
 
+def _program_env(sock: str, mode: str, tree: str, prefixes: list[str]) -> dict[str, str]:
+    env = dict(os.environ)
+    lib = str(shimlib.path())
+    env["LD_PRELOAD"] = lib + (" " + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+    env.update(FERRY_SOCK=sock, FERRY_MODE=mode, FERRY_CACHE=tree, FERRY_PREFIXES=":".join(prefixes))
+    env.pop("FERRY_FDS", None)
+    env.pop("FERRY_CWD", None)
+    return env
+
+
+def _spawn(cmd: tuple[str, ...], env: dict[str, str], prefixes: list[str]) -> tuple[subprocess.Popen | None, int]:
+    """The program started (signals forwarded to it), or None and the shell's status for why not."""
+    if _is_ferry_path(cmd[0], prefixes):
+        # The program itself is a ferry path: let a preloaded shell's exec hook fetch it.
+        cmd = ("/bin/sh", "-c", 'exec "$0" "$@"', *cmd)
+    try:
+        proc = subprocess.Popen(cmd, env=env)
+    except FileNotFoundError:
+        print(f"ferry run: {cmd[0]}: command not found", file=sys.stderr)
+        return None, 127
+    except PermissionError:
+        print(f"ferry run: {cmd[0]}: not executable", file=sys.stderr)
+        return None, 126
+    for sig in FORWARDED:
+        signal.signal(sig, lambda s, _f: _forward(proc, s))
+    return proc, 0
+
+
+def _status(proc: subprocess.Popen) -> int:
+    status = proc.returncode
+    return 128 - status if status < 0 else status
+
+
 def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:
+    if os.environ.get("FERRY_AGENT", "host") == "private":
+        return run_private(mounts, mode, cmd, defaults)
+    from .agent.control import AgentError, Control, SessionConfig
+    config = SessionConfig(
+        mounts=[dataclasses.asdict(m) for m in mounts], mode=mode, defaults=dict(defaults or {}),
+        store=str(store_dir()), replica_base=str(replica_base()),
+        connect_timeout=float(os.environ.get("FERRY_CONNECT_TIMEOUT", "3")),
+        call_timeout=float(os.environ.get("FERRY_CALL_TIMEOUT", "30")))
+    try:
+        ctl = Control.connect()
+        s = ctl.call("SESSION_OPEN", fd=sys.stderr.fileno(), config=config.to_json())
+    except OSError as e:
+        print(f"ferry run: {e.strerror if isinstance(e, AgentError) else e}", file=sys.stderr)
+        return EXIT_FERRY_FAILED
+    sock, tree, prefixes = os.fsdecode(s["sock"]), os.fsdecode(s["tree"]), os.fsdecode(s["prefixes"]).split(":")
+    proc, rc = _spawn(cmd, _program_env(sock, mode, tree, prefixes), prefixes)
+    if proc is not None:
+        proc.wait()
+        rc = _status(proc)
+    try:
+        failures = os.fsdecode(ctl.call("SESSION_END", session=s["session"])["failures"]).splitlines()
+    except OSError as e:
+        print(f"ferry run: the agent was lost before this run's changes were confirmed on their nodes: {e}",
+              file=sys.stderr)
+        return EXIT_FERRY_FAILED
+    finally:
+        ctl.close()
+    if failures:
+        print(f"ferry run: {len(failures)} change(s) could not be written back; first: {failures[0]}",
+              file=sys.stderr)
+        print(f"ferry run: the local copies are kept in {tree}", file=sys.stderr)
+        return EXIT_FERRY_FAILED
+    return rc
+
+
+def run_private(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:
     prefixes = [m.prefix for m in mounts] or [DEFAULT_PREFIX]
     base = replica_base()
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -71,34 +147,12 @@ def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options 
     os.mkdir(tree)
     lsock, sock, extra_dir = _listen(run_dir)
 
-    env = dict(os.environ)
-    lib = str(shimlib.path())
-    env["LD_PRELOAD"] = lib + (" " + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
-    env.update(FERRY_SOCK=sock, FERRY_MODE=mode, FERRY_CACHE=tree, FERRY_PREFIXES=":".join(prefixes))
-    env.pop("FERRY_FDS", None)
-    env.pop("FERRY_CWD", None)
-    if _is_ferry_path(cmd[0], prefixes):
-        # The program itself is a ferry path: let a preloaded shell's exec hook fetch it.
-        cmd = ("/bin/sh", "-c", 'exec "$0" "$@"', *cmd)
-    proc: subprocess.Popen | None = None
-    rc = 0
-    try:
-        proc = subprocess.Popen(cmd, env=env)
-    except FileNotFoundError:
-        print(f"ferry run: {cmd[0]}: command not found", file=sys.stderr)
-        rc = 127
-    except PermissionError:
-        print(f"ferry run: {cmd[0]}: not executable", file=sys.stderr)
-        rc = 126
-    if proc is not None:
-        for sig in FORWARDED:  # until the event loop takes over
-            signal.signal(sig, lambda s, _f: proc.send_signal(s))
+    proc, rc = _spawn(cmd, _program_env(sock, mode, tree, prefixes), prefixes)
 
     from .node.server import run_loop  # the heavy imports, while the program runs
     failures = run_loop(_serve(proc, lsock, mounts, os.fsencode(tree), defaults))
     if proc is not None:
-        status = proc.returncode
-        rc = 128 - status if status < 0 else status
+        rc = _status(proc)
     if failures:
         print(f"ferry run: {len(failures)} change(s) could not be written back; first: {failures[0]}",
               file=sys.stderr)

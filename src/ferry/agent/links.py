@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,8 +30,10 @@ def credentials(addr: NodeAddr) -> dict[str, Any]:
 
 
 class NodeLink:
-    def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> None:
+    def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float,
+                 log: Callable[[str], None]) -> None:
         self.addr = addr
+        self.log = log
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self._client: NodeClient | None = None
@@ -44,6 +45,15 @@ class NodeLink:
         self._outstanding: set[asyncio.Future] = set()
         self.failures: list[str] = []  # write-backs that did not reach the node
         self._last_complaint = 0.0
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and not self._client.closed
+
+    @property
+    def backlog(self) -> int:
+        """Changes queued or sent and not yet answered."""
+        return len(self._jobs) + len(self._outstanding)
 
     @property
     def busy(self) -> bool:
@@ -66,7 +76,7 @@ class NodeLink:
         now = time.monotonic()
         if now - self._last_complaint > 5:
             self._last_complaint = now
-            print(f"ferry: {message}", file=sys.stderr, flush=True)
+            self.log(f"ferry: {message}")
 
     async def _run(self) -> None:
         while True:

@@ -40,6 +40,11 @@ class Placeholders:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._ep.fileno(), self.drain)
 
+    @property
+    def open(self) -> int:
+        """How many placeholders a program still holds."""
+        return len(self._fids)
+
     def add(self, fd: int, fid: int) -> None:
         self._fids[fd] = fid
         self._ep.register(fd, select.EPOLLIN)

@@ -9,6 +9,7 @@ nodes per mount) replaces `Mount.node` with a ring lookup; nothing else here cha
 from __future__ import annotations
 
 import ipaddress
+import os
 import posixpath
 import re
 import urllib.parse
@@ -72,9 +73,10 @@ def node_addr(host: str, port: int, options: Options, what: str) -> NodeAddr:
             fingerprint = security.parse_fingerprint(options["tls-fingerprint"])
         except security.SecurityError as e:
             raise RouteError(f"{what}: {e}") from None
-    ca = options.get("tls-ca", "")
-    return NodeAddr(host, port, options.get("token-file", ""), tls == "1" or bool(fingerprint) or bool(ca),
-                    fingerprint, ca)
+    # Files absolute, as the run names them: the host agent that reads them works elsewhere.
+    ca = os.path.abspath(options["tls-ca"]) if options.get("tls-ca") else ""
+    token = os.path.abspath(options["token-file"]) if options.get("token-file") else ""
+    return NodeAddr(host, port, token, tls == "1" or bool(fingerprint) or bool(ca), fingerprint, ca)
 
 
 def parse_url(url: str, defaults: Options | None = None) -> tuple[NodeAddr, str]:

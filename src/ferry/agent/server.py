@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-import sys
+from collections.abc import Callable
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
@@ -29,14 +29,15 @@ from .locks import LockKeeper, LockOps
 from .placeholders import Placeholders
 from .resolver import Resolver
 from .routes import NodeAddr, RouteError, Router
-from .shimconn import ShimConn, ShimServer
+from .shimconn import ShimConn, ShimServer, stderr_log
 from .writeback import WriteBack
 
 
 class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
     def __init__(self, router: Router, cache_root: bytes, connect_timeout: float = 3.0,
-                 call_timeout: float = 30.0) -> None:
+                 call_timeout: float = 30.0, log: Callable[[str], None] = stderr_log) -> None:
         self.router = router
+        self.log = log  # where this agent's messages go: its run's stderr
         self.replica = cache.Replica(cache_root, router.root_of)
         self.links: dict[NodeAddr, NodeLink] = {}
         self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)
@@ -53,14 +54,14 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
     def link(self, addr: NodeAddr) -> NodeLink:
         lk = self.links.get(addr)
         if lk is None:
-            lk = self.links[addr] = NodeLink(addr, self.connect_timeout, self.call_timeout)
+            lk = self.links[addr] = NodeLink(addr, self.connect_timeout, self.call_timeout, self.log)
         return lk
 
     def route(self, path: bytes) -> tuple[NodeLink, bytes]:
         try:
             addr, rel = self.router.route(path)
         except RouteError as e:
-            print(f"ferry: {e}", file=sys.stderr, flush=True)
+            self.log(f"ferry: {e}")
             raise OSError(errno.ENOENT, str(e)) from None
         return self.link(addr), rel
 

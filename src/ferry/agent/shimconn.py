@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..protocol import codec, spec
@@ -27,20 +28,23 @@ if TYPE_CHECKING:
     from .server import Agent
 
 
-def peer_is_ours(sock: socket.socket) -> bool:
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def peer_is_ours(sock: socket.socket, log: Callable[[str], None] = stderr_log) -> bool:
     """A process of this agent's user (or root) is at the other end (SO_PEERCRED); root's agent
     serves every process of its run, including those that switched identity."""
     pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     me = os.getuid()
     if uid in (me, 0) or me == 0:
         return True
-    print(f"ferry: agent refused a connection from uid {uid} (pid {pid}): it serves uid {me} only",
-          file=sys.stderr, flush=True)
+    log(f"ferry: agent refused a connection from uid {uid} (pid {pid}): it serves uid {me} only")
     return False
 
 
 class ShimServer:
-    """Part of `Agent`: accepting shim connections (uses its `conns` and `placeholders`)."""
+    """Part of `Agent`: accepting shim connections (uses its `conns`, `read_all` and `log`)."""
 
     def listen(self, lsock: socket.socket) -> None:
         """Serve shims on a bound, listening Unix socket (programs may already be waiting)."""
@@ -54,7 +58,7 @@ class ShimServer:
             sock, _ = self._lsock.accept()
         except BlockingIOError:
             return
-        if not peer_is_ours(sock):  # the socket's 0700 directory should make this impossible
+        if not peer_is_ours(sock, self.log):  # the socket's 0700 directory should make this impossible
             sock.close()
             return
         self.read_all()
@@ -68,7 +72,8 @@ class ShimServer:
                 c.readable()
 
 
-_FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"]}
+_FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"], spec.OPCODES["SESSION_OPEN"]}
+_CONN_OPS = {spec.OPCODES["SESSION_OPEN"]}  # the handler is told which connection asked
 
 
 class ShimConn:
@@ -105,7 +110,7 @@ class ShimConn:
             try:
                 frames = self.decoder.feed(data)
             except codec.ProtocolError as e:
-                print(f"ferry agent: dropping a shim connection: {e}", file=sys.stderr, flush=True)
+                self.agent.log(f"ferry agent: dropping a shim connection: {e}")
                 self.close()
                 return
             for req in frames:
@@ -128,7 +133,7 @@ class ShimConn:
                             fields[k] = self.agent.replica_name(fields[k])
                     told(fields)
             except Exception as e:  # noqa: BLE001 - report and keep serving
-                print(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}", file=sys.stderr, flush=True)
+                self.agent.log(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}")
             return
         # A shim waits for each answer, so a connection has one request in flight at most.
         self.loop.create_task(self.serve(req, fd))
@@ -142,7 +147,12 @@ class ShimConn:
             if handler is None:
                 raise OSError(errno.EOPNOTSUPP, spec.NAMES[req.opcode])
             try:
-                body = await (handler(fields, fd) if req.opcode in _FD_OPS else handler(fields))
+                if req.opcode in _CONN_OPS:
+                    body = await handler(fields, fd, self)
+                elif req.opcode in _FD_OPS:
+                    body = await handler(fields, fd)
+                else:
+                    body = await handler(fields)
             except LinkOut as e:  # from the node: go on in the client's namespace
                 raise self.agent.redirect(fields, e) from None
         except Redirect as r:
@@ -150,10 +160,10 @@ class ShimConn:
         except OSError as e:
             status = -(e.errno or errno.EIO)
         except codec.ProtocolError as e:
-            print(f"ferry agent: bad request: {e}", file=sys.stderr, flush=True)
+            self.agent.log(f"ferry agent: bad request: {e}")
             status = -errno.EPROTO
         except Exception as e:  # noqa: BLE001 - a bug must not hang the program
-            print(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}", file=sys.stderr, flush=True)
+            self.agent.log(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}")
             status = -errno.EIO
         try:
             if status == spec.STATUS_LINK_OUT:

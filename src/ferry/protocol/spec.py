@@ -194,6 +194,21 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # DESC_DROP: `pid` closed its last copy.  The locks go when no holder is left (or alive).
     "DESC_HOLD": (69, [("owner", "u64"), ("pid", "u32")], [], "agent"),
     "DESC_DROP": (70, [("owner", "u64"), ("pid", "u32")], [], "agent"),
+    # --- launcher -> host agent (`ferry run`, `ferry agent …`: agent/host.py), on its control socket ---
+    # Register a run's mount table and mode (`config`: JSON, see host.SessionConfig); the
+    # run's stderr rides along as SCM_RIGHTS, so the agent's messages for that run reach its
+    # terminal.  The reply names the socket its programs' shims use (FERRY_SOCK), the
+    # replica root (FERRY_CACHE) and the ferry prefixes (FERRY_PREFIXES, ':'-separated).
+    "SESSION_OPEN": (96, [("config", "str")], [("session", "u64"), ("sock", "str"), ("tree", "str"),
+                                             ("prefixes", "str")], "launcher"),
+    # The run's program exited: wait until the session's changes are on their nodes; the
+    # failures, one per line ("" when none).  The session stays while programs it started
+    # still talk to it (background processes), then goes.
+    "SESSION_END": (97, [("session", "u64")], [("failures", "str")], "launcher"),
+    # What `ferry agent status` shows, as JSON.
+    "AGENT_STATUS": (98, [], [("status", "str")], "launcher"),
+    # Stop the agent once every session's changes are written back.
+    "AGENT_STOP": (99, [], [], "launcher"),
 }
 
 OPCODES = {name: spec[0] for name, spec in OPS.items()}
@@ -215,6 +230,8 @@ SHIM_TELLS = [
     "MKDIR", "RMDIR", "UNLINK", "RENAME", "TRUNCATE", "SETATTR", "SYMLINK", "LINK", "LOCK", "CACHE_CLOSE",
     "DESC_HOLD", "DESC_DROP",
 ]
+# The host agent's control socket serves these (`HostAgent.ctl_<op>`).
+LAUNCHER_OPS = ["HELLO", "SESSION_OPEN", "SESSION_END", "AGENT_STATUS", "AGENT_STOP"]
 # Every op the shim sends, in spec order (shim/fy_codec.h has an encoder for each).
 SHIM_OPS = [name for name in OPS if name in SHIM_CALLS or name in SHIM_TELLS]
 

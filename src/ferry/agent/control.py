@@ -1,0 +1,151 @@
+"""The launcher's side of the host agent (agent/host.py): where its socket is, starting it
+when none answers, and blocking calls on its control socket.
+
+Kept free of asyncio and of the agent's own modules: `ferry run` imports this and nothing
+heavier, so a run costs a Python start-up and two round trips, not an agent's imports.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..protocol import codec, spec
+from .routes import Mount, NodeAddr
+
+START_TIMEOUT = 15.0  # seconds a starting agent may take to answer
+
+
+def agent_dir() -> Path:
+    """The agent's own directory (socket, lock, log): $XDG_RUNTIME_DIR/ferry, else
+    /tmp/ferry-UID; made 0700, and refused unless it is ours and no one else's."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    d = Path(runtime) / "ferry" if runtime and os.path.isdir(runtime) else Path(f"/tmp/ferry-{os.getuid()}")
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = d.lstat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or d.is_symlink():
+        raise OSError(errno.EACCES, f"{d} must be a directory of uid {os.getuid()} with mode 0700 "
+                                    f"(it is uid {st.st_uid}, mode {st.st_mode & 0o7777:o}): remove it or fix it")
+    return d
+
+
+def control_path() -> str:
+    """The control socket: FERRY_AGENT_SOCK if set, else agent.sock in agent_dir()."""
+    return os.environ.get("FERRY_AGENT_SOCK") or str(agent_dir() / "agent.sock")
+
+
+def log_path() -> Path:
+    return Path(control_path()).with_name("agent.log")
+
+
+@dataclass
+class SessionConfig:
+    """What a run registers (SESSION_OPEN's `config`, as JSON).  Paths in it are absolute:
+    the agent's working directory is not the run's."""
+    mounts: list[dict]  # Mount fields (node: NodeAddr fields)
+    mode: str
+    defaults: dict[str, str] = field(default_factory=dict)  # URL options for /REMOTE@ paths
+    store: str = ""  # the embedded default's directory, used when `mounts` is empty
+    replica_base: str = ""  # where the session's replica goes
+    connect_timeout: float = 3.0
+    call_timeout: float = 30.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SessionConfig:
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError) as e:
+            raise OSError(errno.EINVAL, f"bad session config: {e}") from None
+
+    def parsed_mounts(self) -> list[Mount]:
+        try:
+            return [Mount(d["prefix"], NodeAddr(**d["node"]), d["subdir"]) for d in self.mounts]
+        except (KeyError, TypeError) as e:
+            raise OSError(errno.EINVAL, f"bad session config: mount {e}") from None
+
+
+class AgentError(OSError):
+    """The host agent could not be reached or started; the message says what to do."""
+
+
+class Control:
+    """A blocking connection to the host agent's control socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._rid = 0
+        self._decoder = codec.FrameDecoder("reply")
+
+    @classmethod
+    def connect(cls, start: bool = True) -> Control:
+        """Connect, starting the agent first when none answers (and `start`)."""
+        path = control_path()
+        deadline = None
+        proc = None
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            try:
+                s.connect(path)
+                c = cls(s)
+                c.call("HELLO", version=spec.PROTOCOL_VERSION, max_frame=spec.MAX_FRAME, features=0, nonce=b"")
+                return c
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+            if not start:
+                raise AgentError(errno.ECONNREFUSED, f"no ferry agent answers on {path} (start one: ferry agent start)")
+            if proc is None:
+                proc = spawn_agent()
+                deadline = time.monotonic() + START_TIMEOUT
+            elif proc.poll() not in (None, 1):  # 1: another agent won the race; it will answer
+                raise AgentError(errno.EIO, f"the ferry agent exited with status {proc.returncode} at start: "
+                                            f"see {log_path()}")
+            if time.monotonic() > deadline:
+                raise AgentError(errno.ETIMEDOUT, f"the ferry agent did not answer on {path} within "
+                                                  f"{START_TIMEOUT:g} s: see {log_path()}")
+            time.sleep(0.01)
+
+    def call(self, op: str, fd: int = -1, **fields: Any) -> dict[str, Any]:
+        self._rid += 1
+        frame = codec.pack_request(op, self._rid, 0, **fields)
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())] if fd >= 0 else []
+        self.sock.sendmsg([frame], anc)
+        while True:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise AgentError(errno.EIO, f"the ferry agent closed the connection during {op}: see {log_path()}")
+            replies = self._decoder.feed(data)
+            if replies:
+                break
+        (rep,) = replies
+        if rep.status < 0:
+            raise OSError(-rep.status, f"ferry agent: {op}: {os.strerror(-rep.status)} (see {log_path()})")
+        return codec.unpack_fields(spec.OPS[op][2], rep.payload)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def spawn_agent() -> subprocess.Popen:
+    """Start `ferry agent start --foreground` in a session of its own, detached from the
+    caller's terminal and pipes (its output goes to agent.log)."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "LD_PRELOAD" and (not k.startswith("FERRY_") or k in ("FERRY_AGENT_SOCK", "FERRY_AGENT_IDLE"))}
+    log = open(log_path(), "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "ferry", "agent", "start", "--foreground"], env=env, cwd="/",
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                close_fds=True)
+    finally:
+        log.close()

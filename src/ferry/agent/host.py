@@ -1,0 +1,294 @@
+"""The host agent: one long-lived agent per user per host, serving every run's programs.
+
+`ferry run` no longer carries an agent of its own.  It asks the host agent (started on
+demand, see `run.connect_agent`) on its control socket for a **session** — the run's mount
+table, mode and options — and gets back the socket its programs' shims talk to and the
+replica they use.  Each session is an `Agent` (server.py) with its own socket, replica and
+node connections; the host agent only makes, ends and reports them.  Because the agent
+outlives the run, a background process the run started keeps working after `ferry run`
+returned; the session goes once its run ended and no program has talked to it for
+`LINGER` seconds, and the agent itself exits after `FERRY_AGENT_IDLE` seconds with no
+session left.
+
+Messages an agent has for a run (a node unreachable, a write-back that failed, a refused
+peer) go to that run's stderr, which the run hands over with SESSION_OPEN; once the run
+ended they go to the agent's log (`agent.log` beside the socket).
+
+The control socket speaks the same framing as the shim's (spec.LAUNCHER_OPS, answered by
+`ctl_<op>`), so a small C launcher can speak it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..protocol import spec
+from ..protocol.dispatch import handlers_for
+from .control import SessionConfig, agent_dir, control_path
+from .routes import Mount, Router
+from .server import Agent
+from .shimconn import ShimConn, ShimServer, stderr_log
+
+LINGER = 0.2  # seconds an ended session stays after its last program was seen
+REAP_EVERY = 0.25
+
+
+class Session:
+    def __init__(self, sid: int, config: SessionConfig, agent: Agent, sock_path: str, run_dir: str,
+                 stderr_fd: int, prefixes: list[str]) -> None:
+        self.id, self.config, self.agent = sid, config, agent
+        self.sock_path, self.run_dir, self.prefixes = sock_path, run_dir, prefixes
+        self.stderr_fd = stderr_fd  # the run's stderr while it runs; -1 after
+        self.run_conn: ShimConn | None = None  # the run's control connection
+        self.ended = False  # the run said SESSION_END, or its connection went
+        self.failures: list[str] = []
+        self.quiet_since = time.monotonic()
+        self.started = time.time()
+
+    def log(self, message: str) -> None:
+        if self.stderr_fd >= 0:
+            try:
+                os.write(self.stderr_fd, message.encode(errors="replace") + b"\n")
+                return
+            except OSError:
+                self.drop_stderr()
+        stderr_log(f"[session {self.id}] {message}")
+
+    def drop_stderr(self) -> None:
+        if self.stderr_fd >= 0:
+            os.close(self.stderr_fd)  # a run's stderr held open would keep its readers waiting
+            self.stderr_fd = -1
+
+    def end(self) -> None:
+        self.ended = True
+        self.drop_stderr()
+
+
+class HostAgent(ShimServer):
+    """The control socket and the sessions (see the module's docstring)."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self.sessions: dict[int, Session] = {}
+        self.conns: set[ShimConn] = set()  # control connections (ShimServer's name for them)
+        self.tells: dict = {}
+        self.calls = handlers_for(self, "ctl_", spec.LAUNCHER_OPS)
+        self.log = stderr_log
+        self._lsock: socket.socket | None = None
+        self._next = 1
+        self._embedded: dict[str, tuple[asyncio.AbstractServer, int]] = {}  # store dir -> node
+        self._stop = asyncio.Event()
+        self._quiet_since = time.monotonic()
+        self._counts: dict[str, int] = {"sessions": 0}
+
+    def read_all(self, but: ShimConn | None = None) -> None:
+        """Control requests carry no one-way frames that must be read first."""
+
+    async def serve(self, lsock: socket.socket) -> None:
+        self.listen(lsock)
+        try:
+            while not self._stop.is_set():
+                try:
+                    await asyncio.wait_for(self._stop.wait(), REAP_EVERY)
+                except TimeoutError:
+                    pass
+                await self._reap()
+                if self.sessions or self.conns:
+                    self._quiet_since = time.monotonic()
+                elif time.monotonic() - self._quiet_since > self.idle:
+                    self.log(f"ferry agent: idle for {self.idle:g} s, exiting")
+                    break
+        finally:
+            for s in list(self.sessions.values()):
+                await self._close_session(s, wait=True)
+            for server, _ in self._embedded.values():
+                server.close()
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(lsock.fileno())
+            for c in list(self.conns):
+                c.close()
+
+    async def _reap(self) -> None:
+        now = time.monotonic()
+        for s in list(self.sessions.values()):
+            if not s.ended and s.run_conn is not None and s.run_conn.closed:
+                s.end()  # the run was killed: its programs may still be at work
+            if s.agent.conns or s.agent.placeholders.open:
+                s.quiet_since = now
+        idle = [s for s in self.sessions.values() if s.ended and s.quiet_since < now]
+        if idle:
+            alive = _sockets_in_use({s.sock_path for s in idle})
+            for s in idle:
+                if s.sock_path in alive:
+                    s.quiet_since = now  # a process the run started lives on: it may call again
+                elif now - s.quiet_since > LINGER:
+                    await self._close_session(s, wait=True)
+
+    async def _close_session(self, s: Session, wait: bool) -> None:
+        del self.sessions[s.id]
+        failures = await s.agent.sync() if wait else []
+        await s.agent.close()
+        s.drop_stderr()
+        try:
+            os.unlink(s.sock_path)
+        except OSError:
+            pass
+        if failures:
+            self.log(f"ferry agent: session {s.id}: {len(failures)} change(s) not written back; "
+                     f"the local copies are kept in {s.run_dir}: first: {failures[0]}")
+        else:
+            shutil.rmtree(s.run_dir, ignore_errors=True)
+
+    async def _embedded_node(self, store: str) -> int:
+        """The port of the node serving the embedded default from `store` (started once)."""
+        if store not in self._embedded:
+            from ..node.backends.local import DirBackend
+            from ..node.server import start_node
+            os.makedirs(store, exist_ok=True)
+            self._embedded[store] = await start_node(DirBackend(store), "127.0.0.1", 0)
+        return self._embedded[store][1]
+
+    # --- control ops (spec.LAUNCHER_OPS) ---
+
+    async def ctl_hello(self, f) -> dict:
+        if f["version"] != spec.PROTOCOL_VERSION:
+            raise OSError(errno.EPROTONOSUPPORT, f"protocol version {f['version']}, agent speaks "
+                                                 f"{spec.PROTOCOL_VERSION}: run `ferry agent stop` and try again")
+        return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": 0, "nonce": b""}
+
+    async def ctl_session_open(self, f, fd: int, conn: ShimConn) -> dict:
+        try:
+            config = SessionConfig.from_json(f["config"])
+            mounts = config.parsed_mounts()
+            if not mounts:
+                port = await self._embedded_node(config.store)
+                mounts = [Mount.parse(f"/ferry=ferry://127.0.0.1:{port}")]
+            router = Router(mounts, config.defaults)
+        except Exception as e:
+            if fd >= 0:
+                os.write(fd, f"ferry agent: cannot open the session: {e}\n".encode(errors="replace"))
+                os.close(fd)
+            raise
+        sid, self._next = self._next, self._next + 1
+        base = Path(config.replica_base)
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
+        tree = os.path.join(run_dir, "tree")
+        os.mkdir(tree)
+        sock_path = str(agent_dir() / f"s{os.getpid()}-{sid}.sock")
+        prefixes = [m.prefix for m in mounts]
+        session = Session(sid, config, None, sock_path, run_dir, fd, prefixes)  # type: ignore[arg-type]
+        session.agent = Agent(router, os.fsencode(tree), config.connect_timeout, config.call_timeout,
+                              log=session.log)
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(sock_path)
+        except FileNotFoundError:
+            pass
+        lsock.bind(sock_path)
+        os.chmod(sock_path, 0o600)
+        lsock.listen(512)
+        session.agent.listen(lsock)
+        self.sessions[sid] = session
+        self._counts["sessions"] += 1
+        session.run_conn = conn  # when it closes, the run is over (killed, or done)
+        return {"session": sid, "sock": sock_path, "tree": tree, "prefixes": ":".join(prefixes)}
+
+    async def ctl_session_end(self, f) -> dict:
+        s = self.sessions.get(f["session"])
+        if s is None:
+            raise OSError(errno.ENOENT, f"no session {f['session']}")
+        failures = await s.agent.sync()
+        s.end()
+        s.quiet_since = time.monotonic()
+        return {"failures": "\n".join(failures)}
+
+    async def ctl_agent_status(self, f) -> dict:
+        sessions = []
+        for s in self.sessions.values():
+            links = s.agent.links.values()
+            sessions.append({
+                "id": s.id, "mode": s.config.mode, "prefixes": s.prefixes, "ended": s.ended,
+                "programs": len(s.agent.conns), "replica": s.run_dir,
+                "nodes": [{"node": str(lk.addr), "connected": lk.connected, "backlog": lk.backlog,
+                           "failures": len(lk.failures)} for lk in links],
+                "started": s.started})
+        return {"status": json.dumps({"pid": os.getpid(), "socket": control_path(), "sessions": sessions,
+                                      "sessions_total": self._counts["sessions"],
+                                      "embedded": sorted(self._embedded)})}
+
+    async def ctl_agent_stop(self, f) -> dict:
+        self._stop.set()
+        return {}
+
+
+def _sockets_in_use(socks: set[str]) -> set[str]:
+    """Which of these session sockets a live process still names in its FERRY_SOCK: every
+    process a run started inherits it, so a background job that has not called yet (and
+    holds no connection) still keeps its session.  One pass over /proc."""
+    wanted = {b"FERRY_SOCK=" + os.fsencode(p): p for p in socks}
+    found: set[str] = set()
+    me = os.getuid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if me and os.stat(f"/proc/{pid}").st_uid != me:
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue  # gone, or not ours to read
+        for var in env.split(b"\0"):
+            if var in wanted:
+                found.add(wanted[var])
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def serve_forever(idle: float) -> int:
+    """`ferry agent start --foreground`: be the host agent until stopped or idle; 0, or 1
+    when another agent already holds this user's socket."""
+    from ..node.server import run_loop
+    d = agent_dir()
+    lock = os.open(d / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"ferry agent: already running (socket {control_path()})", file=sys.stderr)
+        return 1
+    path = control_path()
+    try:
+        os.unlink(path)  # ours: we hold the lock, so whoever bound it is gone
+    except FileNotFoundError:
+        pass
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    os.chmod(path, 0o600)
+    lsock.listen(512)
+    print(f"ferry agent: pid {os.getpid()} serving {path}", file=sys.stderr, flush=True)
+
+    async def main() -> None:
+        await HostAgent(idle).serve(lsock)
+
+    try:
+        run_loop(main())
+    finally:
+        lsock.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(lock)
+    return 0
