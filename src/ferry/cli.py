@@ -231,11 +231,15 @@ def agent_stop() -> None:
 @agent.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
 def agent_status(as_json: bool) -> None:
-    """Sessions, their mounts, nodes, programs and write-back backlog."""
+    """Sessions, their mounts, nodes, programs and write-back backlog (exit 3: not running)."""
     import json
 
-    from .agent.control import Control
-    ctl = _agent_call(lambda: Control.connect(start=False))
+    from .agent.control import AgentError, Control, control_path
+    try:
+        ctl = Control.connect(start=False)
+    except AgentError:
+        click.echo(f"ferry agent: not running (nothing answers on {control_path()})")
+        sys.exit(3)  # as LSB status commands say "not running"
     status = json.loads(_agent_call(lambda: ctl.call("AGENT_STATUS"))["status"])
     ctl.close()
     if as_json:

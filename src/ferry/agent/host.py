@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -96,6 +97,9 @@ class HostAgent(ShimServer):
 
     async def serve(self, lsock: socket.socket) -> None:
         self.listen(lsock)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # stop as AGENT_STOP does: written back first
+            loop.add_signal_handler(sig, self._stop.set)
         try:
             while not self._stop.is_set():
                 try:

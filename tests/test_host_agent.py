@@ -1,0 +1,162 @@
+"""The host agent: one per user, serving every `ferry run` as a session, outliving them.
+
+Each test that needs an agent of its own (to stop it, to break its directory) gives it a
+runtime dir of its own; the others share the test session's agent (conftest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MOUNT_PREFIX, ferry_env, ferry_run
+
+
+def agent_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ferry", "agent", *args], capture_output=True, text=True,
+                          env=env or ferry_env(), timeout=60)
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def own_agent(tmp_path):
+    """An environment whose runs reach a host agent of their own; stopped afterwards."""
+    runtime = tmp_path / "rt"
+    runtime.mkdir(mode=0o700)
+    env = {**ferry_env(), "XDG_RUNTIME_DIR": str(runtime)}
+    yield env
+    agent_cli("stop", env=env)
+
+
+def test_a_background_process_outlives_its_run(node):
+    """A job the program left behind keeps reading and writing ferry files after `ferry run`
+    returned, and what it writes lands on the node."""
+    (node.root / "in.txt").write_text("input\n")
+    m = MOUNT_PREFIX
+    script = (f"(sleep 1; cat {m}/in.txt > {m}/copy.txt; echo late >> {m}/copy.txt) "
+              "</dev/null >/dev/null 2>&1 &")
+    t0 = time.monotonic()
+    ferry_run(["sh", "-c", script], mounts=(f"{m}={node.url}",))
+    assert time.monotonic() - t0 < 5
+    assert not (node.root / "copy.txt").exists()  # the job has not run yet
+    wait_for(lambda: (node.root / "copy.txt").exists() and (node.root / "copy.txt").read_text() == "input\nlate\n",
+             what="the background job's file on the node")
+
+
+def test_status_shows_sessions_and_stop_ends_the_agent(node, own_agent):
+    env = own_agent
+    m = MOUNT_PREFIX
+    args = [sys.executable, "-m", "ferry", "run", "--mount", f"{m}={node.url}", "--", "sh", "-c",
+            f"exec 3< {m}/x; echo started; read line"]
+    (node.root / "x").write_text("")
+    run = subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        assert run.stdout.readline() == "started\n"
+        st = agent_cli("status", "--json", env=env)
+        assert st.returncode == 0, st.stderr
+        status = json.loads(st.stdout)
+        (s,) = status["sessions"]
+        assert s["prefixes"] == [m] and s["mode"] == "cache" and not s["ended"] and s["programs"] >= 1
+        assert s["nodes"][0]["node"].endswith(f":{node.url.rsplit(':', 1)[1]}") and s["nodes"][0]["connected"]
+        text = agent_cli("status", env=env).stdout
+        assert f"session {s['id']} (cache, running): {m}" in text
+        run.stdin.write("\n")
+        run.stdin.flush()
+        assert run.wait(30) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    pid = status["pid"]
+    stop = agent_cli("stop", env=env)
+    assert stop.returncode == 0, stop.stderr
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z",
+             what="the agent to exit")
+    gone = agent_cli("status", env=env)
+    assert gone.returncode == 3 and "not running" in gone.stdout
+    # the next run starts a new one
+    p = subprocess.run([sys.executable, "-m", "ferry", "run", "--mount", f"{m}={node.url}", "--", "cat", f"{m}/x"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(agent_cli("status", "--json", env=env).stdout)["pid"] != pid
+
+
+def test_runs_with_different_mounts_side_by_side(tmp_path):
+    """Two runs at once, each with its own mount table (the same prefix to different nodes)."""
+    from conftest import start_node
+    a, b = start_node(tmp_path / "a"), start_node(tmp_path / "b")
+    try:
+        (a.root / "f").write_text("from a\n")
+        (b.root / "f").write_text("from b\n")
+        m = MOUNT_PREFIX
+        procs = [subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}={n.url}", "--", "sh", "-c",
+                                   f"sleep 0.5; cat {m}/f; echo {tag} > {m}/g"], env=ferry_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for n, tag in ((a, "wrote a"), (b, "wrote b"))]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert [o for o, _ in outs] == ["from a\n", "from b\n"], outs
+        assert (a.root / "g").read_text() == "wrote a\n" and (b.root / "g").read_text() == "wrote b\n"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_killed_run_leaves_its_program_served(node):
+    """SIGKILL of `ferry run` itself: the program goes on, its session with it."""
+    m = MOUNT_PREFIX
+    run = subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}={node.url}", "--", "sh", "-c",
+                            f"echo up; sleep 1.5; echo after > {m}/after.txt"], env=ferry_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    assert run.stdout.readline() == "up\n"
+    run.kill()
+    run.wait(10)
+    wait_for(lambda: (node.root / "after.txt").exists() and (node.root / "after.txt").read_text() == "after\n",
+             what="the orphaned program's write on the node")
+
+
+def test_messages_for_a_run_reach_its_stderr(tmp_path):
+    """A node that is not there: the run's own stderr says so (the agent writes to it)."""
+    p = ferry_run(["cat", f"{MOUNT_PREFIX}/f"], mounts=(f"{MOUNT_PREFIX}=ferry://127.0.0.1:1",), check=False)
+    assert p.returncode != 0 and "127.0.0.1:1" in p.stderr, p.stderr
+
+
+def test_an_agent_dir_others_may_enter_is_refused(own_agent):
+    env = own_agent
+    d = Path(env["XDG_RUNTIME_DIR"]) / "ferry"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    p = subprocess.run([sys.executable, "-m", "ferry", "run", "--", "true"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 125 and str(d) in p.stderr and "0700" in p.stderr, p.stderr
+    d.chmod(0o700)
+
+
+def test_the_private_agent_still_serves_a_run(node):
+    (node.root / "f").write_text("private\n")
+    p = ferry_run(["sh", "-c", f"cat {MOUNT_PREFIX}/f; echo more >> {MOUNT_PREFIX}/f"],
+                  mounts=(f"{MOUNT_PREFIX}={node.url}",), env_extra={"FERRY_AGENT": "private"})
+    assert p.stdout == "private\n" and (node.root / "f").read_text() == "private\nmore\n"
+
+
+def test_agent_start_is_idempotent(own_agent):
+    env = own_agent
+    first = agent_cli("start", env=env)
+    assert first.returncode == 0 and "serving" in first.stdout, first.stderr
+    pid = json.loads(agent_cli("status", "--json", env=env).stdout)["pid"]
+    second = agent_cli("start", env=env)
+    assert second.returncode == 0
+    assert json.loads(agent_cli("status", "--json", env=env).stdout)["pid"] == pid
+    os.kill(pid, signal.SIGTERM)  # a signal stops it as `stop` does
+    wait_for(lambda: agent_cli("status", env=env).returncode != 0, what="the agent to go at SIGTERM")
