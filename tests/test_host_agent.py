@@ -45,12 +45,10 @@ def test_a_background_process_outlives_its_run(node):
     returned, and what it writes lands on the node."""
     (node.root / "in.txt").write_text("input\n")
     m = MOUNT_PREFIX
-    script = (f"(sleep 1; cat {m}/in.txt > {m}/copy.txt; echo late >> {m}/copy.txt) "
+    script = (f"(sleep 2; cat {m}/in.txt > {m}/copy.txt; echo late >> {m}/copy.txt) "
               "</dev/null >/dev/null 2>&1 &")
-    t0 = time.monotonic()
     ferry_run(["sh", "-c", script], mounts=(f"{m}={node.url}",))
-    assert time.monotonic() - t0 < 5
-    assert not (node.root / "copy.txt").exists()  # the job has not run yet
+    assert not (node.root / "copy.txt").exists()  # the run did not wait for the job
     wait_for(lambda: (node.root / "copy.txt").exists() and (node.root / "copy.txt").read_text() == "input\nlate\n",
              what="the background job's file on the node")
 
