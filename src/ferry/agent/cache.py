@@ -137,14 +137,14 @@ class Replica:
                 os.close(fd)
         self.meta[path] = Meta(k, version=(a.mtime_ns, a.size) if k == "f" else None)
 
-    def apply_listing(self, path: bytes, entries: list[Entry], dir_attr: Attr | None) -> None:
+    def apply_listing(self, path: bytes, entries: list[Entry], dir_attr: Attr | None, remove: bool = True) -> None:
         """Make the replica directory `path` hold exactly the remote entries, keeping
-        local work that the node has not seen yet."""
+        local work that the node has not seen yet (without `remove`: only add)."""
         m = self.meta[path]
         cp = self.cpath(path)
         os.chmod(cp, 0o700)
         remote = {e.name: e for e in entries}
-        for name in list(m.children):
+        for name in list(m.children) if remove else ():
             child = self._child(path, name)
             cm = self.meta.get(child)
             if cm is None or cm.local or cm.pending:

@@ -44,6 +44,7 @@ class NodeLink:
         self._worker = asyncio.get_running_loop().create_task(self._run())
         self._outstanding: set[asyncio.Future] = set()
         self.failures: list[str] = []  # write-backs that did not reach the node
+        self.changes = 0  # write-backs started so far (see Resolver.list_dir)
         self._last_complaint = 0.0
 
     @property
@@ -107,6 +108,7 @@ class NodeLink:
 
     def submit(self, job: Job, what: str) -> None:
         """Queue a write-back; its failure is recorded, not raised."""
+        self.changes += 1
         self._push(job, None, what)
 
     async def run(self, job: Job) -> Any:
@@ -124,6 +126,7 @@ class NodeLink:
 
     def track(self, fut: asyncio.Future, what: str, done=None) -> None:
         """Watch a pipelined write-back reply: failures are recorded, not raised."""
+        self.changes += 1
         self._outstanding.add(fut)
 
         def finished(f: asyncio.Future) -> None:

@@ -60,10 +60,15 @@ class Resolver:
 
     async def list_dir(self, path: bytes) -> None:
         link, rel = self.route(path)
+        before = link.changes
         rep = await link.call("LISTDIR", path=rel)
         attr = (await link.call("STAT", path=rel, flags=0))["attr"]
-        self.replica.apply_listing(path, rep["entries"], attr)
-        self.replica.meta[path].version = (attr.mtime_ns, attr.size)
+        # A write-back of ours that started after the LISTDIR went out is missing from it
+        # and may have finished by now (its file no longer pending): such a listing may
+        # add names but must not remove any, and the next use lists again.
+        settled = link.changes == before
+        self.replica.apply_listing(path, rep["entries"], attr, remove=settled)
+        self.replica.meta[path].version = (attr.mtime_ns, attr.size) if settled else None
 
     async def revalidate_miss(self, path: bytes) -> bool:
         """Close-to-open for names: `path` is missing from our listings, but another
