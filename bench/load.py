@@ -408,10 +408,10 @@ def markdown(res: dict) -> str:
     lines += [
         f"| connect (TCP + HELLO) p50 / max (ms) | {_ms(u['connect_ms']['p50'])} / {_ms(u['connect_ms']['max'])} | "
         f"{_ms(l['connect_ms']['p50'])} / {_ms(l['connect_ms']['max'])} | |",
-        f"| node RSS before / all connected / peak / after (MiB) | "
+        "| node RSS before / all connected / peak / after (MiB) | "
         + " / ".join(mib(u["node_rss_kib"][k]) for k in ("before", "connected", "peak", "after")) + " | "
         + " / ".join(mib(l["node_rss_kib"][k]) for k in ("before", "connected", "peak", "after")) + " | |",
-        f"| node fds before / all connected / peak / after | "
+        "| node fds before / all connected / peak / after | "
         + " / ".join(str(u["node_fds"][k]) for k in ("before", "connected", "peak", "after")) + " | "
         + " / ".join(str(l["node_fds"][k]) for k in ("before", "connected", "peak", "after")) + " | |",
         f"| node CPU during the work (% of one core) | {u['node_cpu_pct_of_a_core']:.0f} | "

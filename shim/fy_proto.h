@@ -71,6 +71,7 @@ enum fy_op {
     FY_OP_SESSION_END = 97, /* (u64 session) -> (str failures) */
     FY_OP_AGENT_STATUS = 98, /* () -> (str status) */
     FY_OP_AGENT_STOP = 99, /* () -> () */
+    FY_OP_AGENT_SYNC = 100, /* () -> (str failures) */
 };
 
 struct fy_req_header { uint32_t length; uint16_t opcode; uint16_t flags; uint64_t rid; } __attribute__((packed));

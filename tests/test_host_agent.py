@@ -158,3 +158,42 @@ def test_agent_start_is_idempotent(own_agent):
     assert json.loads(agent_cli("status", "--json", env=env).stdout)["pid"] == pid
     os.kill(pid, signal.SIGTERM)  # a signal stops it as `stop` does
     wait_for(lambda: agent_cli("status", env=env).returncode != 0, what="the agent to go at SIGTERM")
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash"])
+def test_ferry_env_gives_a_shell_the_mounts_until_unset(node, shell):
+    """eval "$(ferry env …)": the shell's commands (not its own redirections: it was started
+    before the shim) see the mounts; --unset writes the changes back and takes them away."""
+    m = MOUNT_PREFIX
+    (node.root / "in.txt").write_text("from node\n")
+    script = (f'eval "$({sys.executable} -m ferry env --mount {m}={node.url})"\n'
+              f"cat {m}/in.txt\n"
+              f"sh -c 'echo made > {m}/out.txt'\n"
+              f'eval "$({sys.executable} -m ferry env --unset)"\n'
+              f'echo "vars: $FERRY_SOCK$FERRY_SESSION"\n'
+              f"cat {m}/in.txt 2>/dev/null || echo gone\n")
+    p = subprocess.run([shell, "-c", script], env=ferry_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "from node\nvars: \ngone\n", p.stdout + p.stderr
+    assert (node.root / "out.txt").read_text() == "made\n"  # on the node by the time --unset returned
+
+
+def test_ferry_shell_runs_a_shell_in_the_mounts(node):
+    (node.root / "f").write_text("seen\n")
+    p = subprocess.run([sys.executable, "-m", "ferry", "shell", "--mount", f"{MOUNT_PREFIX}={node.url}"],
+                       env={**ferry_env(), "SHELL": "/bin/dash"}, input=f"cat {MOUNT_PREFIX}/f\n"
+                       f"echo typed > {MOUNT_PREFIX}/g\n", capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == "seen\n", p.stderr
+    assert (node.root / "g").read_text() == "typed\n"
+
+
+def test_ferry_sync_waits_for_a_background_job(node, tmp_path):
+    """`ferry sync` returns once what every session's programs closed is on the node."""
+    m, closed = MOUNT_PREFIX, tmp_path / "closed"
+    ferry_run(["sh", "-c", f"(head -c 64000000 /dev/zero > {m}/bg.bin; touch {closed}; sleep 3) "
+                           "</dev/null >/dev/null 2>&1 &"], mounts=(f"{m}={node.url}",))
+    wait_for(closed.exists, what="the job to close its file")  # its upload starts now, the job lives on
+    p = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=ferry_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (node.root / "bg.bin").stat().st_size == 64000000

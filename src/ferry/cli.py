@@ -91,26 +91,32 @@ def serve(root: Path | None, memory: bool, listen: str, token_file: str | None, 
         print(f"ferry node stats: {stats.json()}", file=sys.stderr, flush=True)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--mount", "-m", "mounts", multiple=True, metavar="PREFIX=URL",
-              help="Serve paths under PREFIX from URL (ferry://HOST:PORT[/SUBDIR]). Repeatable.")
-@click.option("--mode", type=click.Choice(["cache", "direct"]), default=lambda: os.environ.get("FERRY_RUN_MODE", "cache"),
-              show_default="cache", help="cache: local replica, written back on close; direct: every call to the node.")
-@click.option("--token-file", type=click.Path(dir_okay=False), metavar="F",
-              help="Token for nodes whose URL names none, and for /REMOTE@ paths.")
-@click.option("--tls", is_flag=True, help="TLS to nodes whose URL does not say tls=0, and to /REMOTE@ paths.")
-@click.option("--tls-fingerprint", metavar="SHA256:HEX",
-              help="Pin this certificate for nodes whose URL names none, and for /REMOTE@ paths (implies --tls).")
-@click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), metavar="F",
-              help="Verify nodes against the CA in F (implies --tls); the same scope as --tls.")
-@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mounts: tuple[str, ...], mode: str, token_file: str | None, tls: bool, tls_fingerprint: str | None,
-        tls_ca: str | None, cmd: tuple[str, ...]) -> None:
-    """Run CMD with ferry paths (/REMOTE@HOST:PORT/... and mounted prefixes) served by nodes.
+def session_options(f):
+    """The options that make a session (`ferry run`, `shell`, `env`): mounts, mode, node options."""
+    options = [
+        click.option("--mount", "-m", "mounts", multiple=True, metavar="PREFIX=URL",
+                     help="Serve paths under PREFIX from URL (ferry://HOST:PORT[/SUBDIR]). Repeatable."),
+        click.option("--mode", type=click.Choice(["cache", "direct"]),
+                     default=lambda: os.environ.get("FERRY_RUN_MODE", "cache"), show_default="cache",
+                     help="cache: local replica, written back on close; direct: every call to the node."),
+        click.option("--token-file", type=click.Path(dir_okay=False), metavar="F",
+                     help="Token for nodes whose URL names none, and for /REMOTE@ paths."),
+        click.option("--tls", is_flag=True, help="TLS to nodes whose URL does not say tls=0, and to /REMOTE@ paths."),
+        click.option("--tls-fingerprint", metavar="SHA256:HEX",
+                     help="Pin this certificate for nodes whose URL names none, and for /REMOTE@ paths "
+                          "(implies --tls)."),
+        click.option("--tls-ca", type=click.Path(dir_okay=False, exists=True), metavar="F",
+                     help="Verify nodes against the CA in F (implies --tls); the same scope as --tls."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
-    With no --mount, a node on this machine serves /ferry from the XDG data dir.  The
-    --token-file and --tls options are defaults: a mount URL's own options win.
-    """
+
+def checked_session(command: str, mounts: tuple[str, ...], token_file: str | None, tls: bool,
+                    tls_fingerprint: str | None, tls_ca: str | None) -> dict[str, str]:
+    """The URL-option defaults of a session, once its mounts and files are checked: a bad
+    one is named now (exit 125), not at the program's first call."""
     defaults = {key: value for key, value in (("token-file", token_file), ("tls", "1" if tls else None),
                                               ("tls-fingerprint", tls_fingerprint), ("tls-ca", tls_ca)) if value}
     try:
@@ -118,12 +124,65 @@ def run(mounts: tuple[str, ...], mode: str, token_file: str | None, tls: bool, t
         Router(parsed, defaults)  # overlapping mounts, bad defaults
         for f in {m.node.token_file for m in parsed} | {token_file or ""}:
             if f:
-                security.read_token(f)  # a bad token file is named now, not at the first call
+                security.read_token(f)
     except (RouteError, security.SecurityError) as e:
-        click.echo(f"ferry run: {e}", err=True)
+        click.echo(f"ferry {command}: {e}", err=True)
         sys.exit(EXIT_FERRY_FAILED)
+    return defaults
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@session_options
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(mounts: tuple[str, ...], mode: str, cmd: tuple[str, ...], **node_options) -> None:
+    """Run CMD with ferry paths (/REMOTE@HOST:PORT/... and mounted prefixes) served by nodes.
+
+    With no --mount, a node on this machine serves /ferry from the XDG data dir.  The
+    --token-file and --tls options are defaults: a mount URL's own options win.
+    """
+    defaults = checked_session("run", mounts, **node_options)
     from .run import run as run_program
-    sys.exit(run_program(parsed, mode, cmd, defaults))
+    sys.exit(run_program(list(mounts), mode, cmd, defaults))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@session_options
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def shell(mounts: tuple[str, ...], mode: str, cmd: tuple[str, ...], **node_options) -> None:
+    """Start a shell ($SHELL, or CMD) in which every command sees the mounts."""
+    defaults = checked_session("shell", mounts, **node_options)
+    from .run import run as run_program
+    sys.exit(run_program(list(mounts), mode, cmd or (os.environ.get("SHELL") or "/bin/sh",), defaults))
+
+
+@cli.command()
+@session_options
+@click.option("--unset", is_flag=True, help="Print what ends it instead: the session's changes written back.")
+def env(mounts: tuple[str, ...], mode: str, unset: bool, **node_options) -> None:
+    """Print shell commands that give the current shell the mounts: eval "$(ferry env …)".
+
+    The session lasts as long as that shell; `eval "$(ferry env --unset)"` ends it sooner.
+    """
+    from .run import env_end, env_start
+    if unset:
+        sys.exit(env_end())
+    defaults = checked_session("env", mounts, **node_options)
+    sys.exit(env_start(list(mounts), mode, defaults, holder=os.getppid()))
+
+
+@cli.command()
+def sync() -> None:
+    """Wait until every change of every session is on its node (exit 125 naming what failed)."""
+    from .agent.control import AgentError, Control
+    try:
+        ctl = Control.connect(start=False)
+    except AgentError:
+        return  # no agent: nothing waits to be written back
+    failures = os.fsdecode(_agent_call(lambda: ctl.call("AGENT_SYNC"))["failures"]).splitlines()
+    ctl.close()
+    if failures:
+        click.echo(f"ferry sync: {len(failures)} change(s) could not be written back; first: {failures[0]}", err=True)
+        sys.exit(EXIT_FERRY_FAILED)
 
 
 @cli.command()

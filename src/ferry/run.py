@@ -15,41 +15,22 @@ so the two start-ups overlap).
 
 from __future__ import annotations
 
-import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
-
-import platformdirs
 
 from . import shimlib
+from .agent.control import replica_base, store_dir
 from .agent.routes import REMOTE_TAG, Mount, Options
 
 DEFAULT_PREFIX = "/ferry"
 EXIT_FERRY_FAILED = 125
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-
-
-def replica_base() -> Path:
-    """Where a run keeps its replica: FERRY_CACHE_DIR if set, else a RAM-backed runtime dir
-    (the replica lives as long as the run, and on a disk every placeholder create costs
-    0.1-0.5 ms where tmpfs takes 10 µs), else the XDG cache dir."""
-    if os.environ.get("FERRY_CACHE_DIR"):
-        return Path(os.environ["FERRY_CACHE_DIR"])
-    for runtime in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
-        if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK | os.X_OK):
-            return Path(runtime) / f"ferry-{os.getuid()}"
-    return Path(platformdirs.user_cache_dir("ferry"))
-
-
-def store_dir() -> Path:
-    """The embedded default's backing directory (XDG data dir)."""
-    return Path(platformdirs.user_data_dir("ferry")) / "store"
 
 
 def _is_ferry_path(path: str, prefixes: list[str]) -> bool:
@@ -102,23 +83,77 @@ def _status(proc: subprocess.Popen) -> int:
     return 128 - status if status < 0 else status
 
 
-def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:
-    if os.environ.get("FERRY_AGENT", "host") == "private":
-        return run_private(mounts, mode, cmd, defaults)
+def _open_session(command: str, mount_specs: list[str], mode: str, defaults: Options | None, holder: int = 0):
+    """(control connection, SESSION_OPEN's reply) from the host agent, started if need be;
+    None after saying why not."""
     from .agent.control import AgentError, Control, SessionConfig
-    config = SessionConfig(
-        mounts=[dataclasses.asdict(m) for m in mounts], mode=mode, defaults=dict(defaults or {}),
-        store=str(store_dir()), replica_base=str(replica_base()),
-        connect_timeout=float(os.environ.get("FERRY_CONNECT_TIMEOUT", "3")),
-        call_timeout=float(os.environ.get("FERRY_CALL_TIMEOUT", "30")))
+    config = SessionConfig.of_this_run(mount_specs, mode, dict(defaults or {}), holder)
     try:
         ctl = Control.connect()
-        s = ctl.call("SESSION_OPEN", fd=sys.stderr.fileno(), config=config.to_json())
+        return ctl, ctl.call("SESSION_OPEN", fd=sys.stderr.fileno(), config=config.to_json())
     except OSError as e:
-        print(f"ferry run: {e.strerror if isinstance(e, AgentError) else e}", file=sys.stderr)
+        print(f"ferry {command}: {e.strerror if isinstance(e, AgentError) else e}", file=sys.stderr)
+        return None
+
+
+def _session_env(reply: dict, mode: str) -> tuple[dict[str, str], list[str]]:
+    """A program's environment for a session (SESSION_OPEN's reply), and its prefixes."""
+    sock, tree, prefixes = os.fsdecode(reply["sock"]), os.fsdecode(reply["tree"]), os.fsdecode(reply["prefixes"])
+    return _program_env(sock, mode, tree, prefixes.split(":")), prefixes.split(":")
+
+
+SESSION_VARS = ("LD_PRELOAD", "FERRY_SOCK", "FERRY_MODE", "FERRY_CACHE", "FERRY_PREFIXES", "FERRY_SESSION")
+
+
+def env_start(mount_specs: list[str], mode: str, defaults: Options | None, holder: int) -> int:
+    """`ferry env`: a session that lasts as long as process `holder` (the shell that evals
+    what this prints)."""
+    opened = _open_session("env", mount_specs, mode, defaults, holder)
+    if opened is None:
         return EXIT_FERRY_FAILED
-    sock, tree, prefixes = os.fsdecode(s["sock"]), os.fsdecode(s["tree"]), os.fsdecode(s["prefixes"]).split(":")
-    proc, rc = _spawn(cmd, _program_env(sock, mode, tree, prefixes), prefixes)
+    ctl, s = opened
+    ctl.close()
+    env, _ = _session_env(s, mode)
+    env["FERRY_SESSION"] = str(s["session"])
+    print("".join(f"export {k}={shlex.quote(env[k])};\n" for k in SESSION_VARS), end="")
+    return 0
+
+
+def env_end() -> int:
+    """`ferry env --unset`: end this shell's session (its changes written back first) and
+    print what takes the mounts away."""
+    from .agent.control import AgentError, Control
+    sid = os.environ.get("FERRY_SESSION", "")
+    rc = 0
+    if sid.isdigit():
+        try:
+            ctl = Control.connect(start=False)
+            failures = os.fsdecode(ctl.call("SESSION_END", session=int(sid))["failures"]).splitlines()
+            ctl.close()
+        except OSError as e:
+            print(f"ferry env: {e.strerror if isinstance(e, AgentError) else e}", file=sys.stderr)
+            failures, rc = [], EXIT_FERRY_FAILED
+        if failures:
+            print(f"ferry env: {len(failures)} change(s) could not be written back; first: {failures[0]}",
+                  file=sys.stderr)
+            rc = EXIT_FERRY_FAILED
+    lib = str(shimlib.path())
+    rest = [p for p in os.environ.get("LD_PRELOAD", "").split() if p != lib]
+    print("unset " + " ".join(v for v in SESSION_VARS if v != "LD_PRELOAD") + ";")
+    print(f"export LD_PRELOAD={shlex.quote(' '.join(rest))};" if rest else "unset LD_PRELOAD;")
+    return rc
+
+
+def run(mount_specs: list[str], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:
+    """`ferry run`: `mount_specs` as given (PREFIX=URL), checked already."""
+    if os.environ.get("FERRY_AGENT", "host") == "private":
+        return run_private([Mount.parse(m, defaults) for m in mount_specs], mode, cmd, defaults)
+    opened = _open_session("run", mount_specs, mode, defaults)
+    if opened is None:
+        return EXIT_FERRY_FAILED
+    ctl, s = opened
+    env, prefixes = _session_env(s, mode)
+    proc, rc = _spawn(cmd, env, prefixes)
     if proc is not None:
         proc.wait()
         rc = _status(proc)
@@ -133,14 +168,14 @@ def run(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options 
     if failures:
         print(f"ferry run: {len(failures)} change(s) could not be written back; first: {failures[0]}",
               file=sys.stderr)
-        print(f"ferry run: the local copies are kept in {tree}", file=sys.stderr)
+        print(f"ferry run: the local copies are kept in {env['FERRY_CACHE']}", file=sys.stderr)
         return EXIT_FERRY_FAILED
     return rc
 
 
 def run_private(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:
     prefixes = [m.prefix for m in mounts] or [DEFAULT_PREFIX]
-    base = replica_base()
+    base = replica_base(dict(os.environ))
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
     tree = os.path.join(run_dir, "tree")
@@ -176,7 +211,7 @@ async def _serve(proc: subprocess.Popen | None, lsock: socket.socket, mounts: li
     embedded = None
     if not mounts:
         from .node.backends.local import DirBackend
-        store = store_dir()
+        store = store_dir(dict(os.environ))
         store.mkdir(parents=True, exist_ok=True)
         embedded, port = await start_node(DirBackend(str(store)), "127.0.0.1", 0)
         mounts = [Mount.parse(f"{DEFAULT_PREFIX}=ferry://127.0.0.1:{port}")]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import codec, spec
-from .routes import Mount, NodeAddr
+from .routes import Mount, RouteError
 
 START_TIMEOUT = 15.0  # seconds a starting agent may take to answer
 
@@ -47,17 +47,56 @@ def log_path() -> Path:
     return Path(control_path()).with_name("agent.log")
 
 
+# The run's environment that decides where its session's files go and how long it waits
+# (the agent's own environment is whichever run started it).
+SESSION_ENV = ("HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "FERRY_CACHE_DIR",
+               "FERRY_CONNECT_TIMEOUT", "FERRY_CALL_TIMEOUT")
+
+
+def _xdg(env: dict[str, str], var: str, fallback: str) -> Path:
+    """An XDG base directory as the spec defines it (what platformdirs computes on Linux),
+    for an environment other than ours."""
+    return Path(env.get(var) or os.path.join(env.get("HOME") or os.path.expanduser("~"), fallback))
+
+
+def replica_base(env: dict[str, str]) -> Path:
+    """Where a run keeps its replica: FERRY_CACHE_DIR if set, else a RAM-backed runtime dir
+    (on a disk every placeholder create costs 0.1-0.5 ms where tmpfs takes 10 µs), else the
+    XDG cache dir."""
+    if env.get("FERRY_CACHE_DIR"):
+        return Path(env["FERRY_CACHE_DIR"])
+    for runtime in (env.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+        if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK | os.X_OK):
+            return Path(runtime) / f"ferry-{os.getuid()}"
+    return _xdg(env, "XDG_CACHE_HOME", ".cache") / "ferry"
+
+
+def store_dir(env: dict[str, str]) -> Path:
+    """The embedded default's backing directory (XDG data dir)."""
+    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "ferry" / "store"
+
+
 @dataclass
 class SessionConfig:
-    """What a run registers (SESSION_OPEN's `config`, as JSON).  Paths in it are absolute:
-    the agent's working directory is not the run's."""
-    mounts: list[dict]  # Mount fields (node: NodeAddr fields)
+    """What a run registers (SESSION_OPEN's `config`, as JSON): its arguments as given, and
+    the part of its environment and working directory they are read against."""
+    mounts: list[str]  # PREFIX=URL, as `--mount` took them
     mode: str
-    defaults: dict[str, str] = field(default_factory=dict)  # URL options for /REMOTE@ paths
-    store: str = ""  # the embedded default's directory, used when `mounts` is empty
-    replica_base: str = ""  # where the session's replica goes
-    connect_timeout: float = 3.0
-    call_timeout: float = 30.0
+    options: dict[str, str] = field(default_factory=dict)  # URL-option defaults (`ferry run --tls …`)
+    cwd: str = "/"
+    env: dict[str, str] = field(default_factory=dict)  # the run's SESSION_ENV
+    holder: int = 0  # a pid whose life keeps the session (`ferry env`); 0: the run's connection does
+
+    @classmethod
+    def of_this_run(cls, mounts: list[str], mode: str, options: dict[str, str], holder: int = 0) -> SessionConfig:
+        return cls(mounts, mode, dict(options), os.getcwd(),
+                   {k: os.environ[k] for k in SESSION_ENV if k in os.environ}, holder)
+
+    def timeout(self, var: str, default: float) -> float:
+        try:
+            return float(self.env.get(var, default))
+        except ValueError:
+            raise OSError(errno.EINVAL, f"{var}={self.env[var]!r} is not a number of seconds") from None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -71,9 +110,9 @@ class SessionConfig:
 
     def parsed_mounts(self) -> list[Mount]:
         try:
-            return [Mount(d["prefix"], NodeAddr(**d["node"]), d["subdir"]) for d in self.mounts]
-        except (KeyError, TypeError) as e:
-            raise OSError(errno.EINVAL, f"bad session config: mount {e}") from None
+            return [Mount.parse(m, self.options, self.cwd) for m in self.mounts]
+        except RouteError as e:
+            raise OSError(errno.EINVAL, str(e)) from None
 
 
 class AgentError(OSError):

@@ -31,11 +31,10 @@ import socket
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
-from .control import SessionConfig, agent_dir, control_path
+from .control import SessionConfig, agent_dir, control_path, replica_base, store_dir
 from .routes import Mount, Router
 from .server import Agent
 from .shimconn import ShimConn, ShimServer, stderr_log
@@ -52,7 +51,7 @@ class Session:
         self.stderr_fd = stderr_fd  # the run's stderr while it runs; -1 after
         self.run_conn: ShimConn | None = None  # the run's control connection
         self.ended = False  # the run said SESSION_END, or its connection went
-        self.failures: list[str] = []
+        self.holder = _process_id(config.holder) if config.holder else None  # (pid, start): keeps the session
         self.quiet_since = time.monotonic()
         self.started = time.time()
 
@@ -125,7 +124,10 @@ class HostAgent(ShimServer):
     async def _reap(self) -> None:
         now = time.monotonic()
         for s in list(self.sessions.values()):
-            if not s.ended and s.run_conn is not None and s.run_conn.closed:
+            if s.holder is not None:
+                if not s.ended and _process_id(s.holder[0]) != s.holder:
+                    s.end()  # the shell that `ferry env` set up is gone
+            elif not s.ended and s.run_conn is not None and s.run_conn.closed:
                 s.end()  # the run was killed: its programs may still be at work
             if s.agent.conns or s.agent.placeholders.open:
                 s.quiet_since = now
@@ -175,16 +177,17 @@ class HostAgent(ShimServer):
             config = SessionConfig.from_json(f["config"])
             mounts = config.parsed_mounts()
             if not mounts:
-                port = await self._embedded_node(config.store)
+                port = await self._embedded_node(str(store_dir(config.env)))
                 mounts = [Mount.parse(f"/ferry=ferry://127.0.0.1:{port}")]
-            router = Router(mounts, config.defaults)
+            router = Router(mounts, config.options, config.cwd)
+            timeouts = (config.timeout("FERRY_CONNECT_TIMEOUT", 3.0), config.timeout("FERRY_CALL_TIMEOUT", 30.0))
         except Exception as e:
             if fd >= 0:
                 os.write(fd, f"ferry agent: cannot open the session: {e}\n".encode(errors="replace"))
                 os.close(fd)
             raise
         sid, self._next = self._next, self._next + 1
-        base = Path(config.replica_base)
+        base = replica_base(config.env)
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
         tree = os.path.join(run_dir, "tree")
@@ -192,8 +195,7 @@ class HostAgent(ShimServer):
         sock_path = str(agent_dir() / f"s{os.getpid()}-{sid}.sock")
         prefixes = [m.prefix for m in mounts]
         session = Session(sid, config, None, sock_path, run_dir, fd, prefixes)  # type: ignore[arg-type]
-        session.agent = Agent(router, os.fsencode(tree), config.connect_timeout, config.call_timeout,
-                              log=session.log)
+        session.agent = Agent(router, os.fsencode(tree), *timeouts, log=session.log)
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink(sock_path)
@@ -231,9 +233,25 @@ class HostAgent(ShimServer):
                                       "sessions_total": self._counts["sessions"],
                                       "embedded": sorted(self._embedded)})}
 
+    async def ctl_agent_sync(self, f) -> dict:
+        failures = []
+        for s in list(self.sessions.values()):
+            failures += await s.agent.sync(leftovers=False)  # programs may be writing still
+        return {"failures": "\n".join(failures)}
+
     async def ctl_agent_stop(self, f) -> dict:
         self._stop.set()
         return {}
+
+
+def _process_id(pid: int) -> tuple[int, int] | None:
+    """(pid, start time in clock ticks): a process, told apart from a later one with its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (pid, int(fields[19])) if fields[0] != b"Z" else None
 
 
 def _sockets_in_use(socks: set[str]) -> set[str]:

@@ -59,8 +59,9 @@ URL_OPTIONS = ("token-file", "tls", "tls-fingerprint", "tls-ca")
 Options = dict[str, str]  # URL option -> value: a URL's own, or a run's defaults (`ferry run --tls …`)
 
 
-def node_addr(host: str, port: int, options: Options, what: str) -> NodeAddr:
-    """The node at host:port reached with `options` (URL_OPTIONS); RouteError names a bad one."""
+def node_addr(host: str, port: int, options: Options, what: str, cwd: str = "") -> NodeAddr:
+    """The node at host:port reached with `options` (URL_OPTIONS); RouteError names a bad one.
+    Relative file names in them are relative to `cwd` (default: ours)."""
     unknown = set(options) - set(URL_OPTIONS)
     if unknown:
         raise RouteError(f"{what}: {sorted(unknown)[0]!r} is not one of " + ", ".join(URL_OPTIONS))
@@ -74,12 +75,13 @@ def node_addr(host: str, port: int, options: Options, what: str) -> NodeAddr:
         except security.SecurityError as e:
             raise RouteError(f"{what}: {e}") from None
     # Files absolute, as the run names them: the host agent that reads them works elsewhere.
-    ca = os.path.abspath(options["tls-ca"]) if options.get("tls-ca") else ""
-    token = os.path.abspath(options["token-file"]) if options.get("token-file") else ""
+    def absolute(name: str) -> str:
+        return os.path.normpath(os.path.join(cwd or os.getcwd(), name)) if name else ""
+    ca, token = absolute(options.get("tls-ca", "")), absolute(options.get("token-file", ""))
     return NodeAddr(host, port, token, tls == "1" or bool(fingerprint) or bool(ca), fingerprint, ca)
 
 
-def parse_url(url: str, defaults: Options | None = None) -> tuple[NodeAddr, str]:
+def parse_url(url: str, defaults: Options | None = None, cwd: str = "") -> tuple[NodeAddr, str]:
     """``ferry://HOST:PORT[/SUBDIR][?token-file=F&tls=1&tls-fingerprint=SHA256:…&tls-ca=F]``
     -> (node, export subdirectory).  `defaults` fill the options the URL does not name."""
     if not url.startswith("ferry://"):
@@ -94,7 +96,7 @@ def parse_url(url: str, defaults: Options | None = None) -> tuple[NodeAddr, str]
         options[key] = urllib.parse.unquote(value)
     hostport, slash, sub = rest.partition("/")
     node = parse_hostport(hostport, f"bad URL {url!r}")
-    node = node_addr(node.host, node.port, options, f"bad URL {url!r}")
+    node = node_addr(node.host, node.port, options, f"bad URL {url!r}", cwd)
     if ".." in sub.split("/"):
         raise RouteError(f"bad URL {url!r}: the subdirectory may not contain '..'")
     sub = posixpath.normpath("/" + sub) if slash else "/"
@@ -108,7 +110,7 @@ class Mount:
     subdir: str  # inside the node's export
 
     @classmethod
-    def parse(cls, spec: str, defaults: Options | None = None) -> Mount:
+    def parse(cls, spec: str, defaults: Options | None = None, cwd: str = "") -> Mount:
         prefix, eq, url = spec.partition("=")
         if not eq or not prefix or not url:
             raise RouteError(f"bad mount {spec!r}: write PREFIX=URL, for example /data=ferry://127.0.0.1:7070")
@@ -121,7 +123,7 @@ class Mount:
             raise RouteError(f"bad mount {spec!r}: /REMOTE@ paths are reserved for direct node addresses")
         if prefix.startswith(LINK_OUT_MARK.decode().rstrip("/")):
             raise RouteError(f"bad mount {spec!r}: {LINK_OUT_MARK.decode()} is ferry's own name; choose another")
-        node, sub = parse_url(url, defaults)
+        node, sub = parse_url(url, defaults, cwd)
         return cls(prefix, node, sub)
 
 
@@ -151,12 +153,13 @@ def _join(sub: bytes, rest: bytes) -> bytes:
 
 
 class Router:
-    def __init__(self, mounts: list[Mount], defaults: Options | None = None) -> None:
+    def __init__(self, mounts: list[Mount], defaults: Options | None = None, cwd: str = "") -> None:
         check_mounts(mounts)
         self.mounts = [(m.prefix.encode(), m) for m in mounts]
         self._orfa: dict[bytes, NodeAddr] = {}
         self._defaults = dict(defaults or {})  # for /REMOTE@ paths, which have no URL to name options in
-        node_addr("", 0, self._defaults, "ferry run")  # a bad one is named now, not at the first call
+        self._cwd = cwd
+        node_addr("", 0, self._defaults, "ferry run", cwd)  # a bad one is named now, not at the first call
 
     def root_of(self, path: bytes) -> bytes:
         """The mount root a ferry path lies under (b"" when none)."""
@@ -197,7 +200,7 @@ class Router:
             if node is None:
                 what = f"bad ferry path {root.decode(errors='replace')}"
                 node = parse_hostport(root[len(REMOTE_TAG):].decode(errors="replace"), what)
-                node = node_addr(node.host, node.port, self._defaults, what)
+                node = node_addr(node.host, node.port, self._defaults, what, self._cwd)
                 self._orfa[root] = node
             return node, rest or b"/"
         for prefix, m in self.mounts:

@@ -209,6 +209,8 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     "AGENT_STATUS": (98, [], [("status", "str")], "launcher"),
     # Stop the agent once every session's changes are written back.
     "AGENT_STOP": (99, [], [], "launcher"),
+    # `ferry sync`: wait until every session's changes are on their nodes; the failures.
+    "AGENT_SYNC": (100, [], [("failures", "str")], "launcher"),
 }
 
 OPCODES = {name: spec[0] for name, spec in OPS.items()}
@@ -231,7 +233,7 @@ SHIM_TELLS = [
     "DESC_HOLD", "DESC_DROP",
 ]
 # The host agent's control socket serves these (`HostAgent.ctl_<op>`).
-LAUNCHER_OPS = ["HELLO", "SESSION_OPEN", "SESSION_END", "AGENT_STATUS", "AGENT_STOP"]
+LAUNCHER_OPS = ["HELLO", "SESSION_OPEN", "SESSION_END", "AGENT_STATUS", "AGENT_STOP", "AGENT_SYNC"]
 # Every op the shim sends, in spec order (shim/fy_codec.h has an encoder for each).
 SHIM_OPS = [name for name in OPS if name in SHIM_CALLS or name in SHIM_TELLS]
 
