@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,10 +29,18 @@ def test_wheel_carries_the_shim_and_runs_without_a_compiler(node, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["CC"] = "/bin/false"  # any attempt to build the shim would fail
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    p = subprocess.run([venv / "bin" / "ferry", "run", "--", "cat", f"/REMOTE@{node.url[len('ferry://'):]}/hello.txt"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout == "from the node\n"
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)  # a host agent of the wheel's own, not the test session's
+    try:
+        p = subprocess.run([venv / "bin" / "ferry", "run", "--", "cat",
+                            f"/REMOTE@{node.url[len('ferry://'):]}/hello.txt"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == "from the node\n"
+        status = subprocess.run([venv / "bin" / "ferry", "agent", "status", "--json"], capture_output=True, text=True,
+                                env=env, timeout=60)
+        assert str(venv) in open(f"/proc/{json.loads(status.stdout)['pid']}/cmdline").read(), status
+    finally:
+        subprocess.run([venv / "bin" / "ferry", "agent", "stop"], env=env, capture_output=True, timeout=60)
     where = subprocess.run([venv / "bin" / "python", "-c", "import ferry.shimlib as s; print(s.path())"],
                            capture_output=True, text=True, env=env, cwd=tmp_path, check=True).stdout.strip()
     assert where.startswith(str(venv)), where  # the packaged library, not one built from a checkout

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ..protocol import spec
 from ..protocol.codec import Attr, Entry
-from .links import NodeLink
+from .links import SessionLink
 from .routes import LINK_OUT_MARK, link_target
 
 READ_WINDOW = 8  # READs in flight while fetching a file
@@ -227,7 +227,7 @@ def _remove(cp: bytes) -> None:
         os.unlink(cp)
 
 
-async def fetch(link: NodeLink, rel: bytes, dest: bytes, in_place: bool = False) -> Attr:
+async def fetch(link: SessionLink, rel: bytes, dest: bytes, in_place: bool = False) -> Attr:
     """Copy a node file into the cache: into a temporary beside `dest`, renamed over it
     when complete, so a reader of the old version never sees half a new one.
 
@@ -315,7 +315,7 @@ def identity(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def upload_job(link: NodeLink, rel: bytes, fd: int, meta: Meta | None):
+def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None):
     """A write-back of one closed file, read from the fd the shim handed over.  A small
     file goes as one pipelined PUT (the lane moves on at once); a large one streams
     through PUT_OPEN/WRITE/PUT_COMMIT, holes skipped."""
@@ -383,7 +383,7 @@ async def _stream_upload(client, rel: bytes, fd: int, committed) -> None:
     committed(rep["attr"])
 
 
-def replay_job(link: NodeLink, op: str, meta: Meta | None = None, **fields):
+def replay_job(link: SessionLink, op: str, meta: Meta | None = None, **fields):
     """A replayed namespace change, pipelined: the lane moves on without waiting for the
     reply, and `link.track` reports a failure."""
     what = f"{op} {fields.get('path', fields.get('old', b'')).decode(errors='replace')}"

@@ -9,21 +9,26 @@ node gets as they came are served by `forwarded` handlers (`op_mkdir = forwarded
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 
 from ..protocol import spec
 from ..protocol.codec import Attr
-from .links import NodeLink
+from .links import SessionLink
 
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 
+
+# Open-file ids, unique in the whole host agent: an id is also the lock owner of its open
+# file description on the node, and the sessions share their node connections.
+_file_ids = itertools.count(1)
 
 class DirectFile:
     """A direct-mode open file (an open file description): the node's handle (0 for a
     directory or an O_PATH fd, which need none) plus the position all dups share."""
 
-    def __init__(self, link: NodeLink, node_handle: int, flags: int, placeholder: int, rel: bytes = b"") -> None:
+    def __init__(self, link: SessionLink, node_handle: int, flags: int, placeholder: int, rel: bytes = b"") -> None:
         self.link, self.node_handle, self.flags, self.placeholder = link, node_handle, flags, placeholder
         self.offset = 0
         self.rel = rel  # node path at open: what fstat of a handle-less fd (directory, O_PATH) stats
@@ -76,10 +81,9 @@ class DirectFiles:
             raise
         return self._new_file(link, node_handle, flags, fd, attr, rel)
 
-    def _new_file(self, link: NodeLink, node_handle: int, flags: int, fd: int, attr: Attr,
+    def _new_file(self, link: SessionLink, node_handle: int, flags: int, fd: int, attr: Attr,
                   rel: bytes = b"") -> dict:
-        fid = self.next_file
-        self.next_file += 1
+        fid = next(_file_ids)
         self.files[fid] = DirectFile(link, node_handle, flags, fd, rel)
         os.set_blocking(fd, False)
         self.placeholders.add(fd, fid)  # see placeholders.py: its bytes and its last close
@@ -95,7 +99,7 @@ class DirectFiles:
         if not df.node_handle or df.flags & os.O_ACCMODE == os.O_RDONLY:
             why = f"{what}: {len(data)} byte(s) written to an fd not open for writing (the kernel says EBADF)"
             df.link.failures.append(why)
-            df.link.complain(why)
+            df.link.reporter.complain(why)
             return
         append = bool(df.flags & os.O_APPEND)
         off = df.offset

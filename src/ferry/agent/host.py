@@ -35,6 +35,7 @@ import time
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
 from .control import SessionConfig, agent_dir, control_path, replica_base, store_dir
+from .links import LinkPool
 from .routes import Mount, Router
 from .server import Agent
 from .shimconn import ShimConn, ShimServer, stderr_log
@@ -87,6 +88,7 @@ class HostAgent(ShimServer):
         self._lsock: socket.socket | None = None
         self._next = 1
         self._embedded: dict[str, tuple[asyncio.AbstractServer, int]] = {}  # store dir -> node
+        self.pool = LinkPool()  # node connections, shared by the sessions
         self._stop = asyncio.Event()
         self._quiet_since = time.monotonic()
         self._counts: dict[str, int] = {"sessions": 0}
@@ -114,6 +116,7 @@ class HostAgent(ShimServer):
         finally:
             for s in list(self.sessions.values()):
                 await self._close_session(s, wait=True)
+            await self.pool.close()
             for server, _ in self._embedded.values():
                 server.close()
             loop = asyncio.get_running_loop()
@@ -195,7 +198,7 @@ class HostAgent(ShimServer):
         sock_path = str(agent_dir() / f"s{os.getpid()}-{sid}.sock")
         prefixes = [m.prefix for m in mounts]
         session = Session(sid, config, None, sock_path, run_dir, fd, prefixes)  # type: ignore[arg-type]
-        session.agent = Agent(router, os.fsencode(tree), *timeouts, log=session.log)
+        session.agent = Agent(router, os.fsencode(tree), *timeouts, log=session.log, pool=self.pool)
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink(sock_path)

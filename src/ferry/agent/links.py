@@ -1,9 +1,14 @@
-"""One ordered lane per node.
+"""One ordered lane per node, shared by every session of the host agent.
 
 Everything the agent asks of a node — a synchronous request for a program or a queued
 write-back — goes through that node's lane in submission order, because the node applies
 one connection's requests in order.  That is what makes "mkdir, write file, rename it"
 arrive as the program did it even though the program never waited for the node.
+
+One `NodeLink` (one connection, one HELLO and AUTH) serves all the sessions that reach
+that node with the same timeouts (`LinkPool`); each session sees it through a
+`SessionLink`, which keeps that session's failed write-backs and says them on that
+session's stderr (`Reporter`).
 """
 
 from __future__ import annotations
@@ -29,23 +34,39 @@ def credentials(addr: NodeAddr) -> dict[str, Any]:
             "fingerprint": addr.tls_fingerprint}
 
 
-class NodeLink:
-    def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float,
-                 log: Callable[[str], None]) -> None:
-        self.addr = addr
+class Reporter:
+    """Whose requests: where their failed write-backs are kept and said."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
         self.log = log
+        self.failures: list[str] = []  # write-backs that did not reach the node
+        self._last_complaint = 0.0
+
+    def complain(self, message: str) -> None:
+        # A program retrying against a dead node must not flood the terminal.
+        now = time.monotonic()
+        if now - self._last_complaint > 5:
+            self._last_complaint = now
+            self.log(f"ferry: {message}")
+
+
+class _ConnectFailed(OSError):
+    """The node could not be reached: said once by the requester's reporter."""
+
+
+class NodeLink:
+    def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> None:
+        self.addr = addr
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self._client: NodeClient | None = None
-        self._jobs: collections.deque[tuple[Job, asyncio.Future | None, str]] = collections.deque()
+        self._jobs: collections.deque[tuple[Job, asyncio.Future | None, str, Reporter]] = collections.deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._worker = asyncio.get_running_loop().create_task(self._run())
         self._outstanding: set[asyncio.Future] = set()
-        self.failures: list[str] = []  # write-backs that did not reach the node
         self.changes = 0  # write-backs started so far (see Resolver.list_dir)
-        self._last_complaint = 0.0
 
     @property
     def connected(self) -> bool:
@@ -68,16 +89,8 @@ class NodeLink:
                                                         call_timeout=self.call_timeout, **credentials(self.addr))
             except (OSError, security.SecurityError) as e:
                 why = getattr(e, "strerror", None) or str(e)  # the message, without "[Errno N]"
-                self.complain(why)
-                raise OSError(errno.EIO, why) from None
+                raise _ConnectFailed(errno.EIO, why) from None
         return self._client
-
-    def complain(self, message: str) -> None:
-        # A program retrying against a dead node must not flood the terminal.
-        now = time.monotonic()
-        if now - self._last_complaint > 5:
-            self._last_complaint = now
-            self.log(f"ferry: {message}")
 
     async def _run(self) -> None:
         while True:
@@ -86,45 +99,48 @@ class NodeLink:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            job, fut, what = self._jobs.popleft()
+            job, fut, what, reporter = self._jobs.popleft()
             try:
                 client = await self._connect()
                 result = await job(client)
             except Exception as e:  # noqa: BLE001 - a job's failure goes to its waiter or the report
+                if isinstance(e, _ConnectFailed):
+                    reporter.complain(e.strerror)
+                    e = OSError(errno.EIO, e.strerror)
                 if fut is not None:
                     if not fut.done():
                         fut.set_exception(e)
                 else:
-                    self.failures.append(f"{what}: {e}")
-                    self.complain(f"write-back to node {self.addr} failed: {what}: {e}")
+                    reporter.failures.append(f"{what}: {e}")
+                    reporter.complain(f"write-back to node {self.addr} failed: {what}: {e}")
                 continue
             if fut is not None and not fut.done():
                 fut.set_result(result)
 
-    def _push(self, job: Job, fut: asyncio.Future | None, what: str) -> None:
-        self._jobs.append((job, fut, what))
+    def _push(self, job: Job, fut: asyncio.Future | None, what: str, reporter: Reporter) -> None:
+        self._jobs.append((job, fut, what, reporter))
         self._idle.clear()
         self._wake.set()
 
-    def submit(self, job: Job, what: str) -> None:
+    def submit(self, job: Job, what: str, reporter: Reporter) -> None:
         """Queue a write-back; its failure is recorded, not raised."""
         self.changes += 1
-        self._push(job, None, what)
+        self._push(job, None, what, reporter)
 
-    async def run(self, job: Job) -> Any:
+    async def run(self, job: Job, reporter: Reporter) -> Any:
         """Run `job` after everything queued before it and return its result."""
         fut = asyncio.get_running_loop().create_future()
-        self._push(job, fut, "")
+        self._push(job, fut, "", reporter)
         return await fut
 
-    async def call(self, op: str, **fields: Any) -> dict:
+    async def call(self, reporter: Reporter, op: str, fields: dict[str, Any]) -> dict:
         if not self._jobs and self._idle.is_set() and self._client is not None and not self._client.closed:
             # Nothing queued: the request goes on the wire now, so order holds without the
             # worker's extra hop (a third of a round trip in Python).
             return await self._client.call(op, **fields)
-        return await self.run(lambda c: c.call(op, **fields))
+        return await self.run(lambda c: c.call(op, **fields), reporter)
 
-    def track(self, fut: asyncio.Future, what: str, done=None) -> None:
+    def track(self, fut: asyncio.Future, what: str, done, reporter: Reporter) -> None:
         """Watch a pipelined write-back reply: failures are recorded, not raised."""
         self.changes += 1
         self._outstanding.add(fut)
@@ -139,8 +155,8 @@ class NodeLink:
             # still open for writing, whose upload carries its mode and times.
             if exc is not None and not (isinstance(exc, OSError) and exc.errno == errno.ENOENT
                                         and what.startswith(("UNLINK", "RMDIR", "SETATTR"))):
-                self.failures.append(f"{what}: {exc}")
-                self.complain(f"write-back to node {self.addr} failed: {what}: {exc}")
+                reporter.failures.append(f"{what}: {exc}")
+                reporter.complain(f"write-back to node {self.addr} failed: {what}: {exc}")
         fut.add_done_callback(finished)
 
     async def drain(self) -> None:
@@ -154,3 +170,70 @@ class NodeLink:
         self._worker.cancel()
         if self._client is not None:
             await self._client.close()
+
+
+class LinkPool:
+    """The host agent's node connections: one lane per node and pair of timeouts."""
+
+    def __init__(self) -> None:
+        self._links: dict[tuple[NodeAddr, float, float], NodeLink] = {}
+
+    def get(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> NodeLink:
+        key = (addr, connect_timeout, call_timeout)
+        lk = self._links.get(key)
+        if lk is None:
+            lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout)
+        return lk
+
+    async def close(self) -> None:
+        for lk in self._links.values():
+            await lk.close()
+        self._links.clear()
+
+
+class SessionLink:
+    """One session's use of a shared `NodeLink`: the same lane, its own failures and messages."""
+
+    def __init__(self, link: NodeLink, log: Callable[[str], None]) -> None:
+        self.shared = link
+        self.addr = link.addr
+        self.reporter = Reporter(log)
+
+    @property
+    def failures(self) -> list[str]:
+        return self.reporter.failures
+
+    @property
+    def connected(self) -> bool:
+        return self.shared.connected
+
+    @property
+    def backlog(self) -> int:
+        return self.shared.backlog
+
+    @property
+    def busy(self) -> bool:
+        return self.shared.busy
+
+    @property
+    def changes(self) -> int:
+        return self.shared.changes
+
+    def submit(self, job: Job, what: str) -> None:
+        """Queue a write-back; its failure is recorded, not raised."""
+        self.shared.submit(job, what, self.reporter)
+
+    async def run(self, job: Job) -> Any:
+        """Run `job` after everything queued before it on this node and return its result."""
+        return await self.shared.run(job, self.reporter)
+
+    async def call(self, op: str, **fields: Any) -> dict:
+        return await self.shared.call(self.reporter, op, fields)
+
+    def track(self, fut: asyncio.Future, what: str, done=None) -> None:
+        """Watch a pipelined write-back reply: failures are recorded, not raised."""
+        self.shared.track(fut, what, done, self.reporter)
+
+    async def drain(self) -> None:
+        """Wait until the lane is idle (other sessions' work on it too)."""
+        await self.shared.drain()

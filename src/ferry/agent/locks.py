@@ -18,17 +18,17 @@ import asyncio
 import os
 
 from ..protocol import spec
-from .links import NodeLink
+from .links import SessionLink
 
 
 class LockKeeper:
     def __init__(self) -> None:
-        self._links: dict[tuple[str, int], set[NodeLink]] = {}  # (class, owner) -> where it locked
+        self._links: dict[tuple[str, int], set[SessionLink]] = {}  # (class, owner) -> where it locked
         self._holders: dict[int, set[int]] = {}  # cache-mode description -> pids holding a copy
         self._dropped: set[tuple[int, int]] = set()  # (description, pid) dropped before its HOLD arrived
         self._pidfds: dict[int, int] = {}
 
-    def used(self, link: NodeLink, kind: int, owner: int, pid: int) -> None:
+    def used(self, link: SessionLink, kind: int, owner: int, pid: int) -> None:
         """A LOCK for `owner` goes to `link` from process `pid`."""
         cls = "posix" if kind == spec.LOCK_POSIX else "desc"
         self._links.setdefault((cls, owner), set()).add(link)
@@ -87,6 +87,10 @@ class LockKeeper:
         self._dropped = {(d, p) for d, p in self._dropped if p != pid}
 
     def close(self) -> None:
+        # Whatever is still held goes now: a shared connection outlives the session, and the
+        # node only drops a connection's locks when the connection goes.
+        for key in list(self._links):
+            self._unlock_all(key, spec.LOCK_POSIX if key[0] == "posix" else spec.LOCK_OFD)
         loop = asyncio.get_running_loop()
         for fd in self._pidfds.values():
             loop.remove_reader(fd)

@@ -24,7 +24,7 @@ from ..protocol import spec
 from ..protocol.dispatch import handlers_for
 from . import cache
 from .direct import DirectFile, DirectFiles
-from .links import NodeLink
+from .links import LinkPool, SessionLink
 from .locks import LockKeeper, LockOps
 from .placeholders import Placeholders
 from .resolver import Resolver
@@ -35,13 +35,15 @@ from .writeback import WriteBack
 
 class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
     def __init__(self, router: Router, cache_root: bytes, connect_timeout: float = 3.0,
-                 call_timeout: float = 30.0, log: Callable[[str], None] = stderr_log) -> None:
+                 call_timeout: float = 30.0, log: Callable[[str], None] = stderr_log,
+                 pool: LinkPool | None = None) -> None:
         self.router = router
         self.log = log  # where this agent's messages go: its run's stderr
+        self._own_pool = pool is None  # a private agent's; the host agent's sessions share one
+        self.pool = pool if pool is not None else LinkPool()
         self.replica = cache.Replica(cache_root, router.root_of)
-        self.links: dict[NodeAddr, NodeLink] = {}
+        self.links: dict[NodeAddr, SessionLink] = {}
         self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)
-        self.next_file = 1
         self.conns: set[ShimConn] = set()
         self.locks = LockKeeper()
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
@@ -51,13 +53,14 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.calls = handlers_for(self, "op_", spec.SHIM_CALLS)  # requests: answered
         self.tells = handlers_for(self, "told_", spec.SHIM_TELLS)  # one-way frames: applied in order
 
-    def link(self, addr: NodeAddr) -> NodeLink:
+    def link(self, addr: NodeAddr) -> SessionLink:
         lk = self.links.get(addr)
         if lk is None:
-            lk = self.links[addr] = NodeLink(addr, self.connect_timeout, self.call_timeout, self.log)
+            shared = self.pool.get(addr, self.connect_timeout, self.call_timeout)
+            lk = self.links[addr] = SessionLink(shared, self.log)
         return lk
 
-    def route(self, path: bytes) -> tuple[NodeLink, bytes]:
+    def route(self, path: bytes) -> tuple[SessionLink, bytes]:
         try:
             addr, rel = self.router.route(path)
         except RouteError as e:
@@ -75,8 +78,8 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.placeholders.close()
         self.files.clear()
         self.locks.close()
-        for lk in self.links.values():
-            await lk.close()
+        if self._own_pool:
+            await self.pool.close()
 
     async def op_hello(self, f) -> dict:
         # The agent's socket is the user's own (0700 directory, peer checked at accept): no token.
