@@ -197,3 +197,36 @@ def test_ferry_sync_waits_for_a_background_job(node, tmp_path):
                        timeout=60)
     assert p.returncode == 0, p.stderr
     assert (node.root / "bg.bin").stat().st_size == 64000000
+
+
+def test_an_agent_of_another_build_makes_way(node, own_agent, tmp_path):
+    """An agent started before an edit or an upgrade: when idle it stops for the new build's
+    run; while another run uses it, the new run says so and uses it."""
+    env = own_agent
+    m = MOUNT_PREFIX
+    (node.root / "f").write_text("x\n")
+    assert agent_cli("start", env=env).returncode == 0
+    old = json.loads(agent_cli("status", "--json", env=env).stdout)["pid"]
+    src = Path(__file__).resolve().parents[1] / "src" / "ferry" / "agent" / "control.py"
+    st = src.stat()
+    try:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # "another build": a module changed
+        p = subprocess.run([sys.executable, "-m", "ferry", "run", "--mount", f"{m}={node.url}", "--", "cat",
+                            f"{m}/f"], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout == "x\n", p.stderr
+        new = json.loads(agent_cli("status", "--json", env=env).stdout)["pid"]
+        assert new != old
+        # busy with a session: the next build's run is served by it, with a message
+        holder = subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}={node.url}", "--", "sh",
+                                   "-c", f"exec 3< {m}/f; echo up; read x"], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert holder.stdout.readline() == "up\n"
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 2))
+        p = subprocess.run([sys.executable, "-m", "ferry", "run", "--mount", f"{m}={node.url}", "--", "cat",
+                            f"{m}/f"], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout == "x\n" and "another build" in p.stderr, p.stderr
+        assert json.loads(agent_cli("status", "--json", env=env).stdout)["pid"] == new
+        holder.communicate("\n", timeout=30)
+        wait_for(lambda: agent_cli("status", env=env).returncode == 3, what="the stale agent to exit when idle")
+    finally:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))

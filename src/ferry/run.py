@@ -15,6 +15,7 @@ so the two start-ups overlap).
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import shutil
@@ -90,6 +91,13 @@ def _open_session(command: str, mount_specs: list[str], mode: str, defaults: Opt
     config = SessionConfig.of_this_run(mount_specs, mode, dict(defaults or {}), holder)
     try:
         ctl = Control.connect()
+        try:
+            return ctl, ctl.call("SESSION_OPEN", fd=sys.stderr.fileno(), config=config.to_json())
+        except OSError as e:
+            if e.errno != errno.ESTALE:
+                raise
+        ctl.close()  # an idle agent of another build is stopping: start ours
+        ctl = Control.connect(wait_gone=True)
         return ctl, ctl.call("SESSION_OPEN", fd=sys.stderr.fileno(), config=config.to_json())
     except OSError as e:
         print(f"ferry {command}: {e.strerror if isinstance(e, AgentError) else e}", file=sys.stderr)

@@ -47,6 +47,11 @@ def log_path() -> Path:
     return Path(control_path()).with_name("agent.log")
 
 
+def lock_path() -> Path:
+    """Held (flock) by the one agent serving control_path(), from start to exit."""
+    return Path(control_path()).with_name("agent.lock")
+
+
 # The run's environment that decides where its session's files go and how long it waits
 # (the agent's own environment is whichever run started it).
 SESSION_ENV = ("HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "FERRY_CACHE_DIR",
@@ -86,11 +91,12 @@ class SessionConfig:
     cwd: str = "/"
     env: dict[str, str] = field(default_factory=dict)  # the run's SESSION_ENV
     holder: int = 0  # a pid whose life keeps the session (`ferry env`); 0: the run's connection does
+    code: str = ""  # the launcher's build of ferry (code_id); "" when it cannot tell
 
     @classmethod
     def of_this_run(cls, mounts: list[str], mode: str, options: dict[str, str], holder: int = 0) -> SessionConfig:
         return cls(mounts, mode, dict(options), os.getcwd(),
-                   {k: os.environ[k] for k in SESSION_ENV if k in os.environ}, holder)
+                   {k: os.environ[k] for k in SESSION_ENV if k in os.environ}, holder, code_id())
 
     def timeout(self, var: str, default: float) -> float:
         try:
@@ -115,6 +121,18 @@ class SessionConfig:
             raise OSError(errno.EINVAL, str(e)) from None
 
 
+def code_id() -> str:
+    """Which build of ferry this is: every module's name, size and mtime (a stat each, no
+    reads), so an agent started before an upgrade or an edit is told apart."""
+    import hashlib
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
 class AgentError(OSError):
     """The host agent could not be reached or started; the message says what to do."""
 
@@ -128,10 +146,17 @@ class Control:
         self._decoder = codec.FrameDecoder("reply")
 
     @classmethod
-    def connect(cls, start: bool = True) -> Control:
-        """Connect, starting the agent first when none answers (and `start`)."""
+    def connect(cls, start: bool = True, wait_gone: bool = False) -> Control:
+        """Connect, starting the agent first when none answers (and `start`); with
+        `wait_gone`, first let the agent that answers now finish stopping."""
         path = control_path()
-        deadline = None
+        deadline = time.monotonic() + START_TIMEOUT
+        while wait_gone and time.monotonic() < deadline:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+                if s.connect_ex(path) != 0:
+                    break
+            time.sleep(0.01)
+        deadline = time.monotonic() + START_TIMEOUT
         proc = None
         while True:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -144,10 +169,10 @@ class Control:
                 s.close()
             if not start:
                 raise AgentError(errno.ECONNREFUSED, f"no ferry agent answers on {path} (start one: ferry agent start)")
-            if proc is None:
+            if proc is None or (proc.poll() == 1 and not _agent_lock_held()):
+                # (1: another agent held the lock; now nobody does: it was one that stopped)
                 proc = spawn_agent()
-                deadline = time.monotonic() + START_TIMEOUT
-            elif proc.poll() not in (None, 1):  # 1: another agent won the race; it will answer
+            elif proc.poll() is not None:
                 raise AgentError(errno.EIO, f"the ferry agent exited with status {proc.returncode} at start: "
                                             f"see {log_path()}")
             if time.monotonic() > deadline:
@@ -174,6 +199,22 @@ class Control:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _agent_lock_held() -> bool:
+    """Whether a host agent (starting, serving or stopping) holds agent.lock."""
+    import fcntl
+    try:
+        fd = os.open(lock_path(), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def spawn_agent() -> subprocess.Popen:

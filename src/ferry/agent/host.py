@@ -34,7 +34,7 @@ import time
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
-from .control import SessionConfig, agent_dir, control_path, replica_base, store_dir
+from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, replica_base, store_dir
 from .links import LinkPool
 from .routes import Mount, Router
 from .server import Agent
@@ -92,6 +92,8 @@ class HostAgent(ShimServer):
         self._stop = asyncio.Event()
         self._quiet_since = time.monotonic()
         self._counts: dict[str, int] = {"sessions": 0}
+        self.code = code_id()
+        self.stale = False  # a newer build asked for us: exit once the last session is gone
 
     def read_all(self, but: ShimConn | None = None) -> None:
         """Control requests carry no one-way frames that must be read first."""
@@ -110,6 +112,9 @@ class HostAgent(ShimServer):
                 await self._reap()
                 if self.sessions or self.conns:
                     self._quiet_since = time.monotonic()
+                elif self.stale:
+                    self.log("ferry agent: a newer build of ferry ran; exiting now that no session is left")
+                    break
                 elif time.monotonic() - self._quiet_since > self.idle:
                     self.log(f"ferry agent: idle for {self.idle:g} s, exiting")
                     break
@@ -178,6 +183,14 @@ class HostAgent(ShimServer):
     async def ctl_session_open(self, f, fd: int, conn: ShimConn) -> dict:
         try:
             config = SessionConfig.from_json(f["config"])
+            if config.code and config.code != self.code:
+                if not self.sessions:
+                    self._stop.set()  # idle: make way for the run's own build at once
+                    raise OSError(errno.ESTALE, "the agent is another build of ferry; it is stopping")
+                self.stale = True
+                if fd >= 0:
+                    os.write(fd, f"ferry: the running agent (pid {os.getpid()}) is another build of ferry; "
+                                 "this run uses it, and it restarts once its last session ends\n".encode())
             mounts = config.parsed_mounts()
             if not mounts:
                 port = await self._embedded_node(str(store_dir(config.env)))
@@ -286,8 +299,8 @@ def serve_forever(idle: float) -> int:
     """`ferry agent start --foreground`: be the host agent until stopped or idle; 0, or 1
     when another agent already holds this user's socket."""
     from ..node.server import run_loop
-    d = agent_dir()
-    lock = os.open(d / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    agent_dir()  # made and checked (0700, ours) before anything goes in it
+    lock = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
