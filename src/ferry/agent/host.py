@@ -93,7 +93,7 @@ class HostAgent(ShimServer):
         self._quiet_since = time.monotonic()
         self._counts: dict[str, int] = {"sessions": 0}
         self.code = code_id()
-        self.stale = False  # a newer build asked for us: exit once the last session is gone
+        self.stale = False  # another build's run came: exit once the last session is gone
 
     def read_all(self, but: ShimConn | None = None) -> None:
         """Control requests carry no one-way frames that must be read first."""
@@ -113,7 +113,7 @@ class HostAgent(ShimServer):
                 if self.sessions or self.conns:
                     self._quiet_since = time.monotonic()
                 elif self.stale:
-                    self.log("ferry agent: a newer build of ferry ran; exiting now that no session is left")
+                    self.log("ferry agent: another build of ferry ran; exiting now that no session is left")
                     break
                 elif time.monotonic() - self._quiet_since > self.idle:
                     self.log(f"ferry agent: idle for {self.idle:g} s, exiting")
@@ -185,7 +185,8 @@ class HostAgent(ShimServer):
             config = SessionConfig.from_json(f["config"])
             if config.code and config.code != self.code:
                 if not self.sessions:
-                    self._stop.set()  # idle: make way for the run's own build at once
+                    # idle: make way for the run's own build, once this refusal is on its way
+                    asyncio.get_running_loop().call_later(0.05, self._stop.set)
                     raise OSError(errno.ESTALE, "the agent is another build of ferry; it is stopping")
                 self.stale = True
                 if fd >= 0:
