@@ -53,8 +53,12 @@
 
 #include "fy_launch.h"
 
+/* Baked in by shimlib.build_launcher (setup.py, or a checkout's tests). */
 #ifndef FERRY_PYTHON
 #define FERRY_PYTHON "python3"
+#endif
+#ifndef FERRY_PYVER
+#define FERRY_PYVER "3"
 #endif
 
 #define EXIT_FERRY_FAILED 125
@@ -71,19 +75,65 @@ static char g_log[PATH_MAX]; /* agent.log beside the control socket, for message
 /* Handing off to Python                                                                  */
 /* ------------------------------------------------------------------------------------ */
 
+static char g_exe_dir[PATH_MAX]; /* this binary's directory ("" if unknown) */
+
+static void find_exe_dir(void)
+{
+    ssize_t n = readlink("/proc/self/exe", g_exe_dir, sizeof g_exe_dir - 1);
+    if (n <= 0) n = 0;
+    g_exe_dir[n] = '\0';
+    char *slash = strrchr(g_exe_dir, '/');
+    if (slash) *slash = '\0';
+    else g_exe_dir[0] = '\0';
+}
+
+/* dir/rel if it exists with access `mode`. */
+static int file_at(char *out, size_t size, const char *dir, const char *rel, int mode)
+{
+    return *dir && (size_t)snprintf(out, size, "%s/%s", dir, rel) < size && access(out, mode) == 0;
+}
+
+/* The same, made canonical (no "..": LD_PRELOAD names it as Python would).  Not for an
+ * interpreter: a venv's python is a symlink that must stay one. */
+static int real_file_at(char *out, size_t size, const char *dir, const char *rel)
+{
+    char real[PATH_MAX];
+    if (!file_at(out, size, dir, rel, R_OK)) return 0;
+    if (realpath(out, real) && strlen(real) < size) strcpy(out, real);
+    return 1;
+}
+
+/* The interpreter whose ferry package this binary belongs to.  A wheel may be built by
+ * one Python and installed in another's venv, so in a venv (pyvenv.cfg above our bin/)
+ * the venv's python comes first; then the one that built us; then one beside us. */
+static const char *python_path(void)
+{
+#ifndef FERRY_CHECKOUT
+    static char buf[PATH_MAX];
+    char cfg[PATH_MAX];
+    if (file_at(cfg, sizeof cfg, g_exe_dir, "../pyvenv.cfg", R_OK) &&
+        file_at(buf, sizeof buf, g_exe_dir, "python" FERRY_PYVER, X_OK))
+        return buf;
+    if (access(FERRY_PYTHON, X_OK) != 0 && file_at(buf, sizeof buf, g_exe_dir, "python" FERRY_PYVER, X_OK))
+        return buf;
+#endif
+    return FERRY_PYTHON;
+}
+
 /* exec `PYTHON -m ferry ARGS...`: the environment (PYTHONPATH included) goes as it is, so
  * a front built from a checkout hands off to that checkout's Python code. */
 static void __attribute__((noreturn)) handoff(void)
 {
+    const char *python = python_path();
     char **args = calloc((size_t)g_argc + 3, sizeof *args);
     if (!args) _exit(EXIT_FERRY_FAILED);
-    args[0] = (char *)FERRY_PYTHON;
+    args[0] = (char *)python;
     args[1] = (char *)"-m";
     args[2] = (char *)"ferry";
     for (int i = 1; i < g_argc; i++) args[i + 2] = g_argv[i];
-    execv(FERRY_PYTHON, args);
-    if (!strchr(FERRY_PYTHON, '/')) execvp(FERRY_PYTHON, args);
-    fprintf(stderr, "ferry: cannot start %s: %s (reinstall ferry)\n", FERRY_PYTHON, strerror(errno));
+    execv(python, args);
+    if (!strchr(python, '/')) execvp(python, args);
+    fprintf(stderr, "ferry: cannot start %s: %s (reinstall ferry)\n", python, strerror(errno));
     _exit(EXIT_FERRY_FAILED);
 }
 
@@ -330,8 +380,11 @@ static void control_path(char *out, size_t size)
     snprintf(g_log, sizeof g_log, "%.*sagent.log", (int)dn, out);
 }
 
-/* libferry.so: FERRY_SHIM (tests from a checkout), else beside this binary (the package's
- * ferry/_lib/, where setup.py puts both). */
+/* libferry.so: FERRY_SHIM (tests from a checkout); else beside this binary (the package's
+ * ferry/_lib/, where setup.py puts both); else, for the copy a wheel installs as
+ * <prefix>/bin/ferry, in the package: the checkout's src/ferry/_lib for an editable
+ * install, <bin>/FERRY_PLATLIB/ferry/_lib (../lib/python3.X/site-packages/...) for a
+ * normal one.  Not found: Python says it is missing and what to do. */
 static void shim_path(char *out, size_t size)
 {
     const char *env = getenv("FERRY_SHIM");
@@ -340,13 +393,16 @@ static void shim_path(char *out, size_t size)
         strcpy(out, env);
         return;
     }
-    ssize_t n = readlink("/proc/self/exe", out, size - 1);
-    if (n <= 0) handoff();
-    out[n] = '\0';
-    char *slash = strrchr(out, '/');
-    if (!slash || (size_t)(slash - out) + sizeof "/libferry.so" > size) handoff();
-    strcpy(slash, "/libferry.so");
-    if (access(out, R_OK) != 0) handoff(); /* Python says it is missing and what to do */
+    if (real_file_at(out, size, g_exe_dir, "libferry.so")) return;
+#ifdef FERRY_CHECKOUT
+    if (real_file_at(out, size, FERRY_CHECKOUT, "src/ferry/_lib/libferry.so")) return;
+#endif
+#ifdef FERRY_PLATLIB
+    if (real_file_at(out, size, g_exe_dir, FERRY_PLATLIB "/ferry/_lib/libferry.so")) return;
+#endif
+    if (real_file_at(out, size, g_exe_dir, "../lib/python" FERRY_PYVER "/site-packages/ferry/_lib/libferry.so"))
+        return;
+    handoff();
 }
 
 #ifdef FERRY_CHECKOUT
@@ -692,6 +748,7 @@ int main(int argc, char **argv)
 {
     g_argc = argc;
     g_argv = argv;
+    find_exe_dir();
     if (argc < 2 || strcmp(argv[1], "run")) handoff();
     const char *agent = getenv("FERRY_AGENT");
     if (agent && strcmp(agent, "host")) handoff(); /* "private", or something Python names */

@@ -39,14 +39,20 @@ def build(out: Path, sources: Path = SOURCES) -> Path:
 
 
 def build_launcher(out: Path, sources: Path = LAUNCHER_SOURCES, python: str = sys.executable,
-                   checkout: Path | None = None) -> Path:
-    """The C front, handing off to `python -m ferry`.  With `checkout` (an editable
-    install), it hands off whenever a source there is newer than its libferry.so."""
+                   checkout: Path | None = None, platlib: str | None = None) -> Path:
+    """The C front, handing off to `python -m ferry` (`python`, or the venv's own
+    interpreter when it is installed in one).  With `checkout` (an editable install) it
+    finds the shim in the checkout's src/ferry/_lib and hands off whenever a source there
+    is newer; `platlib` is where the package is relative to the command's directory, for
+    the copy a wheel installs in bin/."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    defines = [f"-DFERRY_PYTHON={_c_string(python)}"]
+    defines = [f"-DFERRY_PYTHON={_c_string(python)}",
+               f"-DFERRY_PYVER={_c_string(f'{sys.version_info[0]}.{sys.version_info[1]}')}"]
     if checkout is not None:
         defines.append(f"-DFERRY_CHECKOUT={_c_string(str(checkout))}")
+    if platlib is not None:
+        defines.append(f"-DFERRY_PLATLIB={_c_string(platlib)}")
     cmd = [os.environ.get("CC", "gcc"), *LAUNCHER_CFLAGS, *defines, "-I", str(sources.parent / "shim"),
            "-o", str(tmp), str(sources / "ferry.c")]
     try:
