@@ -206,3 +206,10 @@ def test_a_failed_write_back_exits_125_naming_the_copies(c_only, agent_up, tmp_p
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("ferry run: ")]
     assert "could not be written back; first:" in lines[-2], p.stderr
     assert lines[-1].startswith("ferry run: the local copies are kept in "), p.stderr
+
+
+def test_a_session_the_agent_refuses_is_reported_as_python_does(c_only, agent_up):
+    env = front_env(FERRY_CONNECT_TIMEOUT="abc")  # the agent reads the run's timeouts
+    c, py = run(c_only, "run", "--", "true", env=env), run(PYTHON, "run", "--", "true", env=env)
+    assert c.returncode == 125 and "SESSION_OPEN: Invalid argument" in c.stderr, c.stderr
+    assert (c.returncode, c.stderr) == (py.returncode, py.stderr)
