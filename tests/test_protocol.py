@@ -33,12 +33,13 @@ def _fields(fields: list[tuple[str, str]]) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({name: _KINDS[kind] for name, kind in fields})
 
 
-SHIM = Path(__file__).resolve().parents[1] / "shim"
+REPO = Path(__file__).resolve().parents[1]
+SHIM = REPO / "shim"
 
 
 @pytest.mark.parametrize("name", list(gen.FILES))
 def test_generated_c_matches_spec(name: str) -> None:
-    assert (SHIM / name).read_text() == gen.FILES[name](), f"run `python -m ferry.protocol.gen` and commit shim/{name}"
+    assert (REPO / name).read_text() == gen.FILES[name](), f"run `python -m ferry.protocol.gen` and commit {name}"
 
 
 def test_shim_sends_every_op_it_has_an_encoder_for() -> None:
@@ -46,6 +47,14 @@ def test_shim_sends_every_op_it_has_an_encoder_for() -> None:
     sources = "".join(p.read_text() for p in SHIM.glob("*.c"))
     unused = [op for op in spec.SHIM_OPS if f"fy_enc_{op.lower()}(" not in sources]
     assert not unused, f"the shim never sends {unused}: drop them from spec.SHIM_CALLS/SHIM_TELLS"
+
+
+def test_the_c_front_sends_and_reads_every_op_it_has_code_for() -> None:
+    """gen.FRONT_OPS names exactly the control ops launcher/ferry.c speaks."""
+    source = (REPO / "launcher" / "ferry.c").read_text()
+    unused = [op for op in gen.FRONT_OPS
+              if f"fy_enc_{op.lower()}(" not in source or f"fy_dec_{op.lower()}(" not in source]
+    assert not unused, f"launcher/ferry.c never sends or reads {unused}: drop them from gen.FRONT_OPS"
 
 
 def test_each_side_has_a_handler_for_every_op_it_serves() -> None:

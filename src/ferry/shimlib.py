@@ -1,7 +1,9 @@
-"""Where libferry.so is, building it from `shim/` when running from a source checkout.
+"""Where libferry.so and the C front (`ferry`, launcher/ferry.c) are, building them when
+running from a source checkout.
 
-`pip install` builds the shim into the package (see setup.py); a checkout used through
-PYTHONPATH gets it built here on first use, into the user cache.
+`pip install` builds both into the package's `_lib/` (see setup.py); a checkout used
+through PYTHONPATH gets them built here on first use, into the user cache, keyed by a
+digest of their sources (and, for the front, of the interpreter it hands off to).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 
 PACKAGED = Path(__file__).resolve().parent / "_lib" / "libferry.so"
 SOURCES = Path(__file__).resolve().parents[2] / "shim"
+PACKAGED_LAUNCHER = PACKAGED.with_name("ferry")
+LAUNCHER_SOURCES = SOURCES.with_name("launcher")
+LAUNCHER_CFLAGS = ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror"]
 CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror",
           "-Wno-nonnull-compare"]
 
@@ -33,15 +38,65 @@ def build(out: Path, sources: Path = SOURCES) -> Path:
     return out
 
 
+def build_launcher(out: Path, sources: Path = LAUNCHER_SOURCES, python: str = sys.executable,
+                   checkout: Path | None = None, platlib: str | None = None) -> Path:
+    """The C front, handing off to `python -m ferry` (`python`, or the venv's own
+    interpreter when it is installed in one).  With `checkout` (an editable install) it
+    finds the shim in the checkout's src/ferry/_lib and hands off whenever a source there
+    is newer; `platlib` is where the package is relative to the command's directory, for
+    the copy a wheel installs in bin/."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    defines = [f"-DFERRY_PYTHON={_c_string(python)}",
+               f"-DFERRY_PYVER={_c_string(f'{sys.version_info[0]}.{sys.version_info[1]}')}"]
+    if checkout is not None:
+        defines.append(f"-DFERRY_CHECKOUT={_c_string(str(checkout))}")
+    if platlib is not None:
+        defines.append(f"-DFERRY_PLATLIB={_c_string(platlib)}")
+    cmd = [os.environ.get("CC", "gcc"), *LAUNCHER_CFLAGS, *defines, "-I", str(sources.parent / "shim"),
+           "-o", str(tmp), str(sources / "ferry.c")]
+    try:
+        subprocess.run(cmd, check=True)
+    except FileNotFoundError:
+        sys.exit("ferry: building the ferry command needs a C compiler (gcc): install it, e.g. apt-get install gcc")
+    except subprocess.CalledProcessError:
+        sys.exit(f"ferry: building the ferry command from {sources} failed (compiler errors above)")
+    tmp.replace(out)
+    return out
+
+
+def _c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _cache(kind: str) -> Path:
+    import platformdirs  # here, so setup.py can load this file before dependencies are installed
+
+    return Path(platformdirs.user_cache_dir("ferry")) / kind
+
+
+def launcher_path() -> Path:
+    """The C front: in a checkout built from launcher/ (rebuilt when a source or the
+    interpreter changed); else the packaged one.  From a checkout it finds the shim only
+    through FERRY_SHIM (set it to path())."""
+    if LAUNCHER_SOURCES.is_dir():
+        digest = hashlib.sha256(sys.executable.encode())
+        for p in [*sorted(LAUNCHER_SOURCES.glob("*.[ch]")), *sorted(SOURCES.glob("fy_*.h"))]:
+            digest.update(p.name.encode() + p.read_bytes())
+        out = _cache("launcher") / f"ferry-{digest.hexdigest()[:16]}"
+        return out if out.exists() else build_launcher(out)
+    if PACKAGED_LAUNCHER.exists():
+        return PACKAGED_LAUNCHER
+    sys.exit(f"ferry: the ferry command is missing ({PACKAGED_LAUNCHER}); reinstall ferry with `pip install .`")
+
+
 def path() -> Path:
     if SOURCES.is_dir():
         # A checkout: rebuild whenever a source changed, so tests never run a stale shim.
         digest = hashlib.sha256()
         for p in sorted(SOURCES.glob("*.[ch]")):
             digest.update(p.name.encode() + p.read_bytes())
-        import platformdirs  # here, so setup.py can load this file before dependencies are installed
-
-        out = Path(platformdirs.user_cache_dir("ferry")) / "shim" / f"libferry-{digest.hexdigest()[:16]}.so"
+        out = _cache("shim") / f"libferry-{digest.hexdigest()[:16]}.so"
         return out if out.exists() else build(out)
     if PACKAGED.exists():
         return PACKAGED
