@@ -28,8 +28,11 @@ def test_wheel_carries_the_shim_and_runs_without_a_compiler(node, tmp_path):
 
     venv = tmp_path / "venv"  # the run's dependencies come from this interpreter's site-packages
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
-    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
-                   timeout=300)
+    # Into the venv whatever this interpreter has installed (an editable checkout, a PYTHONPATH):
+    # pip would otherwise call the same version "already satisfied" and install no command.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                    str(wheel)], check=True, timeout=300, env=clean)
     (node.root / "hello.txt").write_text("from the node\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["CC"] = "/bin/false"  # any attempt to build the shim would fail
