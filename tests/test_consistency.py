@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MODES, PATH_FORMS, Where, ferry_env
+from conftest import MODES, MOUNT_PREFIX, PATH_FORMS, Where, ferry_env, ferry_run
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -91,3 +91,27 @@ def test_writes_of_one_run_seen_by_next(node, mode):
         assert (node.root / "log").read_text() == "".join(f"line{k}\n" for k in range(i + 1))
     r = Where(node, "direct" if mode == "cache" else "cache", "orfa").run(["ls", w.path("dirs")])
     assert r.stdout.split() == ["0", "1", "2"]
+
+
+def test_own_truncate_replayed_never_cuts_an_open_writer_off(node):
+    """A file renamed while open for writing (so it is sent to the node at once), then
+    truncated by name twice (each replayed onto the node, moving the node's version): the
+    second truncate's open must not fetch the node's copy over ours, which would leave the
+    writer's fd on an orphan and lose what it wrote (the differential suite's s44)."""
+    m = MOUNT_PREFIX
+    script = (
+        "import os, time\n"
+        f"fd = os.open('{m}/b', os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "os.ftruncate(fd, 9)\n"
+        f"os.rename('{m}/b', '{m}/a')\n"
+        "os.write(fd, b'\\nzyzyx\\nxyyyy')\n"
+        "for size in (14, 1):\n"
+        f"    os.truncate('{m}/a', size)\n"
+        "    time.sleep(0.3)  # the replay is answered before the next truncate opens the file\n"
+        "os.pwrite(fd, b'Z', 0)  # still the file's writer\n"
+        "print(os.fstat(fd).st_nlink)\n"
+        "os.close(fd)\n"
+        f"print(open('{m}/a', 'rb').read())\n")
+    p = ferry_run([sys.executable, "-c", script], mounts=(f"{m}={node.url}",))
+    assert p.stdout == "1\nb'Z'\n", p.stdout + p.stderr
+    assert (node.root / "a").read_bytes() == b"Z"

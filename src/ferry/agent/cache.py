@@ -42,7 +42,8 @@ class Meta:
     pending: int = 0                # write-backs queued for this object
     children: set[bytes] = field(default_factory=set)
     written: bool = False           # file: opened for writing through the cache in this run
-    uploaded: tuple[int, int, int] | None = None  # cache file (ino, size, mtime_ns) last read for upload
+    uploaded: tuple[int, int, int] | None = None  # cache file (ino, size, mtime_ns) as the node has it:
+                                                  # when an upload last read it, or a fetch made it
 
 
 def kind_of(mode: int) -> str:

@@ -266,9 +266,25 @@ class Resolver:
                 a = (await link.call("STAT", path=rel, flags=0))["attr"]
                 if (a.mtime_ns, a.size) == m.version:
                     return {}
+                if self._written_here(path, m):
+                    # Ours has changes the node has not seen (a file still open for writing;
+                    # the node's version moved by our own replayed TRUNCATE or SETATTR):
+                    # fetching over it would cut the writer's fd off from the file and lose
+                    # them.  Local wins until its upload, as in a listing.
+                    return {}
             attr = await cache.fetch(link, rel, self.replica.cpath(path), in_place=not m.present)
             m.present, m.version = True, (attr.mtime_ns, attr.size)
+            m.uploaded = cache.identity(os.lstat(self.replica.cpath(path)))  # what the node has, here
         return {}
+
+    def _written_here(self, path: bytes, m: cache.Meta) -> bool:
+        """Whether the replica file holds writes made here since its last upload."""
+        if not m.written:
+            return False
+        try:
+            return cache.identity(os.lstat(self.replica.cpath(path))) != m.uploaded
+        except OSError:
+            return False
 
     def _adopt(self, path: bytes) -> cache.Meta | None:
         """Meta for a replica file a shim created without asking (exclusive create)."""
