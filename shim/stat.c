@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
@@ -88,16 +89,52 @@ static int parent_unlisted(const struct fy_path *p)
     return LIBC(fstatat)(AT_FDCWD, dir, &st, 0) < 0 || unlisted_dir(&st);
 }
 
-/* A placeholder (a cache-mode file listed but not fetched) is a hole of the right size; the
- * agent keeps the node's st_blocks beside it (cache.py, _note_blocks) for du and ls -l. */
-static void placeholder_blocks(const char *cache_path, struct stat *st)
+/* Cache mode: what a replica entry reports is the node's identity, not the replica's, so a
+ * file looks the same in every run and on every client (git's index, make, rsync -u and
+ * tar compare these).  The agent keeps "ino ctime_ns blocks mtime_ns size" of the node's
+ * version beside the entry (agent/cache.py, note_identity).  st_dev is one number per
+ * mount; st_ino the node's; while the replica copy is still that version (same mtime and,
+ * for a file, size) st_ctime and, for a placeholder (a hole of the right size), st_blocks
+ * are the node's too.  An entry the node has not seen yet (made here, or a symlink, which holds no
+ * user xattr) keeps the replica's inode number with the top bit set: never one of the
+ * node's, so no tool takes two files for hard links of one.  `fd` >= 0: read it there. */
+static void node_identity_of(const char *cache_path, int fd, const char *ferry_path, struct stat *st);
+
+static void node_identity(const char *cache_path, int fd, const char *ferry_path, struct stat *st)
 {
-    if (!S_ISREG(st->st_mode) || st->st_blocks != 0 || st->st_size == 0) return;
-    char v[24];
-    ssize_t n = LIBC(lgetxattr)(cache_path, "user.ferry.blocks", v, sizeof v - 1);
-    if (n <= 0) return;
-    v[n] = 0;
-    st->st_blocks = strtoll(v, NULL, 10);
+    int saved = errno;  /* a stat that succeeds leaves errno as it found it */
+    node_identity_of(cache_path, fd, ferry_path, st);
+    errno = saved;
+}
+
+static void node_identity_of(const char *cache_path, int fd, const char *ferry_path, struct stat *st)
+{
+    st->st_dev = mount_dev(ferry_path);
+    char v[128], proc[32];
+    ssize_t n;
+    if (fd >= 0) {
+        n = LIBC(fgetxattr)(fd, "user.ferry.node", v, sizeof v - 1);
+        if (n < 0 && errno == EBADF) {  /* an O_PATH fd has no xattr calls: its inode by name */
+            snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+            n = LIBC(getxattr)(proc, "user.ferry.node", v, sizeof v - 1);
+        }
+    } else {
+        n = LIBC(lgetxattr)(cache_path, "user.ferry.node", v, sizeof v - 1);
+    }
+    unsigned long long ino;
+    long long ctime_ns, blocks, mtime_ns, size;
+    if (n > 0) v[n] = 0;
+    if (n <= 0 || sscanf(v, "%llu %lld %lld %lld %lld", &ino, &ctime_ns, &blocks, &mtime_ns, &size) != 5) {
+        st->st_ino |= 1ULL << 63;
+        return;
+    }
+    st->st_ino = ino;
+    /* (a directory's size is its file system's own: the replica's never matches the node's) */
+    if ((st->st_size != size && !S_ISDIR(st->st_mode)) ||
+        st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec != mtime_ns) return;
+    st->st_ctim.tv_sec = ctime_ns / 1000000000;
+    st->st_ctim.tv_nsec = ctime_ns % 1000000000;
+    if (S_ISREG(st->st_mode) && st->st_blocks == 0) st->st_blocks = blocks;
 }
 
 /* A symlink the replica keeps marked (it leads out of its mount: see agent/cache.py)
@@ -117,10 +154,7 @@ static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
     int rc = cache_stat(p, st, nofollow);
-    if (rc == 0) {
-        placeholder_blocks(p->cache, st);
-        link_size(p->cache, st);
-    }
+    if (rc == 0) link_size(p->cache, st);
     return rc;
 }
 
@@ -196,16 +230,28 @@ int fy_parent_redirect(const struct fy_path *p)
 static int path_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
     struct stat got;
-    int rc = fy_cfg.mode == FY_MODE_DIRECT ? fy_remote_stat(p->ferry, nofollow, &got) : fy_cache_stat(p, &got, nofollow);
+    int rc;
+    if (fy_cfg.mode == FY_MODE_DIRECT) {
+        rc = fy_remote_stat(p->ferry, nofollow, &got);
+    } else {
+        rc = fy_cache_stat(p, &got, nofollow);
+        if (rc == 0) node_identity(p->cache, -1, p->ferry, &got);
+    }
     return rc < 0 ? fy_fail(rc) : fy_copy_out(st, &got, sizeof got);
 }
 
 static int fd_stat(int fd, struct stat *st)
 {
-    struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) return LIBC(fstat)(fd, st);
+    struct fy_fd *f = fy_fd_get(fd);
     struct stat got;
-    int rc = remote_fstat(f, &got);
+    int rc;
+    if (!f) return LIBC(fstat)(fd, st);
+    if (f->kind == FY_FD_CACHE) {  /* a real fd on a replica file: as its stat(path) says */
+        if (LIBC(fstat)(fd, &got) < 0) return -1;
+        node_identity(NULL, fd, f->path, &got);
+        return fy_copy_out(st, &got, sizeof got);
+    }
+    rc = remote_fstat(f, &got);
     return rc < 0 ? fy_fail(rc) : fy_copy_out(st, &got, sizeof got);
 }
 
@@ -258,13 +304,24 @@ static void stat_to_statx(const struct stat *st, struct statx *sx)
     sx->stx_dev_minor = minor(st->st_dev);
 }
 
+/* What node_identity put in `st` over the kernel's statx of the same replica entry. */
+static void statx_identity(const struct stat *st, struct statx *sx)
+{
+    sx->stx_ino = st->st_ino;
+    sx->stx_dev_major = major(st->st_dev);
+    sx->stx_dev_minor = minor(st->st_dev);
+    sx->stx_ctime.tv_sec = st->st_ctim.tv_sec;
+    sx->stx_ctime.tv_nsec = (uint32_t)st->st_ctim.tv_nsec;
+    sx->stx_blocks = (uint64_t)st->st_blocks;
+}
+
 static int statx_ferry(const struct fy_path *p, int flags, unsigned int mask, struct statx *sx)
 {
     struct stat st;
     if (path_stat(p, &st, flags & AT_SYMLINK_NOFOLLOW) < 0) return -1;
     if (fy_cfg.mode == FY_MODE_CACHE) {
         if (LIBC(statx)(AT_FDCWD, p->cache, flags, mask, sx) < 0) return -1;
-        if (S_ISREG(st.st_mode) && sx->stx_blocks == 0) sx->stx_blocks = (uint64_t)st.st_blocks;  /* a placeholder's */
+        statx_identity(&st, sx);
         if (S_ISLNK(st.st_mode)) sx->stx_size = (uint64_t)st.st_size;  /* a marked link's: see link_size */
         return 0;
     }
@@ -276,6 +333,13 @@ static int statx_ferry(const struct fy_path *p, int flags, unsigned int mask, st
 FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *sx)
 {
     if ((flags & AT_EMPTY_PATH) && fy_empty_path(path)) {
+        struct fy_fd *f = fy_fd_get(dirfd);
+        if (f && f->kind == FY_FD_CACHE) {
+            struct stat st;
+            if (fd_stat(dirfd, &st) < 0 || LIBC(statx)(dirfd, path, flags, mask, sx) < 0) return -1;
+            statx_identity(&st, sx);
+            return 0;
+        }
         if (!fy_fd_direct(dirfd)) return LIBC(statx)(dirfd, path, flags, mask, sx);
         struct stat st;
         struct statx got;

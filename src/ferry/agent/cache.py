@@ -54,16 +54,25 @@ def parent_of(path: bytes) -> bytes:
     return path.rsplit(b"/", 1)[0] or b"/"
 
 
-BLOCKS_XATTR = "user.ferry.blocks"  # read by the shim's stat (shim/stat.c); a placeholder has none of its own
+IDENTITY_XATTR = "user.ferry.node"  # read by the shim's stat (shim/stat.c, node_identity)
 
 
-def _note_blocks(fd: int, blocks: int) -> None:
-    """A placeholder is a hole of the right size: keep the node's st_blocks beside it, so
-    `du` and `ls -l` count what the file holds before anyone reads it."""
+def note_identity(where: int | bytes, a: Attr, size: int | None = None) -> None:
+    """Keep the node's identity of a replica file or directory beside it: its inode
+    number, ctime and st_blocks, with the mtime and size the replica copy has when it
+    matches the node's.  The shim's stat reports the node's inode (the same in every run
+    and on every client), and its ctime and blocks while the copy is still that version —
+    so git's index, make and rsync see an unchanged file as unchanged across runs, and
+    `du` counts a placeholder (a hole of the right size) as the node does.  Set it while
+    the entry is writable by its owner: a user xattr needs write permission."""
+    value = b"%d %d %d %d %d" % (a.ino, a.ctime_ns, a.blocks, a.mtime_ns, a.size if size is None else size)
     try:
-        os.setxattr(fd, BLOCKS_XATTR, b"%d" % blocks)
+        if isinstance(where, int):
+            os.setxattr(where, IDENTITY_XATTR, value)
+        else:
+            os.setxattr(where, IDENTITY_XATTR, value, follow_symlinks=False)
     except OSError:
-        pass  # a replica on a file system without user xattrs: st_blocks stays 0
+        pass  # a replica on a file system without user xattrs: the replica's own numbers show
 
 
 class Replica:
@@ -120,7 +129,8 @@ class Replica:
         a = e.attr
         k = kind_of(a.mode)
         if k == "d":
-            os.mkdir(cp, 0)
+            os.mkdir(cp, 0o700)
+            note_identity(cp, a)
             os.chmod(cp, 0)  # unlisted mark: the shim asks before trusting it
             os.utime(cp, ns=(a.atime_ns, a.mtime_ns))
         elif k == "l":
@@ -131,7 +141,7 @@ class Replica:
             try:
                 if a.size:
                     os.ftruncate(fd, a.size)
-                    _note_blocks(fd, a.blocks)
+                note_identity(fd, a)
                 os.fchmod(fd, stat.S_IMODE(a.mode))
                 os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
             finally:
@@ -167,6 +177,8 @@ class Replica:
                 pass  # made locally meanwhile: local wins until written back
             m.children.add(name)
         m.present = True
+        if dir_attr is not None:
+            note_identity(cp, dir_attr)
         mode = stat.S_IMODE(dir_attr.mode) if dir_attr else 0o755
         os.chmod(cp, mode or 0o700)
         if dir_attr is not None:  # the node's times, now that placing entries changed ours
@@ -245,7 +257,9 @@ async def fetch(link: SessionLink, rel: bytes, dest: bytes, in_place: bool = Fal
             inflight = []
             done = False
             while not done or inflight:
-                while not done and len(inflight) < READ_WINDOW:
+                # Up to READ_WINDOW chunks ahead, but no further than the size OPEN gave (a
+                # small file is one READ); past it one at a time, until a short read.
+                while not done and len(inflight) < READ_WINDOW and (offset <= attr.size or not inflight):
                     inflight.append((offset, client.send("READ", handle=handle, offset=offset, count=spec.IO_CHUNK)))
                     offset += spec.IO_CHUNK
                 off, fut = inflight.pop(0)
@@ -259,6 +273,7 @@ async def fetch(link: SessionLink, rel: bytes, dest: bytes, in_place: bool = Fal
                     inflight.clear()
             if os.fstat(fd).st_size != end:  # an in-place placeholder may be longer
                 os.ftruncate(fd, end)
+            note_identity(fd, attr._replace(blocks=os.fstat(fd).st_blocks), end)
             os.fchmod(fd, stat.S_IMODE(attr.mode))
             os.utime(fd, ns=(attr.atime_ns, attr.mtime_ns))
         except BaseException:
@@ -322,6 +337,9 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None):
     through PUT_OPEN/WRITE/PUT_COMMIT, holes skipped."""
     what = f"upload {rel.decode(errors='replace')}"
 
+    # (The replica keeps the identity it was listed or fetched with: an inode number must
+    # not change under a program that has the file open, as sqlite checks; the next
+    # session lists the node's new one.)
     def committed(attr: Attr) -> None:
         if meta is not None:
             meta.version = (attr.mtime_ns, attr.size)

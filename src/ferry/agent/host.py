@@ -200,7 +200,8 @@ class HostAgent(ShimServer):
             timeouts = (config.timeout("FERRY_CONNECT_TIMEOUT", 3.0), config.timeout("FERRY_CALL_TIMEOUT", 30.0))
         except Exception as e:
             if fd >= 0:
-                os.write(fd, f"ferry agent: cannot open the session: {e}\n".encode(errors="replace"))
+                if not (isinstance(e, OSError) and e.errno == errno.ESTALE):  # the run retries that one
+                    os.write(fd, f"ferry agent: cannot open the session: {e}\n".encode(errors="replace"))
                 os.close(fd)
             raise
         sid, self._next = self._next, self._next + 1
