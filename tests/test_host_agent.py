@@ -230,3 +230,19 @@ def test_an_agent_of_another_build_makes_way(node, own_agent, tmp_path):
         wait_for(lambda: agent_cli("status", env=env).returncode == 3, what="the stale agent to exit when idle")
     finally:
         os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_runs_started_at_once_share_one_new_agent(node, own_agent):
+    """Eight runs and no agent yet: they race to start one; one wins, all are served by it."""
+    env = own_agent
+    m = MOUNT_PREFIX
+    (node.root / "f").write_text("x\n")
+    runs = [subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}={node.url}", "--", "sh", "-c",
+                              f"cat {m}/f; echo {i} > {m}/out{i}"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for i in range(8)]
+    outs = [r.communicate(timeout=120) for r in runs]
+    assert [r.returncode for r in runs] == [0] * 8, outs
+    assert all(o == "x\n" for o, _ in outs), outs
+    assert sorted(p.name for p in node.root.glob("out*")) == [f"out{i}" for i in range(8)]
+    status = json.loads(agent_cli("status", "--json", env=env).stdout)
+    assert status["sessions_total"] == 8  # every run reached the one agent that answers
