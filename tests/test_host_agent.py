@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -246,3 +247,51 @@ def test_runs_started_at_once_share_one_new_agent(node, own_agent):
     assert sorted(p.name for p in node.root.glob("out*")) == [f"out{i}" for i in range(8)]
     status = json.loads(agent_cli("status", "--json", env=env).stdout)
     assert status["sessions_total"] == 8  # every run reached the one agent that answers
+
+
+def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_path, own_agent):
+    """The node is away while a program writes (so nothing is sent), then the agent is
+    SIGKILLed: the next agent finds the session's record and sends what its replica holds
+    that the node never saw — new files and directories, rewritten files — and nothing else."""
+    from conftest import start_node
+    env = own_agent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = start_node(tmp_path / "export", "--listen", f"127.0.0.1:{port}")
+    (node.root / "old.txt").write_text("old\n")
+    (node.root / "same.txt").write_text("untouched\n")
+    m = MOUNT_PREFIX
+    ready, go, written = tmp_path / "ready", tmp_path / "go", tmp_path / "written"
+    script = (f"ls {m} >/dev/null; cat {m}/same.txt >/dev/null; touch {ready}; "
+              f"while [ ! -e {go} ]; do sleep 0.05; done; "
+              f"echo data > {m}/new.txt; echo changed > {m}/old.txt; mkdir {m}/nd; echo more > {m}/nd/g; "
+              f"touch {written}; sleep 60")
+    run = subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}=ferry://127.0.0.1:{port}", "--",
+                            "sh", "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    node2 = None
+    try:
+        wait_for(ready.exists, what="the program to list the mount")
+        node.stop()  # from now on nothing reaches the node
+        go.touch()
+        wait_for(written.exists, what="the program's writes")
+        pid = json.loads(agent_cli("status", "--json", env=env).stdout)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(10)
+        assert (node.root / "old.txt").read_text() == "old\n" and not (node.root / "new.txt").exists()
+        node2 = start_node(node.root, "--listen", f"127.0.0.1:{port}")
+        assert agent_cli("start", env=env).returncode == 0  # a new agent: it recovers what the old one left
+        wait_for(lambda: (node.root / "nd" / "g").exists() and (node.root / "new.txt").exists()
+                 and (node.root / "old.txt").read_text() == "changed\n", what="the left changes on the node")
+        assert (node.root / "new.txt").read_text() == "data\n" and (node.root / "nd" / "g").read_text() == "more\n"
+        assert (node.root / "same.txt").read_text() == "untouched\n"
+        wait_for(lambda: json.loads(agent_cli("status", "--json", env=env).stdout)["unsent"] == [],
+                 what="the record to go once all is sent")
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        for n in (node, node2):
+            if n is not None:
+                n.stop()

@@ -306,6 +306,8 @@ def agent_status(as_json: bool) -> None:
         return
     click.echo(f"ferry agent pid {status['pid']} on {status['socket']}: {len(status['sessions'])} session(s), "
                f"{status['sessions_total']} since start")
+    for name in status["unsent"]:
+        click.echo(f"  not yet written back: {name} (sent when its node answers; ferry agent stop + start retries)")
     for s in status["sessions"]:
         state = "ended" if s["ended"] else "running"
         click.echo(f"  session {s['id']} ({s['mode']}, {state}): {' '.join(s['prefixes'])}; "

@@ -35,6 +35,7 @@ import time
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
 from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, replica_base, store_dir
+from . import recovery
 from .links import LinkPool
 from .routes import Mount, Router
 from .server import Agent
@@ -101,6 +102,7 @@ class HostAgent(ShimServer):
     async def serve(self, lsock: socket.socket) -> None:
         self.listen(lsock)
         loop = asyncio.get_running_loop()
+        recovering = loop.create_task(recovery.recover(self.pool, self._embedded_node, self.log))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # stop as AGENT_STOP does: written back first
             loop.add_signal_handler(sig, self._stop.set)
         try:
@@ -119,6 +121,8 @@ class HostAgent(ShimServer):
                     self.log(f"ferry agent: idle for {self.idle:g} s, exiting")
                     break
         finally:
+            if not recovering.done():
+                await recovering  # (bounded by the nodes' timeouts)
             for s in list(self.sessions.values()):
                 await self._close_session(s, wait=True)
             await self.pool.close()
@@ -160,8 +164,10 @@ class HostAgent(ShimServer):
         if failures:
             self.log(f"ferry agent: session {s.id}: {len(failures)} change(s) not written back; "
                      f"the local copies are kept in {s.run_dir}: first: {failures[0]}")
+            # its record stays: the next agent sends what it can
         else:
             shutil.rmtree(s.run_dir, ignore_errors=True)
+            recovery.remove_record(s.id)
 
     async def _embedded_node(self, store: str) -> int:
         """The port of the node serving the embedded default from `store` (started once)."""
@@ -223,6 +229,7 @@ class HostAgent(ShimServer):
         os.chmod(sock_path, 0o600)
         lsock.listen(512)
         session.agent.listen(lsock)
+        recovery.write_record(sid, config, run_dir, tree)
         self.sessions[sid] = session
         self._counts["sessions"] += 1
         session.run_conn = conn  # when it closes, the run is over (killed, or done)
@@ -238,6 +245,9 @@ class HostAgent(ShimServer):
         return {"failures": "\n".join(failures)}
 
     async def ctl_agent_status(self, f) -> dict:
+        live = {recovery.record_path(sid) for sid in self.sessions}
+        # sessions gone with changes not yet on their nodes (this agent's or a dead one's)
+        unsent = sorted(p.name for p in recovery.records_dir().glob("*.json") if p not in live)
         sessions = []
         for s in self.sessions.values():
             links = s.agent.links.values()
@@ -249,6 +259,7 @@ class HostAgent(ShimServer):
                 "started": s.started})
         return {"status": json.dumps({"pid": os.getpid(), "socket": control_path(), "sessions": sessions,
                                       "sessions_total": self._counts["sessions"],
+                                      "unsent": unsent,
                                       "embedded": sorted(self._embedded)})}
 
     async def ctl_agent_sync(self, f) -> dict:

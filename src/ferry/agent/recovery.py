@@ -1,0 +1,150 @@
+"""What an agent that died (SIGKILL, a crash, a machine that lost power with a disk
+replica) left behind: sessions whose replicas hold writes never sent to their nodes.
+
+Each session has a record (`agent_dir()/sessions/<agent pid>-<session>.json`: its config and
+replica) from SESSION_OPEN until its changes are all on their nodes.  An agent that starts
+finds the records of agents that are gone and sends what their replicas hold that the nodes
+have not seen: a file is sent when it carries no node identity (made there) or when its
+mtime or size left the version it was listed or fetched with (written there); a directory
+without one is made.  What is not recovered, because only the dead agent knew it: removals
+and renames (a renamed file is sent under its new name; the old one stays on the node),
+symlinks made there, and metadata-only changes.  A record whose changes cannot all be sent
+(the node is away) stays, and the next agent tries again; `ferry agent status` lists it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from . import cache
+from .control import SessionConfig, agent_dir
+from .links import LinkPool, SessionLink
+from .routes import LINK_OUT_MARK, Mount, Router
+
+
+def records_dir() -> Path:
+    d = agent_dir() / "sessions"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+def record_path(sid: int) -> Path:
+    return records_dir() / f"{os.getpid()}-{sid}.json"
+
+
+def write_record(sid: int, config: SessionConfig, run_dir: str, tree: str) -> None:
+    p = record_path(sid)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": config.to_json(), "run_dir": run_dir, "tree": tree}))
+    os.replace(tmp, p)
+
+
+def remove_record(sid: int) -> None:
+    try:
+        record_path(sid).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def left_behind() -> list[Path]:
+    """Records of agents that are gone (this one holds the agent lock: any other is)."""
+    mine = f"{os.getpid()}-"
+    return sorted(p for p in records_dir().glob("*.json") if not p.name.startswith(mine))
+
+
+def _changed(st: os.stat_result, ident: bytes | None) -> bool:
+    if ident is None:
+        return True  # made in the replica: the node never had it
+    try:
+        _ino, _ctime, _blocks, mtime_ns, size = (int(x) for x in ident.split())
+    except ValueError:
+        return True
+    return st.st_mtime_ns != mtime_ns or (stat.S_ISREG(st.st_mode) and st.st_size != size)
+
+
+def _identity(path: bytes) -> bytes | None:
+    try:
+        return os.getxattr(path, cache.IDENTITY_XATTR, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts: tuple[float, float],
+                          log: Callable[[str], None]) -> tuple[int, list[str]]:
+    """Send what replica `tree` holds that its nodes have not seen; (how many, failures)."""
+    links: dict = {}
+
+    def link_for(path: bytes) -> tuple[SessionLink, bytes]:
+        addr, rel = router.route(path)
+        if addr not in links:
+            links[addr] = SessionLink(pool.get(addr, *timeouts), log)
+        return links[addr], rel
+
+    sent = 0
+    skip = tree + LINK_OUT_MARK.rstrip(b"/")
+    for dirpath, dirnames, filenames in os.walk(tree):
+        if dirpath == skip or dirpath.startswith(skip + b"/"):
+            dirnames[:] = []
+            continue
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            path = full[len(tree):]
+            root = router.root_of(path)
+            if not root or path == root or name.endswith(b".ferry-fetch"):
+                continue  # above a mount root, a mount root itself, or a fetch cut short
+            st = os.lstat(full)
+            if not _changed(st, _identity(full)) or stat.S_ISLNK(st.st_mode):
+                continue
+            link, rel = link_for(path)
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    await link.call("MKDIR", path=rel, mode=stat.S_IMODE(st.st_mode) or 0o755)
+                except FileExistsError:
+                    continue
+                except OSError as e:
+                    if e.errno != errno.EEXIST:
+                        link.failures.append(f"mkdir {path!r}: {e}")
+                    continue
+            elif stat.S_ISREG(st.st_mode):
+                fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                link.submit(cache.upload_job(link, rel, fd, None), f"upload {path.decode(errors='replace')}")
+            sent += 1
+    for lk in links.values():
+        await lk.drain()
+    return sent, [f for lk in links.values() for f in lk.failures]
+
+
+async def recover(pool: LinkPool, embedded: Callable, log: Callable[[str], None]) -> None:
+    """Write back what dead agents' sessions left (see the module's docstring)."""
+    for rec in left_behind():
+        try:
+            data = json.loads(rec.read_text())
+            config = SessionConfig.from_json(data["config"])
+            tree = os.fsencode(data["tree"])
+            if not os.path.isdir(tree):
+                rec.unlink()
+                continue
+            mounts = config.parsed_mounts()
+            if not mounts:
+                from .control import store_dir
+                port = await embedded(str(store_dir(config.env)))
+                mounts = [Mount.parse(f"/ferry=ferry://127.0.0.1:{port}")]
+            router = Router(mounts, config.options, config.cwd)
+            timeouts = (config.timeout("FERRY_CONNECT_TIMEOUT", 3.0), config.timeout("FERRY_CALL_TIMEOUT", 30.0))
+            sent, failures = await write_back_tree(pool, router, tree, timeouts, log)
+        except (OSError, ValueError, KeyError) as e:
+            log(f"ferry agent: cannot recover {rec.name}: {e}")
+            continue
+        if failures:
+            log(f"ferry agent: {rec.name}: {len(failures)} of {sent} change(s) left by a stopped agent could not "
+                f"be sent yet (first: {failures[0]}); kept in {data['run_dir']}, tried again at the next start")
+            continue
+        log(f"ferry agent: {rec.name}: sent {sent} change(s) a stopped agent left in {data['run_dir']}")
+        shutil.rmtree(data["run_dir"], ignore_errors=True)
+        rec.unlink()
