@@ -69,6 +69,7 @@ def test_status_shows_sessions_and_stop_ends_the_agent(node, own_agent):
         status = json.loads(st.stdout)
         (s,) = status["sessions"]
         assert s["prefixes"] == [m] and s["mode"] == "cache" and not s["ended"] and s["programs"] >= 1
+        assert s["ops"].get("CACHE_OPEN", 0) >= 1 and s["ops"].get("HELLO", 0) >= 1, s["ops"]  # the shim's calls
         assert s["nodes"][0]["node"].endswith(f":{node.url.rsplit(':', 1)[1]}") and s["nodes"][0]["connected"]
         text = agent_cli("status", env=env).stdout
         assert f"session {s['id']} (cache, running): {m}" in text

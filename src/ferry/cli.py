@@ -312,6 +312,8 @@ def agent_status(as_json: bool) -> None:
         state = "ended" if s["ended"] else "running"
         click.echo(f"  session {s['id']} ({s['mode']}, {state}): {' '.join(s['prefixes'])}; "
                    f"{s['programs']} program connection(s); replica {s['replica']}")
+        if s["ops"]:
+            click.echo("    ops: " + ", ".join(f"{op} {n}" for op, n in s["ops"].items()))
         for n in s["nodes"]:
             click.echo(f"    node {n['node']}: {'connected' if n['connected'] else 'not connected'}, "
                        f"backlog {n['backlog']}, {n['failures']} failed write-back(s)")

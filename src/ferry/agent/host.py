@@ -21,6 +21,7 @@ The control socket speaks the same framing as the shim's (spec.LAUNCHER_OPS, ans
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import fcntl
 import json
@@ -83,6 +84,7 @@ class HostAgent(ShimServer):
         self.idle = idle
         self.sessions: dict[int, Session] = {}
         self.conns: set[ShimConn] = set()  # control connections (ShimServer's name for them)
+        self.frame_counts: collections.Counter[int] = collections.Counter()
         self.tells: dict = {}
         self.calls = handlers_for(self, "ctl_", spec.LAUNCHER_OPS)
         self.log = stderr_log
@@ -254,6 +256,7 @@ class HostAgent(ShimServer):
             sessions.append({
                 "id": s.id, "mode": s.config.mode, "prefixes": s.prefixes, "ended": s.ended,
                 "programs": len(s.agent.conns), "replica": s.run_dir,
+                "ops": {spec.NAMES.get(code, str(code)): n for code, n in s.agent.frame_counts.most_common()},
                 "nodes": [{"node": str(lk.addr), "connected": lk.connected, "backlog": lk.backlog,
                            "failures": len(lk.failures)} for lk in links],
                 "started": s.started})

@@ -16,6 +16,7 @@ each:
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import socket
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.links: dict[NodeAddr, SessionLink] = {}
         self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)
         self.conns: set[ShimConn] = set()
+        self.frame_counts: collections.Counter[int] = collections.Counter()  # frames from shims, by opcode
         self.locks = LockKeeper()
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         self._lsock: socket.socket | None = None

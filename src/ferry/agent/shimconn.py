@@ -117,6 +117,7 @@ class ShimConn:
                 self.dispatch(req)
 
     def dispatch(self, req: codec.Request) -> None:
+        self.agent.frame_counts[req.opcode] += 1
         fd = self.fds.popleft() if req.opcode in _FD_OPS and self.fds else -1
         if req.flags & spec.FLAG_ONEWAY:
             # Applied now, in order: these only touch agent state and queue write-backs.
