@@ -111,3 +111,25 @@ def test_tar_of_files_written_in_the_run_sees_no_change(node):
               f"tar cf {m}/t.tar -C {m} t && tar tf {m}/t.tar | sort | tr '\\n' ' '")
     p = ferry_run(["sh", "-c", script], mounts=(f"{m}={node.url}",))
     assert p.stdout == "t/ t/1 t/2 t/3 " and "changed" not in p.stderr, p.stderr
+
+
+def test_a_replica_file_changed_behind_the_agent_is_fetched_again(node):
+    """Truncated or rewritten in the replica by something that is not a program of the run
+    (the shim not loaded): the next open notices and fetches the node's copy again."""
+    (node.root / "f").write_text("the node's content\n")
+    m = MOUNT_PREFIX
+    script = (f"cat {m}/f && env -u LD_PRELOAD truncate -s 3 \"$FERRY_CACHE{m}/f\" && cat {m}/f && "
+              f"env -u LD_PRELOAD sh -c 'echo forged > \"$FERRY_CACHE{m}/f\"' && cat {m}/f")
+    p = ferry_run(["sh", "-c", script], mounts=(f"{m}={node.url}",))
+    assert p.stdout == "the node's content\n" * 3, p.stdout + p.stderr
+    assert (node.root / "f").read_text() == "the node's content\n"
+
+
+def test_make_in_a_second_run_rebuilds_nothing(node):
+    (node.root / "a.c").write_text("int main(void) { return 0; }\n")
+    (node.root / "Makefile").write_text("a: a.o\n\tcc -o a a.o\na.o: a.c\n\tcc -c a.c\n")
+    m = MOUNT_PREFIX
+    first = ferry_run(["make", "-C", f"{m}"], mounts=(f"{m}={node.url}",))
+    assert "cc -c a.c" in first.stdout, first.stdout
+    second = ferry_run(["make", "-C", f"{m}"], mounts=(f"{m}={node.url}",))
+    assert "cc" not in second.stdout and "is up to date" in second.stdout, second.stdout

@@ -264,7 +264,7 @@ class Resolver:
             if m.present:
                 # Close-to-open: another client may have closed a newer version.
                 a = (await link.call("STAT", path=rel, flags=0))["attr"]
-                if (a.mtime_ns, a.size) == m.version:
+                if (a.mtime_ns, a.size) == m.version and not self._changed_behind(path, m):
                     return {}
                 if self._written_here(path, m):
                     # Ours has changes the node has not seen (a file still open for writing;
@@ -285,6 +285,16 @@ class Resolver:
             return cache.identity(os.lstat(self.replica.cpath(path))) != m.uploaded
         except OSError:
             return False
+
+    def _changed_behind(self, path: bytes, m: cache.Meta) -> bool:
+        """A replica file no program here wrote that is not what the fetch left (truncated
+        or rewritten behind the agent's back): never served, fetched again."""
+        if m.written or m.uploaded is None:
+            return False
+        try:
+            return cache.identity(os.lstat(self.replica.cpath(path))) != m.uploaded
+        except OSError:
+            return True
 
     def _adopt(self, path: bytes) -> cache.Meta | None:
         """Meta for a replica file a shim created without asking (exclusive create)."""
