@@ -814,7 +814,8 @@ int main(int argc, char **argv)
         char *nl = strchr(failures, '\n');
         if (nl) *nl = '\0';
         fprintf(stderr, "ferry run: %zu change(s) could not be written back; first: %s\n", n, failures);
-        fprintf(stderr, "ferry run: the local copies are kept in %s\n", tree);
+        fprintf(stderr, "ferry run: the local copies are kept in %s; the agent sends them when it next starts "
+                        "(see ferry agent status)\n", tree);
         return EXIT_FERRY_FAILED;
     }
     return rc;

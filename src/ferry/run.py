@@ -176,7 +176,8 @@ def run(mount_specs: list[str], mode: str, cmd: tuple[str, ...], defaults: Optio
     if failures:
         print(f"ferry run: {len(failures)} change(s) could not be written back; first: {failures[0]}",
               file=sys.stderr)
-        print(f"ferry run: the local copies are kept in {env['FERRY_CACHE']}", file=sys.stderr)
+        print(f"ferry run: the local copies are kept in {env['FERRY_CACHE']}; the agent sends them when it next "
+              "starts (see ferry agent status)", file=sys.stderr)
         return EXIT_FERRY_FAILED
     return rc
 
