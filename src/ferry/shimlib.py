@@ -23,19 +23,23 @@ CFLAGS = ["-std=gnu11", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall
           "-Wno-nonnull-compare"]
 
 
-def build(out: Path, sources: Path = SOURCES) -> Path:
-    files = sorted(str(p) for p in sources.glob("*.c"))
+def _compile(what: str, sources: Path, out: Path, tmp: Path, args: list[str]) -> Path:
+    """gcc `args` writing `tmp`, then `tmp` renamed to `out` (so a half-built file is never used)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    cmd = [os.environ.get("CC", "gcc"), *CFLAGS, "-o", str(tmp), *files, "-ldl", "-lpthread"]
     try:
-        subprocess.run(cmd, check=True)
+        subprocess.run([os.environ.get("CC", "gcc"), *args], check=True)
     except FileNotFoundError:
-        sys.exit("ferry: building the shim needs a C compiler (gcc): install it, e.g. apt-get install gcc")
+        sys.exit(f"ferry: building {what} needs a C compiler (gcc): install it, e.g. apt-get install gcc")
     except subprocess.CalledProcessError:
-        sys.exit(f"ferry: building the shim from {sources} failed (compiler errors above)")
+        sys.exit(f"ferry: building {what} from {sources} failed (compiler errors above)")
     tmp.replace(out)
     return out
+
+
+def build(out: Path, sources: Path = SOURCES) -> Path:
+    files = sorted(str(p) for p in sources.glob("*.c"))
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    return _compile("the shim", sources, out, tmp, [*CFLAGS, "-o", str(tmp), *files, "-ldl", "-lpthread"])
 
 
 def build_launcher(out: Path, sources: Path = LAUNCHER_SOURCES, python: str = sys.executable,
@@ -45,7 +49,6 @@ def build_launcher(out: Path, sources: Path = LAUNCHER_SOURCES, python: str = sy
     finds the shim in the checkout's src/ferry/_lib and hands off whenever a source there
     is newer; `platlib` is where the package is relative to the command's directory, for
     the copy a wheel installs in bin/."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     defines = [f"-DFERRY_PYTHON={_c_string(python)}",
                f"-DFERRY_PYVER={_c_string(f'{sys.version_info[0]}.{sys.version_info[1]}')}"]
@@ -53,16 +56,8 @@ def build_launcher(out: Path, sources: Path = LAUNCHER_SOURCES, python: str = sy
         defines.append(f"-DFERRY_CHECKOUT={_c_string(str(checkout))}")
     if platlib is not None:
         defines.append(f"-DFERRY_PLATLIB={_c_string(platlib)}")
-    cmd = [os.environ.get("CC", "gcc"), *LAUNCHER_CFLAGS, *defines, "-I", str(sources.parent / "shim"),
-           "-o", str(tmp), str(sources / "ferry.c")]
-    try:
-        subprocess.run(cmd, check=True)
-    except FileNotFoundError:
-        sys.exit("ferry: building the ferry command needs a C compiler (gcc): install it, e.g. apt-get install gcc")
-    except subprocess.CalledProcessError:
-        sys.exit(f"ferry: building the ferry command from {sources} failed (compiler errors above)")
-    tmp.replace(out)
-    return out
+    args = [*LAUNCHER_CFLAGS, *defines, "-I", str(sources.parent / "shim"), "-o", str(tmp), str(sources / "ferry.c")]
+    return _compile("the ferry command", sources, out, tmp, args)
 
 
 def _c_string(text: str) -> str:
