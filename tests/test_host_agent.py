@@ -262,11 +262,13 @@ def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_p
     node = start_node(tmp_path / "export", "--listen", f"127.0.0.1:{port}")
     (node.root / "old.txt").write_text("old\n")
     (node.root / "same.txt").write_text("untouched\n")
+    (node.root / "shared.txt").write_text("v0\n")
     m = MOUNT_PREFIX
     ready, go, written = tmp_path / "ready", tmp_path / "go", tmp_path / "written"
     script = (f"ls {m} >/dev/null; cat {m}/same.txt >/dev/null; touch {ready}; "
               f"while [ ! -e {go} ]; do sleep 0.05; done; "
               f"echo data > {m}/new.txt; echo changed > {m}/old.txt; mkdir {m}/nd; echo more > {m}/nd/g; "
+              f"echo ours > {m}/shared.txt; "
               f"touch {written}; sleep 60")
     run = subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}=ferry://127.0.0.1:{port}", "--",
                             "sh", "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -282,6 +284,8 @@ def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_p
         os.killpg(run.pid, signal.SIGKILL)
         run.wait(10)
         assert (node.root / "old.txt").read_text() == "old\n" and not (node.root / "new.txt").exists()
+        time.sleep(0.02)
+        (node.root / "shared.txt").write_text("another client's\n")  # changed on the node meanwhile
         node2 = start_node(node.root, "--listen", f"127.0.0.1:{port}")
         assert agent_cli("start", env=env).returncode == 0  # a new agent: it recovers what the old one left
         wait_for(lambda: (node.root / "nd" / "g").exists() and (node.root / "new.txt").exists()
@@ -290,6 +294,9 @@ def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_p
         assert (node.root / "same.txt").read_text() == "untouched\n"
         wait_for(lambda: json.loads(agent_cli("status", "--json", env=env).stdout)["unsent"] == [],
                  what="the record to go once all is sent")
+        assert (node.root / "shared.txt").read_text() == "another client's\n"  # never overwritten
+        (conflict,) = node.root.glob("shared.txt.ferry-conflict-*")
+        assert conflict.read_text() == "ours\n"
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)

@@ -70,29 +70,33 @@ def _cache(kind: str) -> Path:
     return Path(platformdirs.user_cache_dir("ferry")) / kind
 
 
+def _checkout_build(kind: str, name: str, files: list[Path], make, seed: bytes = b"") -> Path:
+    """A checkout's build of `files`, cached in the user cache by their digest: rebuilt
+    whenever a source changed, so tests never run a stale one."""
+    digest = hashlib.sha256(seed)
+    for p in files:
+        digest.update(p.name.encode() + p.read_bytes())
+    out = _cache(kind) / name.format(digest.hexdigest()[:16])
+    return out if out.exists() else make(out)
+
+
+def _packaged(p: Path, what: str) -> Path:
+    if p.exists():
+        return p
+    sys.exit(f"ferry: {what} is missing ({p}); reinstall ferry with `pip install .`")
+
+
 def launcher_path() -> Path:
     """The C front: in a checkout built from launcher/ (rebuilt when a source or the
     interpreter changed); else the packaged one.  From a checkout it finds the shim only
     through FERRY_SHIM (set it to path())."""
     if LAUNCHER_SOURCES.is_dir():
-        digest = hashlib.sha256(sys.executable.encode())
-        for p in [*sorted(LAUNCHER_SOURCES.glob("*.[ch]")), *sorted(SOURCES.glob("fy_*.h"))]:
-            digest.update(p.name.encode() + p.read_bytes())
-        out = _cache("launcher") / f"ferry-{digest.hexdigest()[:16]}"
-        return out if out.exists() else build_launcher(out)
-    if PACKAGED_LAUNCHER.exists():
-        return PACKAGED_LAUNCHER
-    sys.exit(f"ferry: the ferry command is missing ({PACKAGED_LAUNCHER}); reinstall ferry with `pip install .`")
+        files = [*sorted(LAUNCHER_SOURCES.glob("*.[ch]")), *sorted(SOURCES.glob("fy_*.h"))]
+        return _checkout_build("launcher", "ferry-{}", files, build_launcher, sys.executable.encode())
+    return _packaged(PACKAGED_LAUNCHER, "the ferry command")
 
 
 def path() -> Path:
     if SOURCES.is_dir():
-        # A checkout: rebuild whenever a source changed, so tests never run a stale shim.
-        digest = hashlib.sha256()
-        for p in sorted(SOURCES.glob("*.[ch]")):
-            digest.update(p.name.encode() + p.read_bytes())
-        out = _cache("shim") / f"libferry-{digest.hexdigest()[:16]}.so"
-        return out if out.exists() else build(out)
-    if PACKAGED.exists():
-        return PACKAGED
-    sys.exit(f"ferry: the shim library is missing ({PACKAGED}); reinstall ferry with `pip install .`")
+        return _checkout_build("shim", "libferry-{}.so", sorted(SOURCES.glob("*.[ch]")), build)
+    return _packaged(PACKAGED, "the shim library")

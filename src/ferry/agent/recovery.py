@@ -8,7 +8,10 @@ have not seen: a file is sent when it carries no node identity (made there) or w
 mtime or size left the version it was listed or fetched with (written there); a directory
 without one is made.  What is not recovered, because only the dead agent knew it: removals
 and renames (a renamed file is sent under its new name; the old one stays on the node),
-symlinks made there, and metadata-only changes.  A record whose changes cannot all be sent
+symlinks made there, and metadata-only changes.  Nothing on a node is overwritten that
+changed there since the replica's copy was taken (another client's write): the file is
+sent beside it as NAME.ferry-conflict-HOST-TIME instead, and one the node already holds
+(uploaded before the agent died) is not sent again.  A record whose changes cannot all be sent
 (the node is away) stays, and the next agent tries again; `ferry agent status` lists it.
 """
 
@@ -18,10 +21,14 @@ import errno
 import json
 import os
 import shutil
+import socket
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..protocol import spec
+from ..protocol.codec import LinkOut
 from . import cache
 from .control import SessionConfig, agent_dir
 from .links import LinkPool, SessionLink
@@ -58,14 +65,32 @@ def left_behind() -> list[Path]:
     return sorted(p for p in records_dir().glob("*.json") if not p.name.startswith(mine))
 
 
-def _changed(st: os.stat_result, ident: bytes | None) -> bool:
-    if ident is None:
-        return True  # made in the replica: the node never had it
+def _version(ident: bytes | None) -> tuple[int, int] | None:
+    """The node version (mtime_ns, size) a replica entry was listed or fetched as; None for
+    one made in the replica (the node never had it)."""
     try:
-        _ino, _ctime, _blocks, mtime_ns, size = (int(x) for x in ident.split())
+        _ino, _ctime, _blocks, mtime_ns, size = (int(x) for x in (ident or b"").split())
     except ValueError:
-        return True
-    return st.st_mtime_ns != mtime_ns or (stat.S_ISREG(st.st_mode) and st.st_size != size)
+        return None
+    return mtime_ns, size
+
+
+def _changed(st: os.stat_result, base: tuple[int, int] | None) -> bool:
+    return base is None or st.st_mtime_ns != base[0] or (stat.S_ISREG(st.st_mode) and st.st_size != base[1])
+
+
+async def _destination(link: SessionLink, rel: bytes, st: os.stat_result, base: tuple[int, int] | None) -> bytes | None:
+    """Where a left-behind file goes: its own name; None when the node has it already; a
+    conflict name beside it when the node's file changed since the replica's copy was taken."""
+    try:
+        a = (await link.call("STAT", path=rel, flags=spec.STAT_NOFOLLOW))["attr"]
+    except FileNotFoundError:
+        return rel
+    if (a.mtime_ns, a.size) == (st.st_mtime_ns, st.st_size):
+        return None  # uploaded before the agent died
+    if base is not None and (a.mtime_ns, a.size) == base:
+        return rel  # the node still has the version ours was written over
+    return rel + b".ferry-conflict-%s-%d" % (socket.gethostname().encode(), time.time_ns() // 10**9)
 
 
 def _identity(path: bytes) -> bytes | None:
@@ -99,7 +124,8 @@ async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts:
             if not root or path == root or name.endswith(b".ferry-fetch"):
                 continue  # above a mount root, a mount root itself, or a fetch cut short
             st = os.lstat(full)
-            if not _changed(st, _identity(full)) or stat.S_ISLNK(st.st_mode):
+            base = _version(_identity(full))
+            if not _changed(st, base) or stat.S_ISLNK(st.st_mode):
                 continue
             link, rel = link_for(path)
             if stat.S_ISDIR(st.st_mode):
@@ -112,8 +138,18 @@ async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts:
                         link.failures.append(f"mkdir {path!r}: {e}")
                     continue
             elif stat.S_ISREG(st.st_mode):
+                try:
+                    dest = await _destination(link, rel, st, base)
+                except (OSError, LinkOut) as e:
+                    link.failures.append(f"stat {path!r}: {e}")
+                    continue
+                if dest is None:
+                    continue
+                if dest != rel:
+                    log(f"ferry agent: {path.decode(errors='replace')} changed on the node since; the copy a stopped "
+                        f"agent left goes beside it as {os.path.basename(dest).decode(errors='replace')}")
                 fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                link.submit(cache.upload_job(link, rel, fd, None), f"upload {path.decode(errors='replace')}")
+                link.submit(cache.upload_job(link, dest, fd, None), f"upload {path.decode(errors='replace')}")
             sent += 1
     for lk in links.values():
         await lk.drain()
