@@ -98,11 +98,15 @@ class SessionConfig:
         return cls(mounts, mode, dict(options), os.getcwd(),
                    {k: os.environ[k] for k in SESSION_ENV if k in os.environ}, holder, code_id())
 
-    def timeout(self, var: str, default: float) -> float:
-        try:
-            return float(self.env.get(var, default))
-        except ValueError:
-            raise OSError(errno.EINVAL, f"{var}={self.env[var]!r} is not a number of seconds") from None
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, call) timeouts in seconds, from the run's FERRY_CONNECT_TIMEOUT and FERRY_CALL_TIMEOUT."""
+        out = []
+        for var, default in (("FERRY_CONNECT_TIMEOUT", 3.0), ("FERRY_CALL_TIMEOUT", 30.0)):
+            try:
+                out.append(float(self.env.get(var, default)))
+            except ValueError:
+                raise OSError(errno.EINVAL, f"{var}={self.env[var]!r} is not a number of seconds") from None
+        return out[0], out[1]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -84,7 +84,7 @@ class HostAgent(ShimServer):
         self.idle = idle
         self.sessions: dict[int, Session] = {}
         self.conns: set[ShimConn] = set()  # control connections (ShimServer's name for them)
-        self.frame_counts: collections.Counter[int] = collections.Counter()
+        self.frame_counts: collections.Counter[int] = collections.Counter()  # (ShimConn counts control frames too)
         self.tells: dict = {}
         self.calls = handlers_for(self, "ctl_", spec.LAUNCHER_OPS)
         self.log = stderr_log
@@ -94,7 +94,6 @@ class HostAgent(ShimServer):
         self.pool = LinkPool()  # node connections, shared by the sessions
         self._stop = asyncio.Event()
         self._quiet_since = time.monotonic()
-        self._counts: dict[str, int] = {"sessions": 0}
         self.code = code_id()
         self.stale = False  # another build's run came: exit once the last session is gone
 
@@ -104,7 +103,7 @@ class HostAgent(ShimServer):
     async def serve(self, lsock: socket.socket) -> None:
         self.listen(lsock)
         loop = asyncio.get_running_loop()
-        recovering = loop.create_task(recovery.recover(self.pool, self._embedded_node, self.log))
+        recovering = loop.create_task(recovery.recover(self.pool, self.router_of, self.log))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # stop as AGENT_STOP does: written back first
             loop.add_signal_handler(sig, self._stop.set)
         try:
@@ -171,6 +170,14 @@ class HostAgent(ShimServer):
             shutil.rmtree(s.run_dir, ignore_errors=True)
             recovery.remove_record(s.id)
 
+    async def router_of(self, config: SessionConfig) -> Router:
+        """The session's routes: its mounts, or the embedded default served from its store."""
+        mounts = config.parsed_mounts()
+        if not mounts:
+            port = await self._embedded_node(str(store_dir(config.env)))
+            mounts = [Mount.parse(f"/ferry=ferry://127.0.0.1:{port}")]
+        return Router(mounts, config.options, config.cwd)
+
     async def _embedded_node(self, store: str) -> int:
         """The port of the node serving the embedded default from `store` (started once)."""
         if store not in self._embedded:
@@ -200,12 +207,8 @@ class HostAgent(ShimServer):
                 if fd >= 0:
                     os.write(fd, f"ferry: the running agent (pid {os.getpid()}) is another build of ferry; "
                                  "this run uses it, and it restarts once its last session ends\n".encode())
-            mounts = config.parsed_mounts()
-            if not mounts:
-                port = await self._embedded_node(str(store_dir(config.env)))
-                mounts = [Mount.parse(f"/ferry=ferry://127.0.0.1:{port}")]
-            router = Router(mounts, config.options, config.cwd)
-            timeouts = (config.timeout("FERRY_CONNECT_TIMEOUT", 3.0), config.timeout("FERRY_CALL_TIMEOUT", 30.0))
+            router = await self.router_of(config)
+            timeouts = config.timeouts()
         except Exception as e:
             if fd >= 0:
                 if not (isinstance(e, OSError) and e.errno == errno.ESTALE):  # the run retries that one
@@ -219,7 +222,7 @@ class HostAgent(ShimServer):
         tree = os.path.join(run_dir, "tree")
         os.mkdir(tree)
         sock_path = str(agent_dir() / f"s{os.getpid()}-{sid}.sock")
-        prefixes = [m.prefix for m in mounts]
+        prefixes = [m.prefix for _, m in router.mounts]
         session = Session(sid, config, None, sock_path, run_dir, fd, prefixes)  # type: ignore[arg-type]
         session.agent = Agent(router, os.fsencode(tree), *timeouts, log=session.log, pool=self.pool)
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -233,7 +236,6 @@ class HostAgent(ShimServer):
         session.agent.listen(lsock)
         recovery.write_record(sid, config, run_dir, tree)
         self.sessions[sid] = session
-        self._counts["sessions"] += 1
         session.run_conn = conn  # when it closes, the run is over (killed, or done)
         return {"session": sid, "sock": sock_path, "tree": tree, "prefixes": ":".join(prefixes)}
 
@@ -261,7 +263,7 @@ class HostAgent(ShimServer):
                            "failures": len(lk.failures)} for lk in links],
                 "started": s.started})
         return {"status": json.dumps({"pid": os.getpid(), "socket": control_path(), "sessions": sessions,
-                                      "sessions_total": self._counts["sessions"],
+                                      "sessions_total": self._next - 1,
                                       "unsent": unsent,
                                       "embedded": sorted(self._embedded)})}
 

@@ -32,7 +32,7 @@ from ..protocol.codec import LinkOut
 from . import cache
 from .control import SessionConfig, agent_dir
 from .links import LinkPool, SessionLink
-from .routes import LINK_OUT_MARK, Mount, Router
+from .routes import LINK_OUT_MARK, Router
 
 
 def records_dir() -> Path:
@@ -156,7 +156,7 @@ async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts:
     return sent, [f for lk in links.values() for f in lk.failures]
 
 
-async def recover(pool: LinkPool, embedded: Callable, log: Callable[[str], None]) -> None:
+async def recover(pool: LinkPool, router_of: Callable, log: Callable[[str], None]) -> None:
     """Write back what dead agents' sessions left (see the module's docstring)."""
     for rec in left_behind():
         try:
@@ -166,14 +166,7 @@ async def recover(pool: LinkPool, embedded: Callable, log: Callable[[str], None]
             if not os.path.isdir(tree):
                 rec.unlink()
                 continue
-            mounts = config.parsed_mounts()
-            if not mounts:
-                from .control import store_dir
-                port = await embedded(str(store_dir(config.env)))
-                mounts = [Mount.parse(f"/ferry=ferry://127.0.0.1:{port}")]
-            router = Router(mounts, config.options, config.cwd)
-            timeouts = (config.timeout("FERRY_CONNECT_TIMEOUT", 3.0), config.timeout("FERRY_CALL_TIMEOUT", 30.0))
-            sent, failures = await write_back_tree(pool, router, tree, timeouts, log)
+            sent, failures = await write_back_tree(pool, await router_of(config), tree, config.timeouts(), log)
         except (OSError, ValueError, KeyError) as e:
             log(f"ferry agent: cannot recover {rec.name}: {e}")
             continue
