@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ferry.agent.routes import Mount, Router
 from ferry.agent.server import Agent
 from ferry.agent.shimconn import ShimConn
 from ferry.node.backends.memory import MemoryBackend
+from ferry.node.client import NodeClient
 from ferry.node.server import start_node
 from ferry.protocol import codec, spec
 
@@ -119,8 +121,12 @@ class Shim:
 
 
 class World:
-    def __init__(self, agent: Agent, node: MemoryBackend, shim: Shim) -> None:
+    def __init__(self, agent: Agent, node: MemoryBackend, shim: Shim, other: NodeClient) -> None:
         self.agent, self.node, self.shim = agent, node, shim
+        self.other = other  # another client of the node: its changes recall the agent's leases
+
+    async def other_write(self, path: bytes, data: bytes) -> None:
+        await self.other.call("PUT", path=path, mode=0o644, atime_ns=0, mtime_ns=time.time_ns(), data=data)
 
     async def sync(self) -> None:
         """Every write-back so far has reached the node, and none failed."""
@@ -151,9 +157,11 @@ def run(tmp_path: Path, body: Callable[[World], Awaitable[None]]) -> None:
         root = os.fsencode(tmp_path / "tree")
         os.mkdir(root)
         agent = Agent(Router([Mount.parse(f"/ferry=ferry://127.0.0.1:{port}")]), root)
+        other = await NodeClient.connect("127.0.0.1", port)
         try:
-            await body(World(agent, node, Shim(agent, root)))
+            await body(World(agent, node, Shim(agent, root), other))
         finally:
+            await other.close()
             await agent.close()
             server.close()
             await server.wait_closed()
@@ -179,7 +187,7 @@ def test_a_missing_name_is_enoent_until_another_client_makes_it(tmp_path: Path) 
     async def body(w: World) -> None:
         with pytest.raises(FileNotFoundError):
             await w.shim.call("CACHE_OPEN", path=b"/ferry/later", flags=os.O_RDONLY, mode=0)
-        w.write(b"/later", b"now")  # another client
+        await w.other_write(b"/later", b"now")  # another client
         assert await w.shim.read_file(b"/ferry/later") == b"now"  # the miss was revalidated
     run(tmp_path, body)
 
@@ -188,7 +196,7 @@ def test_open_revalidates_against_the_node(tmp_path: Path) -> None:
     async def body(w: World) -> None:
         w.write(b"/f", b"one")
         assert await w.shim.read_file(b"/ferry/f") == b"one"
-        w.write(b"/f", b"second")  # another client closed a newer version
+        await w.other_write(b"/f", b"second")  # another client closed a newer version
         assert await w.shim.read_file(b"/ferry/f") == b"second"
     run(tmp_path, body)
 
@@ -283,7 +291,7 @@ def test_a_link_out_of_the_export_is_a_redirect(tmp_path: Path) -> None:
             await w.shim.call("RENAME", old=b"/ferry/x", new=b"/ferry/abs/y", flags=0)
         assert (r.value.which, r.value.path) == (1, b"/etc/y")
         # a link that stays inside is followed, never redirected
-        w.node.symlink(b"d", b"/in")
+        await w.other.call("SYMLINK", target=b"d", path=b"/in")  # another client
         await w.shim.lookup(b"/ferry/in")
         assert os.readlink(w.shim.cache(b"/ferry/in")) == b"d"
     run(tmp_path, body)
@@ -310,7 +318,7 @@ def test_renamed_on_the_node_while_open_keeps_both(tmp_path: Path) -> None:
     async def body(w: World) -> None:
         w.write(b"/a", b"old")
         fd = await w.shim.write_file(b"/ferry/a", b"", flags=os.O_WRONLY | os.O_TRUNC)
-        w.node.rename(b"/a", b"/moved")  # another client
+        await w.other.call("RENAME", old=b"/a", new=b"/moved", flags=0)  # another client
         os.write(fd, b"new")
         w.shim.close_written(fd, b"/ferry/a")
         await w.sync()

@@ -194,7 +194,7 @@ def run_private(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: 
     proc, rc = _spawn(cmd, _program_env(sock, mode, tree, prefixes), prefixes)
 
     from .node.server import run_loop  # the heavy imports, while the program runs
-    failures = run_loop(_serve(proc, lsock, mounts, os.fsencode(tree), defaults))
+    failures = run_loop(_serve(proc, lsock, mounts, os.fsencode(tree), defaults, mode == "cache"))
     if proc is not None:
         rc = _status(proc)
     if failures:
@@ -209,7 +209,7 @@ def run_private(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: 
 
 
 async def _serve(proc: subprocess.Popen | None, lsock: socket.socket, mounts: list[Mount],
-                 tree: bytes, defaults: Options | None = None) -> list[str]:
+                 tree: bytes, defaults: Options | None = None, leases: bool = True) -> list[str]:
     """Serve the program until it exits, then wait for its write-backs; the failures."""
     import asyncio
 
@@ -226,7 +226,7 @@ async def _serve(proc: subprocess.Popen | None, lsock: socket.socket, mounts: li
         mounts = [Mount.parse(f"{DEFAULT_PREFIX}=ferry://127.0.0.1:{port}")]
     agent = Agent(Router(mounts, defaults), tree,
                   connect_timeout=float(os.environ.get("FERRY_CONNECT_TIMEOUT", "3")),
-                  call_timeout=float(os.environ.get("FERRY_CALL_TIMEOUT", "30")))
+                  call_timeout=float(os.environ.get("FERRY_CALL_TIMEOUT", "30")), leases=leases)
     agent.listen(lsock)
     if proc is not None:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ locally and not yet written back.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
@@ -44,6 +45,9 @@ class Meta:
     written: bool = False           # file: opened for writing through the cache in this run
     uploaded: tuple[int, int, int] | None = None  # cache file (ino, size, mtime_ns) as the node has it:
                                                   # when an upload last read it, or a fetch made it
+    lease: int | None = None        # the node's lease on it (NodeLink.holds): trusted without asking
+    ctime_ns: int = 0               # the node's ctime of the version listed (a chmod moves only that)
+    node_attr: Attr | None = None   # the node's attributes after our upload, not shown yet
 
 
 def kind_of(mode: int) -> str:
@@ -80,6 +84,7 @@ class Replica:
         self.root = root
         self.root_of = root_of  # the mount root a ferry path lies under (Router.root_of)
         self.meta: dict[bytes, Meta] = {}
+        self.fetching: dict[bytes, asyncio.Future] = {}  # path -> its fetch in progress
         self.mark = root + LINK_OUT_MARK
 
     def cpath(self, path: bytes) -> bytes:
@@ -146,11 +151,85 @@ class Replica:
                 os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
             finally:
                 os.close(fd)
-        self.meta[path] = Meta(k, version=(a.mtime_ns, a.size) if k == "f" else None)
+        self.meta[path] = Meta(k, version=(a.mtime_ns, a.size) if k == "f" else None, ctime_ns=a.ctime_ns)
 
-    def apply_listing(self, path: bytes, entries: list[Entry], dir_attr: Attr | None, remove: bool = True) -> None:
+    def _set_attrs(self, path: bytes, m: Meta, a: Attr) -> None:
+        """Entry `path` (same kind, same version) takes the node's new attributes in place:
+        its content (or listing) stays."""
+        cp = self.cpath(path)
+        m.ctime_ns = a.ctime_ns
+        if m.kind == "l":
+            return
+        try:
+            st = os.lstat(cp)
+            note_identity(cp, a, None if m.kind == "d" else st.st_size)
+            if m.kind == "f" or m.present:  # an unlisted directory keeps its mark (mode 0)
+                os.chmod(cp, stat.S_IMODE(a.mode) or (0o700 if m.kind == "d" else 0))
+            os.utime(cp, ns=(a.atime_ns, a.mtime_ns))
+        except OSError:
+            pass  # gone meanwhile: the next listing says what is there
+
+    def update(self, path: bytes, a: Attr) -> bool:
+        """Make entry `path` show the node's attributes `a`: in place when it is still the
+        version we hold, else a new placeholder (the content goes: a program that has the
+        old one open keeps reading it).  False when that is not ours to do here (the kind
+        changed, a symlink's target may have): list the parent instead."""
+        m = self.meta.get(path)
+        if m is None or m.kind != kind_of(a.mode) or m.kind == "l":
+            return False
+        if m.kind == "d" or m.version == (a.mtime_ns, a.size):
+            self._set_attrs(path, m, a)
+            return True
+        _remove(self.cpath(path))
+        self.forget(path)
+        self._place(path, Entry(path.rsplit(b"/", 1)[1], b"", a))
+        return True
+
+    def take_identities(self) -> None:
+        """Files uploaded from here show the node's identity from now on (a new run starts
+        and no session is left whose programs may hold them open), where the copy is still
+        what was uploaded."""
+        for path, m in self.meta.items():
+            a = m.node_attr
+            if a is None or m.pending:
+                continue
+            m.node_attr = None
+            cp = self.cpath(path)
+            try:
+                if identity(os.lstat(cp)) == m.uploaded:
+                    note_identity(cp, a)
+                    m.ctime_ns = a.ctime_ns
+            except OSError:
+                pass
+
+    def recalled(self, path: bytes, kind: bytes) -> bool:
+        """The node recalled its lease on `path` (spec.RECALL_NAMES: the names in it;
+        RECALL_OBJECT: its data or attributes); True when the entry is worth bringing up to
+        date at once (the shim reads the replica without asking us)."""
+        m = self.meta.get(path)
+        if m is None:
+            return False
+        m.lease = None
+        if kind == spec.RECALL_NAMES:
+            return m.kind == "d" and m.present
+        if m.kind == "d":  # renamed or removed, perhaps: nothing below it holds either
+            stack = [path]
+            while stack:
+                d = stack.pop()
+                for name in self.meta[d].children if d in self.meta else ():
+                    child = self._child(d, name)
+                    cm = self.meta.get(child)
+                    if cm is not None:
+                        cm.lease = None
+                        if cm.kind == "d":
+                            stack.append(child)
+        return not m.local and not m.pending
+
+    def apply_listing(self, path: bytes, entries: list[Entry], dir_attr: Attr | None, remove: bool = True,
+                      lease: int | None = None) -> None:
         """Make the replica directory `path` hold exactly the remote entries, keeping
-        local work that the node has not seen yet (without `remove`: only add)."""
+        local work that the node has not seen yet (without `remove`: only add); `lease`
+        covers the listing and the entries' attributes."""
         m = self.meta[path]
         cp = self.cpath(path)
         os.chmod(cp, 0o700)
@@ -163,6 +242,12 @@ class Replica:
             e = remote.get(name)
             if e is not None and kind_of(e.attr.mode) == cm.kind and (
                     cm.kind != "f" or cm.version == (e.attr.mtime_ns, e.attr.size)):
+                if cm.ctime_ns and e.attr.ctime_ns != cm.ctime_ns:
+                    # A chmod, chown or touch of the same content.  (Not for an entry made
+                    # here: its inode number must not change under a program that has it
+                    # open, as sqlite checks.)
+                    self._set_attrs(child, cm, e.attr)
+                cm.lease = lease
                 continue
             self.forget(child)
             _remove(self.cpath(child))
@@ -173,10 +258,12 @@ class Replica:
             child = self._child(path, name)
             try:
                 self._place(child, e)
+                self.meta[child].lease = lease
             except FileExistsError:
                 pass  # made locally meanwhile: local wins until written back
             m.children.add(name)
         m.present = True
+        m.lease = lease
         if dir_attr is not None:
             note_identity(cp, dir_attr)
         mode = stat.S_IMODE(dir_attr.mode) if dir_attr else 0o755
@@ -338,12 +425,13 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None):
     what = f"upload {rel.decode(errors='replace')}"
 
     # (The replica keeps the identity it was listed or fetched with: an inode number must
-    # not change under a program that has the file open, as sqlite checks; the next
-    # session lists the node's new one.)
+    # not change under a program that has the file open, as sqlite checks; the node's new
+    # one is taken when no session is left that may have it open: Replica.take_identities.)
     def committed(attr: Attr) -> None:
         if meta is not None:
             meta.version = (attr.mtime_ns, attr.size)
             meta.local = False
+            meta.node_attr = attr
 
     def finished() -> None:
         if meta is not None:

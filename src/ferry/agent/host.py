@@ -40,17 +40,30 @@ from . import recovery
 from .links import LinkPool
 from .routes import Mount, Router
 from .server import Agent
+from .shared import SharedCache
 from .shimconn import ShimConn, ShimServer, stderr_log
 
 LINGER = 0.2  # seconds an ended session stays after its last program was seen
 REAP_EVERY = 0.25
 
 
+class Cache:
+    """A `SharedCache` and where it lives: one per mount table and mode, kept while the
+    agent runs (at most MAX_CACHES idle ones), so the next run of the same mounts finds it."""
+
+    def __init__(self, cid: int, shared: SharedCache, run_dir: str, key: str) -> None:
+        self.id, self.shared, self.run_dir, self.key = cid, shared, run_dir, key
+        self.last_used = time.monotonic()
+
+
+MAX_CACHES = 8  # idle caches kept; the least recently used goes first
+
+
 class Session:
-    def __init__(self, sid: int, config: SessionConfig, agent: Agent, sock_path: str, run_dir: str,
+    def __init__(self, sid: int, config: SessionConfig, agent: Agent, sock_path: str, cache: Cache,
                  stderr_fd: int, prefixes: list[str]) -> None:
         self.id, self.config, self.agent = sid, config, agent
-        self.sock_path, self.run_dir, self.prefixes = sock_path, run_dir, prefixes
+        self.sock_path, self.cache, self.prefixes = sock_path, cache, prefixes
         self.stderr_fd = stderr_fd  # the run's stderr while it runs; -1 after
         self.run_conn: ShimConn | None = None  # the run's control connection
         self.ended = False  # the run said SESSION_END, or its connection went
@@ -83,6 +96,7 @@ class HostAgent(ShimServer):
     def __init__(self, idle: float) -> None:
         self.idle = idle
         self.sessions: dict[int, Session] = {}
+        self.caches: dict[str, Cache] = {}  # by Cache.key
         self.conns: set[ShimConn] = set()  # control connections (ShimServer's name for them)
         self.frame_counts: collections.Counter[int] = collections.Counter()  # (ShimConn counts control frames too)
         self.tells: dict = {}
@@ -90,6 +104,7 @@ class HostAgent(ShimServer):
         self.log = stderr_log
         self._lsock: socket.socket | None = None
         self._next = 1
+        self._next_cache = 0
         self._embedded: dict[str, tuple[asyncio.AbstractServer, int]] = {}  # store dir -> node
         self.pool = LinkPool()  # node connections, shared by the sessions
         self._stop = asyncio.Event()
@@ -126,6 +141,8 @@ class HostAgent(ShimServer):
                 await recovering  # (bounded by the nodes' timeouts)
             for s in list(self.sessions.values()):
                 await self._close_session(s, wait=True)
+            for c in list(self.caches.values()):
+                await self._close_cache(c)
             await self.pool.close()
             for server, _ in self._embedded.values():
                 server.close()
@@ -162,13 +179,44 @@ class HostAgent(ShimServer):
             os.unlink(s.sock_path)
         except OSError:
             pass
+        s.cache.shared.sessions -= 1
+        s.cache.last_used = time.monotonic()
         if failures:
+            s.cache.shared.failed = True
             self.log(f"ferry agent: session {s.id}: {len(failures)} change(s) not written back; "
-                     f"the local copies are kept in {s.run_dir}: first: {failures[0]}")
-            # its record stays: the next agent sends what it can
-        else:
-            shutil.rmtree(s.run_dir, ignore_errors=True)
-            recovery.remove_record(s.id)
+                     f"the local copies are kept in {s.cache.run_dir}: first: {failures[0]}")
+        idle = sorted((c for c in self.caches.values() if not c.shared.sessions), key=lambda c: c.last_used)
+        for c in idle[:max(0, len(idle) - MAX_CACHES)]:
+            await self._close_cache(c)
+
+    async def _close_cache(self, c: Cache) -> None:
+        del self.caches[c.key]
+        await c.shared.close()
+        if not c.shared.failed:
+            shutil.rmtree(c.run_dir, ignore_errors=True)
+            recovery.remove_record(c.id)
+        # else its record stays: the next agent sends what it can
+
+    def _cache_for(self, config: SessionConfig, router: Router, timeouts: tuple[float, float]) -> Cache:
+        """The cache of this mount table and mode (made when none is kept)."""
+        key = json.dumps([config.mode, [(str(p), repr(m.node), m.subdir) for p, m in router.mounts],
+                          config.options, config.cwd if config.options else "", timeouts])
+        c = self.caches.get(key)
+        if c is None:
+            base = replica_base(config.env)
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            run_dir = tempfile.mkdtemp(prefix="cache-", dir=base)
+            tree = os.path.join(run_dir, "tree")
+            os.mkdir(tree)
+            cid = self._next_cache = self._next_cache + 1
+            shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache")
+            c = self.caches[key] = Cache(cid, shared, run_dir, key)
+            recovery.write_record(cid, config, run_dir, tree)
+        elif not any(s.cache is c and (not s.ended or s.agent.conns) for s in self.sessions.values()):
+            c.shared.replica.take_identities()  # no program of another run may have them open
+        c.shared.sessions += 1
+        c.last_used = time.monotonic()
+        return c
 
     async def router_of(self, config: SessionConfig) -> Router:
         """The session's routes: its mounts, or the embedded default served from its store."""
@@ -215,16 +263,13 @@ class HostAgent(ShimServer):
                     os.write(fd, f"ferry agent: cannot open the session: {e}\n".encode(errors="replace"))
                 os.close(fd)
             raise
+        cache = self._cache_for(config, router, timeouts)
         sid, self._next = self._next, self._next + 1
-        base = replica_base(config.env)
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        run_dir = tempfile.mkdtemp(prefix="run-", dir=base)
-        tree = os.path.join(run_dir, "tree")
-        os.mkdir(tree)
         sock_path = str(agent_dir() / f"s{os.getpid()}-{sid}.sock")
-        prefixes = [m.prefix for _, m in router.mounts]
-        session = Session(sid, config, None, sock_path, run_dir, fd, prefixes)  # type: ignore[arg-type]
-        session.agent = Agent(router, os.fsencode(tree), *timeouts, log=session.log, pool=self.pool)
+        prefixes = [m.prefix for _, m in cache.shared.router.mounts]
+        session = Session(sid, config, None, sock_path, cache, fd, prefixes)  # type: ignore[arg-type]
+        session.agent = Agent(cache.shared.router, b"", *timeouts, log=session.log, shared=cache.shared)
+        tree = os.fsdecode(cache.shared.replica.root)
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink(sock_path)
@@ -234,7 +279,6 @@ class HostAgent(ShimServer):
         os.chmod(sock_path, 0o600)
         lsock.listen(512)
         session.agent.listen(lsock)
-        recovery.write_record(sid, config, run_dir, tree)
         self.sessions[sid] = session
         session.run_conn = conn  # when it closes, the run is over (killed, or done)
         return {"session": sid, "sock": sock_path, "tree": tree, "prefixes": ":".join(prefixes)}
@@ -249,7 +293,7 @@ class HostAgent(ShimServer):
         return {"failures": "\n".join(failures)}
 
     async def ctl_agent_status(self, f) -> dict:
-        live = {recovery.record_path(sid) for sid in self.sessions}
+        live = {recovery.record_path(c.id) for c in self.caches.values()}
         # sessions gone with changes not yet on their nodes (this agent's or a dead one's)
         unsent = sorted(p.name for p in recovery.records_dir().glob("*.json") if p not in live)
         sessions = []
@@ -257,7 +301,7 @@ class HostAgent(ShimServer):
             links = s.agent.links.values()
             sessions.append({
                 "id": s.id, "mode": s.config.mode, "prefixes": s.prefixes, "ended": s.ended,
-                "programs": len(s.agent.conns), "replica": s.run_dir,
+                "programs": len(s.agent.conns), "replica": s.cache.run_dir,
                 "ops": {spec.NAMES.get(code, str(code)): n for code, n in s.agent.frame_counts.most_common()},
                 "nodes": [{"node": str(lk.addr), "connected": lk.connected, "backlog": lk.backlog,
                            "failures": len(lk.failures)} for lk in links],

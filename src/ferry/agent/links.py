@@ -22,9 +22,11 @@ from typing import Any
 
 from .. import security
 from ..node.client import NodeClient
+from ..protocol import spec
 from .routes import NodeAddr
 
 Job = Callable[[NodeClient], Awaitable[Any]]
+Recalled = Callable[[NodeAddr, list[tuple[bytes, bytes]]], None]
 
 
 def credentials(addr: NodeAddr) -> dict[str, Any]:
@@ -55,8 +57,18 @@ class _ConnectFailed(OSError):
 
 
 class NodeLink:
-    def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> None:
+    """One node's lane, and the leases its connection holds (docs/coherence.md).
+
+    A lease is remembered by whoever relies on it as the `epoch` it was granted in
+    (`lease_token` before the request, `grant` after the reply); `holds` says whether it
+    still stands.  All of them go at once when the connection does (the next one starts a
+    new epoch), and a reply cannot grant one when a RECALL arrived while it was on its way
+    (the recall may have been for what it read)."""
+
+    def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float,
+                 on_recall: Recalled | None = None) -> None:
         self.addr = addr
+        self.on_recall = on_recall  # None: no leases on this lane
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self._client: NodeClient | None = None
@@ -67,6 +79,43 @@ class NodeLink:
         self._worker = asyncio.get_running_loop().create_task(self._run())
         self._outstanding: set[asyncio.Future] = set()
         self.changes = 0  # write-backs started so far (see Resolver.list_dir)
+        self.epoch = 0  # connections lost so far: a lease of an older epoch is gone
+        self.recalls = 0  # RECALLs received so far
+        self._pinger: asyncio.Task | None = None
+
+    # --- leases ---
+
+    def lease_token(self) -> tuple[int, int]:
+        return self.epoch, self.recalls
+
+    def grant(self, token: tuple[int, int]) -> int | None:
+        """The lease a reply to a request sent at `token` gives, or None."""
+        c = self._client
+        if token != (self.epoch, self.recalls) or c is None or c.closed or not c.leasing:
+            return None
+        return self.epoch
+
+    def holds(self, lease: int | None) -> bool:
+        """Whether a lease granted in epoch `lease` still stands: the connection it came on
+        is up and the node was heard from recently (see spec.LEASE_TRUST)."""
+        c = self._client
+        return (lease is not None and lease == self.epoch and c is not None and not c.closed
+                and time.monotonic() - c.heard < spec.LEASE_TRUST)
+
+    def _recalled(self, items: list[tuple[bytes, bytes]]) -> None:
+        self.recalls += 1
+        if any(kind == spec.RECALL_ALL for kind, _ in items):
+            self.epoch += 1
+        if self.on_recall is not None:
+            self.on_recall(self.addr, items)
+
+    async def _ping(self, client: NodeClient) -> None:
+        """KEEPALIVE while idle, so that leases stay trusted (spec.LEASE_PING)."""
+        while not client.closed:
+            await asyncio.sleep(spec.LEASE_PING)
+            if time.monotonic() - client.heard >= spec.LEASE_PING * 0.9 and not client.closed:
+                fut = client.send("KEEPALIVE")
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     @property
     def connected(self) -> bool:
@@ -83,13 +132,20 @@ class NodeLink:
 
     async def _connect(self) -> NodeClient:
         if self._client is None or self._client.closed:
+            if self._client is not None:
+                self.epoch += 1  # the leases of the lost connection are gone
+                self._client = None
             try:
-                self._client = await NodeClient.connect(self.addr.host, self.addr.port,
-                                                        timeout=self.connect_timeout,
-                                                        call_timeout=self.call_timeout, **credentials(self.addr))
+                self._client = await NodeClient.connect(
+                    self.addr.host, self.addr.port, timeout=self.connect_timeout, call_timeout=self.call_timeout,
+                    on_recall=self._recalled if self.on_recall is not None else None, **credentials(self.addr))
             except (OSError, security.SecurityError) as e:
                 why = getattr(e, "strerror", None) or str(e)  # the message, without "[Errno N]"
                 raise _ConnectFailed(errno.EIO, why) from None
+            if self._client.leasing:
+                if self._pinger is not None:
+                    self._pinger.cancel()
+                self._pinger = asyncio.get_running_loop().create_task(self._ping(self._client))
         return self._client
 
     async def _run(self) -> None:
@@ -140,6 +196,17 @@ class NodeLink:
             return await self._client.call(op, **fields)
         return await self.run(lambda c: c.call(op, **fields), reporter)
 
+    async def calls(self, reporter: Reporter, requests: list[tuple[str, dict[str, Any]]]) -> list[dict]:
+        """`call` for several requests sent back to back (one round trip): their replies."""
+        def send_all(client: NodeClient) -> list[asyncio.Future]:
+            return [client.send(op, **fields) for op, fields in requests]
+
+        async def job(client: NodeClient) -> list[dict]:
+            return [await f for f in send_all(client)]
+        if not self._jobs and self._idle.is_set() and self._client is not None and not self._client.closed:
+            return [await f for f in send_all(self._client)]  # (see `call`)
+        return await self.run(job, reporter)
+
     def track(self, fut: asyncio.Future, what: str, done, reporter: Reporter) -> None:
         """Watch a pipelined write-back reply: failures are recorded, not raised."""
         self.changes += 1
@@ -168,21 +235,25 @@ class NodeLink:
 
     async def close(self) -> None:
         self._worker.cancel()
+        if self._pinger is not None:
+            self._pinger.cancel()
         if self._client is not None:
             await self._client.close()
 
 
 class LinkPool:
-    """The host agent's node connections: one lane per node and pair of timeouts."""
+    """Node connections: one lane per node and pair of timeouts (with leases when
+    `on_recall` is given: it hears what each RECALL names)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_recall: Recalled | None = None) -> None:
         self._links: dict[tuple[NodeAddr, float, float], NodeLink] = {}
+        self.on_recall = on_recall
 
     def get(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> NodeLink:
         key = (addr, connect_timeout, call_timeout)
         lk = self._links.get(key)
         if lk is None:
-            lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout)
+            lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout, self.on_recall)
         return lk
 
     async def close(self) -> None:
@@ -219,6 +290,15 @@ class SessionLink:
     def changes(self) -> int:
         return self.shared.changes
 
+    def lease_token(self) -> tuple[int, int]:
+        return self.shared.lease_token()
+
+    def grant(self, token: tuple[int, int]) -> int | None:
+        return self.shared.grant(token)
+
+    def holds(self, lease: int | None) -> bool:
+        return self.shared.holds(lease)
+
     def submit(self, job: Job, what: str) -> None:
         """Queue a write-back; its failure is recorded, not raised."""
         self.shared.submit(job, what, self.reporter)
@@ -229,6 +309,10 @@ class SessionLink:
 
     async def call(self, op: str, **fields: Any) -> dict:
         return await self.shared.call(self.reporter, op, fields)
+
+    async def calls(self, *requests: tuple[str, dict[str, Any]]) -> list[dict]:
+        """Several requests in one round trip: their replies, in order."""
+        return await self.shared.calls(self.reporter, list(requests))
 
     def track(self, fut: asyncio.Future, what: str, done=None) -> None:
         """Watch a pipelined write-back reply: failures are recorded, not raised."""

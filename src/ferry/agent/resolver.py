@@ -7,13 +7,15 @@ and answers the shim with a `Redirect` where a path crosses a link out of its mo
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 
 from ..protocol import spec
 from ..protocol.codec import LinkOut
 from . import cache
-from .routes import link_target, normpath
+from .links import SessionLink
+from .routes import NodeAddr, RouteError, link_target, normpath
 
 MAX_SYMLINK_HOPS = spec.MAX_REDIRECTS
 
@@ -32,7 +34,23 @@ class Redirect(Exception):
 
 
 class Resolver:
-    """Part of `Agent`: uses its `router`, `replica` and `route`."""
+    """Part of `Agent` (and of the `SharedCache` its sessions share): uses `router`,
+    `replica`, `pool`, `links`, `log` and the timeouts."""
+
+    def link(self, addr: NodeAddr) -> SessionLink:
+        lk = self.links.get(addr)
+        if lk is None:
+            shared = self.pool.get(addr, self.connect_timeout, self.call_timeout)
+            lk = self.links[addr] = SessionLink(shared, self.log)
+        return lk
+
+    def route(self, path: bytes) -> tuple[SessionLink, bytes]:
+        try:
+            addr, rel = self.router.route(path)
+        except RouteError as e:
+            self.log(f"ferry: {e}")
+            raise OSError(errno.ENOENT, str(e)) from None
+        return self.link(addr), rel
 
     async def listed(self, path: bytes, hops: int = 0) -> cache.Meta:
         """Make sure directory `path` is in the replica and listed; returns its Meta.
@@ -60,15 +78,41 @@ class Resolver:
 
     async def list_dir(self, path: bytes) -> None:
         link, rel = self.route(path)
-        before = link.changes
-        rep = await link.call("LISTDIR", path=rel)
-        attr = (await link.call("STAT", path=rel, flags=0))["attr"]
+        before, token = link.changes, link.lease_token()
+
+        # STAT first: its lease (a directory's covers its listing) is then never younger
+        # than the listing, so a change made in between is recalled.
+        st, listing = await link.calls(("STAT", {"path": rel, "flags": 0}), ("LISTDIR", {"path": rel}))
+        attr, entries = st["attr"], listing["entries"]
         # A write-back of ours that started after the LISTDIR went out is missing from it
         # and may have finished by now (its file no longer pending): such a listing may
         # add names but must not remove any, and the next use lists again.
         settled = link.changes == before
-        self.replica.apply_listing(path, rep["entries"], attr, remove=settled)
+        self.replica.apply_listing(path, entries, attr, remove=settled,
+                                   lease=link.grant(token) if settled else None)
         self.replica.meta[path].version = (attr.mtime_ns, attr.size) if settled else None
+
+    async def refresh(self, path: bytes) -> None:
+        """Bring a recalled entry up to date now (the shim stats the replica without asking
+        us): the node's attributes in place, a new placeholder for new content, or — gone,
+        or no longer the same kind — a new listing of its parent."""
+        m = self.replica.meta.get(path)
+        if m is None or m.local or m.pending or self._written_here(path, m):
+            return
+        link, rel = self.route(path)
+        token = link.lease_token()
+        try:
+            a = (await link.call("STAT", path=rel, flags=spec.STAT_NOFOLLOW))["attr"]
+        except OSError:
+            a = None
+        if self.replica.meta.get(path) is not m or m.pending or m.local:
+            return  # changed here meanwhile: ours wins until written back
+        if a is not None and self.replica.update(path, a):
+            self.replica.meta[path].lease = link.grant(token)
+            return
+        pm = self.replica.meta.get(cache.parent_of(path))
+        if pm is not None and pm.present:
+            await self.list_dir(cache.parent_of(path))
 
     async def revalidate_miss(self, path: bytes) -> bool:
         """Close-to-open for names: `path` is missing from our listings, but another
@@ -81,8 +125,9 @@ class Resolver:
         if m is None or m.kind != "d" or not m.present or m.local or m.pending:
             return False
         link, rel = self.route(d)
-        if link.busy:
-            return False  # our own changes are still on the way: the node is behind us
+        if link.busy or link.holds(m.lease):
+            return False  # our own changes are still on the way (the node is behind us), or
+                          # the node would have recalled the listing before a name came
         a = (await link.call("STAT", path=rel, flags=0))["attr"]
         if (a.mtime_ns, a.size) == m.version:
             return False
@@ -252,19 +297,29 @@ class Resolver:
         if m.kind == "d":
             if not m.present:
                 await self.list_dir(path)
-            elif not m.local and not m.pending and not self.route(path)[0].busy:
-                await self.list_dir(path)  # close-to-open for directories: see others' changes
+            elif not m.local and not m.pending:
+                link = self.route(path)[0]
+                if not link.busy and not link.holds(m.lease):
+                    await self.list_dir(path)  # close-to-open for directories: see others' changes
             return {}
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY
         if m.kind == "f" and writing and flags & os.O_TRUNC:
             m.present = True
             return {}
         if m.kind == "f" and not m.local and not m.pending:
+            fetching = self.replica.fetching.get(path)
+            if fetching is not None:  # another program's open is fetching it: one fetch for both
+                await asyncio.shield(fetching)
+                return await self._cache_open(f)  # (then leased, or asked again)
             link, rel = self.route(path)
+            token = link.lease_token()
             if m.present:
+                if link.holds(m.lease) and not self._changed_behind(path, m):
+                    return {}  # leased: the node would have recalled it before a change
                 # Close-to-open: another client may have closed a newer version.
                 a = (await link.call("STAT", path=rel, flags=0))["attr"]
                 if (a.mtime_ns, a.size) == m.version and not self._changed_behind(path, m):
+                    m.lease = link.grant(token)
                     return {}
                 if self._written_here(path, m):
                     # Ours has changes the node has not seen (a file still open for writing;
@@ -272,8 +327,13 @@ class Resolver:
                     # fetching over it would cut the writer's fd off from the file and lose
                     # them.  Local wins until its upload, as in a listing.
                     return {}
-            attr = await cache.fetch(link, rel, self.replica.cpath(path), in_place=not m.present)
-            m.present, m.version = True, (attr.mtime_ns, attr.size)
+            done = self.replica.fetching[path] = asyncio.get_running_loop().create_future()
+            try:
+                attr = await cache.fetch(link, rel, self.replica.cpath(path), in_place=not m.present)
+            finally:
+                del self.replica.fetching[path]
+                done.set_result(None)  # (a failed fetch is the joiners' to retry)
+            m.present, m.version, m.lease = True, (attr.mtime_ns, attr.size), link.grant(token)
             m.uploaded = cache.identity(os.lstat(self.replica.cpath(path)))  # what the node has, here
         return {}
 

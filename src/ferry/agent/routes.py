@@ -189,6 +189,22 @@ class Router:
             rel = rel[len(sub):]
         return root + (rel if rel != b"/" else b"")
 
+    def ferry_paths(self, node: NodeAddr, rel: bytes) -> list[bytes]:
+        """Every ferry path that names node path `rel` of `node` (a node may be mounted
+        more than once, and reached by /REMOTE@ paths too): `route` backwards."""
+        out = []
+        for prefix, m in self.mounts:
+            if m.node == node:
+                sub = m.subdir.encode()
+                if sub == b"/":
+                    out.append(prefix + (rel if rel != b"/" else b""))
+                elif rel == sub or rel.startswith(sub + b"/"):
+                    out.append(prefix + rel[len(sub):])
+        for root, addr in self._orfa.items():
+            if addr == node:
+                out.append(root + (rel if rel != b"/" else b""))
+        return out
+
     def route(self, path: bytes) -> tuple[NodeAddr, bytes]:
         """Ferry path -> (node, export-relative path)."""
         root = self.root_of(path)

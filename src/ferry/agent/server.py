@@ -17,32 +17,34 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import socket
 from collections.abc import Callable
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
-from . import cache
 from .direct import DirectFile, DirectFiles
-from .links import LinkPool, SessionLink
+from .links import SessionLink
 from .locks import LockKeeper, LockOps
 from .placeholders import Placeholders
 from .resolver import Resolver
-from .routes import NodeAddr, RouteError, Router
+from .routes import NodeAddr, Router
+from .shared import SharedCache
 from .shimconn import ShimConn, ShimServer, stderr_log
 from .writeback import WriteBack
 
 
 class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
+    """One session's server.  Its replica, node connections and leases are a `SharedCache`'s,
+    shared with the other sessions of the same mounts and mode (`shared`), or its own."""
+
     def __init__(self, router: Router, cache_root: bytes, connect_timeout: float = 3.0,
                  call_timeout: float = 30.0, log: Callable[[str], None] = stderr_log,
-                 pool: LinkPool | None = None) -> None:
-        self.router = router
+                 shared: SharedCache | None = None, leases: bool = True) -> None:
         self.log = log  # where this agent's messages go: its run's stderr
-        self._own_pool = pool is None  # a private agent's; the host agent's sessions share one
-        self.pool = pool if pool is not None else LinkPool()
-        self.replica = cache.Replica(cache_root, router.root_of)
+        self._own_cache = shared is None
+        self.shared = shared if shared is not None else SharedCache(router, cache_root, connect_timeout,
+                                                                    call_timeout, leases=leases)
+        self.router, self.replica, self.pool = self.shared.router, self.shared.replica, self.shared.pool
         self.links: dict[NodeAddr, SessionLink] = {}
         self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)
         self.conns: set[ShimConn] = set()
@@ -55,21 +57,6 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.calls = handlers_for(self, "op_", spec.SHIM_CALLS)  # requests: answered
         self.tells = handlers_for(self, "told_", spec.SHIM_TELLS)  # one-way frames: applied in order
 
-    def link(self, addr: NodeAddr) -> SessionLink:
-        lk = self.links.get(addr)
-        if lk is None:
-            shared = self.pool.get(addr, self.connect_timeout, self.call_timeout)
-            lk = self.links[addr] = SessionLink(shared, self.log)
-        return lk
-
-    def route(self, path: bytes) -> tuple[SessionLink, bytes]:
-        try:
-            addr, rel = self.router.route(path)
-        except RouteError as e:
-            self.log(f"ferry: {e}")
-            raise OSError(errno.ENOENT, str(e)) from None
-        return self.link(addr), rel
-
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         if self._lsock is not None:
@@ -80,8 +67,8 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.placeholders.close()
         self.files.clear()
         self.locks.close()
-        if self._own_pool:
-            await self.pool.close()
+        if self._own_cache:
+            await self.shared.close()
 
     async def op_hello(self, f) -> dict:
         # The agent's socket is the user's own (0700 directory, peer checked at accept): no token.

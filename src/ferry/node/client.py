@@ -13,6 +13,8 @@ import errno
 import os
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from ferry import security
@@ -23,11 +25,23 @@ from ferry.protocol.codec import (FrameReader, LinkOut, ProtocolError, Reply, pa
 _FieldList = list[tuple[str, str]]
 
 
+Recalled = Callable[[list[tuple[bytes, bytes]]], None]
+
+
+def parse_recall(items: bytes) -> list[tuple[bytes, bytes]]:
+    """RECALL's `items` -> [(kind, path)] (spec.STATUS_RECALL)."""
+    return [(item[:1], item[1:]) for item in bytes(items).split(b"\0") if item]
+
+
 class NodeClient(asyncio.BufferedProtocol):
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, on_recall: Recalled | None = None) -> None:
         self.where = f"ferry node {host}:{port}"
         self.timeout = timeout  # seconds a reply may take before the call fails with EIO
         self.features = 0  # what the node's HELLO offered
+        # With `on_recall`, we ask for leases; it is called with what a RECALL names, and the
+        # node gets its RECALL_ACK as soon as it returns (so it must invalidate, not wait).
+        self.on_recall = on_recall
+        self.heard = time.monotonic()  # when the node last sent us anything
         self._loop = asyncio.get_running_loop()
         self._reader = FrameReader("reply")
         self._pending: dict[int, tuple[asyncio.Future[dict[str, Any]], _FieldList, asyncio.TimerHandle]] = {}
@@ -39,7 +53,8 @@ class NodeClient(asyncio.BufferedProtocol):
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float = 3.0, *, call_timeout: float = 30.0,
-                      token: bytes = b"", tls: ssl.SSLContext | None = None, fingerprint: str = "") -> NodeClient:
+                      token: bytes = b"", tls: ssl.SSLContext | None = None, fingerprint: str = "",
+                      on_recall: Recalled | None = None) -> NodeClient:
         """Connect (over TLS when `tls` is given, pinned to `fingerprint` if any), say HELLO and,
         with a token, prove it and check the node's proof; raises OSError saying what failed
         and what to check."""
@@ -48,13 +63,15 @@ class NodeClient(asyncio.BufferedProtocol):
         client: NodeClient | None = None
         try:
             async with asyncio.timeout(timeout):
-                transport, client = await loop.create_connection(lambda: cls(host, port, call_timeout), host, port,
+                transport, client = await loop.create_connection(lambda: cls(host, port, call_timeout, on_recall),
+                                                                 host, port,
                                                                  ssl=tls, server_hostname=host if tls else None)
                 if fingerprint:
                     security.check_fingerprint(transport.get_extra_info("ssl_object"), fingerprint)
                 mine = security.nonce() if token else b""
                 hello = await client.call("HELLO", version=spec.PROTOCOL_VERSION, max_frame=spec.MAX_FRAME,
-                                          features=spec.FEATURE_PIPELINE, nonce=mine)
+                                          features=spec.FEATURE_PIPELINE | (spec.FEATURE_LEASES if on_recall else 0),
+                                          nonce=mine)
                 if hello["version"] == spec.PROTOCOL_VERSION:
                     await client._authenticate(token, mine, hello["nonce"])
         except BaseException as e:
@@ -67,6 +84,11 @@ class NodeClient(asyncio.BufferedProtocol):
                           f"{spec.PROTOCOL_VERSION}: run the same ferry version on both ends")
         client.features = hello["features"]
         return client
+
+    @property
+    def leasing(self) -> bool:
+        """The node grants us leases (and will recall them)."""
+        return bool(self.features & spec.FEATURE_LEASES) and self.on_recall is not None
 
     async def _authenticate(self, token: bytes, mine: bytes, theirs: bytes) -> None:
         if not theirs and not token:
@@ -101,7 +123,11 @@ class NodeClient(asyncio.BufferedProtocol):
             self._abort()
             return
         pending = self._pending
+        self.heard = time.monotonic()
         for status, rid, payload in replies:
+            if status == spec.STATUS_RECALL:
+                self._recalled(rid, payload)
+                continue
             entry = pending.pop(rid, None)
             if entry is None:  # its caller already timed out
                 continue
@@ -119,6 +145,18 @@ class NodeClient(asyncio.BufferedProtocol):
                 fut.set_result(unpack_fields(fields, payload))
             except ProtocolError as e:
                 fut.set_exception(OSError(errno.EIO, f"{self.where} sent a malformed reply: {e}"))
+
+    def _recalled(self, rid: int, payload) -> None:
+        try:
+            items = parse_recall(unpack_fields(spec.RECALL, payload)["items"])
+        except ProtocolError as e:
+            self._error = OSError(errno.EIO, f"{self.where} sent a malformed recall ({e}); connection dropped")
+            self._abort()
+            return
+        if self.on_recall is not None:
+            self.on_recall(items)
+        if rid and not self.closed:  # id 0: a recall of everything, answered by nothing
+            self.send_oneway("RECALL_ACK", id=rid)
 
     def pause_writing(self) -> None:
         self._writable = self._loop.create_future()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -20,6 +22,7 @@ from ferry.protocol.codec import LinkOut, unpack_fields
 from ferry.protocol.dispatch import handlers_for
 
 from .backends.base import Backend, BackendFile, split_path
+from .leases import LeaseTable, norm
 from .locks import EOF, LockTable, owner_class
 from .stats import ConnCounts, NodeStats
 
@@ -44,6 +47,17 @@ class Deferred:
             self.send(status)
 
 
+class Held:
+    """A change that must wait until other clients gave back their leases on what it
+    touches (node/leases.py): the server sends the recalls, holds the connection's later
+    requests, and calls `apply` once every holder answered."""
+
+    __slots__ = ("apply", "items")
+
+    def __init__(self, items: dict, apply: Callable[[], tuple[Op, int, Fields | Deferred]]) -> None:
+        self.items, self.apply = items, apply
+
+
 class LimitExceeded(Exception):
     """A client went past one of its connection's limits (spec.MAX_*): the server closes it."""
 
@@ -53,12 +67,19 @@ class Session:
     and (through the node-wide lock table) the locks its owners hold."""
 
     __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "max_handles", "max_locks", "nonces", "puts",
-                 "counts", "stats", "token")
+                 "counts", "stats", "token", "leases", "leasing", "paths", "recall_to", "kick")
 
     def __init__(self, backend: Backend, token: bytes = b"", locks: LockTable | None = None,
                  max_handles: int = spec.MAX_HANDLES, max_locks: int = spec.MAX_LOCKS,
-                 stats: NodeStats | None = None, counts: ConnCounts | None = None) -> None:
+                 stats: NodeStats | None = None, counts: ConnCounts | None = None,
+                 leases: LeaseTable | None = None) -> None:
         self.backend = backend
+        self.leases = leases if leases is not None else LeaseTable()  # node-wide
+        self.leasing = False  # HELLO asked for leases (spec.FEATURE_LEASES)
+        self.paths: dict[int, bytes] = {}  # handle -> the path it writes (what its changes recall)
+        # Set by the server: send this connection a RECALL frame; close it, saying why.
+        self.recall_to: Callable[[int, bytes], None] = lambda rid, items: None
+        self.kick: Callable[[str], None] = lambda why: None
         self.stats = stats if stats is not None else NodeStats()  # node-wide, for STATS
         self.counts = counts if counts is not None else ConnCounts(0)  # this connection's part
         self.locks = locks if locks is not None else LockTable()
@@ -94,6 +115,7 @@ class Session:
 
     def release(self, h: int) -> None:
         f = self.files.pop(h)
+        self.paths.pop(h, None)
         if h in self.puts:
             self.puts.discard(h)
             self.backend.put_abort(f)
@@ -102,6 +124,7 @@ class Session:
 
     def close_all(self) -> None:
         sid = self.id
+        self.leases.drop(self)
         self.locks.release_owner(lambda o: o[0] == sid)
         for h in list(self.files):
             try:
@@ -113,14 +136,15 @@ class Session:
 def handle_hello(s: Session, f: Fields) -> Fields:
     if f["version"] != spec.PROTOCOL_VERSION:
         raise OSError(errno.EPROTONOSUPPORT, f"protocol version {f['version']}, node speaks {spec.PROTOCOL_VERSION}")
+    s.leasing = bool(f["features"] & spec.FEATURE_LEASES)
+    features = spec.FEATURE_PIPELINE | (spec.FEATURE_LEASES if s.leasing else 0)
     if s.token:  # a new challenge each HELLO: a proof recorded before is worth nothing now
         s.authed = False
         s.nonces = (f["nonce"], security.nonce())
-        return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": spec.FEATURE_PIPELINE,
+        return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": features,
                 "nonce": s.nonces[1]}
     s.authed = True
-    return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": spec.FEATURE_PIPELINE,
-            "nonce": b""}
+    return {"version": spec.PROTOCOL_VERSION, "max_frame": spec.MAX_FRAME, "features": features, "nonce": b""}
 
 
 def handle_auth(s: Session, f: Fields) -> Fields:
@@ -140,7 +164,19 @@ def handle_stats(s: Session, f: Fields) -> Fields:
 
 
 def handle_stat(s: Session, f: Fields) -> Fields:
-    return {"attr": s.backend.stat(f["path"], not f["flags"] & spec.STAT_NOFOLLOW)}
+    attr = s.backend.stat(f["path"], not f["flags"] & spec.STAT_NOFOLLOW)
+    if s.leasing:
+        s.leases.grant(s, attr.ino, f["path"], stat.S_ISDIR(attr.mode))
+    return {"attr": attr}
+
+
+def handle_recall_ack(s: Session, f: Fields) -> Fields:
+    s.leases.ack(s, f["id"])
+    return _NO_FIELDS
+
+
+def handle_keepalive(s: Session, f: Fields) -> Fields:
+    return _NO_FIELDS
 
 
 def handle_listdir(s: Session, f: Fields) -> Fields:
@@ -154,7 +190,12 @@ def handle_open(s: Session, f: Fields) -> Fields:
     except BaseException:
         obj.close()
         raise
-    return {"handle": s.add(obj), "attr": attr}
+    h = s.add(obj)
+    if f["flags"] & os.O_ACCMODE != os.O_RDONLY:
+        s.paths[h] = norm(f["path"])
+    elif s.leasing:
+        s.leases.grant(s, attr.ino, f["path"], stat.S_ISDIR(attr.mode))
+    return {"handle": h, "attr": attr}
 
 
 def handle_close(s: Session, f: Fields) -> Fields:
@@ -242,7 +283,9 @@ def handle_access(s: Session, f: Fields) -> Fields:
 
 
 def handle_put_open(s: Session, f: Fields) -> Fields:
-    return {"handle": s.add(s.backend.put_open(f["path"], f["mode"]), put=True)}
+    h = s.add(s.backend.put_open(f["path"], f["mode"]), put=True)
+    s.paths[h] = norm(f["path"])
+    return {"handle": h}
 
 
 def handle_put_commit(s: Session, f: Fields) -> Fields:
@@ -253,6 +296,7 @@ def handle_put_commit(s: Session, f: Fields) -> Fields:
         raise OSError(errno.EBADF, f"no upload handle {h}")
     obj = s.files.pop(h)
     s.puts.discard(h)
+    s.paths.pop(h, None)
     try:
         return {"attr": s.backend.put_commit(obj, f["mode"], f["atime_ns"], f["mtime_ns"])}
     except BaseException:
@@ -361,13 +405,21 @@ OPS: dict[int, Op] = {
 _BEFORE_AUTH = {spec.OPCODES["HELLO"], spec.OPCODES["AUTH"]}
 
 
-def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Deferred]:
-    """Decode and apply one request: (op, status, reply fields or a `Deferred` reply).
-    Raises ProtocolError for a payload that does not match the op."""
+def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Deferred | Held]:
+    """Decode and apply one request: (op, status, reply fields or a `Deferred` reply), or a
+    `Held` change that waits for other clients' leases first.  Raises ProtocolError for a
+    payload that does not match the op."""
     op = OPS[opcode]
     fields = unpack_fields(op.request, payload)
     if not s.authed and opcode not in _BEFORE_AUTH:
         return op, -errno.EACCES, _NO_FIELDS
+    items = s.leases.touched(s.backend, s, opcode, fields, s.paths.get)
+    if items:
+        return op, 0, Held(items, lambda: apply(s, op, fields))
+    return apply(s, op, fields)
+
+
+def apply(s: Session, op: Op, fields: Fields) -> tuple[Op, int, Fields | Deferred]:
     try:
         return op, 0, op.handler(s, fields)
     except LinkOut as e:  # reply fields: spec.LINK_OUT

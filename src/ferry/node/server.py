@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import errno
 import logging
 import os
@@ -28,7 +29,8 @@ from ferry.protocol import spec
 from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts
 
 from .backends.base import Backend
-from .handlers import Deferred, LimitExceeded, Session, run
+from .handlers import Deferred, Held, LimitExceeded, Session, run
+from .leases import LeaseTable
 from .locks import LockTable
 from .stats import STATS_OPCODE, NodeStats
 
@@ -48,12 +50,16 @@ class Limits:
     locks: int = spec.MAX_LOCKS
     waiting: int = spec.MAX_WAITING
     slow_frame: float = spec.SLOW_FRAME
+    recall_timeout: float = spec.RECALL_TIMEOUT  # (not per connection: the export's lease table)
 
 
 class NodeProtocol(asyncio.BufferedProtocol):
-    def __init__(self, backend: Backend, token: bytes, locks: LockTable, limits: Limits, stats: NodeStats) -> None:
+    def __init__(self, backend: Backend, token: bytes, locks: LockTable, limits: Limits, stats: NodeStats,
+                 leases: LeaseTable) -> None:
         self._stats = stats
-        self._session = Session(backend, token, locks, limits.handles, limits.locks, stats)
+        self._session = Session(backend, token, locks, limits.handles, limits.locks, stats, leases=leases)
+        self._session.recall_to = self._send_recall
+        self._session.kick = self._kick
         self._counts = self._session.counts  # replaced by the node's once connected
         self._reader = FrameReader("request")
         self._transport: asyncio.Transport | None = None
@@ -61,6 +67,10 @@ class NodeProtocol(asyncio.BufferedProtocol):
         self._limits = limits
         self._waiting = 0  # requests whose reply comes later (lock waits)
         self._slow: asyncio.TimerHandle | None = None  # runs out when a started frame is late
+        # Requests received while a change waits for other clients' leases (handlers.Held):
+        # applied after it, in order, so this connection's ops never reorder.
+        self._queued: collections.deque[Request] = collections.deque()
+        self._held = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -80,11 +90,30 @@ class NodeProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         transport = self._transport
         assert transport is not None
+        try:
+            reqs = cast(list[Request], self._reader.buffer_updated(nbytes))
+        except ProtocolError as e:
+            log.warning("ferry node: closing connection from %s: malformed frame: %s", self._peer, e)
+            transport.abort()
+            return
+        if self._held:
+            self._queued.extend(reqs)
+            return
+        self._serve(reqs)
+        self._watch_partial_frame()
+
+    def _serve(self, reqs) -> None:
+        """Apply requests in order and send their replies; stop at a change that must wait
+        for leases (the rest is queued until `_resume`)."""
+        transport = self._transport
+        if transport is None:
+            return
         out: list[bytes] = []
         mine = self._counts
         counts = mine.requests  # zeroed in place by a reset, so this stays the one list
+        reqs = iter(reqs)
         try:
-            for req in cast(list[Request], self._reader.buffer_updated(nbytes)):
+            for req in reqs:
                 # The one place requests are counted (STATS): what the dispatcher receives.
                 counted = req.opcode != STATS_OPCODE
                 if counted:
@@ -92,6 +121,12 @@ class NodeProtocol(asyncio.BufferedProtocol):
                     mine.bytes_in += spec.HEADER_SIZE + len(req.payload)
                 try:
                     op, status, fields = run(self._session, req.opcode, req.payload)
+                    if isinstance(fields, Held):
+                        self._held = True
+                        self._queued.extend(reqs)
+                        transport.pause_reading()  # what it sends meanwhile stays in the kernel
+                        self._session.leases.start(fields.items, lambda h=fields, r=req: self._resume(h, r))
+                        break
                     if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
                         if not req.flags & spec.FLAG_ONEWAY:
                             self._waiting += 1
@@ -99,23 +134,12 @@ class NodeProtocol(asyncio.BufferedProtocol):
                                 raise LimitExceeded(f"more than {self._limits.waiting} requests waiting")
                             fields.send = self._late_reply_to(req.rid)
                         continue
-                    body = pack_parts(op.reply, fields) if status == 0 else \
-                        pack_parts(spec.LINK_OUT, fields) if status == spec.STATUS_LINK_OUT else []
                 except (ProtocolError, LimitExceeded):
                     raise
                 except Exception:  # a bug must cost one request, not the node
                     log.exception("ferry node: %s from %s failed", spec.NAMES[req.opcode], self._peer)
-                    status, body = -errno.EIO, []
-                if req.flags & spec.FLAG_ONEWAY:
-                    if status:
-                        log.warning("ferry node: one-way %s from %s failed: %s",
-                                    spec.NAMES[req.opcode], self._peer, os.strerror(-status))
-                    continue
-                size = sum(map(len, body))
-                if counted:
-                    mine.bytes_out += REP_HEADER.size + size
-                out.append(REP_HEADER.pack(size, status, req.rid))
-                out.extend(body)
+                    op, status, fields = None, -errno.EIO, None
+                self._reply(out, req, op, status, fields, counted)
         except (ProtocolError, LimitExceeded) as e:
             why = "malformed frame" if isinstance(e, ProtocolError) else "over its limit"
             log.warning("ferry node: closing connection from %s: %s: %s", self._peer, why, e)
@@ -125,7 +149,46 @@ class NodeProtocol(asyncio.BufferedProtocol):
             return
         if out:
             transport.write(b"".join(out))
-        self._watch_partial_frame()
+
+    def _reply(self, out: list[bytes], req: Request, op, status: int, fields, counted: bool = True) -> None:
+        if req.flags & spec.FLAG_ONEWAY:
+            if status:
+                log.warning("ferry node: one-way %s from %s failed: %s",
+                            spec.NAMES[req.opcode], self._peer, os.strerror(-status))
+            return
+        body = pack_parts(op.reply, fields) if status == 0 else \
+            pack_parts(spec.LINK_OUT, fields) if status == spec.STATUS_LINK_OUT else []
+        size = sum(map(len, body))
+        if counted:
+            self._counts.bytes_out += REP_HEADER.size + size
+        out.append(REP_HEADER.pack(size, status, req.rid))
+        out.extend(body)
+
+    def _resume(self, held: Held, req: Request) -> None:
+        """Every holder answered the recalls `req` waited for: apply it, then what came after."""
+        self._held = False
+        if self._transport is None:
+            return
+        out: list[bytes] = []
+        op, status, fields = held.apply()
+        self._reply(out, req, op, status, fields)
+        if out:
+            self._transport.write(b"".join(out))
+        queued, self._queued = self._queued, collections.deque()
+        self._serve(queued)
+        if not self._held and self._transport is not None:
+            self._transport.resume_reading()
+
+    def _send_recall(self, rid: int, items: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            body = pack_parts(spec.RECALL, {"items": items})
+            self._transport.write(REP_HEADER.pack(sum(map(len, body)), spec.STATUS_RECALL, rid))
+            self._transport.writelines(body)
+
+    def _kick(self, why: str) -> None:
+        log.warning("ferry node: closing connection from %s: %s", self._peer, why)
+        if self._transport is not None:
+            self._transport.abort()
 
     def _watch_partial_frame(self) -> None:
         """A client that starts a frame has SLOW_FRAME seconds to finish it (slowloris)."""
@@ -157,7 +220,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        if self._transport is not None and not self._transport.is_closing() and not self._held:
             self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -176,8 +239,9 @@ async def start_node(backend: Backend, host: str = "127.0.0.1", port: int = 0,
     `stats` receives the node's counts (STATS); pass one to read them in-process."""
     loop = asyncio.get_running_loop()
     locks = LockTable()  # one per export: every connection's locks meet here
+    leases = LeaseTable(backend, limits.recall_timeout)  # and every connection's leases
     counts = stats if stats is not None else NodeStats()
-    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks, limits, counts), host, port,
+    server = await loop.create_server(lambda: NodeProtocol(backend, token, locks, limits, counts, leases), host, port,
                                       ssl=tls, backlog=BACKLOG)
     return server, server.sockets[0].getsockname()[1]
 

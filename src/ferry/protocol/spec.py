@@ -56,6 +56,29 @@ FLAG_ONEWAY = 0x1  # no reply; the sender has already applied the change locally
 
 # HELLO feature bits.
 FEATURE_PIPELINE = 0x1
+# The client takes leases (docs/coherence.md): the node remembers what it read with STAT
+# and OPEN on this connection, and recalls it (RECALL) before another client changes it.
+FEATURE_LEASES = 0x2
+
+# A frame the node starts (not a reply): a reply header whose status is STATUS_RECALL, its
+# request id the recall's id, its payload RECALL's fields.  `items` is one record after
+# another, each a kind byte, the holder's own path (as it named it when it read it) and a
+# NUL.  Kinds: RECALL_OBJECT (that object's data or attributes change), RECALL_NAMES
+# (names are added to or removed from that directory), RECALL_ALL (every lease of this
+# connection is void: path "/").  The holder invalidates, then answers RECALL_ACK with the
+# id; the change waits for that (at most RECALL_TIMEOUT seconds, then the node closes the
+# holder's connection and goes on).
+STATUS_RECALL = 2
+RECALL = [("items", "bytes")]
+RECALL_OBJECT, RECALL_NAMES, RECALL_ALL = b"o", b"n", b"a"
+RECALL_TIMEOUT = 5.0
+# A holder trusts its leases only while it heard from the node within LEASE_TRUST seconds
+# (it sends KEEPALIVE every LEASE_PING seconds while it holds any), which is less than
+# RECALL_TIMEOUT: a node that gave up waiting for an unreachable holder's ack proceeds only
+# once that holder has stopped trusting what it cached.
+LEASE_TRUST = 3.0
+LEASE_PING = 1.0
+MAX_LEASES = 1 << 20  # leases one connection may hold; past it, the node recalls them all
 
 # Flags for STAT.
 STAT_NOFOLLOW = 0x1
@@ -175,6 +198,10 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # such as `ferry stats`), so resets around a workload count exactly it.  Needs AUTH like
     # any op.  Tools and tests send it (`ferry stats`), never the shim.
     "STATS": (33, [("reset", "u32")], [("counts", "str")], "node"),
+    # (one-way) the holder has invalidated what RECALL `id` named (see STATUS_RECALL).
+    "RECALL_ACK": (34, [("id", "u64")], [], "node"),
+    # Nothing but a reply: a lease holder's proof, while idle, that the node still hears it.
+    "KEEPALIVE": (35, [], [], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),

@@ -176,5 +176,11 @@ class Backend(ABC):
     def removexattr(self, path: bytes, name: bytes, follow: bool = True) -> None:
         raise OSError(errno.ENOTSUP, os.strerror(errno.ENOTSUP), path)
 
+    def watch_fd(self, path: bytes) -> int | None:
+        """An fd (O_PATH) on directory `path` for the export watch (node/watch.py), which
+        closes it; None when nothing but the node can change this backend's tree.  OSError
+        when there is no such directory."""
+        return None
+
     def close(self) -> None:
         """Release what the backend holds (directory fds...)."""

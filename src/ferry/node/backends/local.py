@@ -442,6 +442,12 @@ class DirBackend(Backend):
     def removexattr(self, path: bytes, name: bytes, follow: bool = True) -> None:
         self._xattr(path, follow, lambda p, f: os.removexattr(p, name, follow_symlinks=f))
 
+    def watch_fd(self, path: bytes) -> int | None:
+        # Opened as every request's path is (never leaving the export); a process on the
+        # server may change this directory behind the node.
+        fd = self._fd(path, os.O_PATH | os.O_DIRECTORY)
+        return os.dup(fd) if fd == self._root_fd else fd
+
     def put_open(self, path: bytes, mode: int) -> BackendFile:
         dirfd, name = self._parent(path)
         try:
