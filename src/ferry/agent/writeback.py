@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 
+from ..protocol import spec
 from . import cache
 
 
@@ -203,4 +204,12 @@ class WriteBack:
             # runs.  One already queued may have read them: replay after it, in lane order.
             return
         fields = {k: v for k, v in f.items() if k != "path"}
+        if m is not None and m.kind == "f" and f["valid"] & spec.SET_MTIME:
+            # The shim sends the times the replica now has, so the node will hold that mtime:
+            # the copy stays the node's version (a later open must not fetch it again, which
+            # would also give a hard-linked copy an inode of its own).
+            if m.version is not None:
+                m.version = (f["mtime_ns"], m.version[1])
+            if m.uploaded is not None:
+                m.uploaded = (m.uploaded[0], m.uploaded[1], f["mtime_ns"])
         self._replay("SETATTR", path, m, **fields)
