@@ -205,7 +205,7 @@ def unmount(path: Path) -> None:
                 return
 
 
-from . import lsyncd, nfs, proxychains, s3fs, sshfs
+from . import juicefs, lsyncd, nfs, proxychains, s3fs, sshfs
 
-ALL = [sshfs, nfs, s3fs, proxychains, lsyncd]
+ALL = [sshfs, nfs, s3fs, juicefs, proxychains, lsyncd]
 BY_NAME = {m.NAME: m for m in ALL}
