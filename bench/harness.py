@@ -590,6 +590,17 @@ def interleave(repeats: int, variants: list[str], fn: Callable[[str, int], float
     return out
 
 
+def ops_summary(stats: list[dict]) -> str:
+    """The per-op node counts of the median sample (by total requests) of `Bench.node_stats`
+    results, most frequent first: `OPEN 1001, READ 1001, …`."""
+    if not stats:
+        return ""
+    mid = sorted(stats, key=lambda st: sum(st["requests"].values()))[len(stats) // 2]
+    ops = sorted(mid["requests"].items(), key=lambda x: -x[1])
+    return "node requests of the median sample: " + ", ".join(f"{op} {k}" for op, k in ops) + \
+        f"; {mid['bytes_out'] / 1e6:.2f} MB sent"
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

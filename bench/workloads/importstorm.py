@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..harness import Failure, interleave, make_row, median_le
+from ..harness import Failure, interleave, make_row, median_le, ops_summary
 
 NAME = "importstorm"
 TITLE = "Import storm: N concurrent `python3 -B -c 'import pkg'` of a 1000-module package"
@@ -96,13 +96,6 @@ def run(b) -> list[dict]:
                                     "node_stats": counts[n]}))
         rows.append(make_row(NAME, f"  {n} importer{'s' if n > 1 else ''}: node requests (all ops)",
                              "ferry-cache", "req", [float(x) for x in reqs], error=err, group=f"requests, N={n}",
-                             note=_ops(counts[n]), extra={"n": n}))
+                             note=ops_summary(counts[n]), extra={"n": n}))
     return rows
 
-
-def _ops(stats: list[dict]) -> str:
-    """The per-op counts of the median sample (by total), e.g. `OPEN 1001, READ 1001, …`."""
-    if not stats:
-        return ""
-    mid = sorted(stats, key=lambda st: sum(st["requests"].values()))[len(stats) // 2]["requests"]
-    return ", ".join(f"{op} {k}" for op, k in sorted(mid.items(), key=lambda x: -x[1]))

@@ -19,8 +19,7 @@ import shlex
 import shutil
 import statistics
 
-from ..harness import Failure, count_tree, make_row, median_le
-from .importstorm import _ops
+from ..harness import Failure, count_tree, make_row, median_le, ops_summary
 
 NAME = "w2runs"
 TITLE = "W2 as one `ferry run` vs three (untar; ls -lR; rm -r), host agent running"
@@ -103,5 +102,5 @@ def run(b) -> list[dict]:
                                  group=f"node {op}"))
         rows.append(make_row(NAME, "  three runs: node requests (all ops)", v, "req",
                              [float(sum(st["requests"].values())) for st in stats[v]], error=failures.get(v),
-                             group="node requests", note=_ops(stats[v])))
+                             group="node requests", note=ops_summary(stats[v])))
     return rows
