@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ..harness import run_cmd, tail
-from . import Daemon, Peer, Skip, ensure, need_fuse, wait_mounted
+from . import Daemon, Peer, Skip, attach_fuse, ensure, need_fuse
 
 NAME = "juicefs"
 KIND = "fs"
@@ -35,15 +35,10 @@ def start(b) -> Peer:
         raise Skip(f"juicefs format failed (exit {r.rc}): {tail(r.stdout + r.stderr, 300)}")
     peer = Peer(NAME, KIND, mount=mnt, backing=mnt, desc="")
     peer.info["store"] = [str(objects), str(cache)]   # for cold-cache runs
-    fs = Daemon("juicefs mount", [jfs, "mount", "--no-usage-report", "--no-syslog",
-                                  "--cache-dir", str(cache), meta, str(mnt)], d / "mount.log")
-    peer.daemons.append(fs)
-    peer.mounts.append(mnt)
+    fs = Daemon("juicefs", [jfs, "mount", "--no-usage-report", "--no-syslog", "--cache-dir", str(cache), meta,
+                            str(mnt)], d / "mount.log")
     try:
-        if not wait_mounted(mnt, timeout=60, proc=fs):
-            raise Skip(f"juicefs did not mount: {fs.log_tail(300)}")
-        (mnt / ".bench-probe").write_bytes(b"ok")
-        (mnt / ".bench-probe").unlink()
+        attach_fuse(peer, fs, mnt, timeout=60)
     except BaseException:
         peer.stop()
         raise
