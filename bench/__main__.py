@@ -20,7 +20,7 @@ from .workloads import ALL, BY_NAME
 
 # The peers a --quick run starts unless --peers says otherwise: the ones whose set-up costs
 # seconds, not the minutes that writing the test data through s3fs takes.
-QUICK_PEERS = ("sshfs", "nfs", "proxychains", "lsyncd")
+QUICK_PEERS = ("sshfs", "nfs", "juicefs", "proxychains", "lsyncd")
 
 
 def git_desc(at: str | None = None) -> str:

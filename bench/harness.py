@@ -231,7 +231,7 @@ class Bench:
         elif cfg.rev:
             snap = self.tmp / "code"
             snap.mkdir()
-            arch = subprocess.run(["git", "-C", str(REPO), "archive", cfg.rev, "src/ferry", "shim"],
+            arch = subprocess.run(["git", "-C", str(REPO), "archive", cfg.rev, "src/ferry", "shim", "launcher"],
                                   capture_output=True, timeout=120, check=False)
             if arch.returncode != 0:
                 shutil.rmtree(self.tmp, ignore_errors=True)
@@ -245,6 +245,7 @@ class Bench:
             shutil.copytree(REPO / "src" / "ferry", snap / "src" / "ferry",
                             ignore=shutil.ignore_patterns("__pycache__", "_lib"))
             shutil.copytree(REPO / "shim", snap / "shim")
+            shutil.copytree(REPO / "launcher", snap / "launcher")
             self.pyroot = snap / "src"
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = str(self.pyroot) + (os.pathsep + self.env["PYTHONPATH"]
@@ -253,14 +254,22 @@ class Bench:
             self.env.pop(k, None)
         self.env["LC_ALL"] = "C"
         self.local_env = dict(self.env)
+        # The bench's own host agent (socket, lock and log in the temp dir), so every run
+        # is served by the code under test, never by an agent some other run left behind;
+        # stopped by close().
+        agent_dir = self.dir("agent")
+        agent_dir.chmod(0o700)
+        self.env["FERRY_AGENT_SOCK"] = str(agent_dir / "agent.sock")
         self.bench_root = REPO     # cwd for `python -m bench.…` helpers
-        # Build the shim now, outside any timing.
-        r = run_cmd([sys.executable, "-c", "from ferry import shimlib; print(shimlib.path())"], timeout=300,
-                    env=self.env)
+        # Build the shim and the C front (the installed `ferry`) now, outside any timing.
+        r = run_cmd([sys.executable, "-c", "from ferry import shimlib; print(shimlib.path()); "
+                     "print(shimlib.launcher_path())"], timeout=300, env=self.env)
         if r.rc != 0:
             shutil.rmtree(self.tmp, ignore_errors=True)
-            raise SystemExit(f"bench: cannot build the ferry shim:\n{r.stderr}")
-        self.shim = r.stdout.strip()
+            raise SystemExit(f"bench: cannot build the ferry shim or the C front:\n{r.stderr}")
+        self.shim, self.launcher = r.stdout.split()[:2]
+        # The C front finds the shim of a checkout (or snapshot) through FERRY_SHIM.
+        self.c_env = dict(self.env, FERRY_SHIM=self.shim)
 
     # ---- paths and data
 
@@ -272,6 +281,8 @@ class Bench:
         return p
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.agent_stop()   # first: it writes back to the nodes
         for n in list(self.nodes):
             with contextlib.suppress(Exception):
                 n.stop()
@@ -375,30 +386,70 @@ class Bench:
         root = self.dir("nodes", name, "root", fresh=True)
         return Node(self, root, self.tmp / "nodes" / name / "serve.log")
 
+    # ---- the host agent and the node's counts
+
+    def ferry_py(self, *args: str, timeout: float = 60) -> Result:
+        """`python -m ferry ARGS` with the bench's environment (its agent, the code under test)."""
+        return run_cmd([sys.executable, "-m", "ferry", *args], timeout=timeout, env=self.env)
+
+    def agent_stop(self) -> None:
+        """`ferry agent stop` (every session written back first); returns once it is gone."""
+        r = self.ferry_py("agent", "stop", timeout=120)
+        if r.rc != 0 or r.timed_out:
+            raise Failure(f"ferry agent stop failed (exit {r.rc}): {tail(r.stderr)}",
+                          self.repro([sys.executable, "-m", "ferry", "agent", "stop"]))
+
+    def agent_start(self) -> None:
+        """`ferry agent start`: returns once it answers."""
+        r = self.ferry_py("agent", "start", timeout=120)
+        if r.rc != 0 or r.timed_out:
+            raise Failure(f"ferry agent start failed (exit {r.rc}): {tail(r.stderr)}",
+                          self.repro([sys.executable, "-m", "ferry", "agent", "start"]))
+
+    def node_stats(self, node: Node, reset: bool = True) -> dict:
+        """`ferry stats URL [--reset] --json`: the node's requests per op since the last reset
+        (`requests`), with `connections`, `bytes_in`, `bytes_out`.  The asking connection is
+        not counted, so a reset before and a read after a command count exactly that command."""
+        args = ["stats", node.url, "--json"] + (["--reset"] if reset else [])
+        r = self.ferry_py(*args)
+        if r.rc != 0 or r.timed_out:
+            raise Failure(f"ferry stats failed (exit {r.rc}): {tail(r.stderr)}",
+                          self.repro([sys.executable, "-m", "ferry", *args], node))
+        try:
+            return json.loads(r.stdout)
+        except ValueError as e:
+            raise Failure(f"ferry stats --json printed no JSON ({e}): {tail(r.stdout)}") from None
+
     # ---- commands
 
-    def ferry_cmd(self, mode: str, url: str, cmd: list[str]) -> list[str]:
-        return [sys.executable, "-m", "ferry", "run", "--mode", mode, "--mount", f"{MOUNT}={url}", "--", *cmd]
+    def ferry_cmd(self, mode: str, url: str, cmd: list[str], front: str = "py") -> list[str]:
+        """`ferry run --mode MODE --mount /mnt/r=URL -- CMD` through the Python CLI (`python -m
+        ferry`, front "py") or the C front (the installed `ferry`, front "c")."""
+        head = [self.launcher] if front == "c" else [sys.executable, "-m", "ferry"]
+        return [*head, "run", "--mode", mode, "--mount", f"{MOUNT}={url}", "--", *cmd]
 
     def repro(self, cmd: list[str], node: Node | None = None) -> str:
         """A shell line reproducing `cmd` from the repo root (paths in the bench temp dir
         only exist while the bench runs, or with --keep)."""
-        shown = [("python" if c == sys.executable else c) for c in cmd]
+        shown = [("python" if c == sys.executable else "ferry" if c == getattr(self, "launcher", None) else c)
+                 for c in cmd]
         line = f"cd {REPO} && PYTHONPATH=src {shlex.join(shown)}"
         if node is not None:
             line = f"{node.repro()}  # prints URL; then\n{line}  # with that URL"
         return line
 
     def run_variant(self, variant: str, cmd: list[str], node: Node | None, timeout: float,
-                    cwd: str | None = None, stderr_ok: bool = False) -> Result:
-        """Run `cmd` as `variant` (local: directly; ferry-*: under `ferry run --mode`).
+                    cwd: str | None = None, stderr_ok: bool = False, front: str = "py") -> Result:
+        """Run `cmd` as `variant` (local: directly; ferry-*: under `ferry run --mode`, through
+        the Python CLI or, with front "c", the C front).
         Raises Failure on timeout, non-zero exit or a dead node."""
         peer = self.peers.get(variant)
         if variant == "local" or peer is not None:
             full, env = cmd, self.local_env
         else:
             assert node is not None
-            full, env = self.ferry_cmd(variant.split("-", 1)[1], node.url, cmd), self.env
+            full = self.ferry_cmd(variant.split("-", 1)[1], node.url, cmd, front)
+            env = self.c_env if front == "c" else self.env
         r = run_cmd(full, timeout=timeout, env=env, cwd=cwd)
         ferry = variant.startswith("ferry-")
         if r.timed_out:
@@ -537,6 +588,17 @@ def interleave(repeats: int, variants: list[str], fn: Callable[[str, int], float
             except Failure as e:
                 failures[v] = e
     return out
+
+
+def ops_summary(stats: list[dict]) -> str:
+    """The per-op node counts of the median sample (by total requests) of `Bench.node_stats`
+    results, most frequent first: `OPEN 1001, READ 1001, …`."""
+    if not stats:
+        return ""
+    mid = sorted(stats, key=lambda st: sum(st["requests"].values()))[len(stats) // 2]
+    ops = sorted(mid["requests"].items(), key=lambda x: -x[1])
+    return "node requests of the median sample: " + ", ".join(f"{op} {k}" for op, k in ops) + \
+        f"; {mid['bytes_out'] / 1e6:.2f} MB sent"
 
 
 def log(msg: str) -> None:

@@ -26,13 +26,23 @@ from ferry import shimlib
 HERE = Path(__file__).resolve().parent
 
 
-def once(argv: list[str], env: dict[str, str]) -> float:
+def spawn_wait(argv: list[str], env: dict[str, str], output: str | None = None) -> tuple[float, int]:
+    """(seconds from posix_spawn to waitpid's return, exit code) of one run of `argv`;
+    its stdout and stderr appended to `output` when given.  Also the bench's `startup`
+    workload times the C front with this."""
+    actions = [] if output is None else [
+        (os.POSIX_SPAWN_OPEN, 1, output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+        (os.POSIX_SPAWN_DUP2, 1, 2)]
     t = time.perf_counter()
-    pid = os.posix_spawn(argv[0], argv, env)
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
     _, status = os.waitpid(pid, 0)
-    elapsed = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{argv} exited {os.waitstatus_to_exitcode(status)}")
+    return time.perf_counter() - t, os.waitstatus_to_exitcode(status)
+
+
+def once(argv: list[str], env: dict[str, str]) -> float:
+    elapsed, code = spawn_wait(argv, env)
+    if code != 0:
+        raise SystemExit(f"{argv} exited {code}")
     return elapsed
 
 

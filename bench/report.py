@@ -9,7 +9,7 @@ from pathlib import Path
 from .harness import dump_json
 
 COLORS = {"local": "#4d4d4d", "ferry-cache": "#1f77b4", "ferry-direct": "#ff7f0e", "sshfs": "#2ca02c",
-          "nfs": "#9467bd", "s3fs": "#8c564b", "proxychains": "#e377c2", "lsyncd": "#17becf"}
+          "nfs": "#9467bd", "s3fs": "#8c564b", "juicefs": "#d62728", "proxychains": "#e377c2", "lsyncd": "#17becf"}
 
 
 def color(variant: str) -> str:
@@ -124,7 +124,10 @@ def write_markdown(meta: dict, rows: list[dict], plots: list[str], out: Path, wo
     L += ["## Results", ""]
     titles = {m.NAME: m.TITLE for m in workloads}
     for wname in dict.fromkeys(r["workload"] for r in head):
-        L += [f"### {titles.get(wname, wname)}", ""] + table([r for r in head if r["workload"] == wname]) + [""]
+        wrows = [r for r in head if r["workload"] == wname]
+        L += [f"### {titles.get(wname, wname)}", ""] + table(wrows) + [""]
+        notes = [f"- {r['case'].strip()} [{r['variant']}]: {r['note']}" for r in wrows if r.get("note")]
+        L += notes + ([""] if notes else [])
     if detail:
         L += ["## Details (phase breakdowns, in-process timings)", ""] + table(detail, workload_col=True) + [""]
     fails = [r for r in rows if r["status"] == "FAIL" and not r.get("detail")]

@@ -26,6 +26,9 @@ def test_bench_quick_startup_writes_a_report(tmp_path):
     assert all(not r.get("error") for r in rows), [r["error"] for r in rows if r.get("error")]
     report = (out / "REPORT.md").read_text()
     assert "### Startup" in report and "| true | ferry-direct |" in report
+    # the C front (the installed `ferry`) with and without a running agent
+    assert "| ferry run -- true, C front, agent running | ferry-cache |" in report
+    assert "| ferry run -- true, C front, no agent running | ferry-cache |" in report
 
 
 def test_bench_with_one_peer_has_its_row_or_says_why_not(tmp_path):

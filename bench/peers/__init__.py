@@ -194,6 +194,17 @@ def wait_mounted(path: Path, timeout: float = 30.0, proc: Daemon | None = None) 
     return False
 
 
+def attach_fuse(peer: Peer, fs: Daemon, mnt: Path, timeout: float = 30.0) -> None:
+    """`fs` serves the FUSE mount `mnt` of `peer` (both stopped with it): wait until it is
+    mounted and answers (a file written and removed there), else raise Skip."""
+    peer.daemons.append(fs)
+    peer.mounts.append(mnt)
+    if not wait_mounted(mnt, timeout=timeout, proc=fs):
+        raise Skip(f"{fs.name} did not mount: {fs.log_tail(300)}")
+    (mnt / ".bench-probe").write_bytes(b"ok")
+    (mnt / ".bench-probe").unlink()
+
+
 def unmount(path: Path) -> None:
     if not is_mounted(path):
         return
@@ -205,7 +216,7 @@ def unmount(path: Path) -> None:
                 return
 
 
-from . import lsyncd, nfs, proxychains, s3fs, sshfs
+from . import juicefs, lsyncd, nfs, proxychains, s3fs, sshfs
 
-ALL = [sshfs, nfs, s3fs, proxychains, lsyncd]
+ALL = [sshfs, nfs, s3fs, juicefs, proxychains, lsyncd]
 BY_NAME = {m.NAME: m for m in ALL}

@@ -20,7 +20,7 @@ import sys
 import time
 
 from ..harness import run_cmd, tail
-from . import Daemon, Peer, Skip, ensure, free_port_pair, need_fuse, wait_mounted, wait_port
+from . import Daemon, Peer, Skip, attach_fuse, ensure, free_port_pair, need_fuse, wait_port
 
 NAME = "s3fs"
 KIND = "fs"
@@ -60,13 +60,7 @@ def start(b) -> Peer:
         pw.chmod(0o600)
         fs = Daemon("s3fs", [t["s3fs"], BUCKET, str(mnt), "-f", "-o",
                              f"passwd_file={pw},url={url},use_path_request_style,dbglevel=warn"], d / "s3fs.log")
-        peer.daemons.append(fs)
-        peer.mounts.append(mnt)
-        if not wait_mounted(mnt, proc=fs):
-            raise Skip(f"s3fs did not mount: {fs.log_tail(300)}")
-        # the mount answers once the bucket is reachable
-        (mnt / ".bench-probe").write_bytes(b"ok")
-        (mnt / ".bench-probe").unlink()
+        attach_fuse(peer, fs, mnt)   # it answers once the bucket is reachable
     except BaseException:
         peer.stop()
         raise

@@ -1,17 +1,26 @@
-"""`git status` on a tree of 5000 files (100 dirs) committed in a git repository.
+"""`git status` on a tree of 5000 files (100 dirs) committed in a git repository: a first
+run and a second run.
 
 Set-up (untimed, once per variant): a repository made locally (`git init`, `add -A`,
 `commit`, `gc`) is copied into the variant's storage with `cp -r`, then one `git status`
-through the variant itself (under `ferry run` for ferry) refreshes and rewrites its index.  Timed: `git status
---porcelain` in a fresh invocation per repeat; the output must be empty (clean tree).
+through the variant itself (under `ferry run` for ferry) refreshes and rewrites its index.
+Timed, per repeat, `git status --porcelain` twice (the output must be empty: a clean tree):
+  first run  — ferry: a fresh `ferry run` (the C front) on a freshly started host agent
+               (`ferry agent stop`, `ferry agent start`, untimed: its start is not counted);
+               local and peers: after evicting the tree's pages (backing files, mount, store);
+  second run — straight after, in a second separate `ferry run`, the agent kept running.
+Targets (ferry): first run ≤ JuiceFS's first run; second run ≤ 2 × local's second run.
+The node's requests are counted around each ferry run (`ferry stats URL --reset --json`):
+READ requests and the bytes the node sent (all replies' frames) of the second run.
 """
 
 from __future__ import annotations
 
 import random
 import shutil
+import statistics
 
-from ..harness import Failure, interleave, make_row, run_cmd, tail
+from ..harness import Failure, interleave, make_row, ops_summary, ratio_le, run_cmd, tail
 
 NAME = "gitstatus"
 TITLE = "git status on a 5000-file tree"
@@ -67,18 +76,53 @@ def run(b) -> list[dict]:
             except OSError as e:
                 failures[v] = Failure(f"set-up (copy, first git status): {e}")
 
-        def one(v: str, i: int) -> float:
+        def git(v: str, label: str) -> tuple[float, dict | None]:
             where = b.where(v, node, "gitstatus")[0]
             cmd = ["git", "-C", where, *GIT_ENV, "status", "--porcelain"]
-            r = b.run_variant(v, cmd, node, timeout=600)
+            ferry = v.startswith("ferry-")
+            if ferry:
+                b.node_stats(node, reset=True)
+            r = b.run_variant(v, cmd, node, timeout=600, front="c")
             if r.stdout.strip():
-                raise Failure(f"git status is not clean: {r.stdout[:300]}", b.repro(cmd, node))
-            return r.wall
+                raise Failure(f"{label}: git status is not clean: {r.stdout[:300]}", b.repro(cmd, node))
+            return r.wall, (b.node_stats(node, reset=True) if ferry else None)
+
+        def one(v: str, i: int) -> dict:
+            if v.startswith("ferry-"):
+                b.agent_stop()
+                b.agent_start()
+            else:
+                b.drop_cache(v, node, "gitstatus")
+            first, st1 = git(v, "first run")
+            second, st2 = git(v, "second run")
+            return {"first": first, "second": second, "st1": st1, "st2": st2}
         res = interleave(b.cfg.repeats, variants, one, failures)
+    case = f"{nfiles} files in 100 dirs"
+    jfs = [s["first"] for s in res.get("juicefs", [])]
+    jfs_med = statistics.median(jfs) if jfs and "juicefs" not in failures else None
     rows = []
     for v in variants:
-        loc = res["local"] if v != "local" else None
-        rows.append(make_row(NAME, f"git status --porcelain, {nfiles} files in 100 dirs", v, "s", res[v], local=loc,
-                             error=failures.get(v)))
+        ferry = v.startswith("ferry-")
+        t1 = ("≤ JuiceFS first run" + ("" if jfs_med is not None else " (JuiceFS not measured)")) if ferry else ""
+        rows.append(make_row(NAME, f"git status --porcelain, first run ({case})", v, "s",
+                             [s["first"] for s in res[v]], local=[s["first"] for s in res["local"]] if v != "local"
+                             else None, error=failures.get(v), target=t1, group="first run",
+                             check=(lambda r: r["median"] <= jfs_med) if ferry and jfs_med is not None else None,
+                             extra={"run": "first"}))
+    for v in variants:
+        ferry = v.startswith("ferry-")
+        rows.append(make_row(NAME, f"git status --porcelain, second run ({case})", v, "s",
+                             [s["second"] for s in res[v]], local=[s["second"] for s in res["local"]]
+                             if v != "local" else None, error=failures.get(v),
+                             target="≤ 2× local" if ferry else "", check=ratio_le(2.0) if ferry else None,
+                             group="second run", extra={"run": "second"}))
+    for v in (v for v in variants if v.startswith("ferry-")):
+        for run, key in (("first", "st1"), ("second", "st2")):
+            sts = [s[key] for s in res[v] if s[key]]
+            rows.append(make_row(NAME, f"  {run} run: node READ requests", v, "req",
+                                 [float(st["requests"].get("READ", 0)) for st in sts], error=failures.get(v),
+                                 group=f"{run} READ", detail=run == "first", note=ops_summary(sts)))
+            rows.append(make_row(NAME, f"  {run} run: bytes the node sent (all replies)", v, "MB",
+                                 [st["bytes_out"] / 1e6 for st in sts], error=failures.get(v),
+                                 group=f"{run} bytes", detail=run == "first"))
     return rows
-
