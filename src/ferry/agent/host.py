@@ -35,7 +35,8 @@ import time
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
-from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, replica_base, store_dir
+from .control import (SessionConfig, agent_dir, cache_limit, code_id, control_path, lock_path, replica_base,
+                      store_dir)
 from . import recovery
 from .links import LinkPool
 from .routes import Mount, Router
@@ -199,17 +200,20 @@ class HostAgent(ShimServer):
 
     def _cache_for(self, config: SessionConfig, router: Router, timeouts: tuple[float, float]) -> Cache:
         """The cache of this mount table and mode (made when none is kept)."""
+        base = replica_base(config.env)
         key = json.dumps([config.mode, [(str(p), repr(m.node), m.subdir) for p, m in router.mounts],
-                          config.options, config.cwd if config.options else "", timeouts])
+                          config.options, config.cwd if config.options else "", timeouts, str(base),
+                          config.env.get("FERRY_CACHE_SIZE", "")])
         c = self.caches.get(key)
         if c is None:
-            base = replica_base(config.env)
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            limit = cache_limit(config.env, base)
             run_dir = tempfile.mkdtemp(prefix="cache-", dir=base)
             tree = os.path.join(run_dir, "tree")
             os.mkdir(tree)
             cid = self._next_cache = self._next_cache + 1
-            shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache")
+            shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache",
+                                 limit=limit)
             c = self.caches[key] = Cache(cid, shared, run_dir, key)
             recovery.write_record(cid, config, run_dir, tree)
         elif not any(s.cache is c and (not s.ended or s.agent.conns) for s in self.sessions.values()):
@@ -256,19 +260,19 @@ class HostAgent(ShimServer):
                     os.write(fd, f"ferry: the running agent (pid {os.getpid()}) is another build of ferry; "
                                  "this run uses it, and it restarts once its last session ends\n".encode())
             router = await self.router_of(config)
-            timeouts = config.timeouts()
+            cache = self._cache_for(config, router, config.timeouts())
         except Exception as e:
             if fd >= 0:
                 if not (isinstance(e, OSError) and e.errno == errno.ESTALE):  # the run retries that one
                     os.write(fd, f"ferry agent: cannot open the session: {e}\n".encode(errors="replace"))
                 os.close(fd)
             raise
-        cache = self._cache_for(config, router, timeouts)
         sid, self._next = self._next, self._next + 1
         sock_path = str(agent_dir() / f"s{os.getpid()}-{sid}.sock")
         prefixes = [m.prefix for _, m in cache.shared.router.mounts]
         session = Session(sid, config, None, sock_path, cache, fd, prefixes)  # type: ignore[arg-type]
-        session.agent = Agent(cache.shared.router, b"", *timeouts, log=session.log, shared=cache.shared)
+        session.agent = Agent(cache.shared.router, b"", cache.shared.connect_timeout, cache.shared.call_timeout,
+                              log=session.log, shared=cache.shared)
         tree = os.fsdecode(cache.shared.replica.root)
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -305,6 +309,7 @@ class HostAgent(ShimServer):
                 "ops": {spec.NAMES.get(code, str(code)): n for code, n in s.agent.frame_counts.most_common()},
                 "nodes": [{"node": str(lk.addr), "connected": lk.connected, "backlog": lk.backlog,
                            "failures": len(lk.failures)} for lk in links],
+                "cache": {"used": s.agent.replica.used, "limit": s.agent.replica.limit},
                 "started": s.started})
         return {"status": json.dumps({"pid": os.getpid(), "socket": control_path(), "sessions": sessions,
                                       "sessions_total": self._next - 1,
