@@ -26,32 +26,15 @@ def _fetched_bytes(replica_root) -> int:
     return total
 
 
-def _status(env: dict) -> dict:
-    p = subprocess.run([sys.executable, "-m", "ferry", "agent", "status", "--json"], env={**ferry_env(), **env},
-                       capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(p.stdout)
-
-
-@pytest.fixture
-def own_cache(tmp_path):
-    """A host agent and cache place of their own (so the limit is this test's)."""
-    runtime = tmp_path / "rt"
-    runtime.mkdir(mode=0o700)
-    env = {"XDG_RUNTIME_DIR": str(runtime), "FERRY_CACHE_DIR": str(tmp_path / "cache")}
-    yield env
-    subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env={**ferry_env(), **env},
-                   capture_output=True, timeout=60)
-
-
-def test_fetched_contents_stay_within_the_limit_least_recently_used_first(node, own_cache):
+def test_fetched_contents_stay_within_the_limit_least_recently_used_first(node, other_host):
     for i in range(10):
         (node.root / f"f{i}").write_bytes(bytes([65 + i]) * MiB)
-    env = {**own_cache, "FERRY_CACHE_SIZE": "4M"}
+    env = {**other_host, "FERRY_CACHE_SIZE": "4M"}
     mount = (f"{MOUNT}={node.url}",)
     # Read all ten (4 MiB kept), keeping f0 in use between the others.
     script = "; ".join(f"cat {MOUNT}/f{i} {MOUNT}/f0 > /dev/null" for i in range(1, 10))
     ferry_run(["sh", "-c", script], mounts=mount, env_extra=env)
-    used = _fetched_bytes(own_cache["FERRY_CACHE_DIR"])
+    used = _fetched_bytes(other_host["FERRY_CACHE_DIR"])
     assert 3 * MiB <= used <= 4 * MiB + (64 << 10), used
     # The most recently used stayed (f0, f9); an evicted one is fetched again, intact.
     out = ferry_run(["sh", "-c", f"head -c 1 {MOUNT}/f0; head -c 1 {MOUNT}/f9; head -c 1 {MOUNT}/f1; "
@@ -65,8 +48,8 @@ def test_fetched_contents_stay_within_the_limit_least_recently_used_first(node, 
     assert session["cache"]["limit"] == 4 * MiB and 0 < session["cache"]["used"] <= 4 * MiB + (64 << 10)
 
 
-def test_a_bad_cache_size_is_named(node, own_cache):
-    p = ferry_run(["true"], mounts=(f"{MOUNT}={node.url}",), env_extra={**own_cache, "FERRY_CACHE_SIZE": "lots"},
+def test_a_bad_cache_size_is_named(node, other_host):
+    p = ferry_run(["true"], mounts=(f"{MOUNT}={node.url}",), env_extra={**other_host, "FERRY_CACHE_SIZE": "lots"},
                   check=False)
     assert p.returncode != 0 and "FERRY_CACHE_SIZE='lots'" in p.stderr, p.stderr
 
@@ -83,10 +66,10 @@ def small_replica_fs(tmp_path):
     subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-def test_a_full_cache_evicts_clean_copies_and_says_enospc_only_for_unsent_data(node, own_cache, small_replica_fs):
+def test_a_full_cache_evicts_clean_copies_and_says_enospc_only_for_unsent_data(node, other_host, small_replica_fs):
     for i in range(8):
         (node.root / f"clean{i}").write_bytes(b"c" * MiB)
-    env = {**own_cache, "FERRY_CACHE_DIR": str(small_replica_fs), "FERRY_CACHE_SIZE": "1G"}  # only the fs limits
+    env = {**other_host, "FERRY_CACHE_DIR": str(small_replica_fs), "FERRY_CACHE_SIZE": "1G"}  # only the fs limits
     mount = (f"{MOUNT}={node.url}",)
     ferry_run(["sh", "-c", f"cat {MOUNT}/clean* > /dev/null"], mounts=mount, env_extra=env)
     assert _fetched_bytes(small_replica_fs) >= 7 * MiB  # the replica is mostly clean copies now
