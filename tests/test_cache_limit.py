@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ferry_env, ferry_run
+from conftest import ferry_env, ferry_run, node_stats
 
 MOUNT = "/mnt/ferry-cache-limit"
 MiB = 1 << 20
@@ -86,3 +86,20 @@ def test_a_full_cache_evicts_clean_copies_and_says_enospc_only_for_unsent_data(n
     assert all((node.root / f"clean{i}").read_bytes() == b"c" * MiB for i in range(8))
     assert ferry_run(["sh", "-c", f"cmp {MOUNT}/clean3 {node.root}/clean3 && echo same"], mounts=mount,
                      env_extra=env).stdout == "same\n"
+
+
+def test_a_cache_outlives_its_agent_and_is_revalidated_by_the_next(node, other_host):
+    """`ferry agent stop` leaves the cache for the next agent: contents it still holds are not
+    fetched again, and what changed meanwhile on the node is."""
+    for i in range(5):
+        (node.root / f"k{i}").write_text(f"kept {i}\n" * 1000)
+    mount = (f"{MOUNT}={node.url}",)
+    cat = ["sh", "-c", f"cat {MOUNT}/k*"]
+    first = ferry_run(cat, mounts=mount, env_extra=other_host).stdout
+    subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env={**ferry_env(), **other_host},
+                   capture_output=True, timeout=60, check=True)
+    (node.root / "k3").write_text("changed while no agent ran\n")
+    node_stats(node, reset=True)
+    second = ferry_run(cat, mounts=mount, env_extra=other_host).stdout
+    assert second == first.replace("kept 3\n" * 1000, "changed while no agent ran\n")
+    assert node_stats(node)["requests"].get("READ", 0) == 1  # k3 only

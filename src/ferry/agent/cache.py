@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -289,6 +290,34 @@ class Replica:
         m.present, m.written, m.uploaded, m.lease = False, False, None, None
         self.used -= self._lru.pop(path)
         return st.st_blocks * 512
+
+    # ----- kept across agents -----
+
+    def save(self, where: str) -> None:
+        """Write what the agent knows of the replica (clean entries only) to `where`, for the
+        next agent (`load`): file contents and listings survive; leases do not."""
+        rows = [[os.fsdecode(p), m.kind, m.present, m.version, m.ctime_ns, m.uploaded]
+                for p, m in self.meta.items() if not (m.local or m.pending or m.written)]
+        tmp = where + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"rows": rows, "lru": [os.fsdecode(p) for p in self._lru]}, f)
+        os.replace(tmp, where)
+
+    def load(self, where: str) -> None:
+        with open(where) as f:
+            saved = json.load(f)
+        for p, kind, present, version, ctime_ns, uploaded in saved["rows"]:
+            self.meta[os.fsencode(p)] = Meta(kind, present=present, version=tuple(version) if version else None,
+                                             ctime_ns=ctime_ns, uploaded=tuple(uploaded) if uploaded else None)
+        for path in self.meta:
+            parent = self.meta.get(parent_of(path))
+            if parent is not None and path != parent_of(path):
+                parent.children.add(path.rsplit(b"/", 1)[1])
+        for p in saved["lru"]:
+            path = os.fsencode(p)
+            m = self.meta.get(path)
+            if m is not None and m.present:
+                self.held(path)
 
     def take_identities(self) -> None:
         """Files uploaded from here show the node's identity from now on (a new run starts
