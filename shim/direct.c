@@ -2,12 +2,15 @@
  * vectored, fortified).  A direct-mode fd is a placeholder the kernel knows only as a
  * socket, so each call becomes READ/WRITE/LSEEK on the agent's handle, at most
  * FY_IO_CHUNK per request; the file position lives in the agent, shared by dups and
- * forks as the kernel's is.  Any other fd goes straight to libc.
+ * forks as the kernel's is.  Any other fd goes straight to libc — a cache-mode write that
+ * finds the replica full first asks the agent to make room (room_made).
  */
 #include "fy.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
+#include <string.h>
 
 ssize_t fy_direct_read(struct fy_fd *f, void *buf, size_t n, int64_t off)
 {
@@ -71,10 +74,43 @@ FY_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
     return read(fd, buf, n);
 }
 
+/* A write to a cache-mode file that found the replica's file system full: the agent evicts
+ * clean copies, least recently used first (CACHE_ROOM), and the write is tried once more.
+ * ENOSPC stays only when what fills the cache is not yet on the node (never evicted). */
+static int room_made(int fd, size_t need)
+{
+    if (errno != ENOSPC || fy_cfg.mode == FY_MODE_DIRECT || !fy_cfg.cache_len) return 0;
+    /* By where the fd leads, not by our fd table: it may come from a parent (a shell's
+     * redirection) that opened it in the replica. */
+    char proc[32], where[PATH_MAX];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    ssize_t n = LIBC(readlink)(proc, where, sizeof where - 1);
+    if (n <= (ssize_t)fy_cfg.cache_len || memcmp(where, fy_cfg.cache, fy_cfg.cache_len) != 0 ||
+        where[fy_cfg.cache_len] != '/') {
+        errno = ENOSPC;
+        return 0;
+    }
+    struct fy_enc e;
+    fy_enc_cache_room(&e, need);
+    if (fy_ask(&e) == 0) return 1;
+    errno = ENOSPC;
+    return 0;
+}
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+    size_t n = 0;
+    for (int i = 0; i < cnt; i++) n += iov[i].iov_len;
+    return n;
+}
+
 FY_EXPORT ssize_t write(int fd, const void *buf, size_t n)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) return LIBC(write)(fd, buf, n);
+    if (!f) {
+        ssize_t r = LIBC(write)(fd, buf, n);
+        return r < 0 && room_made(fd, n) ? LIBC(write)(fd, buf, n) : r;
+    }
     return fy_direct_write(f, buf, n, -1);
 }
 
@@ -90,7 +126,10 @@ FY_EXPORT ssize_t write(int fd, const void *buf, size_t n)
     FY_EXPORT ssize_t name(int fd, const void *buf, size_t n, off_t off) \
     {                                                                    \
         struct fy_fd *f = fy_fd_direct(fd);                              \
-        if (!f) return LIBC(name)(fd, buf, n, off);                      \
+        if (!f) {                                                        \
+            ssize_t r = LIBC(name)(fd, buf, n, off);                     \
+            return r < 0 && room_made(fd, n) ? LIBC(name)(fd, buf, n, off) : r; \
+        }                                                                \
         if (off < 0) { errno = EINVAL; return -1; }                      \
         return fy_direct_write(f, buf, n, off);                          \
     }
@@ -125,7 +164,10 @@ FY_EXPORT ssize_t readv(int fd, const struct iovec *iov, int cnt)
 FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
     struct fy_fd *f = fy_fd_direct(fd);
-    if (!f) return LIBC(writev)(fd, iov, cnt);
+    if (!f) {
+        ssize_t r = LIBC(writev)(fd, iov, cnt);
+        return r < 0 && room_made(fd, cnt > 0 ? iov_total(iov, cnt) : 0) ? LIBC(writev)(fd, iov, cnt) : r;
+    }
     if (iov_unreadable(iov, cnt)) return -1;
     ssize_t total = 0;
     for (int i = 0; i < cnt; i++) {
@@ -161,7 +203,11 @@ static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t
     FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off) \
     {                                                                \
         struct fy_fd *f = fy_fd_direct(fd);                          \
-        if (!f) return LIBC(name)(fd, iov, cnt, off);                \
+        if (!f) {                                                    \
+            ssize_t r = LIBC(name)(fd, iov, cnt, off);               \
+            return r < 0 && writing && room_made(fd, cnt > 0 ? iov_total(iov, cnt) : 0) \
+                ? LIBC(name)(fd, iov, cnt, off) : r;                 \
+        }                                                            \
         if (off < 0) { errno = EINVAL; return -1; }                  \
         return vec_io(f, iov, cnt, off, writing);                    \
     }
@@ -169,7 +215,11 @@ static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t
     FY_EXPORT ssize_t name(int fd, iovtype *iov, int cnt, off_t off, int flags) \
     {                                                                           \
         struct fy_fd *f = fy_fd_direct(fd);                                     \
-        if (!f) return LIBC(name)(fd, iov, cnt, off, flags);                    \
+        if (!f) {                                                               \
+            ssize_t r = LIBC(name)(fd, iov, cnt, off, flags);                   \
+            return r < 0 && writing && room_made(fd, cnt > 0 ? iov_total(iov, cnt) : 0) \
+                ? LIBC(name)(fd, iov, cnt, off, flags) : r;                     \
+        }                                                                       \
         if (off < -1) { errno = EINVAL; return -1; }                            \
         return vec_io(f, iov, cnt, off, writing);                               \
     }

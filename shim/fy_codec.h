@@ -410,6 +410,13 @@ static inline void fy_enc_desc_drop(struct fy_enc *e, uint64_t owner, uint32_t p
     fy_put(e, &pid, sizeof pid);
 }
 
+/* CACHE_ROOM (u64 need) */
+static inline void fy_enc_cache_room(struct fy_enc *e, uint64_t need)
+{
+    fy_enc_start(e, FY_OP_CACHE_ROOM);
+    fy_put(e, &need, sizeof need);
+}
+
 /* One LISTDIR entry (str name, str target, attr attr), pointing into the reply. */
 struct fy_entry { const char *name; uint32_t name_len; const char *target; uint32_t target_len; struct fy_attr attr; };
 

@@ -78,6 +78,19 @@ def start_node(root: Path, *extra: str, wrap: list[str] = ()) -> Node:
 
 
 @pytest.fixture
+def other_host(tmp_path):
+    """What a run adds to its environment to be on another host, as far as ferry can tell:
+    a host agent of its own (own runtime dir) with its own caches; the agent is stopped after."""
+    runtime = tmp_path / "rt-other"
+    runtime.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(runtime), "XDG_CACHE_HOME": str(tmp_path / "cache-other"),
+           "FERRY_CACHE_DIR": str(tmp_path / "replicas-other")}
+    yield env
+    subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env={**ferry_env(), **env},
+                   capture_output=True, timeout=60)
+
+
+@pytest.fixture
 def node(tmp_path):
     n = start_node(tmp_path / "export")
     yield n

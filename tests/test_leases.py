@@ -136,17 +136,6 @@ def test_a_change_behind_the_nodes_back_is_recalled(tmp_path):
 
 # ----- through ferry run: two host agents -----
 
-@pytest.fixture
-def host_b(tmp_path):
-    """The environment of another host: a host agent of its own (own runtime and cache dirs)."""
-    runtime = tmp_path / "rt-b"
-    runtime.mkdir(mode=0o700)
-    env = {"XDG_RUNTIME_DIR": str(runtime), "XDG_CACHE_HOME": str(tmp_path / "cache-b")}
-    yield env
-    subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env={**ferry_env(), **env},
-                   capture_output=True, timeout=60)
-
-
 def _tree(root: Path, dirs: int = 20, files: int = 50) -> None:
     for d in range(dirs):
         (root / f"d{d}").mkdir(parents=True)
@@ -160,7 +149,7 @@ def _file_lines(listing: str) -> list[str]:
     return [ln for ln in listing.splitlines() if ln.startswith(("-", "./"))]
 
 
-def test_a_second_run_lists_an_unchanged_tree_without_asking_the_node(node, host_b):
+def test_a_second_run_lists_an_unchanged_tree_without_asking_the_node(node, other_host):
     _tree(node.root / "t")
     mount = (f"{MOUNT}={node.url}",)
     ls = ["sh", "-c", f"cd {MOUNT}/t && ls -lR --time-style=full-iso ."]
@@ -174,7 +163,7 @@ def test_a_second_run_lists_an_unchanged_tree_without_asking_the_node(node, host
     assert second == first
     assert asked == {}, f"the second run asked the node: {asked}"
     # Another host changes one file; our next run sees exactly that change.
-    ferry_run(["sh", "-c", f"echo changed elsewhere > {MOUNT}/t/d3/f7"], mounts=mount, env_extra=host_b)
+    ferry_run(["sh", "-c", f"echo changed elsewhere > {MOUNT}/t/d3/f7"], mounts=mount, env_extra=other_host)
     node_stats(node, reset=True)
     third = ferry_run(ls, mounts=mount).stdout
     asked = {op: n for op, n in node_stats(node)["requests"].items() if op in LISTING_OR_REVALIDATION}
@@ -247,7 +236,7 @@ def _ask(p: subprocess.Popen, line: str) -> str:
     return out
 
 
-def test_another_hosts_changes_are_seen_within_100ms(node, host_b, capsys):
+def test_another_hosts_changes_are_seen_within_100ms(node, other_host, capsys):
     """Host A holds leases on a file and a directory; host B writes the file, renames a
     second and chmods a third; A's stat, open and readdir see each.  Then 100 writes by B,
     each timed until A's stat sees it."""
@@ -259,13 +248,13 @@ def test_another_hosts_changes_are_seen_within_100ms(node, host_b, capsys):
     watcher = _under_ferry(node, _WATCHER)
     try:
         b_script = f"printf 'new data\\n' > {MOUNT}/d/f && mv {MOUNT}/d/r {MOUNT}/d/r2 && chmod 600 {MOUNT}/d/c"
-        ferry_run(["sh", "-c", b_script], mounts=(f"{MOUNT}={node.url}",), env_extra=host_b)
+        ferry_run(["sh", "-c", b_script], mounts=(f"{MOUNT}={node.url}",), env_extra=other_host)
         done = time.monotonic_ns()
         seen = json.loads(_ask(watcher, "changes"))
         late = {what: (t - done) / 1e6 for what, t in seen.items()}
         assert all(ms < 100 for ms in late.values()), late
 
-        writer = _under_ferry(node, _WRITER, host_b)
+        writer = _under_ferry(node, _WRITER, other_host)
         try:
             delays = []
             for i in range(100):

@@ -311,7 +311,8 @@ def agent_status(as_json: bool) -> None:
     for s in status["sessions"]:
         state = "ended" if s["ended"] else "running"
         click.echo(f"  session {s['id']} ({s['mode']}, {state}): {' '.join(s['prefixes'])}; "
-                   f"{s['programs']} program connection(s); replica {s['replica']}")
+                   f"{s['programs']} program connection(s); replica {s['replica']}, "
+                   f"{s['cache']['used'] / 2**20:.1f} of {s['cache']['limit'] / 2**20:.0f} MiB fetched")
         if s["ops"]:
             click.echo("    ops: " + ", ".join(f"{op} {n}" for op, n in s["ops"].items()))
         for n in s["nodes"]:

@@ -24,9 +24,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from . import shimlib
-from .agent.control import replica_base, store_dir
+from .agent.control import cache_limit, replica_base, store_dir
 from .agent.routes import REMOTE_TAG, Mount, Options
 
 DEFAULT_PREFIX = "/ferry"
@@ -226,7 +227,8 @@ async def _serve(proc: subprocess.Popen | None, lsock: socket.socket, mounts: li
         mounts = [Mount.parse(f"{DEFAULT_PREFIX}=ferry://127.0.0.1:{port}")]
     agent = Agent(Router(mounts, defaults), tree,
                   connect_timeout=float(os.environ.get("FERRY_CONNECT_TIMEOUT", "3")),
-                  call_timeout=float(os.environ.get("FERRY_CALL_TIMEOUT", "30")), leases=leases)
+                  call_timeout=float(os.environ.get("FERRY_CALL_TIMEOUT", "30")), leases=leases,
+                  limit=cache_limit(dict(os.environ), Path(os.fsdecode(tree))))
     agent.listen(lsock)
     if proc is not None:
         loop = asyncio.get_running_loop()

@@ -20,7 +20,9 @@ locally and not yet written back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -79,10 +81,22 @@ def note_identity(where: int | bytes, a: Attr, size: int | None = None) -> None:
         pass  # a replica on a file system without user xattrs: the replica's own numbers show
 
 
+ROOM_SLACK = 1 << 20  # CACHE_ROOM frees this much beyond what the write needs
+
+
 class Replica:
-    def __init__(self, root: bytes, root_of: Callable[[bytes], bytes]) -> None:
+    """The replica's tree and what the agent knows of it.  Fetched contents are kept
+    least-recently-used (`_lru`: path -> bytes it holds) within `limit` bytes: past it, the
+    oldest clean copy becomes a placeholder again (`evict`); a copy with changes not yet on
+    the node never does.  (The count follows fetches and evictions; a copy renamed or removed
+    by a program leaves it, so it errs low.)"""
+
+    def __init__(self, root: bytes, root_of: Callable[[bytes], bytes], limit: int | None = None) -> None:
         self.root = root
         self.root_of = root_of  # the mount root a ferry path lies under (Router.root_of)
+        self.limit = limit
+        self.used = 0
+        self._lru: collections.OrderedDict[bytes, int] = collections.OrderedDict()
         self.meta: dict[bytes, Meta] = {}
         self.fetching: dict[bytes, asyncio.Future] = {}  # path -> its fetch in progress
         self.mark = root + LINK_OUT_MARK
@@ -184,6 +198,126 @@ class Replica:
         self.forget(path)
         self._place(path, Entry(path.rsplit(b"/", 1)[1], b"", a))
         return True
+
+    # ----- size: the fetched contents, least recently used first -----
+
+    def held(self, path: bytes) -> None:
+        """`path` was fetched: count it, and keep within the limit."""
+        try:
+            size = os.lstat(self.cpath(path)).st_blocks * 512
+        except OSError:
+            return
+        self.used += size - self._lru.pop(path, 0)
+        self._lru[path] = size
+        if self.limit is not None and self.used > self.limit:
+            self._evict_until(lambda: self.used <= self.limit, keep=path)
+
+    def used_now(self, path: bytes) -> None:
+        """A program opened `path`'s copy: the last to go."""
+        if path in self._lru:
+            self._lru.move_to_end(path)
+
+    def make_room(self, need: int) -> int:
+        """Evict clean copies until the replica's file system has `need` bytes free (and
+        some slack); the bytes freed (0: nothing could go)."""
+        def enough() -> bool:
+            st = os.statvfs(self.root)
+            return st.f_bavail * st.f_frsize >= need + ROOM_SLACK
+        freed = self._evict_until(enough)
+        if not enough():  # and files written here whose upload has reached the node
+            for path, m in list(self.meta.items()):
+                if m.kind == "f" and m.written and m.present and not m.pending and path not in self._lru:
+                    self._lru[path] = 0
+                    freed += self.evict(path, sent=True)
+                    if enough():
+                        break
+        return freed
+
+    def _evict_until(self, done: Callable[[], bool], keep: bytes = b"") -> int:
+        freed = 0
+        for path in list(self._lru):
+            if done():
+                break
+            if path != keep:
+                freed += self.evict(path)
+        return freed
+
+    def evict(self, path: bytes, sent: bool = False) -> int:
+        """Make the copy of `path` a placeholder again (same size, mode, times and node
+        identity: the next open fetches it); a program that has it open keeps reading the
+        old inode.  The bytes freed: 0 for a copy that must stay (with changes not on the
+        node, being fetched).  `sent`: a file written here, evicted once its upload is what
+        the copy holds."""
+        m = self.meta.get(path)
+        cp = self.cpath(path)
+        try:
+            st = os.lstat(cp) if m is not None and m.present and m.kind == "f" else None
+        except OSError:
+            st = None
+        if st is None:  # gone, or no longer a fetched file
+            self.used -= self._lru.pop(path, 0)
+            return 0
+        if m.pending or m.local or path in self.fetching or (
+                m.written and not (sent and identity(st) == m.uploaded)):
+            if sent:
+                del self._lru[path]
+            return 0
+        tmp = cp + b".ferry-evict"
+        try:
+            try:
+                ident = os.getxattr(cp, IDENTITY_XATTR, follow_symlinks=False)
+            except OSError:
+                ident = None
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.ftruncate(fd, st.st_size)
+                if m.node_attr is not None:  # uploaded from here: the new inode is the node's
+                    note_identity(fd, m.node_attr)
+                    m.node_attr = None
+                elif ident is not None:
+                    os.setxattr(fd, IDENTITY_XATTR, ident)
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(fd)
+            os.replace(tmp, cp)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return 0
+        m.present, m.written, m.uploaded, m.lease = False, False, None, None
+        self.used -= self._lru.pop(path)
+        return st.st_blocks * 512
+
+    # ----- kept across agents -----
+
+    def save(self, where: str) -> None:
+        """Write what the agent knows of the replica (clean entries only) to `where`, for the
+        next agent (`load`): file contents and listings survive; leases do not."""
+        rows = [[os.fsdecode(p), m.kind, m.present, m.version, m.ctime_ns, m.uploaded]
+                for p, m in self.meta.items() if not (m.local or m.pending or m.written)]
+        tmp = where + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"rows": rows, "lru": [os.fsdecode(p) for p in self._lru]}, f)
+        os.replace(tmp, where)
+
+    def load(self, where: str) -> None:
+        with open(where) as f:
+            saved = json.load(f)
+        for p, kind, present, version, ctime_ns, uploaded in saved["rows"]:
+            self.meta[os.fsencode(p)] = Meta(kind, present=present, version=tuple(version) if version else None,
+                                             ctime_ns=ctime_ns, uploaded=tuple(uploaded) if uploaded else None)
+        for path in self.meta:
+            parent = self.meta.get(parent_of(path))
+            if parent is not None and path != parent_of(path):
+                parent.children.add(path.rsplit(b"/", 1)[1])
+        for p in saved["lru"]:
+            path = os.fsencode(p)
+            m = self.meta.get(path)
+            if m is not None and m.present:
+                self.held(path)
 
     def take_identities(self) -> None:
         """Files uploaded from here show the node's identity from now on (a new run starts

@@ -55,7 +55,26 @@ def lock_path() -> Path:
 # The run's environment that decides where its session's files go and how long it waits
 # (the agent's own environment is whichever run started it).
 SESSION_ENV = ("HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "FERRY_CACHE_DIR",
-               "FERRY_CONNECT_TIMEOUT", "FERRY_CALL_TIMEOUT")
+               "FERRY_CACHE_SIZE", "FERRY_CONNECT_TIMEOUT", "FERRY_CALL_TIMEOUT")
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def cache_limit(env: dict[str, str], replica: Path) -> int:
+    """Bytes of fetched contents a cache keeps: FERRY_CACHE_SIZE (a number with an optional
+    K, M, G or T suffix, powers of 1024), else half the file system the replica is on."""
+    text = env.get("FERRY_CACHE_SIZE", "").strip()
+    if not text:
+        st = os.statvfs(replica)
+        return st.f_blocks * st.f_frsize // 2
+    unit = text[-1].upper() if text[-1].isalpha() else ""
+    try:
+        if unit not in _UNITS:
+            raise ValueError
+        value = float(text[:-1] if unit else text) * _UNITS[unit]
+    except ValueError:
+        raise OSError(errno.EINVAL, f"FERRY_CACHE_SIZE={text!r} is not a size (for example 500M or 4G)") from None
+    return int(value)
 
 
 def _xdg(env: dict[str, str], var: str, fallback: str) -> Path:

@@ -32,10 +32,12 @@ import socket
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
-from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, replica_base, store_dir
+from .control import (SessionConfig, agent_dir, cache_limit, code_id, control_path, lock_path, replica_base,
+                      store_dir)
 from . import recovery
 from .links import LinkPool
 from .routes import Mount, Router
@@ -51,12 +53,48 @@ class Cache:
     """A `SharedCache` and where it lives: one per mount table and mode, kept while the
     agent runs (at most MAX_CACHES idle ones), so the next run of the same mounts finds it."""
 
-    def __init__(self, cid: int, shared: SharedCache, run_dir: str, key: str) -> None:
+    def __init__(self, cid: int, shared: SharedCache, run_dir: str, key: str, lock: int) -> None:
         self.id, self.shared, self.run_dir, self.key = cid, shared, run_dir, key
+        self.lock = lock  # flock on run_dir/lock: one agent uses a cache at a time
         self.last_used = time.monotonic()
 
 
-MAX_CACHES = 8  # idle caches kept; the least recently used goes first
+MAX_CACHES = 8  # idle caches kept by a running agent, and left for the next agent per directory
+
+
+def _locked(run_dir: str) -> int:
+    """An fd holding run_dir's lock, or -1 when another agent uses that cache."""
+    fd = os.open(os.path.join(run_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+
+
+def _kept_cache(base: Path, key: str) -> tuple[str, int] | None:
+    """A cache an earlier agent left in `base` for this key (see `_close_cache`), locked."""
+    for key_file in base.glob("cache-*/key.json"):
+        try:
+            if key_file.read_text() != key or not (key_file.parent / "meta.json").exists():
+                continue
+        except OSError:
+            continue
+        lock = _locked(str(key_file.parent))
+        if lock >= 0:
+            return str(key_file.parent), lock
+    return None
+
+
+def _prune_kept(base: Path) -> None:
+    """At most MAX_CACHES left caches per directory: the oldest go."""
+    kept = sorted((p.stat().st_mtime, p.parent) for p in base.glob("cache-*/meta.json"))
+    for _, d in kept[:max(0, len(kept) - MAX_CACHES)]:
+        lock = _locked(str(d))
+        if lock >= 0:
+            shutil.rmtree(d, ignore_errors=True)
+            os.close(lock)
 
 
 class Session:
@@ -190,27 +228,57 @@ class HostAgent(ShimServer):
             await self._close_cache(c)
 
     async def _close_cache(self, c: Cache) -> None:
+        """Close a cache; with nothing left to send, leave it for the next agent (its
+        contents and listings, revalidated on first use: `_kept_cache`)."""
         del self.caches[c.key]
         await c.shared.close()
         if not c.shared.failed:
-            shutil.rmtree(c.run_dir, ignore_errors=True)
+            try:
+                c.shared.replica.save(os.path.join(c.run_dir, "meta.json"))
+                Path(c.run_dir, "key.json").write_text(c.key)
+                _prune_kept(Path(c.run_dir).parent)
+            except OSError as e:
+                self.log(f"ferry agent: cannot keep the cache {c.run_dir} for the next agent: {e}")
+                shutil.rmtree(c.run_dir, ignore_errors=True)
             recovery.remove_record(c.id)
         # else its record stays: the next agent sends what it can
+        os.close(c.lock)
 
     def _cache_for(self, config: SessionConfig, router: Router, timeouts: tuple[float, float]) -> Cache:
         """The cache of this mount table and mode (made when none is kept)."""
-        key = json.dumps([config.mode, [(str(p), repr(m.node), m.subdir) for p, m in router.mounts],
-                          config.options, config.cwd if config.options else "", timeouts])
+        base = replica_base(config.env)
+        # The mounts as the run named them (the embedded default by its store, not by the
+        # port this agent serves it on), so the next agent finds the same cache.
+        mounts = config.mounts or [f"embedded:{store_dir(config.env)}"]
+        key = json.dumps([config.mode, mounts, config.options, config.cwd if config.options or any(
+            "?" in m for m in mounts) else "", timeouts, str(base), config.env.get("FERRY_CACHE_SIZE", "")])
         c = self.caches.get(key)
         if c is None:
-            base = replica_base(config.env)
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
-            run_dir = tempfile.mkdtemp(prefix="cache-", dir=base)
+            limit = cache_limit(config.env, base)
+            kept = _kept_cache(base, key)
+            if kept is not None:
+                run_dir, lock = kept
+            else:
+                run_dir = tempfile.mkdtemp(prefix="cache-", dir=base)
+                os.mkdir(os.path.join(run_dir, "tree"))
+                lock = _locked(run_dir)
             tree = os.path.join(run_dir, "tree")
-            os.mkdir(tree)
             cid = self._next_cache = self._next_cache + 1
-            shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache")
-            c = self.caches[key] = Cache(cid, shared, run_dir, key)
+            shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache",
+                                 limit=limit)
+            if kept is not None:
+                meta = os.path.join(run_dir, "meta.json")
+                try:
+                    shared.replica.load(meta)
+                except (OSError, ValueError, TypeError) as e:
+                    self.log(f"ferry agent: the cache {run_dir} left by an earlier agent is unreadable ({e}); "
+                             "starting it afresh")
+                    shutil.rmtree(tree, ignore_errors=True)
+                    os.mkdir(tree)
+                    shared.replica.meta.clear()
+                os.unlink(meta)  # (a crash from here on leaves no stale description)
+            c = self.caches[key] = Cache(cid, shared, run_dir, key, lock)
             recovery.write_record(cid, config, run_dir, tree)
         elif not any(s.cache is c and (not s.ended or s.agent.conns) for s in self.sessions.values()):
             c.shared.replica.take_identities()  # no program of another run may have them open
@@ -256,19 +324,19 @@ class HostAgent(ShimServer):
                     os.write(fd, f"ferry: the running agent (pid {os.getpid()}) is another build of ferry; "
                                  "this run uses it, and it restarts once its last session ends\n".encode())
             router = await self.router_of(config)
-            timeouts = config.timeouts()
+            cache = self._cache_for(config, router, config.timeouts())
         except Exception as e:
             if fd >= 0:
                 if not (isinstance(e, OSError) and e.errno == errno.ESTALE):  # the run retries that one
                     os.write(fd, f"ferry agent: cannot open the session: {e}\n".encode(errors="replace"))
                 os.close(fd)
             raise
-        cache = self._cache_for(config, router, timeouts)
         sid, self._next = self._next, self._next + 1
         sock_path = str(agent_dir() / f"s{os.getpid()}-{sid}.sock")
         prefixes = [m.prefix for _, m in cache.shared.router.mounts]
         session = Session(sid, config, None, sock_path, cache, fd, prefixes)  # type: ignore[arg-type]
-        session.agent = Agent(cache.shared.router, b"", *timeouts, log=session.log, shared=cache.shared)
+        session.agent = Agent(cache.shared.router, b"", cache.shared.connect_timeout, cache.shared.call_timeout,
+                              log=session.log, shared=cache.shared)
         tree = os.fsdecode(cache.shared.replica.root)
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -305,6 +373,7 @@ class HostAgent(ShimServer):
                 "ops": {spec.NAMES.get(code, str(code)): n for code, n in s.agent.frame_counts.most_common()},
                 "nodes": [{"node": str(lk.addr), "connected": lk.connected, "backlog": lk.backlog,
                            "failures": len(lk.failures)} for lk in links],
+                "cache": {"used": s.agent.replica.used, "limit": s.agent.replica.limit},
                 "started": s.started})
         return {"status": json.dumps({"pid": os.getpid(), "socket": control_path(), "sessions": sessions,
                                       "sessions_total": self._next - 1,

@@ -314,6 +314,7 @@ class Resolver:
             link, rel = self.route(path)
             token = link.lease_token()
             if m.present:
+                self.replica.used_now(path)
                 if link.holds(m.lease) and not self._changed_behind(path, m):
                     return {}  # leased: the node would have recalled it before a change
                 # Close-to-open: another client may have closed a newer version.
@@ -329,12 +330,28 @@ class Resolver:
                     return {}
             done = self.replica.fetching[path] = asyncio.get_running_loop().create_future()
             try:
-                attr = await cache.fetch(link, rel, self.replica.cpath(path), in_place=not m.present)
+                attr = await self._fetch(link, rel, path, in_place=not m.present)
             finally:
                 del self.replica.fetching[path]
                 done.set_result(None)  # (a failed fetch is the joiners' to retry)
             m.present, m.version, m.lease = True, (attr.mtime_ns, attr.size), link.grant(token)
             m.uploaded = cache.identity(os.lstat(self.replica.cpath(path)))  # what the node has, here
+            self.replica.held(path)
+        return {}
+
+    async def _fetch(self, link, rel: bytes, path: bytes, in_place: bool):
+        """cache.fetch, once more after evicting clean copies if the replica is full."""
+        try:
+            return await cache.fetch(link, rel, self.replica.cpath(path), in_place)
+        except OSError as e:
+            m = self.replica.meta.get(path)
+            if e.errno != errno.ENOSPC or not self.replica.make_room(m.version[1] if m and m.version else 0):
+                raise
+        return await cache.fetch(link, rel, self.replica.cpath(path), in_place)
+
+    async def op_cache_room(self, f) -> dict:
+        if not self.replica.make_room(f["need"]):
+            raise OSError(errno.ENOSPC, "the replica is full of changes not yet on the node")
         return {}
 
     def _written_here(self, path: bytes, m: cache.Meta) -> bool:

@@ -39,11 +39,11 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
 
     def __init__(self, router: Router, cache_root: bytes, connect_timeout: float = 3.0,
                  call_timeout: float = 30.0, log: Callable[[str], None] = stderr_log,
-                 shared: SharedCache | None = None, leases: bool = True) -> None:
+                 shared: SharedCache | None = None, leases: bool = True, limit: int | None = None) -> None:
         self.log = log  # where this agent's messages go: its run's stderr
         self._own_cache = shared is None
         self.shared = shared if shared is not None else SharedCache(router, cache_root, connect_timeout,
-                                                                    call_timeout, leases=leases)
+                                                                    call_timeout, leases=leases, limit=limit)
         self.router, self.replica, self.pool = self.shared.router, self.shared.replica, self.shared.pool
         self.links: dict[NodeAddr, SessionLink] = {}
         self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)

@@ -11,6 +11,7 @@ stats replica entries without asking the agent.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Coroutine
 
 from ..protocol import spec
@@ -21,11 +22,15 @@ from .routes import NodeAddr, Router
 from .shimconn import stderr_log
 
 
+ROOM_EVERY = 0.5  # seconds between looks at the replica's free space
+ROOM_RESERVE = 64 << 20  # kept free (at most a tenth of that file system)
+
+
 class SharedCache(Resolver):
     def __init__(self, router: Router, root: bytes, connect_timeout: float = 3.0, call_timeout: float = 30.0,
-                 log: Callable[[str], None] = stderr_log, leases: bool = True) -> None:
+                 log: Callable[[str], None] = stderr_log, leases: bool = True, limit: int | None = None) -> None:
         self.router = router
-        self.replica = cache.Replica(root, router.root_of)
+        self.replica = cache.Replica(root, router.root_of, limit)
         # Direct mode takes none: its writes go to the node past the replica (which only
         # exec uses there), so the replica must ask the node each time, as before leases.
         self.pool = LinkPool(self.recalled if leases else None)
@@ -35,6 +40,20 @@ class SharedCache(Resolver):
         self.sessions = 0  # sessions using it now
         self.failed = False  # a session of it left changes not written back
         self._tasks: set[asyncio.Task] = set()
+        self._roomy = asyncio.get_running_loop().create_task(self._keep_room())
+
+    async def _keep_room(self) -> None:
+        """Keep some of the replica's file system free (evicting clean copies), for writers
+        whose ENOSPC the shim cannot turn into a retry (stdio's buffered writes)."""
+        while True:
+            await asyncio.sleep(ROOM_EVERY)
+            try:
+                st = os.statvfs(self.replica.root)
+            except OSError:
+                continue
+            reserve = min(ROOM_RESERVE, st.f_blocks * st.f_frsize // 10)
+            if st.f_bavail * st.f_frsize < reserve:
+                self.replica.make_room(reserve)
 
     def recalled(self, addr: NodeAddr, items: list[tuple[bytes, bytes]]) -> None:
         for kind, rel in items:
@@ -55,6 +74,7 @@ class SharedCache(Resolver):
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        self._roomy.cancel()
         for t in list(self._tasks):
             t.cancel()
         await self.pool.close()

@@ -74,7 +74,7 @@ class Session:
                  stats: NodeStats | None = None, counts: ConnCounts | None = None,
                  leases: LeaseTable | None = None) -> None:
         self.backend = backend
-        self.leases = leases if leases is not None else LeaseTable()  # node-wide
+        self.leases = leases if leases is not None else LeaseTable(backend)  # node-wide
         self.leasing = False  # HELLO asked for leases (spec.FEATURE_LEASES)
         self.paths: dict[int, bytes] = {}  # handle -> the path it writes (what its changes recall)
         # Set by the server: send this connection a RECALL frame; close it, saying why.
@@ -413,7 +413,7 @@ def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Defe
     fields = unpack_fields(op.request, payload)
     if not s.authed and opcode not in _BEFORE_AUTH:
         return op, -errno.EACCES, _NO_FIELDS
-    items = s.leases.touched(s.backend, s, opcode, fields, s.paths.get)
+    items = s.leases.touched(s, opcode, fields, s.paths.get)
     if items:
         return op, 0, Held(items, lambda: apply(s, op, fields))
     return apply(s, op, fields)

@@ -147,7 +147,7 @@ class LeaseTable:
         """Whether any connection but `holder` holds a lease (if not, no change needs a look)."""
         return len(self._held) > (1 if holder in self._held else 0)
 
-    def touched(self, backend: Backend, holder: Holder, opcode: int, fields: dict,
+    def touched(self, holder: Holder, opcode: int, fields: dict,
                 handle_path: Callable[[int], bytes | None]) -> dict[Holder, list[bytes]]:
         """The recall items each other holder must get before request `opcode` is applied."""
         how = _TOUCHES.get(opcode)
@@ -170,19 +170,24 @@ class LeaseTable:
         for kind, path in paths:
             if path is None:
                 continue
-            ino = _ino(backend, path, follow=False)
+            ino = self._ino(path, follow=False)
             if kind == "put":
                 kind = "object" if ino is not None else "names"
             if kind == "names":
                 parent, _ = _parent(path)
-                self._collect(out, holder, _ino(backend, parent, follow=True), spec.RECALL_NAMES, b"")
+                self._collect(out, holder, self._ino(parent, follow=True), spec.RECALL_NAMES)
             elif ino is not None:
                 self._collect(out, holder, ino, spec.RECALL_OBJECT, b"")
                 parent, leaf = _parent(path)  # the entry in its parent's listing
                 if path != b"/":
-                    self._collect(out, holder, _ino(backend, parent, follow=True), spec.RECALL_OBJECT,
-                                  leaf, keep=True)
+                    self._collect(out, holder, self._ino(parent, follow=True), spec.RECALL_OBJECT, leaf, keep=True)
         return out
+
+    def _ino(self, path: bytes, follow: bool) -> int | None:
+        try:
+            return self.backend.stat(path, follow).ino if self.backend is not None else None
+        except Exception:  # noqa: BLE001 - missing, or a link out: nothing of it is leased here
+            return None
 
     def _collect(self, out: dict[Holder, list[bytes]], origin: Holder, ino: int | None, kind: bytes,
                  leaf: bytes = b"", keep: bool = False) -> None:
@@ -259,8 +264,3 @@ class LeaseTable:
                 self._answered(change, rid)
 
 
-def _ino(backend: Backend, path: bytes, follow: bool) -> int | None:
-    try:
-        return backend.stat(path, follow).ino
-    except Exception:  # noqa: BLE001 - missing, or a link out: nothing of it is leased here
-        return None

@@ -228,7 +228,14 @@ class NodeProtocol(asyncio.BufferedProtocol):
         if self._slow is not None:
             self._slow.cancel()
         self._session.close_all()
+        # The session's callbacks are our bound methods: drop them, so this protocol (and its
+        # 256 KiB read buffer) goes when the connection does, not at the next garbage collection.
+        self._session.recall_to = self._session.kick = _ignore
         self._transport = None
+
+
+def _ignore(*args) -> None:
+    pass
 
 
 async def start_node(backend: Backend, host: str = "127.0.0.1", port: int = 0,

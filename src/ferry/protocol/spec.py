@@ -221,6 +221,10 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # DESC_DROP: `pid` closed its last copy.  The locks go when no holder is left (or alive).
     "DESC_HOLD": (69, [("owner", "u64"), ("pid", "u32")], [], "agent"),
     "DESC_DROP": (70, [("owner", "u64"), ("pid", "u32")], [], "agent"),
+    # (cache mode) a write to a replica file found its file system full: evict clean copies
+    # (contents the node has too) until `need` bytes are free, least recently used first;
+    # ENOSPC when none could go (what fills it is not yet written back).
+    "CACHE_ROOM": (71, [("need", "u64")], [], "agent"),
     # --- launcher -> host agent (`ferry run`, `ferry agent …`: agent/host.py), on its control socket ---
     # Register a run's mount table and mode (`config`: JSON, see host.SessionConfig); the
     # run's stderr rides along as SCM_RIGHTS, so the agent's messages for that run reach its
@@ -251,7 +255,7 @@ SHIM_CALLS = [
     "HELLO", "STAT", "LISTDIR", "OPEN", "READ", "WRITE", "FSTAT", "FTRUNCATE", "FSYNC", "MKDIR", "RMDIR",
     "UNLINK", "RENAME", "TRUNCATE", "SETATTR", "ACCESS", "SYMLINK", "LINK", "STATFS", "LOCK", "GETLK",
     "FALLOCATE", "GETXATTR", "LISTXATTR", "SETXATTR", "REMOVEXATTR", "LSEEK", "CACHE_OPEN", "CACHE_LOOKUP",
-    "SYNC",
+    "SYNC", "CACHE_ROOM",
 ]
 # ...and the one-way frames it tells (FLAG_ONEWAY, `fy_tell` in shim/wire.c; `Agent.told_<op>`):
 # cache-mode changes already made in the replica, the upload of a closed file, lock releases.
