@@ -26,75 +26,23 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
-from .control import (SessionConfig, agent_dir, cache_limit, code_id, control_path, lock_path, replica_base,
-                      store_dir)
 from . import recovery
+from .caches import Cache, Caches
+from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, store_dir
 from .links import LinkPool
 from .routes import Mount, Router
 from .server import Agent
-from .shared import SharedCache
 from .shimconn import ShimConn, ShimServer, stderr_log
 
 LINGER = 0.2  # seconds an ended session stays after its last program was seen
 REAP_EVERY = 0.25
-
-
-class Cache:
-    """A `SharedCache` and where it lives: one per mount table and mode, kept while the
-    agent runs (at most MAX_CACHES idle ones), so the next run of the same mounts finds it."""
-
-    def __init__(self, cid: int, shared: SharedCache, run_dir: str, key: str, lock: int) -> None:
-        self.id, self.shared, self.run_dir, self.key = cid, shared, run_dir, key
-        self.lock = lock  # flock on run_dir/lock: one agent uses a cache at a time
-        self.last_used = time.monotonic()
-
-
-MAX_CACHES = 8  # idle caches kept by a running agent, and left for the next agent per directory
-
-
-def _locked(run_dir: str) -> int:
-    """An fd holding run_dir's lock, or -1 when another agent uses that cache."""
-    fd = os.open(os.path.join(run_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-    except BlockingIOError:
-        os.close(fd)
-        return -1
-
-
-def _kept_cache(base: Path, key: str) -> tuple[str, int] | None:
-    """A cache an earlier agent left in `base` for this key (see `_close_cache`), locked."""
-    for key_file in base.glob("cache-*/key.json"):
-        try:
-            if key_file.read_text() != key or not (key_file.parent / "meta.json").exists():
-                continue
-        except OSError:
-            continue
-        lock = _locked(str(key_file.parent))
-        if lock >= 0:
-            return str(key_file.parent), lock
-    return None
-
-
-def _prune_kept(base: Path) -> None:
-    """At most MAX_CACHES left caches per directory: the oldest go."""
-    kept = sorted((p.stat().st_mtime, p.parent) for p in base.glob("cache-*/meta.json"))
-    for _, d in kept[:max(0, len(kept) - MAX_CACHES)]:
-        lock = _locked(str(d))
-        if lock >= 0:
-            shutil.rmtree(d, ignore_errors=True)
-            os.close(lock)
 
 
 class Session:
@@ -134,15 +82,14 @@ class HostAgent(ShimServer):
     def __init__(self, idle: float) -> None:
         self.idle = idle
         self.sessions: dict[int, Session] = {}
-        self.caches: dict[str, Cache] = {}  # by Cache.key
         self.conns: set[ShimConn] = set()  # control connections (ShimServer's name for them)
         self.frame_counts: collections.Counter[int] = collections.Counter()  # (ShimConn counts control frames too)
         self.tells: dict = {}
         self.calls = handlers_for(self, "ctl_", spec.LAUNCHER_OPS)
         self.log = stderr_log
+        self.caches = Caches(self.log)
         self._lsock: socket.socket | None = None
         self._next = 1
-        self._next_cache = 0
         self._embedded: dict[str, tuple[asyncio.AbstractServer, int]] = {}  # store dir -> node
         self.pool = LinkPool()  # node connections, shared by the sessions
         self._stop = asyncio.Event()
@@ -179,8 +126,7 @@ class HostAgent(ShimServer):
                 await recovering  # (bounded by the nodes' timeouts)
             for s in list(self.sessions.values()):
                 await self._close_session(s, wait=True)
-            for c in list(self.caches.values()):
-                await self._close_cache(c)
+            await self.caches.close_all()
             await self.pool.close()
             for server, _ in self._embedded.values():
                 server.close()
@@ -217,74 +163,12 @@ class HostAgent(ShimServer):
             os.unlink(s.sock_path)
         except OSError:
             pass
-        s.cache.shared.sessions -= 1
-        s.cache.last_used = time.monotonic()
+        self.caches.release(s.cache)
         if failures:
             s.cache.shared.failed = True
             self.log(f"ferry agent: session {s.id}: {len(failures)} change(s) not written back; "
                      f"the local copies are kept in {s.cache.run_dir}: first: {failures[0]}")
-        idle = sorted((c for c in self.caches.values() if not c.shared.sessions), key=lambda c: c.last_used)
-        for c in idle[:max(0, len(idle) - MAX_CACHES)]:
-            await self._close_cache(c)
-
-    async def _close_cache(self, c: Cache) -> None:
-        """Close a cache; with nothing left to send, leave it for the next agent (its
-        contents and listings, revalidated on first use: `_kept_cache`)."""
-        del self.caches[c.key]
-        await c.shared.close()
-        if not c.shared.failed:
-            try:
-                c.shared.replica.save(os.path.join(c.run_dir, "meta.json"))
-                Path(c.run_dir, "key.json").write_text(c.key)
-                _prune_kept(Path(c.run_dir).parent)
-            except OSError as e:
-                self.log(f"ferry agent: cannot keep the cache {c.run_dir} for the next agent: {e}")
-                shutil.rmtree(c.run_dir, ignore_errors=True)
-            recovery.remove_record(c.id)
-        # else its record stays: the next agent sends what it can
-        os.close(c.lock)
-
-    def _cache_for(self, config: SessionConfig, router: Router, timeouts: tuple[float, float]) -> Cache:
-        """The cache of this mount table and mode (made when none is kept)."""
-        base = replica_base(config.env)
-        # The mounts as the run named them (the embedded default by its store, not by the
-        # port this agent serves it on), so the next agent finds the same cache.
-        mounts = config.mounts or [f"embedded:{store_dir(config.env)}"]
-        key = json.dumps([config.mode, mounts, config.options, config.cwd if config.options or any(
-            "?" in m for m in mounts) else "", timeouts, str(base), config.env.get("FERRY_CACHE_SIZE", "")])
-        c = self.caches.get(key)
-        if c is None:
-            base.mkdir(parents=True, exist_ok=True, mode=0o700)
-            limit = cache_limit(config.env, base)
-            kept = _kept_cache(base, key)
-            if kept is not None:
-                run_dir, lock = kept
-            else:
-                run_dir = tempfile.mkdtemp(prefix="cache-", dir=base)
-                os.mkdir(os.path.join(run_dir, "tree"))
-                lock = _locked(run_dir)
-            tree = os.path.join(run_dir, "tree")
-            cid = self._next_cache = self._next_cache + 1
-            shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache",
-                                 limit=limit)
-            if kept is not None:
-                meta = os.path.join(run_dir, "meta.json")
-                try:
-                    shared.replica.load(meta)
-                except (OSError, ValueError, TypeError) as e:
-                    self.log(f"ferry agent: the cache {run_dir} left by an earlier agent is unreadable ({e}); "
-                             "starting it afresh")
-                    shutil.rmtree(tree, ignore_errors=True)
-                    os.mkdir(tree)
-                    shared.replica.meta.clear()
-                os.unlink(meta)  # (a crash from here on leaves no stale description)
-            c = self.caches[key] = Cache(cid, shared, run_dir, key, lock)
-            recovery.write_record(cid, config, run_dir, tree)
-        elif not any(s.cache is c and (not s.ended or s.agent.conns) for s in self.sessions.values()):
-            c.shared.replica.take_identities()  # no program of another run may have them open
-        c.shared.sessions += 1
-        c.last_used = time.monotonic()
-        return c
+        await self.caches.trim()
 
     async def router_of(self, config: SessionConfig) -> Router:
         """The session's routes: its mounts, or the embedded default served from its store."""
@@ -324,7 +208,8 @@ class HostAgent(ShimServer):
                     os.write(fd, f"ferry: the running agent (pid {os.getpid()}) is another build of ferry; "
                                  "this run uses it, and it restarts once its last session ends\n".encode())
             router = await self.router_of(config)
-            cache = self._cache_for(config, router, config.timeouts())
+            cache = self.caches.open(config, router, config.timeouts(), in_use=lambda c: any(
+                s.cache is c and (not s.ended or s.agent.conns) for s in self.sessions.values()))
         except Exception as e:
             if fd >= 0:
                 if not (isinstance(e, OSError) and e.errno == errno.ESTALE):  # the run retries that one
@@ -361,7 +246,7 @@ class HostAgent(ShimServer):
         return {"failures": "\n".join(failures)}
 
     async def ctl_agent_status(self, f) -> dict:
-        live = {recovery.record_path(c.id) for c in self.caches.values()}
+        live = {recovery.record_path(c.id) for c in self.caches}
         # sessions gone with changes not yet on their nodes (this agent's or a dead one's)
         unsent = sorted(p.name for p in recovery.records_dir().glob("*.json") if p not in live)
         sessions = []

@@ -21,7 +21,6 @@ from .resolver import Resolver
 from .routes import NodeAddr, Router
 from .shimconn import stderr_log
 
-
 ROOM_EVERY = 0.5  # seconds between looks at the replica's free space
 ROOM_RESERVE = 64 << 20  # kept free (at most a tenth of that file system)
 

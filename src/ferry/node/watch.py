@@ -26,7 +26,8 @@ log = logging.getLogger("ferry.node")
 OWN_WINDOW = 1.0  # seconds after a change of ours during which events on its names are ours
 
 try:
-    from inotify_simple import INotify, flags as F
+    from inotify_simple import INotify
+    from inotify_simple import flags as F
 except ImportError:  # pragma: no cover - a dependency; without it nothing is watched
     INotify = None
 
