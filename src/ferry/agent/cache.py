@@ -44,7 +44,8 @@ class Meta:
     local: bool = False             # created here, not yet on the node
     pending: int = 0                # write-backs queued for this object
     children: set[bytes] = field(default_factory=set)
-    written: bool = False           # file: opened for writing through the cache in this run
+    written: bool = False           # file: opened for writing through the cache
+    writer: int = 0                 # the session (Agent.token) that last did: its end writes back leftovers
     uploaded: tuple[int, int, int] | None = None  # cache file (ino, size, mtime_ns) as the node has it:
                                                   # when an upload last read it, or a fetch made it
     lease: int | None = None        # the node's lease on it (NodeLink.holds): trusted without asking

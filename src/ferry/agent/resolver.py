@@ -290,10 +290,10 @@ class Resolver:
         if m is None:
             if not flags & os.O_CREAT:
                 raise OSError(errno.ENOENT, path)
-            self.replica.added(path, "f").written = True
+            self.wrote(self.replica.added(path, "f"))
             return {}
         if m.kind == "f" and ((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC):
-            m.written = True  # see write_back_leftovers
+            self.wrote(m)  # see write_back_leftovers
         if m.kind == "d":
             if not m.present:
                 await self.list_dir(path)
@@ -353,6 +353,10 @@ class Resolver:
         if not self.replica.make_room(f["need"]):
             raise OSError(errno.ENOSPC, "the replica is full of changes not yet on the node")
         return {}
+
+    def wrote(self, m: cache.Meta) -> None:
+        """A program of this session opened the file for writing."""
+        m.written, m.writer = True, self.token
 
     def _written_here(self, path: bytes, m: cache.Meta) -> bool:
         """Whether the replica file holds writes made here since its last upload."""

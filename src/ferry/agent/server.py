@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import socket
 from collections.abc import Callable
 
@@ -33,6 +34,9 @@ from .shimconn import ShimConn, ShimServer, stderr_log
 from .writeback import WriteBack
 
 
+_tokens = itertools.count(1)
+
+
 class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
     """One session's server.  Its replica, node connections and leases are a `SharedCache`'s,
     shared with the other sessions of the same mounts and mode (`shared`), or its own."""
@@ -41,6 +45,7 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
                  call_timeout: float = 30.0, log: Callable[[str], None] = stderr_log,
                  shared: SharedCache | None = None, leases: bool = True, limit: int | None = None) -> None:
         self.log = log  # where this agent's messages go: its run's stderr
+        self.token = next(_tokens)  # marks what this session's programs wrote (cache.Meta.writer)
         self._own_cache = shared is None
         self.shared = shared if shared is not None else SharedCache(router, cache_root, connect_timeout,
                                                                     call_timeout, leases=leases, limit=limit)

@@ -38,8 +38,8 @@ class WriteBack:
         queued = 0
         self.adopt_unannounced()
         for path, m in list(self.replica.meta.items()):
-            if m.kind != "f" or not m.written:
-                continue
+            if m.kind != "f" or not m.written or m.writer not in (self.token, 0):
+                continue  # (another session's, which its own end writes back)
             try:
                 fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
@@ -74,7 +74,7 @@ class WriteBack:
                 except OSError:
                     continue
                 if cache.kind_of(st.st_mode) == "f":
-                    rep.added(child, "f").written = True
+                    self.wrote(rep.added(child, "f"))
 
     def _open_replica(self, *paths: bytes) -> int:
         """A read-only fd on the first of `paths` still a regular file in the replica, or -1:
@@ -127,7 +127,7 @@ class WriteBack:
             return
         link, rel = self.route(path)
         m.pending += 1
-        m.written = True
+        self.wrote(m)
         link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
 
     def told_mkdir(self, f) -> None:
