@@ -21,6 +21,7 @@ import pytest
 from conftest import ferry_env, ferry_run, node_stats
 from ferry.node.backends.local import DirBackend
 from ferry.node.client import NodeClient
+from ferry.node.leases import LeaseTable
 from ferry.node.server import Limits, start_node
 from ferry.protocol import spec
 
@@ -132,6 +133,32 @@ def test_a_change_behind_the_nodes_back_is_recalled(tmp_path):
         assert any((b"o", b"/d/f") in e for e in events), events
         await a.close()
     _node(tmp_path, body)
+
+
+class _Holder:
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def recall_to(self, rid: int, items: bytes) -> None:
+        self.got.append(items)
+
+    def kick(self, why: str) -> None:
+        pass
+
+
+def test_the_lease_table_forgets_what_no_one_holds():
+    t = LeaseTable()  # no backend: nothing to watch, nothing to look up
+    a, b = _Holder(), _Holder()
+    t.grant(a, 5, b"/d/f", False)
+    t.grant(a, 4, b"/d", True)
+    t.grant(b, 4, b"/d", True)
+    assert len(t) == 3
+    t._behind(b"/d", b"f")  # f changed behind the node: its lease goes, and d's (its names may have)
+    assert a.got == [b"o/d/f\0o/d/f\0n/d\0"] and b.got == [b"o/d/f\0n/d\0"]
+    assert len(t) == 0 and t._ino_at == {}
+    t.grant(a, 7, b"/g", False)
+    t.drop(a)  # its connection went
+    assert len(t) == 0 and t._ino_at == {} and not t.others_hold(b)
 
 
 # ----- through ferry run: two host agents -----

@@ -200,16 +200,26 @@ class LeaseTable:
         if not holders:
             return
         for h in [h for h in holders if h is not origin]:
-            paths = holders[h] if keep else holders.pop(h)
             items = out.setdefault(h, [])
-            for p in paths:
+            for p in holders[h]:
                 items.append(kind + (p.rstrip(b"/") + b"/" + leaf if leaf else p) + b"\0")
             if not keep:
-                self._held[h].discard(ino)
-                if not self._held[h]:
-                    del self._held[h]
-        if not holders:
+                self._release(h, ino)
+
+    def _release(self, holder: Holder, ino: int) -> None:
+        """`holder`'s lease on `ino` goes (and what the table kept for it alone)."""
+        holders = self._by_ino.get(ino)
+        paths = holders.pop(holder, ()) if holders is not None else ()
+        inos = self._held.get(holder)
+        if inos is not None:
+            inos.discard(ino)
+            if not inos:
+                del self._held[holder]
+        if holders is not None and not holders:
             del self._by_ino[ino]
+            for p in paths:
+                if self._ino_at.get(p) == ino:
+                    del self._ino_at[p]
 
     def start(self, items: dict[Holder, list[bytes]], then: Callable[[], None]) -> Recall:
         """Send each holder its RECALL; `then` runs when all have answered (or timed out)."""
@@ -252,12 +262,8 @@ class LeaseTable:
     def drop(self, holder: Holder, answer: bool = True) -> None:
         """`holder` is gone (or recalled wholesale): its leases go, and the changes waiting
         for its answers stop waiting for them."""
-        for ino in self._held.pop(holder, ()):
-            holders = self._by_ino.get(ino)
-            if holders is not None:
-                holders.pop(holder, None)
-                if not holders:
-                    del self._by_ino[ino]
+        for ino in list(self._held.get(holder, ())):
+            self._release(holder, ino)
         if answer:
             for rid in [rid for rid, (h, _) in self._pending.items() if h is holder]:
                 _, change = self._pending.pop(rid)

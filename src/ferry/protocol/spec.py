@@ -78,7 +78,7 @@ RECALL_TIMEOUT = 5.0
 # once that holder has stopped trusting what it cached.
 LEASE_TRUST = 3.0
 LEASE_PING = 1.0
-MAX_LEASES = 1 << 20  # leases one connection may hold; past it, the node recalls them all
+MAX_LEASES = 1 << 18  # leases one connection may hold (~300 B each on the node); past it, all are recalled
 
 # Flags for STAT.
 STAT_NOFOLLOW = 0x1
