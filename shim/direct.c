@@ -97,6 +97,7 @@ static int room_made(int fd, size_t need)
     return 0;
 }
 
+/* (Only after the kernel said ENOSPC: it has read the array, so we may too.) */
 static size_t iov_total(const struct iovec *iov, int cnt)
 {
     size_t n = 0;
@@ -166,7 +167,7 @@ FY_EXPORT ssize_t writev(int fd, const struct iovec *iov, int cnt)
     struct fy_fd *f = fy_fd_direct(fd);
     if (!f) {
         ssize_t r = LIBC(writev)(fd, iov, cnt);
-        return r < 0 && room_made(fd, cnt > 0 ? iov_total(iov, cnt) : 0) ? LIBC(writev)(fd, iov, cnt) : r;
+        return r < 0 && errno == ENOSPC && room_made(fd, iov_total(iov, cnt)) ? LIBC(writev)(fd, iov, cnt) : r;
     }
     if (iov_unreadable(iov, cnt)) return -1;
     ssize_t total = 0;
@@ -205,7 +206,7 @@ static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t
         struct fy_fd *f = fy_fd_direct(fd);                          \
         if (!f) {                                                    \
             ssize_t r = LIBC(name)(fd, iov, cnt, off);               \
-            return r < 0 && writing && room_made(fd, cnt > 0 ? iov_total(iov, cnt) : 0) \
+            return r < 0 && writing && errno == ENOSPC && room_made(fd, iov_total(iov, cnt)) \
                 ? LIBC(name)(fd, iov, cnt, off) : r;                 \
         }                                                            \
         if (off < 0) { errno = EINVAL; return -1; }                  \
@@ -217,7 +218,7 @@ static ssize_t vec_io(struct fy_fd *f, const struct iovec *iov, int cnt, int64_t
         struct fy_fd *f = fy_fd_direct(fd);                                     \
         if (!f) {                                                               \
             ssize_t r = LIBC(name)(fd, iov, cnt, off, flags);                   \
-            return r < 0 && writing && room_made(fd, cnt > 0 ? iov_total(iov, cnt) : 0) \
+            return r < 0 && writing && errno == ENOSPC && room_made(fd, iov_total(iov, cnt)) \
                 ? LIBC(name)(fd, iov, cnt, off, flags) : r;                     \
         }                                                                       \
         if (off < -1) { errno = EINVAL; return -1; }                            \

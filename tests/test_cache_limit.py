@@ -95,11 +95,14 @@ def test_a_cache_outlives_its_agent_and_is_revalidated_by_the_next(node, other_h
         (node.root / f"k{i}").write_text(f"kept {i}\n" * 1000)
     mount = (f"{MOUNT}={node.url}",)
     cat = ["sh", "-c", f"cat {MOUNT}/k*"]
-    first = ferry_run(cat, mounts=mount, env_extra=other_host).stdout
+    first = ferry_run(["sh", "-c", f"echo mine > {MOUNT}/w; cat {MOUNT}/k*"], mounts=mount,
+                      env_extra=other_host).stdout
     subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env={**ferry_env(), **other_host},
                    capture_output=True, timeout=60, check=True)
     (node.root / "k3").write_text("changed while no agent ran\n")
     node_stats(node, reset=True)
     second = ferry_run(cat, mounts=mount, env_extra=other_host).stdout
     assert second == first.replace("kept 3\n" * 1000, "changed while no agent ran\n")
-    assert node_stats(node)["requests"].get("READ", 0) == 1  # k3 only
+    asked = node_stats(node)["requests"]
+    assert asked.get("READ", 0) == 1, asked  # k3 only
+    assert not {op for op in asked if op.startswith("PUT")}, asked  # w, written before, is not sent again

@@ -294,15 +294,26 @@ class Replica:
 
     # ----- kept across agents -----
 
-    def save(self, where: str) -> None:
-        """Write what the agent knows of the replica (clean entries only) to `where`, for the
-        next agent (`load`): file contents and listings survive; leases do not."""
-        rows = [[os.fsdecode(p), m.kind, m.present, m.version, m.ctime_ns, m.uploaded]
-                for p, m in self.meta.items() if not (m.local or m.pending or m.written)]
+    def save(self, where: str) -> bool:
+        """Write what the agent knows of the replica to `where`, for the next agent (`load`):
+        file contents and listings survive, leases do not.  False (nothing written) when an
+        entry holds changes not on the node: such a replica is recovery's, not a cache."""
+        rows = []
+        for p, m in self.meta.items():
+            if m.local or m.pending:
+                return False
+            if m.written:  # on the node if the copy is what its upload read
+                try:
+                    if identity(os.lstat(self.cpath(p))) != m.uploaded:
+                        return False
+                except OSError:
+                    continue
+            rows.append([os.fsdecode(p), m.kind, m.present, m.version, m.ctime_ns, m.uploaded])
         tmp = where + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"rows": rows, "lru": [os.fsdecode(p) for p in self._lru]}, f)
         os.replace(tmp, where)
+        return True
 
     def load(self, where: str) -> None:
         with open(where) as f:

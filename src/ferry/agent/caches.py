@@ -102,16 +102,18 @@ class Caches:
         contents and listings, revalidated on first use: `_kept`)."""
         del self._by_key[c.key]
         await c.shared.close()
-        if not c.shared.failed:
-            try:
-                c.shared.replica.save(os.path.join(c.run_dir, "meta.json"))
+        try:
+            # (changes not on the node: its record stays, and the next agent sends them)
+            clean = not c.shared.failed and c.shared.replica.save(os.path.join(c.run_dir, "meta.json"))
+            if clean:
                 Path(c.run_dir, "key.json").write_text(c.key)
                 _prune_kept(Path(c.run_dir).parent)
-            except OSError as e:
-                self.log(f"ferry agent: cannot keep the cache {c.run_dir} for the next agent: {e}")
-                shutil.rmtree(c.run_dir, ignore_errors=True)
+        except OSError as e:
+            self.log(f"ferry agent: cannot keep the cache {c.run_dir} for the next agent: {e}")
+            shutil.rmtree(c.run_dir, ignore_errors=True)
+            clean = True
+        if clean:
             recovery.remove_record(c.id)
-        # else its record stays: the next agent sends what it can
         os.close(c.lock)
 
     def open(self, config: SessionConfig, router: Router, timeouts: tuple[float, float],
