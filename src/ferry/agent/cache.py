@@ -357,7 +357,7 @@ class Replica:
             return False
         m.lease = None
         if kind == spec.RECALL_NAMES:
-            return m.kind == "d" and m.present
+            return m.kind == "d" and m.present and not m.local and not m.pending
         if m.kind == "d":  # renamed or removed, perhaps: nothing below it holds either
             stack = [path]
             while stack:

@@ -146,6 +146,7 @@ class Caches:
                 meta = os.path.join(run_dir, "meta.json")
                 try:
                     shared.replica.load(meta)
+                    shared.revalidate()  # nothing in it holds a lease: list it all again, meanwhile
                 except (OSError, ValueError, TypeError) as e:
                     self.log(f"ferry agent: the cache {run_dir} left by an earlier agent is unreadable ({e}); "
                              "starting it afresh")

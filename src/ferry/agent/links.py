@@ -66,9 +66,10 @@ class NodeLink:
     (the recall may have been for what it read)."""
 
     def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float,
-                 on_recall: Recalled | None = None) -> None:
+                 on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None) -> None:
         self.addr = addr
         self.on_recall = on_recall  # None: no leases on this lane
+        self.on_lost = on_lost  # told when a connection is replaced: what it leased may have changed
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self._client: NodeClient | None = None
@@ -135,6 +136,8 @@ class NodeLink:
             if self._client is not None:
                 self.epoch += 1  # the leases of the lost connection are gone
                 self._client = None
+                if self.on_lost is not None:
+                    self.on_lost(self.addr)
             try:
                 self._client = await NodeClient.connect(
                     self.addr.host, self.addr.port, timeout=self.connect_timeout, call_timeout=self.call_timeout,
@@ -201,10 +204,17 @@ class NodeLink:
         def send_all(client: NodeClient) -> list[asyncio.Future]:
             return [client.send(op, **fields) for op, fields in requests]
 
+        async def replies(futures: list[asyncio.Future]) -> list[dict]:
+            done = await asyncio.gather(*futures, return_exceptions=True)  # (every failure collected)
+            for r in done:
+                if isinstance(r, BaseException):
+                    raise r
+            return done
+
         async def job(client: NodeClient) -> list[dict]:
-            return [await f for f in send_all(client)]
+            return await replies(send_all(client))
         if not self._jobs and self._idle.is_set() and self._client is not None and not self._client.closed:
-            return [await f for f in send_all(self._client)]  # (see `call`)
+            return await replies(send_all(self._client))  # (see `call`)
         return await self.run(job, reporter)
 
     def track(self, fut: asyncio.Future, what: str, done, reporter: Reporter) -> None:
@@ -245,15 +255,15 @@ class LinkPool:
     """Node connections: one lane per node and pair of timeouts (with leases when
     `on_recall` is given: it hears what each RECALL names)."""
 
-    def __init__(self, on_recall: Recalled | None = None) -> None:
+    def __init__(self, on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None) -> None:
         self._links: dict[tuple[NodeAddr, float, float], NodeLink] = {}
-        self.on_recall = on_recall
+        self.on_recall, self.on_lost = on_recall, on_lost
 
     def get(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> NodeLink:
         key = (addr, connect_timeout, call_timeout)
         lk = self._links.get(key)
         if lk is None:
-            lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout, self.on_recall)
+            lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout, self.on_recall, self.on_lost)
         return lk
 
     async def close(self) -> None:

@@ -35,7 +35,8 @@ class Redirect(Exception):
 
 class Resolver:
     """Part of `Agent` (and of the `SharedCache` its sessions share): uses `router`,
-    `replica`, `pool`, `links`, `log` and the timeouts."""
+    `replica`, `pool`, `links`, `log`, the timeouts, and `fresh` (the directories this
+    session listed or revalidated)."""
 
     def link(self, addr: NodeAddr) -> SessionLink:
         lk = self.links.get(addr)
@@ -74,9 +75,26 @@ class Resolver:
             raise OSError(errno.ENOTDIR, path)
         if not m.present:
             await self.list_dir(path)
+        elif path not in self.fresh and not m.local and not m.pending:
+            await self.revalidate_dir(path, m)
         return m
 
+    async def revalidate_dir(self, path: bytes, m: cache.Meta) -> None:
+        """A listing this session has not used yet and no lease covers (the cache is shared
+        by runs, and outlives connections and agents): one STAT says whether it still
+        holds; if not, it is listed again.  Then it is this session's, as if listed here."""
+        link, rel = self.route(path)
+        if not link.busy and not link.holds(m.lease):
+            token = link.lease_token()
+            a = (await link.call("STAT", path=rel, flags=0))["attr"]
+            if (a.mtime_ns, a.size) != m.version:
+                await self.list_dir(path)
+                return
+            m.lease = link.grant(token)  # (a directory's STAT covers its listing)
+        self.fresh.add(path)
+
     async def list_dir(self, path: bytes) -> None:
+        self.fresh.add(path)
         link, rel = self.route(path)
         before, token = link.changes, link.lease_token()
 
@@ -100,6 +118,8 @@ class Resolver:
         if m is None or m.local or m.pending or self._written_here(path, m):
             return
         link, rel = self.route(path)
+        if link.busy:
+            return  # our own changes are on the way: the node is behind us (the next use asks)
         token = link.lease_token()
         try:
             a = (await link.call("STAT", path=rel, flags=spec.STAT_NOFOLLOW))["attr"]

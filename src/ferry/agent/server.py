@@ -51,6 +51,7 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
                                                                     call_timeout, leases=leases, limit=limit)
         self.router, self.replica, self.pool = self.shared.router, self.shared.replica, self.shared.pool
         self.links: dict[NodeAddr, SessionLink] = {}
+        self.fresh: set[bytes] = set()  # (Resolver.revalidate_dir)
         self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)
         self.conns: set[ShimConn] = set()
         self.frame_counts: collections.Counter[int] = collections.Counter()  # frames from shims, by opcode

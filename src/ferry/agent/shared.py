@@ -18,7 +18,7 @@ from ..protocol import spec
 from . import cache
 from .links import LinkPool, SessionLink
 from .resolver import Resolver
-from .routes import NodeAddr, Router
+from .routes import NodeAddr, RouteError, Router
 from .shimconn import stderr_log
 
 ROOM_EVERY = 0.5  # seconds between looks at the replica's free space
@@ -32,8 +32,9 @@ class SharedCache(Resolver):
         self.replica = cache.Replica(root, router.root_of, limit)
         # Direct mode takes none: its writes go to the node past the replica (which only
         # exec uses there), so the replica must ask the node each time, as before leases.
-        self.pool = LinkPool(self.recalled if leases else None)
+        self.pool = LinkPool(self.recalled if leases else None, self.lost)
         self.links: dict[NodeAddr, SessionLink] = {}  # for the background refreshes
+        self.fresh: set[bytes] = set()  # (Resolver.revalidate_dir)
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         self.log = log
         self.sessions = 0  # sessions using it now
@@ -61,6 +62,38 @@ class SharedCache(Resolver):
             for path in self.router.ferry_paths(addr, rel):
                 if self.replica.recalled(path, kind):
                     self._spawn(self.list_dir(path) if kind == spec.RECALL_NAMES else self.refresh(path))
+
+    def lost(self, addr: NodeAddr) -> None:
+        """The connection to `addr` was lost (its node may have restarted, even with another
+        export): list again, in the background, every directory of its mounts we hold."""
+        served: dict[bytes, bool] = {p: m.node == addr for p, m in self.router.mounts}
+
+        def of_addr(path: bytes) -> bool:
+            root = self.router.root_of(path)
+            if root not in served:  # a /REMOTE@HOST:PORT root
+                try:
+                    served[root] = self.router.route(root)[0] == addr
+                except RouteError:
+                    served[root] = False
+            return served[root]
+        self.revalidate(of_addr)
+
+    def revalidate(self, which: Callable[[bytes], bool] = lambda path: True) -> None:
+        """List again, one after another in the background, the directories `which` picks."""
+        dirs = [p for p, m in self.replica.meta.items() if m.kind == "d" and m.present and which(p)]
+        for p in dirs:
+            self.replica.meta[p].lease = None
+        self.fresh.difference_update(dirs)
+
+        async def relist() -> None:
+            for p in dirs:
+                m = self.replica.meta.get(p)
+                if m is not None and m.present and not m.local and not m.pending:
+                    try:
+                        await self.list_dir(p)
+                    except OSError:
+                        pass  # gone, or the node away again: the next use asks
+        self._spawn(relist())
 
     def _spawn(self, work: Coroutine) -> None:
         async def quietly() -> None:

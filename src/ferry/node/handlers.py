@@ -413,10 +413,16 @@ def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Defe
     fields = unpack_fields(op.request, payload)
     if not s.authed and opcode not in _BEFORE_AUTH:
         return op, -errno.EACCES, _NO_FIELDS
-    items = s.leases.touched(s, opcode, fields, s.paths.get)
-    if items:
-        return op, 0, Held(items, lambda: apply(s, op, fields))
-    return apply(s, op, fields)
+    changes = s.leases.changes(opcode, fields, s.paths.get)
+    if not changes:
+        return apply(s, op, fields)
+
+    def change() -> tuple[Op, int, Fields | Deferred]:
+        result = apply(s, op, fields)
+        s.leases.made(changes)  # (for the export watch: these events are ours)
+        return result
+    items = s.leases.touched(s, changes)
+    return (op, 0, Held(items, change)) if items else change()
 
 
 def apply(s: Session, op: Op, fields: Fields) -> tuple[Op, int, Fields | Deferred]:

@@ -6,8 +6,8 @@ which paths they named it.  A STAT of a directory covers its listing too (the ag
 STAT before LISTDIR, so a listing is never older than its lease), and that listing's
 entries: a change to an entry's attributes is recalled from the holders of its parent.
 
-Before a change from one connection is applied, `touched` names what it changes (as inodes,
-looked up before the change), and every *other* connection holding one of them is sent a
+Before a change from one connection is applied, `changes` and `touched` name what it changes
+(as inodes, looked up before the change), and every *other* connection holding one of them is sent a
 RECALL naming its own paths; the change is applied once each has answered RECALL_ACK (the
 server holds the changing connection's later requests meanwhile, so its order stays).  A
 holder silent for RECALL_TIMEOUT seconds is disconnected (its leases die with it).  When no
@@ -31,7 +31,7 @@ from typing import Any
 from ferry.protocol import spec
 
 from .backends.base import Backend, split_path
-from .watch import ExportWatch
+from .watch import ExportWatch, log
 
 Holder = Any  # a handlers.Session: what the table needs of it is `recall_to` and identity
 
@@ -90,6 +90,7 @@ class LeaseTable:
         self.backend = backend
         self.timeout = timeout
         self._watch: ExportWatch | None = None  # made with the first lease on a watchable backend
+        self._unwatched = False  # inotify said no: no leases at all
         self._ino_at: dict[bytes, int] = {}  # path -> inode granted under it (for removed names)
         self._by_ino: dict[int, dict[Holder, set[bytes]]] = {}
         self._held: dict[Holder, set[int]] = {}  # holder -> inodes it holds
@@ -121,7 +122,15 @@ class LeaseTable:
         if fd is None:
             return True  # nothing but the node changes that backend
         if self._watch is None:
-            self._watch = ExportWatch(self._behind)
+            try:
+                self._watch = ExportWatch(self._behind, self.state_of)
+            except OSError as e:  # the user's inotify instances are used up: serve, without leases
+                os.close(fd)
+                if not self._unwatched:
+                    log.warning("ferry node: no export watch (%s): clients get no leases and ask on each "
+                                "use; raise fs.inotify.max_user_instances", e.strerror)
+                self._unwatched = True
+                return False
         return self._watch.watch(directory, fd)
 
     def _behind(self, directory: bytes, name: bytes | None) -> None:
@@ -147,29 +156,30 @@ class LeaseTable:
         """Whether any connection but `holder` holds a lease (if not, no change needs a look)."""
         return len(self._held) > (1 if holder in self._held else 0)
 
-    def touched(self, holder: Holder, opcode: int, fields: dict,
-                handle_path: Callable[[int], bytes | None]) -> dict[Holder, list[bytes]]:
-        """The recall items each other holder must get before request `opcode` is applied."""
+    def changes(self, opcode: int, fields: dict,
+                handle_path: Callable[[int], bytes | None]) -> list[tuple[str, bytes]]:
+        """What request `opcode` changes, as (kind, path) (see TOUCHES); [] when it changes
+        nothing, or when no lease is held at all (then nothing needs a look)."""
         how = _TOUCHES.get(opcode)
         if how is None or not self._held:
-            return {}
+            return []
         if opcode == _OPEN and not fields["flags"] & _CHANGES_ON_OPEN:
             if fields["flags"] & os.O_ACCMODE == os.O_RDONLY:
-                return {}
+                return []
             how = (("object", "path"),)  # opened for writing: its WRITEs recall, the open does not
-        paths = [(kind, handle_path(fields["handle"]) if name == "handle" else norm(fields[name]))
-                 for kind, name in how]
-        if self._watch is not None:  # what the export watch will see next is ours
-            for _, path in paths:
-                if path is not None:
-                    self._watch.ours(*_parent(path))
-                    self._watch.ours(path, None)
+        out = []
+        for kind, name in how:
+            path = handle_path(fields["handle"]) if name == "handle" else norm(fields[name])
+            if path is not None:
+                out.append((kind, path))
+        return out
+
+    def touched(self, holder: Holder, changes: list[tuple[str, bytes]]) -> dict[Holder, list[bytes]]:
+        """The recall items each holder but `holder` must get before `changes` are made."""
         if not self.others_hold(holder):
             return {}
         out: dict[Holder, list[bytes]] = {}
-        for kind, path in paths:
-            if path is None:
-                continue
+        for kind, path in changes:
             ino = self._ino(path, follow=False)
             if kind == "put":
                 kind = "object" if ino is not None else "names"
@@ -182,6 +192,25 @@ class LeaseTable:
                 if path != b"/":
                     self._collect(out, holder, self._ino(parent, follow=True), spec.RECALL_OBJECT, leaf, keep=True)
         return out
+
+    def made(self, changes: list[tuple[str, bytes]]) -> None:
+        """`changes` were just made by the node: what the export watch sees of them next is
+        ours, as long as the names are still in the state we left them in."""
+        if self._watch is not None:
+            # Each path, and its directory (whose times and size the change moved too).
+            for path in {p for _, changed in changes for p in (changed, _parent(changed)[0])}:
+                state = self.state_of(path)
+                if path != b"/":
+                    self._watch.ours(*_parent(path), state)
+                self._watch.ours(path, None, state)
+
+    def state_of(self, path: bytes) -> tuple | None:
+        """What tells one version of `path` from another (None: nothing there)."""
+        try:
+            a = self.backend.stat(path, False)
+        except Exception:  # noqa: BLE001 - gone, or a link out
+            return None
+        return a.ino, a.mode, a.size, a.mtime_ns, a.ctime_ns
 
     def _ino(self, path: bytes, follow: bool) -> int | None:
         try:

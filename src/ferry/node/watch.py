@@ -3,13 +3,14 @@ the server, another tool) recall the leases they touch, as the node's own change
 
 inotify watches every directory a lease was granted in or under (its listing, or a file in
 it); an event there names the directory and, usually, the entry.  Events the node's own
-changes cause are told apart by name: every change the node applies marks (directory,
-name) as its own for OWN_WINDOW seconds (`LeaseTable.touched`), and events on a marked
-name are not recalled again (the change recalled what it touched before it was applied).
-So a change made behind the node's back to the very name the node changed less than
-OWN_WINDOW earlier is not seen: the one gap, written in docs/coherence.md.  A directory
-that cannot be watched (the kernel's limit on watches) gets no lease: its holder is told
-at once to drop it.
+changes cause are told apart by name and state: every change the node makes notes each
+name it touched with the state it left there (inode, mode, size, mtime, ctime:
+`LeaseTable.made`), and an event on such a name within OWN_WINDOW seconds is ours if the
+name is still in that state — the change recalled what it touched before it was made.  A
+name in another state was changed by someone else since, and is recalled.  (A change
+behind the node that leaves all five equal within one clock tick of ours is not seen.)  A
+directory that cannot be watched (the kernel's limit on watches) gets no lease: its holder
+is told at once to drop it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .backends.base import PUT_PREFIX
 
 log = logging.getLogger("ferry.node")
 
-OWN_WINDOW = 1.0  # seconds after a change of ours during which events on its names are ours
+OWN_WINDOW = 2.0  # seconds after a change of ours during which events on its names may be ours
 
 try:
     from inotify_simple import INotify
@@ -41,12 +42,14 @@ class ExportWatch:
     """`changed(dir, name)` is called for each event not of our own making (name None:
     the directory itself)."""
 
-    def __init__(self, changed: Callable[[bytes, bytes | None], None]) -> None:
+    def __init__(self, changed: Callable[[bytes, bytes | None], None],
+                 state_of: Callable[[bytes], tuple | None]) -> None:
         self.changed = changed
+        self.state_of = state_of  # LeaseTable.state_of
         self._inotify = INotify() if INotify is not None else None
         self._dirs: dict[int, bytes] = {}  # watch descriptor -> directory (node path)
         self._watched: dict[bytes, int] = {}
-        self._own: dict[tuple[bytes, bytes | None], float] = {}
+        self._own: dict[tuple[bytes, bytes | None], tuple[tuple | None, float]] = {}  # -> (state, until)
         self._reading = False
 
     def watch(self, path: bytes, fd: int) -> bool:
@@ -71,12 +74,12 @@ class ExportWatch:
         finally:
             os.close(fd)
 
-    def ours(self, directory: bytes, name: bytes | None) -> None:
-        """The node is about to change `name` in `directory` itself."""
+    def ours(self, directory: bytes, name: bytes | None, state: tuple | None) -> None:
+        """The node itself just left `name` in `directory` (None: the directory) in `state`."""
         now = asyncio.get_running_loop().time()
-        self._own[(directory, name)] = now + OWN_WINDOW
+        self._own[(directory, name)] = (state, now + OWN_WINDOW)
         if len(self._own) > 4096:  # forget the expired marks now and then
-            self._own = {k: t for k, t in self._own.items() if t > now}
+            self._own = {k: v for k, v in self._own.items() if v[1] > now}
 
     def _read(self) -> None:
         assert self._inotify is not None
@@ -93,8 +96,11 @@ class ExportWatch:
                 continue
             if name is not None and name.startswith(PUT_PREFIX):
                 continue  # an upload's temporary: the commit's rename is the change
-            if self._own.get((directory, name), 0) > now:
-                continue
+            own = self._own.get((directory, name))
+            if own is not None and own[1] > now:
+                path = directory if name is None else directory.rstrip(b"/") + b"/" + name
+                if self.state_of(path) == own[0]:
+                    continue  # as our change left it
             self.changed(directory, name)
 
     def close(self) -> None:
