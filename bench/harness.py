@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import random
@@ -29,6 +30,7 @@ from typing import Self
 REPO = Path(__file__).resolve().parents[1]
 C_DIR = Path(__file__).resolve().parent / "c"
 MOUNT = "/mnt/r"          # the prefix ferry runs mount the node on
+_COLD = itertools.count(1)  # (Bench.ferry_cmd)
 VARIANTS = ("local", "ferry-cache", "ferry-direct")
 
 
@@ -422,11 +424,14 @@ class Bench:
 
     # ---- commands
 
-    def ferry_cmd(self, mode: str, url: str, cmd: list[str], front: str = "py") -> list[str]:
+    def ferry_cmd(self, mode: str, url: str, cmd: list[str], front: str = "py", cold: bool = False) -> list[str]:
         """`ferry run --mode MODE --mount /mnt/r=URL -- CMD` through the Python CLI (`python -m
-        ferry`, front "py") or the C front (the installed `ferry`, front "c")."""
+        ferry`, front "py") or the C front (the installed `ferry`, front "c").  With `cold`, a
+        second mount no other run names gives the run a cache of its own (runs of the same
+        mounts share one: the host agent issue), so it starts empty."""
         head = [self.launcher] if front == "c" else [sys.executable, "-m", "ferry"]
-        return [*head, "run", "--mode", mode, "--mount", f"{MOUNT}={url}", "--", *cmd]
+        extra = ["--mount", f"/mnt/cold-{next(_COLD)}={url}"] if cold else []
+        return [*head, "run", "--mode", mode, "--mount", f"{MOUNT}={url}", *extra, "--", *cmd]
 
     def repro(self, cmd: list[str], node: Node | None = None) -> str:
         """A shell line reproducing `cmd` from the repo root (paths in the bench temp dir
@@ -439,7 +444,7 @@ class Bench:
         return line
 
     def run_variant(self, variant: str, cmd: list[str], node: Node | None, timeout: float,
-                    cwd: str | None = None, stderr_ok: bool = False, front: str = "py") -> Result:
+                    cwd: str | None = None, stderr_ok: bool = False, front: str = "py", cold: bool = False) -> Result:
         """Run `cmd` as `variant` (local: directly; ferry-*: under `ferry run --mode`, through
         the Python CLI or, with front "c", the C front).
         Raises Failure on timeout, non-zero exit or a dead node."""
@@ -448,7 +453,7 @@ class Bench:
             full, env = cmd, self.local_env
         else:
             assert node is not None
-            full = self.ferry_cmd(variant.split("-", 1)[1], node.url, cmd, front)
+            full = self.ferry_cmd(variant.split("-", 1)[1], node.url, cmd, front, cold)
             env = self.c_env if front == "c" else self.env
         r = run_cmd(full, timeout=timeout, env=env, cwd=cwd)
         ferry = variant.startswith("ferry-")

@@ -104,7 +104,7 @@ def write_markdown(meta: dict, rows: list[dict], plots: list[str], out: Path, wo
           ("- Times are the wall time of the whole invocation (spawn to exit, so `ferry run`'s startup, "
           "exit and final write-back are included — what a user waits for). Nothing is subtracted; see the "
           "startup rows for the fixed cost of every `ferry run`."),
-          "- Median / min / max are over the repeats; every repeat is a fresh `ferry run` (cold ferry cache).",
+          "- Median / min / max are over the repeats; every repeat is a fresh `ferry run`; runs of the same mounts share the host agent's cache (warm after the first), except where a row says cold.",
           ("- `× local` = median ÷ local median from this same run (a slowdown factor: > 1 is slower; for "
           "MB/s rows it is local MB/s ÷ variant MB/s); in parentheses the range of the per-repeat ratios "
           "(repeat i of the variant ÷ repeat i of local)."),
