@@ -51,6 +51,7 @@ class Meta:
     lease: int | None = None        # the node's lease on it (NodeLink.holds): trusted without asking
     ctime_ns: int = 0               # the node's ctime of the version listed (a chmod moves only that)
     node_attr: Attr | None = None   # the node's attributes after our upload, not shown yet
+    made: bool = False              # made here by a program (not first seen in a listing)
 
 
 def kind_of(mode: int) -> str:
@@ -64,7 +65,7 @@ def parent_of(path: bytes) -> bytes:
 IDENTITY_XATTR = "user.ferry.node"  # read by the shim's stat (shim/stat.c, node_identity)
 
 
-def note_identity(where: int | bytes, a: Attr, size: int | None = None) -> None:
+def note_identity(where: int | bytes, a: Attr, size: int | None = None, keep: bool = False) -> None:
     """Keep the node's identity of a replica file or directory beside it: its inode
     number, ctime and st_blocks, with the mtime and size the replica copy has when it
     matches the node's.  The shim's stat reports the node's inode (the same in every run
@@ -73,6 +74,14 @@ def note_identity(where: int | bytes, a: Attr, size: int | None = None) -> None:
     `du` counts a placeholder (a hole of the right size) as the node does.  Set it while
     the entry is writable by its owner: a user xattr needs write permission."""
     value = b"%d %d %d %d %d" % (a.ino, a.ctime_ns, a.blocks, a.mtime_ns, a.size if size is None else size)
+    if keep:  # not again when it holds that already: setting it moves the replica's ctime
+        try:
+            old = os.getxattr(where, IDENTITY_XATTR) if isinstance(where, int) else \
+                os.getxattr(where, IDENTITY_XATTR, follow_symlinks=False)
+            if old == value:
+                return
+        except OSError:
+            pass
     try:
         if isinstance(where, int):
             os.setxattr(where, IDENTITY_XATTR, value)
@@ -177,7 +186,7 @@ class Replica:
             return
         try:
             st = os.lstat(cp)
-            note_identity(cp, a, None if m.kind == "d" else st.st_size)
+            note_identity(cp, a, None if m.kind == "d" else st.st_size, keep=True)
             if m.kind == "f" or m.present:  # an unlisted directory keeps its mark (mode 0)
                 os.chmod(cp, stat.S_IMODE(a.mode) or (0o700 if m.kind == "d" else 0))
             os.utime(cp, ns=(a.atime_ns, a.mtime_ns))
@@ -378,7 +387,11 @@ class Replica:
         covers the listing and the entries' attributes."""
         m = self.meta[path]
         cp = self.cpath(path)
-        os.chmod(cp, 0o700)
+        # Change nothing of the directory itself that a program walking it would see, unless
+        # it must: tar compares its ctime before and after reading it ("file changed as we
+        # read it"), rsync its lstat with its fstat.
+        if os.lstat(cp).st_mode & 0o700 != 0o700:
+            os.chmod(cp, 0o700)  # (to place the entries)
         remote = {e.name: e for e in entries}
         for name in list(m.children) if remove else ():
             child = self._child(path, name)
@@ -410,12 +423,16 @@ class Replica:
             m.children.add(name)
         m.present = True
         m.lease = lease
-        if dir_attr is not None:
-            note_identity(cp, dir_attr)
-        mode = stat.S_IMODE(dir_attr.mode) if dir_attr else 0o755
-        os.chmod(cp, mode or 0o700)
-        if dir_attr is not None:  # the node's times, now that placing entries changed ours
-            os.utime(cp, ns=(dir_attr.atime_ns, dir_attr.mtime_ns))
+        if dir_attr is not None and not m.made:
+            # (A directory made here keeps the replica's identity, as a file made here does
+            # while its run lives: a program walking it must see the same ctime throughout.)
+            note_identity(cp, dir_attr, keep=True)
+        mode = (stat.S_IMODE(dir_attr.mode) if dir_attr else 0o755) or 0o700
+        now = os.lstat(cp)
+        if stat.S_IMODE(now.st_mode) != mode:
+            os.chmod(cp, mode)
+        if dir_attr is not None and now.st_mtime_ns != dir_attr.mtime_ns:
+            os.utime(cp, ns=(dir_attr.atime_ns, dir_attr.mtime_ns))  # (placing entries moved ours)
 
     @staticmethod
     def _child(path: bytes, name: bytes) -> bytes:
@@ -435,7 +452,7 @@ class Replica:
             parent.children.add(path.rsplit(b"/", 1)[1])
         m = self.meta.get(path)
         if m is None or m.kind != kind:
-            m = self.meta[path] = Meta(kind, present=present, local=True)
+            m = self.meta[path] = Meta(kind, present=present, local=True, made=True)
         return m
 
     def removed(self, path: bytes) -> None:
