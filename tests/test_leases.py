@@ -110,6 +110,15 @@ def test_a_clients_own_changes_recall_nothing_of_its_own(tmp_path):
     _node(tmp_path, body)
 
 
+async def _recalled(item: tuple[bytes, bytes], events: list) -> None:
+    """Wait (at most 1 s) until a recall naming `item` arrived."""
+    for _ in range(100):
+        if any(item in e for e in events):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no recall of {item} within 1 s: {events}")
+
+
 def test_a_change_behind_the_nodes_back_is_recalled(tmp_path):
     async def body(root: Path, port: int) -> None:
         (root / "d").mkdir()
@@ -119,29 +128,17 @@ def test_a_change_behind_the_nodes_back_is_recalled(tmp_path):
         await a.call("STAT", path=b"/d", flags=0)
         await a.call("STAT", path=b"/d/f", flags=0)
         (root / "d" / "g").write_text("made on the server")  # not through the node
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if any((b"n", b"/d") in e for e in events):
-                break
-        assert any((b"n", b"/d") in e for e in events), events
+        await _recalled((b"n", b"/d"), events)
         events.clear()
         os.chmod(root / "d" / "f", 0o600)
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if any((b"o", b"/d/f") in e for e in events):
-                break
-        assert any((b"o", b"/d/f") in e for e in events), events
+        await _recalled((b"o", b"/d/f"), events)
         # A name the node itself made a moment ago, removed behind it: still seen (the watch
         # knows its own changes by the state they left, not by their names alone).
         await a.call("STAT", path=b"/", flags=0)
         await a.call("MKDIR", path=b"/mine", mode=0o755)
         events.clear()
         (root / "mine").rmdir()
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if any((b"n", b"/") in e for e in events):
-                break
-        assert any((b"n", b"/") in e for e in events), events
+        await _recalled((b"n", b"/"), events)
         await a.close()
     _node(tmp_path, body)
 

@@ -21,7 +21,7 @@ from ferry.protocol import spec
 from ferry.protocol.codec import LinkOut, unpack_fields
 from ferry.protocol.dispatch import handlers_for
 
-from .backends.base import Backend, BackendFile, split_path
+from .backends.base import Backend, BackendFile
 from .leases import LeaseTable, norm
 from .locks import EOF, LockTable, owner_class
 from .stats import ConnCounts, NodeStats
@@ -318,7 +318,7 @@ def handle_put(s: Session, f: Fields) -> Fields:
 
 def _lock_args(s: Session, f: Fields) -> tuple[tuple, tuple[int, str, int], int, int]:
     """(space, owner, start, end) of a LOCK/GETLK request, checked as fcntl(2) checks."""
-    path = b"/" + b"/".join(split_path(f["path"]))
+    path = norm(f["path"])
     kind = f["kind"]
     owner = (s.id, owner_class(kind), f["owner"])
     if f["type"] not in (spec.LOCK_READ, spec.LOCK_WRITE, spec.LOCK_UNLOCK):

@@ -148,10 +148,6 @@ class LeaseTable:
         for h, items in out.items():
             h.recall_to(0, b"".join(items))
 
-    def close(self) -> None:
-        if self._watch is not None:
-            self._watch.close()
-
     def others_hold(self, holder: Holder) -> bool:
         """Whether any connection but `holder` holds a lease (if not, no change needs a look)."""
         return len(self._held) > (1 if holder in self._held else 0)

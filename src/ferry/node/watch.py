@@ -102,9 +102,3 @@ class ExportWatch:
                 if self.state_of(path) == own[0]:
                     continue  # as our change left it
             self.changed(directory, name)
-
-    def close(self) -> None:
-        if self._inotify is not None:
-            if self._reading:
-                asyncio.get_running_loop().remove_reader(self._inotify.fileno())
-            self._inotify.close()
