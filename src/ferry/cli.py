@@ -181,7 +181,8 @@ def sync() -> None:
     failures = os.fsdecode(_agent_call(lambda: ctl.call("AGENT_SYNC"))["failures"]).splitlines()
     ctl.close()
     if failures:
-        click.echo(f"ferry sync: {len(failures)} change(s) could not be written back; first: {failures[0]}", err=True)
+        from .run import report_failures
+        report_failures("ferry sync", failures, "the agent's replica")
         sys.exit(EXIT_FERRY_FAILED)
 
 
@@ -308,6 +309,12 @@ def agent_status(as_json: bool) -> None:
                f"{status['sessions_total']} since start")
     for name in status["unsent"]:
         click.echo(f"  not yet written back: {name} (sent when its node answers; ferry agent stop + start retries)")
+    for w in status["waiting"]:
+        if w["backlog"]:
+            why = f": it cannot be reached ({w['down']})" if w["down"] else ""
+            click.echo(f"  {w['backlog']} change(s) wait for node {w['node']}{why}; `ferry sync` tries now")
+        for c in w["conflicts"]:
+            click.echo(f"  conflict: {c}")
     for s in status["sessions"]:
         state = "ended" if s["ended"] else "running"
         click.echo(f"  session {s['id']} ({s['mode']}, {state}): {' '.join(s['prefixes'])}; "

@@ -143,8 +143,7 @@ def env_end() -> int:
             print(f"ferry env: {e.strerror if isinstance(e, AgentError) else e}", file=sys.stderr)
             failures, rc = [], EXIT_FERRY_FAILED
         if failures:
-            print(f"ferry env: {len(failures)} change(s) could not be written back; first: {failures[0]}",
-                  file=sys.stderr)
+            report_failures("ferry env", failures, "the agent's replica")
             rc = EXIT_FERRY_FAILED
     lib = str(shimlib.path())
     rest = [p for p in os.environ.get("LD_PRELOAD", "").split() if p != lib]
@@ -175,12 +174,23 @@ def run(mount_specs: list[str], mode: str, cmd: tuple[str, ...], defaults: Optio
     finally:
         ctl.close()
     if failures:
-        print(f"ferry run: {len(failures)} change(s) could not be written back; first: {failures[0]}",
-              file=sys.stderr)
-        print(f"ferry run: the local copies are kept in {env['FERRY_CACHE']}; the agent sends them when it next "
-              "starts (see ferry agent status)", file=sys.stderr)
+        report_failures("ferry run", failures, env["FERRY_CACHE"])
         return EXIT_FERRY_FAILED
     return rc
+
+
+def report_failures(who: str, failures: list[str], kept: str) -> None:
+    """Say what of a run did not reach its nodes: what waits for an unreachable node (the
+    agent keeps and sends it), what was refused over another client's newer version
+    (conflicts), and what failed (kept in the replica)."""
+    said = [f for f in failures if " wait for node " in f or f.startswith("conflict: ")]
+    failed = [f for f in failures if f not in said]
+    for w in said:
+        print(f"{who}: {w}", file=sys.stderr)
+    if failed:
+        print(f"{who}: {len(failed)} change(s) could not be written back; first: {failed[0]}", file=sys.stderr)
+        print(f"{who}: the local copies are kept in {kept}; the agent sends them when it next starts "
+              "(see ferry agent status)", file=sys.stderr)
 
 
 def run_private(mounts: list[Mount], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:

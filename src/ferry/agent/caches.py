@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import recovery
 from .control import SessionConfig, cache_limit, replica_base, store_dir
+from .links import waiting
 from .routes import Router
 from .shared import SharedCache
 
@@ -89,7 +90,8 @@ class Caches:
 
     async def trim(self) -> None:
         """Close the least recently used idle caches beyond MAX_CACHES."""
-        idle = sorted((c for c in self if not c.shared.sessions), key=lambda c: c.last_used)
+        idle = sorted((c for c in self if not c.shared.sessions and not any(lk.backlog for lk in c.shared.pool)),
+                      key=lambda c: c.last_used)  # (changes waiting for a node keep theirs)
         for c in idle[:max(0, len(idle) - MAX_CACHES)]:
             await self.close(c)
 
@@ -101,6 +103,9 @@ class Caches:
         """Close a cache; with nothing left to send, leave it for the next agent (its
         contents and listings, revalidated on first use: `_kept`)."""
         del self._by_key[c.key]
+        for w in waiting(c.shared.pool):
+            self.log(f"ferry agent: stopping while {w.split('; the agent')[0]}; the next agent sends them")
+            c.shared.failed = True  # (its record stays: recovery.py)
         await c.shared.close()
         try:
             # (changes not on the node: its record stays, and the next agent sends them)

@@ -36,7 +36,7 @@ from ..protocol.dispatch import handlers_for
 from . import recovery
 from .caches import Cache, Caches
 from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, store_dir
-from .links import LinkPool
+from .links import LinkPool, NodeLink, waiting
 from .routes import Mount, Router
 from .server import Agent
 from .shimconn import ShimConn, ShimServer, stderr_log
@@ -113,7 +113,7 @@ class HostAgent(ShimServer):
                 except TimeoutError:
                     pass
                 await self._reap()
-                if self.sessions or self.conns:
+                if self.sessions or self.conns or self._waiting():  # (changes waiting for a node: kept)
                     self._quiet_since = time.monotonic()
                 elif self.stale:
                     self.log("ferry agent: another build of ferry ran; exiting now that no session is left")
@@ -257,19 +257,36 @@ class HostAgent(ShimServer):
                 "programs": len(s.agent.conns), "replica": s.cache.run_dir,
                 "ops": {spec.NAMES.get(code, str(code)): n for code, n in s.agent.frame_counts.most_common()},
                 "nodes": [{"node": str(lk.addr), "connected": lk.connected, "backlog": lk.backlog,
-                           "failures": len(lk.failures)} for lk in links],
+                           "failures": len(lk.failures), "down": lk.down} for lk in links],
                 "cache": {"used": s.agent.replica.used, "limit": s.agent.replica.limit},
                 "started": s.started})
         return {"status": json.dumps({"pid": os.getpid(), "socket": control_path(), "sessions": sessions,
                                       "sessions_total": self._next - 1,
                                       "unsent": unsent,
+                                      "waiting": [{"node": str(lk.addr), "backlog": lk.backlog, "down": lk.down,
+                                                   "conflicts": lk.conflicts} for lk in self._lanes()
+                                                  if lk.backlog or lk.down or lk.conflicts],
                                       "embedded": sorted(self._embedded)})}
 
     async def ctl_agent_sync(self, f) -> dict:
+        seen = {lk: len(lk.conflicts) for lk in self._lanes()}
+        for lk in self._lanes():
+            lk.kick()  # a node that changes wait for: try it now
         failures = []
         for s in list(self.sessions.values()):
             failures += await s.agent.sync(leftovers=False)  # programs may be writing still
-        return {"failures": "\n".join(failures)}
+        for lk in self._lanes():
+            await lk.drain()  # (the lanes of caches whose sessions are gone, too)
+        failures += waiting(self._lanes())
+        failures += [f"conflict: {c}" for lk in self._lanes() for c in lk.conflicts[seen.get(lk, 0):]]
+        return {"failures": "\n".join(dict.fromkeys(failures))}
+
+    def _lanes(self) -> list[NodeLink]:
+        return [lk for c in self.caches for lk in c.shared.pool]
+
+    def _waiting(self) -> bool:
+        """Whether changes wait for a node (kept in memory: the agent must not exit)."""
+        return any(lk.backlog for lk in self._lanes())
 
     async def ctl_agent_stop(self, f) -> dict:
         self._stop.set()

@@ -17,11 +17,11 @@ import asyncio
 import collections
 import errno
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .. import security
-from ..node.client import NodeClient
+from ..node.client import ConnectionLost, NodeClient
 from ..protocol import spec
 from .routes import NodeAddr
 
@@ -56,6 +56,16 @@ class _ConnectFailed(OSError):
     """The node could not be reached: said once by the requester's reporter."""
 
 
+RETRY_FIRST, RETRY_MAX = 0.5, 8.0  # seconds between tries to reach a node that write-backs wait for
+
+
+def resumable(job: Job) -> Job:
+    """Mark a write-back that may be sent again on a new connection when the one it went on
+    was lost before the node answered (a replayed change or an upload: see NodeLink)."""
+    job.resumable = True  # type: ignore[attr-defined]
+    return job
+
+
 class NodeLink:
     """One node's lane, and the leases its connection holds (docs/coherence.md).
 
@@ -63,7 +73,15 @@ class NodeLink:
     (`lease_token` before the request, `grant` after the reply); `holds` says whether it
     still stands.  All of them go at once when the connection does (the next one starts a
     new epoch), and a reply cannot grant one when a RECALL arrived while it was on its way
-    (the recall may have been for what it read)."""
+    (the recall may have been for what it read).
+
+    A node that cannot be reached does not lose the write-backs queued for it: a `resumable`
+    one that fails because the connection is gone (never made, or lost before the node
+    answered) goes back to the head of the lane, in order, with those sent before it that
+    had no answer yet, and the lane waits (`down` says why) and tries again, every
+    RETRY_FIRST..RETRY_MAX seconds or when `kick`ed, until the node is back; then it goes
+    on where it stopped.  Meanwhile programs' own requests fail at once (EIO), and `drain`
+    returns, so that a run's end can say what waits instead of hanging."""
 
     def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float,
                  on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None) -> None:
@@ -83,6 +101,15 @@ class NodeLink:
         self.epoch = 0  # connections lost so far: a lease of an older epoch is gone
         self.recalls = 0  # RECALLs received so far
         self._pinger: asyncio.Task | None = None
+        self.down: str | None = None  # why the node cannot be reached, while write-backs wait for it
+        self.outages = 0  # times write-backs had to wait for the node (see `mark`)
+        self.conflicts: list[str] = []  # changes refused after an outage: another client's were newer
+        # What our own write-backs made of a path since the lane last came back after an
+        # outage: (mtime_ns, size), or None for removed (see cache.check_base).
+        self.produced: dict[bytes, tuple[int, int] | None] = {}
+        self._resend: list[tuple[Job, asyncio.Future | None, str, Reporter]] = []  # sent, lost unanswered
+        self._kick = asyncio.Event()
+        self._stalled = asyncio.Event()  # set while `down`: drain returns
 
     # --- leases ---
 
@@ -125,7 +152,7 @@ class NodeLink:
     @property
     def backlog(self) -> int:
         """Changes queued or sent and not yet answered."""
-        return len(self._jobs) + len(self._outstanding)
+        return len(self._jobs) + len(self._outstanding) + len(self._resend)
 
     @property
     def busy(self) -> bool:
@@ -151,18 +178,70 @@ class NodeLink:
                 self._pinger = asyncio.get_running_loop().create_task(self._ping(self._client))
         return self._client
 
+    def _lost(self, e: BaseException) -> bool:
+        """Whether a failure means the change may not have reached the node: no connection."""
+        return isinstance(e, (_ConnectFailed, ConnectionLost))
+
+    def mark(self) -> int:
+        """Taken when a write-back is queued: `through_outage(mark)` says, when it is sent,
+        whether it waited for the node (then another client may have changed what it
+        changes meanwhile: cache.check_base)."""
+        return -1 if self.down is not None else self.outages
+
+    def through_outage(self, mark: int) -> bool:
+        return mark == -1 or mark != self.outages
+
+    async def _wait_for_node(self, e: BaseException) -> None:
+        if self.down is None:
+            self.outages += 1
+            self._retry = RETRY_FIRST
+        self.down = getattr(e, "strerror", None) or str(e)
+        self._stalled.set()
+        self._kick.clear()
+        try:
+            await asyncio.wait_for(self._kick.wait(), self._retry)
+        except TimeoutError:
+            pass
+        self._retry = min(self._retry * 2, RETRY_MAX)
+
+    def kick(self) -> None:
+        """Try a node that write-backs wait for now, not at the next retry (`drain` waits
+        for that try)."""
+        if self.down is not None:
+            self._stalled.clear()
+            self._kick.set()
+
     async def _run(self) -> None:
         while True:
+            if self._client is not None and self._client.closed:
+                await asyncio.sleep(0)  # the lost connection's unanswered write-backs come back (track)
+            if self._resend:
+                self._jobs.extendleft(reversed(self._resend))
+                self._resend.clear()
             if not self._jobs:
                 self._idle.set()
+                if not self._outstanding:
+                    self.produced.clear()  # (nothing sent after an outage is still unanswered)
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            job, fut, what, reporter = self._jobs.popleft()
+            entry = self._jobs.popleft()
+            job, fut, what, reporter = entry
             try:
                 client = await self._connect()
+                if self.down is not None:
+                    self.down = None
+                    self._stalled.clear()
+                    reporter.log(f"ferry: node {self.addr} is back; sending the {self.backlog + 1} change(s) "
+                                 "that waited for it")
                 result = await job(client)
             except Exception as e:  # noqa: BLE001 - a job's failure goes to its waiter or the report
+                if fut is None and getattr(job, "resumable", False) and self._lost(e):
+                    self._jobs.appendleft(entry)  # (after those sent before it: see the loop's top)
+                    if isinstance(e, _ConnectFailed) and self.down is None:
+                        reporter.complain(f"{e.strerror}; {self.backlog} change(s) wait for it")
+                    await self._wait_for_node(e)
+                    continue
                 if isinstance(e, _ConnectFailed):
                     reporter.complain(e.strerror)
                     e = OSError(errno.EIO, e.strerror)
@@ -188,6 +267,8 @@ class NodeLink:
 
     async def run(self, job: Job, reporter: Reporter) -> Any:
         """Run `job` after everything queued before it and return its result."""
+        if self.down is not None:
+            raise OSError(errno.EIO, f"{self.down}; {self.backlog} change(s) wait for node {self.addr}")
         fut = asyncio.get_running_loop().create_future()
         self._push(job, fut, "", reporter)
         return await fut
@@ -217,28 +298,46 @@ class NodeLink:
             return await replies(send_all(self._client))  # (see `call`)
         return await self.run(job, reporter)
 
-    def track(self, fut: asyncio.Future, what: str, done, reporter: Reporter) -> None:
-        """Watch a pipelined write-back reply: failures are recorded, not raised."""
+    def track(self, fut: asyncio.Future, what: str, done, reporter: Reporter, again: Job | None = None,
+              fine: tuple[int, ...] = ()) -> None:
+        """Watch a pipelined write-back reply: failures are recorded, not raised.  A reply
+        lost with the connection sends `again` (if given) once the node is back; errnos in
+        `fine` are outcomes as good as success."""
         self.changes += 1
         self._outstanding.add(fut)
 
         def finished(f: asyncio.Future) -> None:
             self._outstanding.discard(f)
+            exc = None if f.cancelled() else f.exception()
+            if exc is not None and again is not None and self._lost(exc):
+                self._resend.append((again, None, what, reporter))
+                self._idle.clear()
+                self._wake.set()
+                return
             if done is not None:
                 done()
-            exc = None if f.cancelled() else f.exception()
             # ENOENT is the outcome asked for by a replayed UNLINK/RMDIR, and for SETATTR it
             # means the file had not reached the node at that point of the replay: a file
             # still open for writing, whose upload carries its mode and times.
-            if exc is not None and not (isinstance(exc, OSError) and exc.errno == errno.ENOENT
-                                        and what.startswith(("UNLINK", "RMDIR", "SETATTR"))):
+            if exc is not None and not (isinstance(exc, OSError) and (exc.errno in fine or exc.errno == errno.ENOENT
+                                        and what.startswith(("UNLINK", "RMDIR", "SETATTR")))):
                 reporter.failures.append(f"{what}: {exc}")
                 reporter.complain(f"write-back to node {self.addr} failed: {what}: {exc}")
         fut.add_done_callback(finished)
 
     async def drain(self) -> None:
+        """Wait until the lane is idle, or until what is left waits for an unreachable node."""
         while True:
-            await self._idle.wait()
+            if self.down is not None and self._stalled.is_set():
+                return
+            if not self._idle.is_set():
+                waits = [asyncio.ensure_future(self._idle.wait()), asyncio.ensure_future(self._stalled.wait())]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+                continue
             if not self._outstanding:
                 return
             await asyncio.wait(list(self._outstanding))
@@ -258,6 +357,9 @@ class LinkPool:
     def __init__(self, on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None) -> None:
         self._links: dict[tuple[NodeAddr, float, float], NodeLink] = {}
         self.on_recall, self.on_lost = on_recall, on_lost
+
+    def __iter__(self) -> Iterator[NodeLink]:
+        return iter(list(self._links.values()))
 
     def get(self, addr: NodeAddr, connect_timeout: float, call_timeout: float) -> NodeLink:
         key = (addr, connect_timeout, call_timeout)
@@ -300,6 +402,10 @@ class SessionLink:
     def changes(self) -> int:
         return self.shared.changes
 
+    @property
+    def down(self) -> str | None:
+        return self.shared.down
+
     def lease_token(self) -> tuple[int, int]:
         return self.shared.lease_token()
 
@@ -324,10 +430,24 @@ class SessionLink:
         """Several requests in one round trip: their replies, in order."""
         return await self.shared.calls(self.reporter, list(requests))
 
-    def track(self, fut: asyncio.Future, what: str, done=None) -> None:
-        """Watch a pipelined write-back reply: failures are recorded, not raised."""
-        self.shared.track(fut, what, done, self.reporter)
+    def track(self, fut: asyncio.Future, what: str, done=None, again: Job | None = None,
+              fine: tuple[int, ...] = ()) -> None:
+        """Watch a pipelined write-back reply: failures are recorded, not raised (see NodeLink.track)."""
+        self.shared.track(fut, what, done, self.reporter, again, fine)
+
+    def conflict(self, message: str) -> None:
+        """A change refused: the node's object changed since ours was based on it."""
+        self.shared.conflicts.append(message)
+        self.reporter.failures.append(f"conflict: {message}")
+        self.reporter.log(f"ferry: conflict: {message}")
 
     async def drain(self) -> None:
         """Wait until the lane is idle (other sessions' work on it too)."""
         await self.shared.drain()
+
+
+def waiting(links) -> list[str]:
+    """What waits on lanes whose node cannot be reached, one line per node (after `drain`)."""
+    return [f"{lk.backlog} change(s) wait for node {lk.addr}, which cannot be reached ({lk.down}); the agent "
+            "sends them when it is back (`ferry agent status` shows them, `ferry sync` tries now)"
+            for lk in {getattr(lk, "shared", lk) for lk in links} if lk.down is not None and lk.backlog]

@@ -21,17 +21,14 @@ import errno
 import json
 import os
 import shutil
-import socket
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..protocol import spec
-from ..protocol.codec import LinkOut
 from . import cache
 from .control import SessionConfig, agent_dir
-from .links import LinkPool, SessionLink
+from .jobs import upload_job
+from .links import LinkPool, SessionLink, waiting
 from .routes import LINK_OUT_MARK, Router
 
 
@@ -79,20 +76,6 @@ def _changed(st: os.stat_result, base: tuple[int, int] | None) -> bool:
     return base is None or st.st_mtime_ns != base[0] or (stat.S_ISREG(st.st_mode) and st.st_size != base[1])
 
 
-async def _destination(link: SessionLink, rel: bytes, st: os.stat_result, base: tuple[int, int] | None) -> bytes | None:
-    """Where a left-behind file goes: its own name; None when the node has it already; a
-    conflict name beside it when the node's file changed since the replica's copy was taken."""
-    try:
-        a = (await link.call("STAT", path=rel, flags=spec.STAT_NOFOLLOW))["attr"]
-    except FileNotFoundError:
-        return rel
-    if (a.mtime_ns, a.size) == (st.st_mtime_ns, st.st_size):
-        return None  # uploaded before the agent died
-    if base is not None and (a.mtime_ns, a.size) == base:
-        return rel  # the node still has the version ours was written over
-    return rel + b".ferry-conflict-%s-%d" % (socket.gethostname().encode(), time.time_ns() // 10**9)
-
-
 def _identity(path: bytes) -> bytes | None:
     try:
         return os.getxattr(path, cache.IDENTITY_XATTR, follow_symlinks=False)
@@ -138,22 +121,15 @@ async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts:
                         link.failures.append(f"mkdir {path!r}: {e}")
                     continue
             elif stat.S_ISREG(st.st_mode):
-                try:
-                    dest = await _destination(link, rel, st, base)
-                except (OSError, LinkOut) as e:
-                    link.failures.append(f"stat {path!r}: {e}")
-                    continue
-                if dest is None:
-                    continue
-                if dest != rel:
-                    log(f"ferry agent: {path.decode(errors='replace')} changed on the node since; the copy a stopped "
-                        f"agent left goes beside it as {os.path.basename(dest).decode(errors='replace')}")
+                # (checked against the node first: one it has already is not sent again, one
+                # another client changed since gets ours beside it: jobs.upload_destination)
                 fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                link.submit(cache.upload_job(link, dest, fd, None), f"upload {path.decode(errors='replace')}")
+                link.submit(upload_job(link, rel, fd, None, base=base, outage=True),
+                            f"upload {path.decode(errors='replace')}")
             sent += 1
     for lk in links.values():
         await lk.drain()
-    return sent, [f for lk in links.values() for f in lk.failures]
+    return sent, [f for lk in links.values() for f in lk.failures] + waiting(links.values())
 
 
 async def recover(pool: LinkPool, router_of: Callable, log: Callable[[str], None]) -> None:
@@ -170,6 +146,7 @@ async def recover(pool: LinkPool, router_of: Callable, log: Callable[[str], None
         except (OSError, ValueError, KeyError) as e:
             log(f"ferry agent: cannot recover {rec.name}: {e}")
             continue
+        failures = [f for f in failures if not f.startswith("conflict: ")]  # (said, and kept beside)
         if failures:
             log(f"ferry agent: {rec.name}: {len(failures)} of {sent} change(s) left by a stopped agent could not "
                 f"be sent yet (first: {failures[0]}); kept in {data['run_dir']}, tried again at the next start")

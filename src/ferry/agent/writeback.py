@@ -13,6 +13,8 @@ import stat
 
 from ..protocol import spec
 from . import cache
+from .jobs import replay_job, upload_job
+from .links import waiting
 
 
 class WriteBack:
@@ -30,7 +32,7 @@ class WriteBack:
         if leftovers and self.write_back_leftovers():
             for lk in list(self.links.values()):
                 await lk.drain()
-        return [f for lk in self.links.values() for f in lk.failures]
+        return [f for lk in self.links.values() for f in lk.failures] + waiting(self.links.values())
 
     def write_back_leftovers(self) -> int:
         """Queue uploads of written cache files that changed since their last upload (after
@@ -50,7 +52,7 @@ class WriteBack:
                 continue
             link, rel = self.route(path)
             m.pending += 1
-            link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+            link.submit(upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
             queued += 1
         return queued
 
@@ -100,7 +102,7 @@ class WriteBack:
         m.present = True
         m.pending += 1
         link, rel = self.route(path)
-        link.submit(cache.upload_job(link, rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
+        link.submit(upload_job(link, rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
 
     async def op_sync(self, f) -> dict:
         failures = await self.sync(leftovers=False)  # the program's fsync: its files are still open
@@ -108,11 +110,11 @@ class WriteBack:
             raise OSError(errno.EIO, failures[0])
         return {}
 
-    def _replay(self, op: str, path: bytes, meta: cache.Meta | None, **fields) -> None:
+    def _replay(self, op: str, path: bytes, meta: cache.Meta | None, bases=None, **fields) -> None:
         link, rel = self.route(path)
         if meta is not None:
             meta.pending += 1
-        link.submit(cache.replay_job(link, op, meta, path=rel, **fields), f"{op} {path!r}")
+        link.submit(replay_job(link, op, meta, bases, path=rel, **fields), f"{op} {path!r}")
 
     def _onto_node(self, path: bytes) -> None:
         """Cache mode: a file made here and still open for writing is not on the node yet.
@@ -128,7 +130,7 @@ class WriteBack:
         link, rel = self.route(path)
         m.pending += 1
         self.wrote(m)
-        link.submit(cache.upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+        link.submit(upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
 
     def told_mkdir(self, f) -> None:
         m = self.replica.added(f["path"], "d")
@@ -151,13 +153,13 @@ class WriteBack:
             if fd < 0:
                 return  # both names gone already: the file never reaches the node
             src.pending += 1
-            link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
+            link.submit(upload_job(link, old, fd, src), f"upload {f['old']!r}")
         m = self.replica.added(f["new"], src.kind if src is not None else "f")  # a link to a symlink is one
         if src is not None:
             m.present, m.version = src.present, src.version
         _, new = self.route(f["new"])
         m.pending += 1
-        link.submit(cache.replay_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
+        link.submit(replay_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
 
     def told_rmdir(self, f) -> None:
         self.replica.removed(f["path"])
@@ -168,7 +170,7 @@ class WriteBack:
         self.replica.removed(f["path"])
         if m is None or (m.kind == "f" and m.local and not m.pending):
             return  # made here and never sent (a temporary still open): nothing on the node
-        self._replay("UNLINK", f["path"], None)
+        self._replay("UNLINK", f["path"], None, bases=_bases(path=m))
 
     def told_rename(self, f) -> None:
         if f["old"] == f["new"]:
@@ -184,10 +186,11 @@ class WriteBack:
                 return  # renamed on since: a later rename or its close sends it under that name
             src = src or self.replica.added(f["old"], "f")
             src.pending += 1
-            link.submit(cache.upload_job(link, old, fd, src), f"upload {f['old']!r}")
+            link.submit(upload_job(link, old, fd, src), f"upload {f['old']!r}")
+        bases = _bases(old=src, new=self.replica.meta.get(f["new"]))
         self.replica.renamed(f["old"], f["new"])
         _, new = self.route(f["new"])
-        link.submit(cache.replay_job(link, "RENAME", None, old=old, new=new, flags=f["flags"]),
+        link.submit(replay_job(link, "RENAME", None, bases, old=old, new=new, flags=f["flags"]),
                     f"rename {f['old']!r}")
 
     def told_truncate(self, f) -> None:
@@ -213,3 +216,10 @@ class WriteBack:
             if m.uploaded is not None:
                 m.uploaded = (m.uploaded[0], m.uploaded[1], f["mtime_ns"])
         self._replay("SETATTR", path, m, **fields)
+
+
+def _bases(**metas: cache.Meta | None) -> dict[str, tuple[int, int] | None]:
+    """What a replayed change was based on, for the files among the objects it names (see
+    jobs.replay_job): the node version the replica knew (None: the node had none).  A
+    directory or symlink is not checked: its version moves with what is done inside it."""
+    return {name: None if m is None else m.version for name, m in metas.items() if m is None or m.kind == "f"}

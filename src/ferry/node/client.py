@@ -33,6 +33,11 @@ def parse_recall(items: bytes) -> list[tuple[bytes, bytes]]:
     return [(item[:1], item[1:]) for item in bytes(items).split(b"\0") if item]
 
 
+class ConnectionLost(OSError):
+    """EIO for a request the connection went with before its reply came: the node may or
+    may not have applied it (agent/links.py sends such write-backs again)."""
+
+
 class NodeClient(asyncio.BufferedProtocol):
     def __init__(self, host: str, port: int, timeout: float, on_recall: Recalled | None = None) -> None:
         self.where = f"ferry node {host}:{port}"
@@ -49,7 +54,7 @@ class NodeClient(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._writable: asyncio.Future[None] | None = None  # set while the socket buffer is full
-        self._error = OSError(errno.EIO, f"{self.where}: connection lost")
+        self._error = ConnectionLost(errno.EIO, f"{self.where}: connection lost")
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float = 3.0, *, call_timeout: float = 30.0,
@@ -119,7 +124,7 @@ class NodeClient(asyncio.BufferedProtocol):
         try:
             replies = cast(list[Reply], self._reader.buffer_updated(nbytes))
         except ProtocolError as e:
-            self._error = OSError(errno.EIO, f"{self.where} sent a malformed reply ({e}); connection dropped")
+            self._error = ConnectionLost(errno.EIO, f"{self.where} sent a malformed reply ({e}); connection dropped")
             self._abort()
             return
         pending = self._pending
@@ -150,7 +155,7 @@ class NodeClient(asyncio.BufferedProtocol):
         try:
             items = parse_recall(unpack_fields(spec.RECALL, payload)["items"])
         except ProtocolError as e:
-            self._error = OSError(errno.EIO, f"{self.where} sent a malformed recall ({e}); connection dropped")
+            self._error = ConnectionLost(errno.EIO, f"{self.where} sent a malformed recall ({e}); connection dropped")
             self._abort()
             return
         if self.on_recall is not None:
