@@ -253,7 +253,8 @@ def test_runs_started_at_once_share_one_new_agent(node, own_agent):
 def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_path, own_agent):
     """The node is away while a program writes (so nothing is sent), then the agent is
     SIGKILLed: the next agent finds the session's record and sends what its replica holds
-    that the node never saw — new files and directories, rewritten files — and nothing else."""
+    that the node never saw — new files and directories, rewritten files — and replays its
+    journal: renames, removals, a chmod, a symlink; and nothing else."""
     from conftest import start_node
     env = own_agent
     with socket.socket() as s:
@@ -263,12 +264,17 @@ def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_p
     (node.root / "old.txt").write_text("old\n")
     (node.root / "same.txt").write_text("untouched\n")
     (node.root / "shared.txt").write_text("v0\n")
+    for name in ("moveme.txt", "removeme.txt", "chmodme.txt"):
+        (node.root / name).write_text(f"{name}\n")
+    (node.root / "chmodme.txt").chmod(0o644)
+    (node.root / "olddir").mkdir()
     m = MOUNT_PREFIX
     ready, go, written = tmp_path / "ready", tmp_path / "go", tmp_path / "written"
-    script = (f"ls {m} >/dev/null; cat {m}/same.txt >/dev/null; touch {ready}; "
+    script = (f"ls {m} {m}/olddir >/dev/null; cat {m}/same.txt >/dev/null; touch {ready}; "
               f"while [ ! -e {go} ]; do sleep 0.05; done; "
               f"echo data > {m}/new.txt; echo changed > {m}/old.txt; mkdir {m}/nd; echo more > {m}/nd/g; "
-              f"echo ours > {m}/shared.txt; "
+              f"echo ours > {m}/shared.txt; mv {m}/moveme.txt {m}/nd/moved.txt; rm {m}/removeme.txt; "
+              f"chmod 600 {m}/chmodme.txt; ln -s nd/g {m}/sym; rmdir {m}/olddir; "
               f"touch {written}; sleep 60")
     run = subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}=ferry://127.0.0.1:{port}", "--",
                             "sh", "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -292,6 +298,11 @@ def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_p
                  and (node.root / "old.txt").read_text() == "changed\n", what="the left changes on the node")
         assert (node.root / "new.txt").read_text() == "data\n" and (node.root / "nd" / "g").read_text() == "more\n"
         assert (node.root / "same.txt").read_text() == "untouched\n"
+        wait_for(lambda: not (node.root / "moveme.txt").exists(), what="the journal's changes on the node")
+        assert (node.root / "nd" / "moved.txt").read_text() == "moveme.txt\n"
+        assert not (node.root / "removeme.txt").exists() and not (node.root / "olddir").exists()
+        assert (node.root / "chmodme.txt").stat().st_mode & 0o777 == 0o600
+        assert os.readlink(node.root / "sym") == "nd/g"
         wait_for(lambda: json.loads(agent_cli("status", "--json", env=env).stdout)["unsent"] == [],
                  what="the record to go once all is sent")
         assert (node.root / "shared.txt").read_text() == "another client's\n"  # never overwritten

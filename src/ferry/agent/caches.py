@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import recovery
 from .control import SessionConfig, cache_limit, replica_base, store_dir
+from . import journal, recovery
 from .links import waiting
 from .routes import Router
 from .shared import SharedCache
@@ -103,6 +103,8 @@ class Caches:
         """Close a cache; with nothing left to send, leave it for the next agent (its
         contents and listings, revalidated on first use: `_kept`)."""
         del self._by_key[c.key]
+        if c.shared.journal is not None and not c.shared.journal.empty:
+            c.shared.failed = True  # (changes the node has not answered: the next agent replays them)
         for w in waiting(c.shared.pool):
             self.log(f"ferry agent: stopping while {w.split('; the agent')[0]}; the next agent sends them")
             c.shared.failed = True  # (its record stays: recovery.py)
@@ -159,6 +161,7 @@ class Caches:
                     os.mkdir(tree)
                     shared.replica.meta.clear()
                 os.unlink(meta)  # (a crash from here on leaves no stale description)
+            shared.journal = journal.Journal(os.path.join(run_dir, journal.NAME))
             c = self._by_key[key] = Cache(cid, shared, run_dir, key, lock)
             recovery.write_record(cid, config, run_dir, tree)
         elif not in_use(c):

@@ -19,6 +19,7 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Callable
 
 from ..protocol import spec
 from ..node.client import ConnectionLost
@@ -157,23 +158,28 @@ async def _stream_upload(client, rel: bytes, fd: int, committed) -> None:
 
 # What a change sent again, or after an outage, may find done already (by its own first
 # sending, whose answer the lost connection took with it).
-_DONE_ALREADY = {"MKDIR": (errno.EEXIST,), "SYMLINK": (errno.EEXIST,), "LINK": (errno.EEXIST,),
-                 "RENAME": (errno.ENOENT,)}
+# (ENOENT for LINK, TRUNCATE, SETATTR: the file had not reached the node; its upload, which
+# recovery sends from the replica, carries it.)
+_DONE_ALREADY = {"MKDIR": (errno.EEXIST,), "SYMLINK": (errno.EEXIST,), "LINK": (errno.EEXIST, errno.ENOENT),
+                 "RENAME": (errno.ENOENT,), "TRUNCATE": (errno.ENOENT,), "SETATTR": (errno.ENOENT,)}
 
 
 def replay_job(link: SessionLink, op: str, meta: Meta | None = None, bases: dict[str, Version | None] | None = None,
-               **fields):
+               done: Callable[[], None] | None = None, outage: bool = False, **fields):
     """A replayed namespace change, pipelined: the lane moves on without waiting for the
     reply, and `link.track` reports a failure.  `bases`: for the fields naming files whose
     version matters (UNLINK's path, RENAME's old and new), the node version the change was
-    based on (None: absent), checked after an outage."""
+    based on (None: absent), checked after an outage (or always, with `outage`: a dead
+    agent's journal).  `done` is called once it has its outcome."""
     what = f"{op} {fields.get('path', fields.get('old', b'')).decode(errors='replace')}"
-    mark = link.shared.mark()
+    mark = -1 if outage else link.shared.mark()
     sent = 0
 
     def finished() -> None:
         if meta is not None:
             meta.pending -= 1
+        if done is not None:
+            done()
 
     async def job(client):
         nonlocal sent

@@ -3,16 +3,18 @@ replica) left behind: sessions whose replicas hold writes never sent to their no
 
 Each session has a record (`agent_dir()/sessions/<agent pid>-<session>.json`: its config and
 replica) from SESSION_OPEN until its changes are all on their nodes.  An agent that starts
-finds the records of agents that are gone and sends what their replicas hold that the nodes
-have not seen: a file is sent when it carries no node identity (made there) or when its
-mtime or size left the version it was listed or fetched with (written there); a directory
-without one is made.  What is not recovered, because only the dead agent knew it: removals
-and renames (a renamed file is sent under its new name; the old one stays on the node),
-symlinks made there, and metadata-only changes.  Nothing on a node is overwritten that
-changed there since the replica's copy was taken (another client's write): the file is
-sent beside it as NAME.ferry-conflict-HOST-TIME instead, and one the node already holds
-(uploaded before the agent died) is not sent again.  A record whose changes cannot all be sent
-(the node is away) stays, and the next agent tries again; `ferry agent status` lists it.
+finds the records of agents that are gone and sends what they left: first the changes of
+the cache's journal (journal.py: renames, removals, new directories and symlinks, links,
+chmods and times the dead agent had not heard its node answer), in order; then the files
+the replica holds that the nodes have not seen: a file is sent when it carries no node
+identity (made there) or when its mtime or size left the version it was listed or fetched
+with (written there); a directory without one is made.  Everything is checked against the
+node as after an outage (jobs.py): a change that reached the node before the agent died
+finds its work done, a file the node holds already is not sent again, and nothing on a
+node is overwritten or removed that changed there since the replica's copy was taken
+(another client's write): the file is sent beside it as NAME.ferry-conflict-HOST-TIME
+instead.  A record whose changes cannot all be sent (the node is away) stays, and the next
+agent tries again; `ferry agent status` lists it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cache
+from . import cache, journal
 from .control import SessionConfig, agent_dir
-from .jobs import upload_job
+from .jobs import replay_job, upload_job
 from .links import LinkPool, SessionLink, waiting
-from .routes import LINK_OUT_MARK, Router
+from .routes import LINK_OUT_MARK, RouteError, Router
 
 
 def records_dir() -> Path:
@@ -95,6 +97,18 @@ async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts:
         return links[addr], rel
 
     sent = 0
+    for op, fields, bases in journal.entries(os.path.join(os.path.dirname(os.fsdecode(tree)), journal.NAME)):
+        # First the changes the agent had not heard answered, in order (checked as after an
+        # outage: one that reached the node finds its work done); then the contents.
+        first = fields.get("path", fields.get("old"))
+        try:
+            link, _ = link_for(first)
+            rels = {k: link_for(v)[1] if k in ("path", "old", "new") else v for k, v in fields.items()}
+        except RouteError as e:
+            log(f"ferry agent: a change a stopped agent left cannot be sent: {op} {first!r}: {e}")
+            continue
+        link.submit(replay_job(link, op, None, bases, outage=True, **rels), f"{op} {first!r}")
+        sent += 1
     skip = tree + LINK_OUT_MARK.rstrip(b"/")
     for dirpath, dirnames, filenames in os.walk(tree):
         if dirpath == skip or dirpath.startswith(skip + b"/"):

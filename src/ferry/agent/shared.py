@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 
 from ..protocol import spec
 from . import cache
+from .journal import Journal
 from .links import LinkPool, SessionLink
 from .resolver import Resolver
 from .routes import NodeAddr, RouteError, Router
@@ -39,6 +40,7 @@ class SharedCache(Resolver):
         self.log = log
         self.sessions = 0  # sessions using it now
         self.failed = False  # a session of it left changes not written back
+        self.journal: Journal | None = None  # the changes not yet answered (a host agent's caches: caches.py)
         self._tasks: set[asyncio.Task] = set()
         self._roomy = asyncio.get_running_loop().create_task(self._keep_room())
 
@@ -110,3 +112,5 @@ class SharedCache(Resolver):
         for t in list(self._tasks):
             t.cancel()
         await self.pool.close()
+        if self.journal is not None:
+            self.journal.close()

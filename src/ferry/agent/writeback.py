@@ -110,11 +110,17 @@ class WriteBack:
             raise OSError(errno.EIO, failures[0])
         return {}
 
-    def _replay(self, op: str, path: bytes, meta: cache.Meta | None, bases=None, **fields) -> None:
-        link, rel = self.route(path)
+    def _replay(self, op: str, meta: cache.Meta | None, bases=None, **fields) -> None:
+        """Queue the replay of a change (its paths as ferry paths), journaled until the node answers."""
+        first = fields.get("path", fields.get("old"))
+        link, _ = self.route(first)
+        rels = {k: self.route(v)[1] if k in ("path", "old", "new") else v for k, v in fields.items()}
+        journal = self.shared.journal
+        seq = journal.add(op, fields, bases) if journal is not None else 0
         if meta is not None:
             meta.pending += 1
-        link.submit(replay_job(link, op, meta, bases, path=rel, **fields), f"{op} {path!r}")
+        link.submit(replay_job(link, op, meta, bases, done=(lambda: journal.done(seq)) if seq else None, **rels),
+                    f"{op} {first!r}")
 
     def _onto_node(self, path: bytes) -> None:
         """Cache mode: a file made here and still open for writing is not on the node yet.
@@ -135,13 +141,13 @@ class WriteBack:
     def told_mkdir(self, f) -> None:
         m = self.replica.added(f["path"], "d")
         m.present = True
-        self._replay("MKDIR", f["path"], m, mode=f["mode"])
+        self._replay("MKDIR", m, path=f["path"], mode=f["mode"])
 
     def told_symlink(self, f) -> None:
         m = self.replica.added(f["path"], "l")
         m.present = True
         self.replica.mark_link(f["path"])
-        self._replay("SYMLINK", f["path"], m, target=f["target"])
+        self._replay("SYMLINK", m, path=f["path"], target=f["target"])
 
     def told_link(self, f) -> None:
         src = self.replica.meta.get(f["old"]) or self._adopt(f["old"])
@@ -157,20 +163,18 @@ class WriteBack:
         m = self.replica.added(f["new"], src.kind if src is not None else "f")  # a link to a symlink is one
         if src is not None:
             m.present, m.version = src.present, src.version
-        _, new = self.route(f["new"])
-        m.pending += 1
-        link.submit(replay_job(link, "LINK", m, old=old, new=new), f"link {f['new']!r}")
+        self._replay("LINK", m, old=f["old"], new=f["new"])
 
     def told_rmdir(self, f) -> None:
         self.replica.removed(f["path"])
-        self._replay("RMDIR", f["path"], None)
+        self._replay("RMDIR", None, path=f["path"])
 
     def told_unlink(self, f) -> None:
         m = self.replica.meta.get(f["path"])
         self.replica.removed(f["path"])
         if m is None or (m.kind == "f" and m.local and not m.pending):
             return  # made here and never sent (a temporary still open): nothing on the node
-        self._replay("UNLINK", f["path"], None, bases=_bases(path=m))
+        self._replay("UNLINK", None, _bases(path=m), path=f["path"])
 
     def told_rename(self, f) -> None:
         if f["old"] == f["new"]:
@@ -189,15 +193,13 @@ class WriteBack:
             link.submit(upload_job(link, old, fd, src), f"upload {f['old']!r}")
         bases = _bases(old=src, new=self.replica.meta.get(f["new"]))
         self.replica.renamed(f["old"], f["new"])
-        _, new = self.route(f["new"])
-        link.submit(replay_job(link, "RENAME", None, bases, old=old, new=new, flags=f["flags"]),
-                    f"rename {f['old']!r}")
+        self._replay("RENAME", None, bases, old=f["old"], new=f["new"], flags=f["flags"])
 
     def told_truncate(self, f) -> None:
         m = self.replica.meta.get(f["path"])
         if m is not None and m.kind == "f" and m.local and not m.pending:
             return  # not on the node yet: the upload of the open file carries the new size
-        self._replay("TRUNCATE", f["path"], m, size=f["size"])
+        self._replay("TRUNCATE", m, path=f["path"], size=f["size"])
 
     def told_setattr(self, f) -> None:
         path = f["path"]
@@ -206,7 +208,6 @@ class WriteBack:
             # Not on the node and no upload queued: the upload reads mode and times when it
             # runs.  One already queued may have read them: replay after it, in lane order.
             return
-        fields = {k: v for k, v in f.items() if k != "path"}
         if m is not None and m.kind == "f" and f["valid"] & spec.SET_MTIME:
             # The shim sends the times the replica now has, so the node will hold that mtime:
             # the copy stays the node's version (a later open must not fetch it again, which
@@ -215,7 +216,7 @@ class WriteBack:
                 m.version = (f["mtime_ns"], m.version[1])
             if m.uploaded is not None:
                 m.uploaded = (m.uploaded[0], m.uploaded[1], f["mtime_ns"])
-        self._replay("SETATTR", path, m, **fields)
+        self._replay("SETATTR", m, **f)
 
 
 def _bases(**metas: cache.Meta | None) -> dict[str, tuple[int, int] | None]:
