@@ -484,6 +484,49 @@ def _tmp_names(export: Export, rel: str = "") -> list[str]:
     return [n for n in os.listdir(export.root / rel) if n.startswith(".ferry-put-")]
 
 
+def test_if_version_applies_a_change_only_over_the_version_it_names(export: Export) -> None:
+    """IF_VERSION: the request it carries is applied, and answered, only while the named
+    path is at the version given (or absent, for VERSION_ABSENT); else ESTALE and nothing
+    changes.  Two conditions nest (a rename checks source and target)."""
+    seed(export)
+
+    async def body(c: NodeClient) -> None:
+        async def version(path: bytes):
+            a = (await c.call("STAT", path=path, flags=spec.STAT_NOFOLLOW))["attr"]
+            return a.mtime_ns, a.size
+        f, x = await version(b"/f"), await version(b"/d/x")
+        assert await errno_of(c.send_if([(b"/f", (f[0] + 1, f[1]))], "UNLINK", path=b"/f")) == errno.ESTALE
+        assert await version(b"/f") == f  # untouched
+        await c.send_if([(b"/f", f)], "UNLINK", path=b"/f")
+        assert await errno_of(c.call("STAT", path=b"/f", flags=0)) == errno.ENOENT
+
+        # a PUT over "absent" creates; once there, the same condition refuses it
+        a = (await c.send_if([(b"/new", None)], "PUT", path=b"/new", mode=0o644, atime_ns=KEEP_TIME,
+                             mtime_ns=5_000_000_000, data=b"v1"))["attr"]
+        assert (a.mtime_ns, a.size) == (5_000_000_000, 2)
+        assert await errno_of(c.send_if([(b"/new", None)], "PUT", path=b"/new", mode=0o644, atime_ns=KEEP_TIME,
+                                        mtime_ns=KEEP_TIME, data=b"v2")) == errno.ESTALE
+        # a streamed upload's commit, conditioned the same way
+        h = (await c.call("PUT_OPEN", path=b"/new", mode=0o644))["handle"]
+        await c.call("WRITE", handle=h, offset=0, data=b"streamed")
+        assert (await c.send_if([(b"/new", (5_000_000_000, 2))], "PUT_COMMIT", handle=h, mode=0o644,
+                                atime_ns=KEEP_TIME, mtime_ns=KEEP_TIME))["attr"].size == 8
+
+        # rename: the source at its version and the target absent, or nothing happens
+        new = await version(b"/new")
+        assert await errno_of(c.send_if([(b"/new", new), (b"/d/x", None)], "RENAME", old=b"/new", new=b"/d/x",
+                                        flags=0)) == errno.ESTALE
+        assert await version(b"/d/x") == x and await version(b"/new") == new
+        await c.send_if([(b"/new", new), (b"/d/x", x)], "RENAME", old=b"/new", new=b"/d/x", flags=0)
+        assert await version(b"/d/x") == new
+
+        # only changes a version can guard are carried
+        assert await errno_of(c.send_if([(b"/d", None)], "MKDIR", path=b"/d/m", mode=0o755)) == errno.EINVAL
+        assert await errno_of(c.call("STAT", path=b"/d/m", flags=0)) == errno.ENOENT
+
+    serve(export.backend, body)
+
+
 def test_put_is_invisible_until_committed(export: Export) -> None:
     seed(export)
 

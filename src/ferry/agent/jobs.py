@@ -3,13 +3,15 @@ written through the cache, and the replay of a change the shim already made in t
 
 Both are `resumable`: when the connection is lost before the node answered, the lane sends
 them again once the node is back.  A job that waited for the node like that (an outage:
-`NodeLink.through_outage`) first checks that what it changes is still what its change was
-based on — the version (mtime_ns, size) the replica last knew of it, or what our own
-earlier write-backs of the same outage made of it (`NodeLink.produced`).  If another client
-changed it meanwhile, nothing of theirs is overwritten or removed: an upload goes beside it
-as NAME.ferry-conflict-HOST-TIME, a removal or rename is not done, and the run that made it
-is told (a `conflict:` failure, and `ferry agent status`).  Without an outage the lane's
-order and the leases are the guarantee, and nothing is checked (no extra round trip).
+`NodeLink.through_outage`) first looks (STAT) whether what it changes is still what its
+change was based on — the version (mtime_ns, size) the replica last knew of it, or what our
+own earlier write-backs of the same outage made of it (`NodeLink.produced`) — and sends the
+change as IF_VERSION of what it saw, so that the node refuses it (ESTALE) if another client
+changed it in between.  Another client's newer file is never overwritten or removed: an
+upload goes beside it as NAME.ferry-conflict-HOST-TIME, a removal or rename is not done,
+and the run that made it is told (a `conflict:` failure, and `ferry agent status`).
+Without an outage the lane's order and the leases are the guarantee, and nothing is
+checked (no extra round trip).
 """
 
 from __future__ import annotations
@@ -54,13 +56,19 @@ def still_based(link: SessionLink, rel: bytes, now: Version | None, base: Versio
 
 
 def upload_destination(link: SessionLink, rel: bytes, now: Version | None, base: Version | None,
-                       mine: Version) -> bytes | None:
-    """Where an upload of `mine` based on `base` goes when the node's file is at `now`: its
-    own name; None when the node has ours already; a conflict name beside another client's."""
+                       mine: Version) -> tuple[bytes, Version | None] | None:
+    """Where an upload of `mine` based on `base` goes when the node's file is at `now`, and
+    the version the node must still have there when it arrives (IF_VERSION): its own name
+    over `now`; None when the node has ours already; a conflict name beside another client's."""
     if now == mine:
         return None  # it reached the node before the connection went (or before an agent died)
     if now is None or still_based(link, rel, now, base):
-        return rel
+        return rel, now
+    return beside(link, rel), None
+
+
+def beside(link: SessionLink, rel: bytes) -> bytes:
+    """The conflict name ours goes to, said to the run and `ferry agent status`."""
     dest = conflict_name(rel)
     link.conflict(f"{rel.decode(errors='replace')} changed on node {link.addr} since the copy written here was "
                   f"based on it; ours is beside it as {os.path.basename(dest).decode(errors='replace')}")
@@ -96,37 +104,53 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None, base: 
             meta.pending -= 1
         os.close(fd)
 
+    def refused() -> None:
+        """The node's file changed between our look and our upload: ours goes beside it."""
+        link.submit(upload_job(link, beside(link, rel), os.dup(fd), None, outage=True), what)
+
     async def job(client):
-        dest = rel
+        dest, conditions = rel, []
         try:
             st = os.fstat(fd)
             if link.shared.through_outage(mark):
-                dest = upload_destination(link, rel, await stat_on_node(client, rel), base,
-                                          (st.st_mtime_ns, st.st_size))
-                if dest is None:
+                where = upload_destination(link, rel, await stat_on_node(client, rel), base,
+                                           (st.st_mtime_ns, st.st_size))
+                if where is None:
                     finished()
                     return
+                dest, conditions = where[0], [where]
             if meta is not None:
                 meta.uploaded = identity(st)
             if st.st_size <= spec.PUT_MAX:
                 data = os.pread(fd, spec.PUT_MAX + 1, 0)
                 if len(data) <= spec.PUT_MAX:
                     st = os.fstat(fd)
-                    fut = client.send("PUT", path=dest, mode=stat.S_IMODE(st.st_mode), atime_ns=st.st_atime_ns,
-                                      mtime_ns=st.st_mtime_ns, data=data)
-                    fut.add_done_callback(lambda f: f.cancelled() or f.exception() or committed(dest, f.result()["attr"]))
-                    link.track(fut, what, finished, again=job)
+                    fut = client.send_if(conditions, "PUT", path=dest, mode=stat.S_IMODE(st.st_mode),
+                                         atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns, data=data)
+
+                    def answered(f) -> None:
+                        e = None if f.cancelled() else f.exception()
+                        if e is None and not f.cancelled():
+                            committed(dest, f.result()["attr"])
+                        elif isinstance(e, OSError) and e.errno == errno.ESTALE:
+                            refused()
+                    fut.add_done_callback(answered)
+                    link.track(fut, what, finished, again=job, fine=(errno.ESTALE,))
                     return
-            await _stream_upload(client, dest, fd, lambda attr: committed(dest, attr))
+            await _stream_upload(client, dest, fd, lambda attr: committed(dest, attr), conditions)
         except Exception as e:
-            if not isinstance(e, ConnectionLost):
+            if isinstance(e, ConnectionLost):
+                raise  # (the connection went: the lane sends it again, from the same fd)
+            if isinstance(e, OSError) and e.errno == errno.ESTALE and conditions:
+                refused()
+            else:
                 finished()  # the node's answer: the lane records the failure
-            raise  # (the connection went: the lane sends it again, from the same fd)
+                raise
         finished()
     return resumable(job)
 
 
-async def _stream_upload(client, rel: bytes, fd: int, committed) -> None:
+async def _stream_upload(client, rel: bytes, fd: int, committed, conditions=()) -> None:
     st = os.fstat(fd)
     rep = await client.call("PUT_OPEN", path=rel, mode=stat.S_IMODE(st.st_mode))
     handle = rep["handle"]
@@ -151,8 +175,8 @@ async def _stream_upload(client, rel: bytes, fd: int, committed) -> None:
     except BaseException:
         client.send("CLOSE", handle=handle)  # discards the temporary (if the connection is still there)
         raise
-    rep = await client.call("PUT_COMMIT", handle=handle, mode=stat.S_IMODE(st.st_mode),
-                            atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
+    rep = await client.send_if(list(conditions), "PUT_COMMIT", handle=handle, mode=stat.S_IMODE(st.st_mode),
+                               atime_ns=st.st_atime_ns, mtime_ns=st.st_mtime_ns)
     committed(rep["attr"])
 
 
@@ -181,9 +205,14 @@ def replay_job(link: SessionLink, op: str, meta: Meta | None = None, bases: dict
         if done is not None:
             done()
 
+    def refused(rel: bytes) -> None:
+        link.conflict(f"{op.lower()} of {rel.decode(errors='replace')} not done: it changed on node "
+                      f"{link.addr} since this change was made here; the node keeps its copy")
+
     async def job(client):
         nonlocal sent
         again = sent > 0 or link.shared.through_outage(mark)
+        conditions = []  # what the node must still hold when the change arrives (IF_VERSION)
         if again and bases:
             for name, base in bases.items():
                 rel = fields[name]
@@ -191,13 +220,19 @@ def replay_job(link: SessionLink, op: str, meta: Meta | None = None, bases: dict
                 if now is None and name != "new":
                     finished()
                     return  # gone already (by its first sending, or another client): nothing to do
-                if not still_based(link, rel, now, base):
-                    link.conflict(f"{op.lower()} of {rel.decode(errors='replace')} not done: it changed on node "
-                                  f"{link.addr} since this change was made here; the node keeps its copy")
+                if not (still_based(link, rel, now, base) or name == "new" and now is None):
+                    refused(rel)
                     finished()
                     return
+                conditions.append((rel, now))
         sent += 1
-        fut = client.send(op, **fields)
+        fut = client.send_if(conditions, op, **fields)
+        if conditions:
+            def stale(f) -> None:
+                e = None if f.cancelled() else f.exception()
+                if isinstance(e, OSError) and e.errno == errno.ESTALE:
+                    refused(fields.get("path", fields.get("old")))  # (changed between our look and the change)
+            fut.add_done_callback(stale)
         if op == "UNLINK":
             link.shared.produced[fields["path"]] = None
         elif op == "RENAME":
@@ -213,6 +248,6 @@ def replay_job(link: SessionLink, op: str, meta: Meta | None = None, bases: dict
                 if not f.cancelled() and f.exception() is None:
                     meta.local = False
             fut.add_done_callback(mark_sent)
-        link.track(fut, what, finished, again=job, fine=_DONE_ALREADY.get(op, ()) if again else ())
+        link.track(fut, what, finished, again=job, fine=_DONE_ALREADY.get(op, ()) + (errno.ESTALE,) if again else ())
     return resumable(job)
 

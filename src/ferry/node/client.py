@@ -19,8 +19,8 @@ from typing import Any, cast
 
 from ferry import security
 from ferry.protocol import spec
-from ferry.protocol.codec import (FrameReader, LinkOut, ProtocolError, Reply, pack_request, request_parts,
-                                  unpack_fields)
+from ferry.protocol.codec import (FrameReader, LinkOut, ProtocolError, Reply, pack_parts, pack_request,
+                                  request_parts, unpack_fields)
 
 _FieldList = list[tuple[str, str]]
 
@@ -196,7 +196,20 @@ class NodeClient(asyncio.BufferedProtocol):
         """`send` for a request whose answer may rightly take any time (a lock wait)."""
         return self._send(op, fields, None)
 
-    def _send(self, op: str, fields: dict[str, Any], timeout: float | None) -> asyncio.Future[dict[str, Any]]:
+    def send_if(self, conditions: list[tuple[bytes, tuple[int, int] | None]], op: str,
+                **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        """`send` of a request the node applies only if each (path, version) still holds
+        (IF_VERSION; version (mtime_ns, size), or None for "absent"), else ESTALE."""
+        inner = op
+        for path, version in conditions:
+            mtime_ns, size = version if version is not None else (spec.VERSION_ABSENT, 0)
+            payload = b"".join(pack_parts(spec.OPS[inner][1], fields))
+            fields = {"path": path, "mtime_ns": mtime_ns, "size": size, "op": spec.OPCODES[inner], "request": payload}
+            inner = "IF_VERSION"
+        return self._send(inner, fields, self.timeout, reply=spec.OPS[op][2])
+
+    def _send(self, op: str, fields: dict[str, Any], timeout: float | None,
+              reply: _FieldList | None = None) -> asyncio.Future[dict[str, Any]]:
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         if self.closed:
             fut.set_exception(self._error)
@@ -205,7 +218,7 @@ class NodeClient(asyncio.BufferedProtocol):
         rid = self._rid
         frame = request_parts(op, rid, 0, **fields)
         timer = self._loop.call_later(timeout if timeout is not None else 10**9, self._expire, rid, op)
-        self._pending[rid] = (fut, spec.OPS[op][2], timer)
+        self._pending[rid] = (fut, spec.OPS[op][2] if reply is None else reply, timer)
         assert self._transport is not None
         self._transport.writelines(frame)
         return fut

@@ -384,6 +384,10 @@ def handle_removexattr(s: Session, f: Fields) -> Fields:
     return _NO_FIELDS
 
 
+def handle_if_version(s: Session, f: Fields) -> Fields:
+    raise AssertionError("IF_VERSION is unwrapped by `run`")  # (never reached)
+
+
 def _agent_only(s: Session, f: Fields) -> Fields:
     raise OSError(errno.EOPNOTSUPP, "only an agent serves this op")
 
@@ -413,20 +417,44 @@ def run(s: Session, opcode: int, payload: bytes) -> tuple[Op, int, Fields | Defe
     fields = unpack_fields(op.request, payload)
     if not s.authed and opcode not in _BEFORE_AUTH:
         return op, -errno.EACCES, _NO_FIELDS
+    conditions = []
+    while opcode == _IF_VERSION:  # the request it carries is the one applied, and answered
+        if fields["op"] not in _CONDITIONAL:
+            return op, -errno.EINVAL, _NO_FIELDS
+        conditions.append((fields["path"], fields["mtime_ns"], fields["size"]))
+        opcode, payload = fields["op"], fields["request"]
+        op = OPS[opcode]
+        fields = unpack_fields(op.request, payload)
     changes = s.leases.changes(opcode, fields, s.paths.get)
     if not changes:
-        return apply(s, op, fields)
+        return apply(s, op, fields, conditions)
 
     def change() -> tuple[Op, int, Fields | Deferred]:
-        result = apply(s, op, fields)
+        result = apply(s, op, fields, conditions)
         s.leases.made(changes)  # (for the export watch: these events are ours)
         return result
     items = s.leases.touched(s, changes)
     return (op, 0, Held(items, change)) if items else change()
 
 
-def apply(s: Session, op: Op, fields: Fields) -> tuple[Op, int, Fields | Deferred]:
+_IF_VERSION = spec.OPCODES["IF_VERSION"]
+_CONDITIONAL = {spec.OPCODES[name] for name in ("UNLINK", "RENAME", "PUT", "PUT_COMMIT", "IF_VERSION")}
+
+
+def _at_version(s: Session, path: bytes, mtime_ns: int, size: int) -> bool:
+    """IF_VERSION's condition, checked when the change is applied (after any recall)."""
     try:
+        a = s.backend.stat(path, follow=False)
+    except FileNotFoundError:
+        return mtime_ns == spec.VERSION_ABSENT
+    return (a.mtime_ns, a.size) == (mtime_ns, size)
+
+
+def apply(s: Session, op: Op, fields: Fields, conditions=()) -> tuple[Op, int, Fields | Deferred]:
+    try:
+        for condition in conditions:
+            if not _at_version(s, *condition):
+                return op, -errno.ESTALE, _NO_FIELDS
         return op, 0, op.handler(s, fields)
     except LinkOut as e:  # reply fields: spec.LINK_OUT
         return op, spec.STATUS_LINK_OUT, e.fields()

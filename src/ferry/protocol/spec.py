@@ -83,6 +83,9 @@ MAX_LEASES = 1 << 18  # leases one connection may hold (~300 B each on the node)
 # Flags for STAT.
 STAT_NOFOLLOW = 0x1
 
+# IF_VERSION's mtime_ns for "the name must not exist".
+VERSION_ABSENT = -1
+
 # LOCK/GETLK kinds: whose lock it is (Linux semantics of each).
 LOCK_POSIX = 1  # fcntl F_SETLK/lockf: owned by the process (owner = pid); any close of the file drops it
 LOCK_OFD = 2    # F_OFD_SETLK: owned by the open file description (owner = description id)
@@ -202,6 +205,14 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     "RECALL_ACK": (34, [("id", "u64")], [], "node"),
     # Nothing but a reply: a lease holder's proof, while idle, that the node still hears it.
     "KEEPALIVE": (35, [], [], "node"),
+    # `request` (the payload of a request for op `op`: UNLINK, RENAME, PUT, PUT_COMMIT, or
+    # IF_VERSION again, for a second condition) is applied only if `path`, not following a
+    # final symlink, is at version (mtime_ns, size) — or absent, with mtime_ns VERSION_ABSENT
+    # — when the node comes to it; else ESTALE and nothing is done.  The reply is op's.  An
+    # agent sends its changes like this after an outage, so that one based on a version
+    # another client has replaced since is refused, never applied over theirs.
+    "IF_VERSION": (36, [("path", "str"), ("mtime_ns", "i64"), ("size", "i64"), ("op", "u32"), ("request", "bytes")],
+                   [], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),
