@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-from conftest import Where
+from conftest import MOUNT_PREFIX, Where, ferry_run, node_stats
 
 
 def tree_listing(root: Path, whole_seconds: bool = False) -> dict[str, tuple]:
@@ -89,13 +89,7 @@ def test_make_builds_and_rebuilds_only_what_changed(where: Where):
 # ---------------------------------------------------------------- rsync
 
 
-def test_rsync_both_ways(where: Where, tmp_path, request):
-    if where.mode == "cache":
-        # A known bug, not yet understood: in about 1 run in 4 (1 in 7 before caches were
-        # shared), the third pass sees a directory's times differ (".d..t") or fails to walk
-        # it (ELOOP): the replica's copy of a directory's times moves during the run.  The
-        # loop that shows it: scripts/rsync-dir-times-repro.sh (see the host agent issue).
-        request.applymarker(pytest.mark.xfail(strict=False, reason="directory times after rsync, cache mode"))
+def test_rsync_both_ways(where: Where, tmp_path):
     src = tmp_path / "src"
     make_sample(src)
     back = tmp_path / "back"
@@ -105,6 +99,41 @@ def test_rsync_both_ways(where: Where, tmp_path, request):
     want = tree_listing(src)
     assert tree_listing(where.node.root / "r") == want
     assert tree_listing(back) == want
+
+
+WRITE_SET_TIMES_READ = """
+import os, sys
+top = sys.argv[1]
+d = top + "/d"
+os.mkdir(d)
+for i in range(10):
+    with open(f"{d}/f{i}", "wb") as f:
+        f.write(b"x" * 4096)
+    os.path.exists(top + "/none")  # a question to the agent: by its answer the upload is on its way
+    os.utime(f"{d}/f{i}", ns=(1_500_000_000_123_456_789,) * 2)
+os.utime(d, ns=(1_400_000_000_123_456_789,) * 2)
+with open(top + "/sentinel", "w") as f:  # its fsync waits until all of the above is on the node
+    f.write("x")
+    f.flush()
+    os.fsync(f.fileno())
+for i in range(10):
+    with open(f"{d}/f{i}", "rb") as f:
+        f.read()
+print(os.stat(d).st_mtime_ns)
+"""
+
+
+def test_times_set_right_after_close_leave_the_copy_the_nodes_version(node):
+    """rsync closes its temporary and sets its times at once: the SETATTR is told while the
+    upload is on its way, and the upload's answer (with the mtime it carried) must not make
+    the copy look older than the node's file.  It did, for most of these files: the next
+    open fetched each again, renaming a temporary into the directory, whose times moved
+    (rsync's third pass saw '.d..t' on a directory nobody changed)."""
+    node_stats(node, reset=True)
+    p = ferry_run([sys.executable, "-c", WRITE_SET_TIMES_READ, MOUNT_PREFIX], mounts=(f"{MOUNT_PREFIX}={node.url}",))
+    assert node_stats(node)["requests"].get("OPEN", 0) == 0  # nothing fetched: the copies are the node's
+    assert p.stdout.split() == [str(1_400_000_000_123_456_789)]
+    assert os.stat(node.root / "d").st_mtime_ns == 1_400_000_000_123_456_789
 
 
 # ---------------------------------------------------------------- python venv
