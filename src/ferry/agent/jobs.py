@@ -189,12 +189,16 @@ _DONE_ALREADY = {"MKDIR": (errno.EEXIST,), "SYMLINK": (errno.EEXIST,), "LINK": (
 
 
 def replay_job(link: SessionLink, op: str, meta: Meta | None = None, bases: dict[str, Version | None] | None = None,
-               done: Callable[[], None] | None = None, outage: bool = False, **fields):
+               done: Callable[[], None] | None = None, applied: Callable[[], None] | None = None,
+               outage: bool = False, **fields):
     """A replayed namespace change, pipelined: the lane moves on without waiting for the
     reply, and `link.track` reports a failure.  `bases`: for the fields naming files whose
     version matters (UNLINK's path, RENAME's old and new), the node version the change was
     based on (None: absent), checked after an outage (or always, with `outage`: a dead
-    agent's journal).  `done` is called once it has its outcome."""
+    agent's journal).  `done` is called once it has its outcome; `applied` when the node
+    says it made the change: replies come in lane order, so after those of every write-back
+    queued before it (an upload's commit sets the version its reply gives: what the change
+    does to the version must be taken after that, never at the tell)."""
     what = f"{op} {fields.get('path', fields.get('old', b'')).decode(errors='replace')}"
     mark = -1 if outage else link.shared.mark()
     sent = 0
@@ -243,11 +247,14 @@ def replay_job(link: SessionLink, op: str, meta: Meta | None = None, bases: dict
                 produced[fields["new"]] = moved
             else:
                 produced.pop(fields["new"], None)
-        if meta is not None:
-            def mark_sent(f):
+        if meta is not None or applied is not None:
+            def made(f):
                 if not f.cancelled() and f.exception() is None:
-                    meta.local = False
-            fut.add_done_callback(mark_sent)
+                    if meta is not None:
+                        meta.local = False
+                    if applied is not None:
+                        applied()
+            fut.add_done_callback(made)  # (before track's: the entry is still pending while it runs)
         link.track(fut, what, finished, again=job, fine=_DONE_ALREADY.get(op, ()) + (errno.ESTALE,) if again else ())
     return resumable(job)
 

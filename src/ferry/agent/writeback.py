@@ -8,6 +8,7 @@ replayed onto the node through its lane (`told_<op>`), and the uploads of writte
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 
@@ -110,7 +111,7 @@ class WriteBack:
             raise OSError(errno.EIO, failures[0])
         return {}
 
-    def _replay(self, op: str, meta: cache.Meta | None, bases=None, **fields) -> None:
+    def _replay(self, op: str, meta: cache.Meta | None, bases=None, applied=None, **fields) -> None:
         """Queue the replay of a change (its paths as ferry paths), journaled until the node answers."""
         first = fields.get("path", fields.get("old"))
         link, _ = self.route(first)
@@ -119,7 +120,8 @@ class WriteBack:
         seq = journal.add(op, fields, bases) if journal is not None else 0
         if meta is not None:
             meta.pending += 1
-        link.submit(replay_job(link, op, meta, bases, done=(lambda: journal.done(seq)) if seq else None, **rels),
+        link.submit(replay_job(link, op, meta, bases, done=(lambda: journal.done(seq)) if seq else None,
+                               applied=applied, **rels),
                     f"{op} {first!r}")
 
     def _onto_node(self, path: bytes) -> None:
@@ -208,15 +210,26 @@ class WriteBack:
             # Not on the node and no upload queued: the upload reads mode and times when it
             # runs.  One already queued may have read them: replay after it, in lane order.
             return
+        applied = None
         if m is not None and m.kind == "f" and f["valid"] & spec.SET_MTIME:
             # The shim sends the times the replica now has, so the node will hold that mtime:
             # the copy stays the node's version (a later open must not fetch it again, which
-            # would also give a hard-linked copy an inode of its own).
-            if m.version is not None:
-                m.version = (f["mtime_ns"], m.version[1])
-            if m.uploaded is not None:
-                m.uploaded = (m.uploaded[0], m.uploaded[1], f["mtime_ns"])
-        self._replay("SETATTR", m, **f)
+            # would also give a hard-linked copy an inode of its own, and move its
+            # directory's times: the fetch renames a temporary into it).  Taken when the
+            # node answers: an upload sent before this SETATTR may not have answered yet,
+            # and its commit sets the version to the mtime the upload carried (rsync
+            # closes its temporary, then sets its times).
+            mtime = f["mtime_ns"]
+            applied = functools.partial(_take_mtime, m, mtime)
+            if m.uploaded is not None:  # (what the copy is now: an upload reads it when it runs)
+                m.uploaded = (m.uploaded[0], m.uploaded[1], mtime)
+        self._replay("SETATTR", m, applied=applied, **f)
+
+
+def _take_mtime(m: cache.Meta, mtime_ns: int) -> None:
+    """A replayed SETATTR of the times reached the node: the copy is still its version."""
+    if m.version is not None:
+        m.version = (mtime_ns, m.version[1])
 
 
 def _bases(**metas: cache.Meta | None) -> dict[str, tuple[int, int] | None]:
