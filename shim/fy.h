@@ -223,6 +223,9 @@ int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st);
 int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_list_parent(const struct fy_path *p);
+/* cache mode: a file is about to be made in the replica without asking the agent (an
+ * exclusive create, an O_TMPFILE given a name): tell it the directory (CACHE_CREATED) */
+void fy_cache_creating(const struct fy_path *p);
 int fy_parent_redirect(const struct fy_path *p);
 
 /* ---- io.c: open, close ---- */

@@ -417,6 +417,13 @@ static inline void fy_enc_cache_room(struct fy_enc *e, uint64_t need)
     fy_put(e, &need, sizeof need);
 }
 
+/* CACHE_CREATED (str path) */
+static inline void fy_enc_cache_created(struct fy_enc *e, const char *path)
+{
+    fy_enc_start(e, FY_OP_CACHE_CREATED);
+    fy_put_str(e, path);
+}
+
 /* One LISTDIR entry (str name, str target, attr attr), pointing into the reply. */
 struct fy_entry { const char *name; uint32_t name_len; const char *target; uint32_t target_len; struct fy_attr attr; };
 

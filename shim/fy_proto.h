@@ -71,6 +71,7 @@ enum fy_op {
     FY_OP_DESC_HOLD = 69, /* (u64 owner, u32 pid) -> () */
     FY_OP_DESC_DROP = 70, /* (u64 owner, u32 pid) -> () */
     FY_OP_CACHE_ROOM = 71, /* (u64 need) -> () */
+    FY_OP_CACHE_CREATED = 72, /* (str path) -> () */
     FY_OP_SESSION_OPEN = 96, /* (str config) -> (u64 session, str sock, str tree, str prefixes) */
     FY_OP_SESSION_END = 97, /* (u64 session) -> (str failures) */
     FY_OP_AGENT_STATUS = 98, /* () -> (str status) */

@@ -36,6 +36,7 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
     int rc;
     if (exclusive) {
         rc = fy_cache_list_parent(p);
+        if (rc == 0) fy_cache_creating(p);
     } else {
         fy_enc_cache_open(&e, p->ferry, (uint32_t)flags, (uint32_t)mode);
         rc = fy_ask(&e);

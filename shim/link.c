@@ -229,6 +229,7 @@ static int link_anonymous(int fd, const struct fy_path *pn)
     if (fy_cfg.mode == FY_MODE_CACHE) {
         int rc = fy_cache_list_parent(pn);
         if (rc < 0) return fy_fail(rc);
+        fy_cache_creating(pn);
         char proc[32];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
         if (LIBC(linkat)(AT_FDCWD, proc, AT_FDCWD, pn->cache, AT_SYMLINK_FOLLOW) == 0) {

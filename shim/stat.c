@@ -204,6 +204,31 @@ int fy_cache_list_parent(const struct fy_path *p)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
+/* The agent learns of a file made without asking from its upload at close; one never
+ * closed (the program killed, or gone by _exit) it finds at the run's end by listing the
+ * directories it was told of here (agent/writeback.py, adopt_unannounced), not the whole
+ * replica, which other runs share.  Told before the file exists, so a program killed at
+ * any point leaves none untold; once per process and directory in a row (tar x, cp -r make
+ * a directory's files one after another), under the order lock (reset in a forked child). */
+void fy_cache_creating(const struct fy_path *p)
+{
+    static char told[PATH_MAX];
+    const char *slash = strrchr(p->ferry, '/');
+    if (!slash) return;
+    size_t n = (size_t)(slash - p->ferry);
+    fy_order_begin();
+    if (n >= sizeof told || memcmp(told, p->ferry, n) != 0 || told[n] != 0) {
+        struct fy_enc e;
+        fy_enc_cache_created(&e, p->ferry);
+        fy_tell(&e, -1);
+        if (n < sizeof told) {
+            memcpy(told, p->ferry, n);
+            told[n] = 0;
+        }
+    }
+    fy_order_end();
+}
+
 /* A pair with one ferry name and one local name is EXDEV, unless the ferry name's parent
  * crosses a link out of its mount: then it is a local name too, and the call goes on with
  * it (-FY_EREDIRECT).  Either mode; any other answer leaves the pair as it is (0). */

@@ -113,6 +113,44 @@ def test_runs_with_different_mounts_side_by_side(tmp_path):
         b.stop()
 
 
+KILLED_WRITER = """
+import os, signal, sys
+m = sys.argv[1]
+def made(path, text, flags=os.O_CREAT | os.O_EXCL):
+    fd = os.open(path, os.O_WRONLY | flags, 0o644)
+    os.write(fd, text)
+    return fd
+made(m + "/a/b/new1", b"one\\n")           # made without asking the agent, in a listed dir
+made(m + "/c/new2", b"two\\n")
+os.rename(m + "/c", m + "/d")                # ... whose dir is then renamed
+fd = made(m + "/a/f3", b"3a\\n", os.O_CREAT | os.O_TRUNC)  # opened through the agent
+os.rename(m + "/a/f3", m + "/a/g3")          # renamed while open, then written again
+os.write(fd, b"3b\\n")
+os.kill(os.getpid(), signal.SIGKILL)         # nothing is closed
+"""
+
+
+def test_files_a_killed_program_never_closed_reach_the_node_in_a_later_run(node, tmp_path):
+    """The end of a run writes back the files its programs wrote and never closed, looking
+    only at what this run's programs touched: also in a second run of a warm cache, whose
+    directories are listed (leased) already, so its exclusive creates never ask the agent,
+    and after the directory or the file was renamed."""
+    for d in ("a/b", "c", "other"):
+        (node.root / d).mkdir(parents=True)
+    (node.root / "other" / "keep").write_text("keep\n")
+    m = MOUNT_PREFIX
+    mounts = (f"{m}={node.url}",)
+    ferry_run(["ls", "-R", m], mounts=mounts)  # the first run lists every directory
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_WRITER)
+    p = ferry_run([sys.executable, str(script), m], mounts=mounts, check=False)
+    assert p.returncode == 128 + 9, p.stderr
+    assert (node.root / "a" / "b" / "new1").read_text() == "one\n"
+    assert (node.root / "d" / "new2").read_text() == "two\n" and not (node.root / "c").exists()
+    assert (node.root / "a" / "g3").read_text() == "3a\n3b\n" and not (node.root / "a" / "f3").exists()
+    assert sorted(p.name for p in node.root.rglob("*")) == ["a", "b", "d", "g3", "keep", "new1", "new2", "other"]
+
+
 def test_a_killed_run_leaves_its_program_served(node):
     """SIGKILL of `ferry run` itself: the program goes on, its session with it."""
     m = MOUNT_PREFIX

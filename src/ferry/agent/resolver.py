@@ -310,10 +310,10 @@ class Resolver:
         if m is None:
             if not flags & os.O_CREAT:
                 raise OSError(errno.ENOENT, path)
-            self.wrote(self.replica.added(path, "f"))
+            self.wrote(self.replica.added(path, "f"), path)
             return {}
         if m.kind == "f" and ((flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC):
-            self.wrote(m)  # see write_back_leftovers
+            self.wrote(m, path)  # see write_back_leftovers
         if m.kind == "d":
             if not m.present:
                 await self.list_dir(path)
@@ -374,9 +374,12 @@ class Resolver:
             raise OSError(errno.ENOSPC, "the replica is full of changes not yet on the node")
         return {}
 
-    def wrote(self, m: cache.Meta) -> None:
-        """A program of this session opened the file for writing."""
+    def wrote(self, m: cache.Meta, path: bytes | None = None) -> None:
+        """A program of this session opened the file (at `path`, if known) for writing:
+        noted in the session's own index (`wrote_files`), so its end looks at these files
+        only (write_back_leftovers), never at the whole shared replica."""
         m.written, m.writer = True, self.token
+        self.wrote_files[id(m)] = (path, m)
 
     def _written_here(self, path: bytes, m: cache.Meta) -> bool:
         """Whether the replica file holds writes made here since its last upload."""

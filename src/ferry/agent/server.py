@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from ..protocol import spec
 from ..protocol.dispatch import handlers_for
+from . import cache
 from .direct import DirectFile, DirectFiles
 from .links import SessionLink
 from .locks import LockKeeper, LockOps
@@ -52,6 +53,11 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.router, self.replica, self.pool = self.shared.router, self.shared.replica, self.shared.pool
         self.links: dict[NodeAddr, SessionLink] = {}
         self.fresh: set[bytes] = set()  # (Resolver.revalidate_dir)
+        # What this session's end must look at (WriteBack.write_back_leftovers): the files its
+        # programs opened for writing (id(Meta) -> (path when noted, Meta)), and the directories
+        # its shims created files in without asking (path -> that directory's Meta).
+        self.wrote_files: dict[int, tuple[bytes | None, cache.Meta]] = {}
+        self.created_in: dict[bytes, cache.Meta | None] = {}
         self.files: dict[int, DirectFile] = {}  # direct-mode open files by id (the shim's `handle` field)
         self.conns: set[ShimConn] = set()
         self.frame_counts: collections.Counter[int] = collections.Counter()  # frames from shims, by opcode

@@ -40,9 +40,7 @@ class WriteBack:
         a drain, so the uploads of closed files have all read theirs); how many."""
         queued = 0
         self.adopt_unannounced()
-        for path, m in list(self.replica.meta.items()):
-            if m.kind != "f" or not m.written or m.writer not in (self.token, 0):
-                continue  # (another session's, which its own end writes back)
+        for path, m in self._wrote_here():
             try:
                 fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
@@ -57,12 +55,36 @@ class WriteBack:
             queued += 1
         return queued
 
+    def _wrote_here(self) -> list[tuple[bytes, cache.Meta]]:
+        """The files this session's programs opened for writing (its index, `wrote_files`:
+        never a walk of the whole replica, which other runs share), each by the name it has
+        now: one renamed since (or noted without a name) is looked up by its Meta; one
+        removed is gone.  Those another session wrote since are that session's to send."""
+        rep, found, moved = self.replica, [], set()
+        for path, m in self.wrote_files.values():
+            if m.kind != "f" or not m.written or m.writer != self.token:
+                continue  # (another session's, which its own end writes back)
+            if path is not None and rep.meta.get(path) is m:
+                found.append((path, m))
+            else:
+                moved.add(id(m))
+        if moved:  # (one pass over the names, only when a written file moved)
+            found += [(p, m) for p, m in rep.meta.items() if id(m) in moved]
+        return found
+
     def adopt_unannounced(self) -> None:
         """Files a shim created exclusively without asking (see the shim's cache_open) and
-        never closed: the program was killed or left by _exit().  Treat them as written."""
+        never closed: the program was killed or left by _exit().  Treat them as written.
+        Only the directories the shims said they made such files in are listed
+        (`told_cache_created`), each where it is now."""
         rep = self.replica
-        for path, m in list(rep.meta.items()):
-            if m.kind != "d" or not m.present:
+        dirs = list(self.created_in)
+        moved = {id(dm) for path, dm in self.created_in.items() if dm is not None and rep.meta.get(path) is not dm}
+        if moved:  # renamed since (or replaced, or removed): where its Meta went, too
+            dirs += [p for p, m in rep.meta.items() if id(m) in moved]
+        for path in dirs:
+            m = rep.meta.get(path)
+            if m is None or m.kind != "d" or not m.present:
                 continue
             try:
                 names = os.listdir(rep.cpath(path))
@@ -77,7 +99,14 @@ class WriteBack:
                 except OSError:
                     continue
                 if cache.kind_of(st.st_mode) == "f":
-                    self.wrote(rep.added(child, "f"))
+                    self.wrote(rep.added(child, "f"), child)
+
+    def told_cache_created(self, f) -> None:
+        """A shim is making a file in directory `path`'s parent without asking (see
+        adopt_unannounced)."""
+        d = cache.parent_of(f["path"])
+        if d not in self.created_in:
+            self.created_in[d] = self.replica.meta.get(d)
 
     def _open_replica(self, *paths: bytes) -> int:
         """A read-only fd on the first of `paths` still a regular file in the replica, or -1:
@@ -137,7 +166,7 @@ class WriteBack:
             return
         link, rel = self.route(path)
         m.pending += 1
-        self.wrote(m)
+        self.wrote(m, path)
         link.submit(upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
 
     def told_mkdir(self, f) -> None:

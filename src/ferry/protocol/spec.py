@@ -236,6 +236,11 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # (contents the node has too) until `need` bytes are free, least recently used first;
     # ENOSPC when none could go (what fills it is not yet written back).
     "CACHE_ROOM": (71, [("need", "u64")], [], "agent"),
+    # (cache mode, ONEWAY) the shim is about to make a file in the replica without asking
+    # (an exclusive create, an O_TMPFILE given a name) under `path`'s directory: said once
+    # per process and directory in a row, so the run's end looks for such files left
+    # unclosed (a killed program) in the directories named, not in the whole replica.
+    "CACHE_CREATED": (72, [("path", "str")], [], "agent"),
     # --- launcher -> host agent (`ferry run`, `ferry agent …`: agent/host.py), on its control socket ---
     # Register a run's mount table and mode (`config`: JSON, see host.SessionConfig); the
     # run's stderr rides along as SCM_RIGHTS, so the agent's messages for that run reach its
@@ -272,7 +277,7 @@ SHIM_CALLS = [
 # cache-mode changes already made in the replica, the upload of a closed file, lock releases.
 SHIM_TELLS = [
     "MKDIR", "RMDIR", "UNLINK", "RENAME", "TRUNCATE", "SETATTR", "SYMLINK", "LINK", "LOCK", "CACHE_CLOSE",
-    "DESC_HOLD", "DESC_DROP",
+    "DESC_HOLD", "DESC_DROP", "CACHE_CREATED",
 ]
 # The host agent's control socket serves these (`HostAgent.ctl_<op>`).
 LAUNCHER_OPS = ["HELLO", "SESSION_OPEN", "SESSION_END", "AGENT_STATUS", "AGENT_STOP", "AGENT_SYNC"]
