@@ -807,15 +807,21 @@ int main(int argc, char **argv)
     }
     close(sock);
     if (f.failures_len) {
-        char *failures = dup_n(f.failures, f.failures_len);
-        size_t n = 1;
-        for (char *p = failures; *p; p++)
-            if (*p == '\n' && p[1]) n++;
-        char *nl = strchr(failures, '\n');
-        if (nl) *nl = '\0';
-        fprintf(stderr, "ferry run: %zu change(s) could not be written back; first: %s\n", n, failures);
-        fprintf(stderr, "ferry run: the local copies are kept in %s; the agent sends them when it next starts "
-                        "(see ferry agent status)\n", tree);
+        /* As run.report_failures: what waits for a node and what was refused as a conflict
+         * are said line by line; the rest are failures, counted, the first named. */
+        char *failures = dup_n(f.failures, f.failures_len), *first = NULL, *save = NULL;
+        size_t n = 0;
+        for (char *line = strtok_r(failures, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            if (strstr(line, " wait for node ") || strncmp(line, "conflict: ", 10) == 0)
+                fprintf(stderr, "ferry run: %s\n", line);
+            else if (n++ == 0)
+                first = line;
+        }
+        if (n) {
+            fprintf(stderr, "ferry run: %zu change(s) could not be written back; first: %s\n", n, first);
+            fprintf(stderr, "ferry run: the local copies are kept in %s; the agent sends them when it next starts "
+                            "(see ferry agent status)\n", tree);
+        }
         return EXIT_FERRY_FAILED;
     }
     return rc;

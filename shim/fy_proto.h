@@ -63,6 +63,7 @@ enum fy_op {
     FY_OP_RECALL_ACK = 34, /* (u64 id) -> () */
     FY_OP_KEEPALIVE = 35, /* () -> () */
     FY_OP_IF_VERSION = 36, /* (str path, i64 mtime_ns, i64 size, u32 op, bytes request) -> () */
+    FY_OP_NODE_ID = 37, /* () -> (str id) */
     FY_OP_LSEEK = 64, /* (u64 handle, i64 offset, u32 whence) -> (i64 offset) */
     FY_OP_CACHE_OPEN = 65, /* (str path, u32 flags, u32 mode) -> () */
     FY_OP_CACHE_LOOKUP = 66, /* (str path) -> () */

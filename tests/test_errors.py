@@ -175,12 +175,14 @@ def test_node_killed_during_write_back(tmp_path):
     the node, and once a node serves the export again, `ferry sync` puts it there whole."""
     node = start_node(tmp_path / "export")
     node2 = None
+    env = {**ferry_env(), "XDG_RUNTIME_DIR": str(tmp_path / "rt")}  # an agent of its own: `ferry sync` is this test's
+    os.mkdir(env["XDG_RUNTIME_DIR"], 0o700)
     try:
         (node.root / "big").write_bytes(b"previous version\n")
         w = Where(node, "cache", "orfa")
         args = [sys.executable, "-m", "ferry", "run", "--mode", "cache", "--",
                 "sh", "-c", f"head -c 400000000 /dev/zero > {w.path('big')}"]
-        proc = subprocess.Popen(args, env=ferry_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         uploading = lambda: any(n.startswith(".ferry-put-") for n in os.listdir(node.root))
         _wait(uploading, proc, "the upload reaching the node")
         node.proc.send_signal(signal.SIGKILL)
@@ -190,12 +192,13 @@ def test_node_killed_during_write_back(tmp_path):
         assert "wait for node" in err and node.hostport in err, err
         assert (node.root / "big").read_bytes() == b"previous version\n"
         node2 = start_node(node.root, "--listen", node.hostport)
-        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=ferry_env(), capture_output=True,
+        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True,
                               text=True, timeout=120)
         assert sync.returncode == 0, sync.stderr
         assert (node.root / "big").stat().st_size == 400_000_000
         assert not [n for n in os.listdir(node.root) if n.startswith(".ferry-put-") or "conflict" in n]
     finally:
+        subprocess.run([sys.executable, "-m", "ferry", "agent", "stop"], env=env, capture_output=True, timeout=120)
         for n in (node, node2):
             if n is not None:
                 n.stop()

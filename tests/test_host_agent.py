@@ -457,3 +457,45 @@ def test_a_node_killed_during_tar_x_ends_with_every_file_once_it_is_back(tmp_pat
         for n in (node, node2):
             if n is not None:
                 n.stop()
+
+
+def test_changes_never_go_to_another_export_served_at_the_same_address(tmp_path, own_agent):
+    """Changes wait while the node is away; a node that comes back at the same address with
+    another export (NODE_ID differs) gets none of them — they wait, said — and the export
+    they were made for gets them when it is served there again."""
+    from conftest import start_node
+    env = own_agent
+    port = _free_port()
+    node = start_node(tmp_path / "export", "--listen", f"127.0.0.1:{port}")
+    (node.root / "a.txt").write_text("a\n")
+    m = MOUNT_PREFIX
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    script = (f"ls {m} >/dev/null; touch {ready}; while [ ! -e {go} ]; do sleep 0.05; done; "
+              f"echo new > {m}/new.txt && rm {m}/a.txt")
+    run = subprocess.Popen([sys.executable, "-m", "ferry", "run", "--mount", f"{m}=ferry://127.0.0.1:{port}", "--",
+                            "sh", "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    others = []
+    try:
+        wait_for(ready.exists, what="the program to list the mount")
+        node.stop()
+        go.touch()
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 125 and "wait for node" in err, err
+        others.append(start_node(tmp_path / "another-export", "--listen", f"127.0.0.1:{port}"))
+        (others[0].root / "a.txt").write_text("another export's\n")
+        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert sync.returncode == 125 and "now serves another export" in sync.stderr, sync.stderr
+        assert sorted(p.name for p in others[0].root.iterdir()) == ["a.txt"]
+        assert (others[0].root / "a.txt").read_text() == "another export's\n"
+        others[0].stop()
+        others.append(start_node(node.root, "--listen", f"127.0.0.1:{port}"))
+        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert sync.returncode == 0, sync.stderr
+        assert sorted(p.name for p in node.root.iterdir()) == ["new.txt"]
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for n in (node, *others):
+            n.stop()

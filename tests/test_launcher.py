@@ -192,9 +192,9 @@ def test_an_agent_dir_open_to_others_is_refused_by_python(front, tmp_path):
     assert p.returncode == 125 and "mode 0700" in p.stderr, p.stderr
 
 
-def test_a_failed_write_back_exits_125_naming_the_copies(c_only, agent_up, tmp_path):
-    """The node goes away while the run's change waits to be written back: the run's
-    two-line report, as run.py prints it."""
+def test_a_change_left_waiting_for_its_node_exits_125_saying_so(c_only, agent_up, tmp_path):
+    """The node goes away while the run's change waits to be written back: the run says it
+    waits (as run.py does) and exits 125; the node back, `ferry sync` sends it."""
     from conftest import start_node
     n = start_node(tmp_path / "export")
     m = MOUNT_PREFIX
@@ -204,8 +204,15 @@ def test_a_failed_write_back_exits_125_naming_the_copies(c_only, agent_up, tmp_p
     n.stop()
     assert p.returncode == 125, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("ferry run: ")]
-    assert "could not be written back; first:" in lines[-2], p.stderr
-    assert lines[-1].startswith("ferry run: the local copies are kept in "), p.stderr
+    assert " wait for node " in lines[-1] and n.hostport in lines[-1], p.stderr
+    assert not [ln for ln in lines if "could not be written back" in ln], p.stderr
+    back = start_node(n.root, "--listen", n.hostport)
+    try:
+        sync = run(PYTHON, "sync")
+        assert sync.returncode == 0, sync.stderr
+        assert (n.root / "f").read_text() == "x\n"
+    finally:
+        back.stop()
 
 
 def test_a_session_the_agent_refuses_is_reported_as_python_does(c_only, agent_up):

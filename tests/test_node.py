@@ -726,7 +726,7 @@ def test_connect_refused_says_what_to_do() -> None:
 
 
 async def _fake_node(on_request: Callable[[asyncio.StreamWriter], None]) -> tuple[asyncio.Server, int]:
-    """Answers HELLO properly, then hands every other request to `on_request`."""
+    """Answers HELLO and NODE_ID properly, then hands every other request to `on_request`."""
     async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         dec = codec.FrameDecoder("request")
         while data := await reader.read(65536):
@@ -734,6 +734,8 @@ async def _fake_node(on_request: Callable[[asyncio.StreamWriter], None]) -> tupl
                 if req.opcode == spec.OPCODES["HELLO"]:
                     writer.write(codec.pack_reply("HELLO", req.rid, 0, version=spec.PROTOCOL_VERSION,
                                                   max_frame=spec.MAX_FRAME, features=0, nonce=b""))
+                elif req.opcode == spec.OPCODES["NODE_ID"]:
+                    writer.write(codec.pack_reply("NODE_ID", req.rid, 0, id=b"fake"))
                 else:
                     on_request(writer)
         writer.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .control import SessionConfig, cache_limit, replica_base, store_dir
 from . import journal, recovery
-from .links import waiting
+from .links import NODE_IDS, waiting
 from .routes import Router
 from .shared import SharedCache
 
@@ -148,7 +148,7 @@ class Caches:
             tree = os.path.join(run_dir, "tree")
             cid = self._next = self._next + 1
             shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache",
-                                 limit=limit)
+                                 limit=limit, ids_file=os.path.join(run_dir, NODE_IDS))
             if kept is not None:
                 meta = os.path.join(run_dir, "meta.json")
                 try:

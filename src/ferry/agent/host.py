@@ -36,7 +36,7 @@ from ..protocol.dispatch import handlers_for
 from . import recovery
 from .caches import Cache, Caches
 from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, store_dir
-from .links import LinkPool, NodeLink, waiting
+from .links import NodeLink, waiting
 from .routes import Mount, Router
 from .server import Agent
 from .shimconn import ShimConn, ShimServer, stderr_log
@@ -91,7 +91,6 @@ class HostAgent(ShimServer):
         self._lsock: socket.socket | None = None
         self._next = 1
         self._embedded: dict[str, tuple[asyncio.AbstractServer, int]] = {}  # store dir -> node
-        self.pool = LinkPool()  # node connections, shared by the sessions
         self._stop = asyncio.Event()
         self._quiet_since = time.monotonic()
         self.code = code_id()
@@ -103,7 +102,7 @@ class HostAgent(ShimServer):
     async def serve(self, lsock: socket.socket) -> None:
         self.listen(lsock)
         loop = asyncio.get_running_loop()
-        recovering = loop.create_task(recovery.recover(self.pool, self.router_of, self.log))
+        recovering = loop.create_task(recovery.recover(self.router_of, self.log))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # stop as AGENT_STOP does: written back first
             loop.add_signal_handler(sig, self._stop.set)
         try:
@@ -127,7 +126,6 @@ class HostAgent(ShimServer):
             for s in list(self.sessions.values()):
                 await self._close_session(s, wait=True)
             await self.caches.close_all()
-            await self.pool.close()
             for server, _ in self._embedded.values():
                 server.close()
             loop = asyncio.get_running_loop()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import json
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -66,6 +68,36 @@ def resumable(job: Job) -> Job:
     return job
 
 
+NODE_IDS = "nodes.json"  # in a cache's directory, beside its replica `tree`
+
+
+class NodeIds:
+    """Which export (NODE_ID) each node address served when this cache first reached it,
+    kept in a file of the cache's (`nodes.json`), so that neither this agent nor the next
+    one sends changes made for one export to another served at the same address later."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.ids: dict[str, str] = {}
+        if path is not None:
+            try:
+                with open(path) as f:
+                    self.ids = json.load(f)
+            except (OSError, ValueError):
+                pass
+
+    def get(self, addr: NodeAddr) -> str | None:
+        return self.ids.get(str(addr))
+
+    def set(self, addr: NodeAddr, node_id: str) -> None:
+        self.ids[str(addr)] = node_id
+        if self.path is not None:
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.ids, f)
+            os.replace(tmp, self.path)
+
+
 class NodeLink:
     """One node's lane, and the leases its connection holds (docs/coherence.md).
 
@@ -84,8 +116,10 @@ class NodeLink:
     returns, so that a run's end can say what waits instead of hanging."""
 
     def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float,
-                 on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None) -> None:
+                 on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None,
+                 ids: NodeIds | None = None) -> None:
         self.addr = addr
+        self.ids = ids if ids is not None else NodeIds(None)
         self.on_recall = on_recall  # None: no leases on this lane
         self.on_lost = on_lost  # told when a connection is replaced: what it leased may have changed
         self.connect_timeout = connect_timeout
@@ -158,7 +192,8 @@ class NodeLink:
     def busy(self) -> bool:
         return not self._idle.is_set() or bool(self._outstanding)
 
-    async def _connect(self) -> NodeClient:
+    async def _connect(self, job: Job | None = None) -> NodeClient:
+        """The connection, made anew if it is not there (for `job`: see _check_export)."""
         if self._client is None or self._client.closed:
             if self._client is not None:
                 self.epoch += 1  # the leases of the lost connection are gone
@@ -176,7 +211,28 @@ class NodeLink:
                 if self._pinger is not None:
                     self._pinger.cancel()
                 self._pinger = asyncio.get_running_loop().create_task(self._ping(self._client))
+            self._check_export(job)
         return self._client
+
+    def _check_export(self, job: Job | None) -> None:
+        """The export behind the address must be the one this cache knew: changes waiting
+        for the old one are never sent to another (the lane waits, said, as for a node that
+        cannot be reached); with none waiting, the cache starts over on the new one."""
+        assert self._client is not None
+        now, was = self._client.node_id.decode(), self.ids.get(self.addr)
+        if was == now:
+            return
+        if was is not None and any(getattr(j, "resumable", False) for j in [job, *(e[0] for e in self._resend),
+                                                                            *(e[0] for e in self._jobs)]):
+            self._client._abort()
+            self._client = None
+            raise _ConnectFailed(errno.EIO, f"node {self.addr} now serves another export (id {now}) than the one "
+                                 f"the changes waiting were made for (id {was}): they wait for that one")
+        self.ids.set(self.addr, now)
+        if was is not None:
+            self.epoch += 1  # nothing leased or listed from the old export holds
+            if self.on_lost is not None:
+                self.on_lost(self.addr)
 
     def _lost(self, e: BaseException) -> bool:
         """Whether a failure means the change may not have reached the node: no connection."""
@@ -228,7 +284,7 @@ class NodeLink:
             entry = self._jobs.popleft()
             job, fut, what, reporter = entry
             try:
-                client = await self._connect()
+                client = await self._connect(job)
                 if self.down is not None:
                     self.down = None
                     self._stalled.clear()
@@ -354,9 +410,11 @@ class LinkPool:
     """Node connections: one lane per node and pair of timeouts (with leases when
     `on_recall` is given: it hears what each RECALL names)."""
 
-    def __init__(self, on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None) -> None:
+    def __init__(self, on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None,
+                 ids_file: str | None = None) -> None:
         self._links: dict[tuple[NodeAddr, float, float], NodeLink] = {}
         self.on_recall, self.on_lost = on_recall, on_lost
+        self.ids = NodeIds(ids_file)
 
     def __iter__(self) -> Iterator[NodeLink]:
         return iter(list(self._links.values()))
@@ -365,7 +423,8 @@ class LinkPool:
         key = (addr, connect_timeout, call_timeout)
         lk = self._links.get(key)
         if lk is None:
-            lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout, self.on_recall, self.on_lost)
+            lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout, self.on_recall, self.on_lost,
+                                             self.ids)
         return lk
 
     async def close(self) -> None:

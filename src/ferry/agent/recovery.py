@@ -30,7 +30,7 @@ from pathlib import Path
 from . import cache, journal
 from .control import SessionConfig, agent_dir
 from .jobs import replay_job, upload_job
-from .links import LinkPool, SessionLink, waiting
+from .links import NODE_IDS, LinkPool, SessionLink, waiting
 from .routes import LINK_OUT_MARK, RouteError, Router
 
 
@@ -85,9 +85,19 @@ def _identity(path: bytes) -> bytes | None:
         return None
 
 
-async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts: tuple[float, float],
+async def write_back_tree(router: Router, tree: bytes, timeouts: tuple[float, float],
                           log: Callable[[str], None]) -> tuple[int, list[str]]:
-    """Send what replica `tree` holds that its nodes have not seen; (how many, failures)."""
+    """Send what replica `tree` holds that its nodes have not seen; (how many, failures).
+    Only to the exports they were made for (the cache's `nodes.json`: links.NodeIds)."""
+    pool = LinkPool(ids_file=os.path.join(os.path.dirname(os.fsdecode(tree)), NODE_IDS))
+    try:
+        return await _write_back_tree(pool, router, tree, timeouts, log)
+    finally:
+        await pool.close()
+
+
+async def _write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts: tuple[float, float],
+                           log: Callable[[str], None]) -> tuple[int, list[str]]:
     links: dict = {}
 
     def link_for(path: bytes) -> tuple[SessionLink, bytes]:
@@ -146,7 +156,7 @@ async def write_back_tree(pool: LinkPool, router: Router, tree: bytes, timeouts:
     return sent, [f for lk in links.values() for f in lk.failures] + waiting(links.values())
 
 
-async def recover(pool: LinkPool, router_of: Callable, log: Callable[[str], None]) -> None:
+async def recover(router_of: Callable, log: Callable[[str], None]) -> None:
     """Write back what dead agents' sessions left (see the module's docstring)."""
     for rec in left_behind():
         try:
@@ -156,7 +166,7 @@ async def recover(pool: LinkPool, router_of: Callable, log: Callable[[str], None
             if not os.path.isdir(tree):
                 rec.unlink()
                 continue
-            sent, failures = await write_back_tree(pool, await router_of(config), tree, config.timeouts(), log)
+            sent, failures = await write_back_tree(await router_of(config), tree, config.timeouts(), log)
         except (OSError, ValueError, KeyError) as e:
             log(f"ferry agent: cannot recover {rec.name}: {e}")
             continue

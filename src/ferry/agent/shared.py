@@ -28,12 +28,13 @@ ROOM_RESERVE = 64 << 20  # kept free (at most a tenth of that file system)
 
 class SharedCache(Resolver):
     def __init__(self, router: Router, root: bytes, connect_timeout: float = 3.0, call_timeout: float = 30.0,
-                 log: Callable[[str], None] = stderr_log, leases: bool = True, limit: int | None = None) -> None:
+                 log: Callable[[str], None] = stderr_log, leases: bool = True, limit: int | None = None,
+                 ids_file: str | None = None) -> None:
         self.router = router
         self.replica = cache.Replica(root, router.root_of, limit)
         # Direct mode takes none: its writes go to the node past the replica (which only
         # exec uses there), so the replica must ask the node each time, as before leases.
-        self.pool = LinkPool(self.recalled if leases else None, self.lost)
+        self.pool = LinkPool(self.recalled if leases else None, self.lost, ids_file)
         self.links: dict[NodeAddr, SessionLink] = {}  # for the background refreshes
         self.fresh: set[bytes] = set()  # (Resolver.revalidate_dir)
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout

@@ -43,6 +43,7 @@ class NodeClient(asyncio.BufferedProtocol):
         self.where = f"ferry node {host}:{port}"
         self.timeout = timeout  # seconds a reply may take before the call fails with EIO
         self.features = 0  # what the node's HELLO offered
+        self.node_id = b""  # which export it serves (NODE_ID)
         # With `on_recall`, we ask for leases; it is called with what a RECALL names, and the
         # node gets its RECALL_ACK as soon as it returns (so it must invalidate, not wait).
         self.on_recall = on_recall
@@ -79,6 +80,7 @@ class NodeClient(asyncio.BufferedProtocol):
                                           nonce=mine)
                 if hello["version"] == spec.PROTOCOL_VERSION:
                     await client._authenticate(token, mine, hello["nonce"])
+                    client.node_id = (await client.call("NODE_ID"))["id"]
         except BaseException as e:
             if client is not None:
                 client._abort()

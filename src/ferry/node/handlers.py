@@ -179,6 +179,10 @@ def handle_keepalive(s: Session, f: Fields) -> Fields:
     return _NO_FIELDS
 
 
+def handle_node_id(s: Session, f: Fields) -> Fields:
+    return {"id": s.backend.node_id()}
+
+
 def handle_listdir(s: Session, f: Fields) -> Fields:
     return {"entries": s.backend.listdir(f["path"])}
 

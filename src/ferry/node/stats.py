@@ -3,7 +3,7 @@
 Each connection counts its own (`ConnCounts`: a list increment by opcode, where the server
 dispatches a request, so counting costs next to nothing on the request path); `NodeStats`,
 one per node (`start_node`), adds them up when asked.  A connection that has sent nothing
-but HELLO, AUTH and STATS (`ferry stats`, a test's probe) is left out, so reading the
+but HELLO, AUTH, NODE_ID and STATS (`ferry stats`, a test's probe) is left out, so reading the
 counts with a reset before and after a workload counts exactly that workload.
 """
 
@@ -17,7 +17,7 @@ from ferry.protocol import spec
 
 STATS_OPCODE = spec.OPCODES["STATS"]
 _SIZE = max(spec.NAMES) + 1
-_HANDSHAKE = {spec.OPCODES["HELLO"], spec.OPCODES["AUTH"]}
+_HANDSHAKE = {spec.OPCODES["HELLO"], spec.OPCODES["AUTH"], spec.OPCODES["NODE_ID"]}
 
 
 class ConnCounts:
@@ -33,7 +33,7 @@ class ConnCounts:
         self.asked = False  # it sent STATS
 
     def probe_only(self) -> bool:
-        """Whether it is a stats probe: it asked STATS and sent nothing else but HELLO/AUTH."""
+        """Whether it is a stats probe: it asked STATS and sent nothing else but HELLO/AUTH/NODE_ID."""
         return self.asked and not any(n for code, n in enumerate(self.requests) if code not in _HANDSHAKE)
 
     def zero(self) -> None:

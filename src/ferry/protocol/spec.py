@@ -197,7 +197,7 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # "since_ns": wall-clock ns}.  Counted where the server dispatches a frame, so a request
     # refused (before AUTH, bad handle, errno) counts, a malformed frame does not; bytes are
     # frame bytes (headers and payloads, not TCP/TLS).  STATS itself is never counted, in
-    # requests or bytes, nor is a connection that sent nothing else but HELLO/AUTH (a probe
+    # requests or bytes, nor is a connection that sent nothing else but HELLO/AUTH/NODE_ID (a probe
     # such as `ferry stats`), so resets around a workload count exactly it.  Needs AUTH like
     # any op.  Tools and tests send it (`ferry stats`), never the shim.
     "STATS": (33, [("reset", "u32")], [("counts", "str")], "node"),
@@ -213,6 +213,10 @@ OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = 
     # another client has replaced since is refused, never applied over theirs.
     "IF_VERSION": (36, [("path", "str"), ("mtime_ns", "i64"), ("size", "i64"), ("op", "u32"), ("request", "bytes")],
                    [], "node"),
+    # What tells this node's export from another served at the same address later: the
+    # same for every start of a node on one directory.  An agent never sends changes made
+    # for one export to another (agent/links.py).
+    "NODE_ID": (37, [], [("id", "str")], "node"),
     # --- shim -> agent only ---
     # (direct mode) position a handle's shared offset; returns the new offset
     "LSEEK": (64, [("handle", "u64"), ("offset", "i64"), ("whence", "u32")], [("offset", "i64")], "agent"),

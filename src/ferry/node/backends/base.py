@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 from abc import ABC, abstractmethod
 
 from ferry.protocol.codec import Attr, Entry, LinkOut
@@ -101,6 +102,13 @@ class BackendFile(ABC):
 
 
 class Backend(ABC):
+    def node_id(self) -> bytes:
+        """What tells this export from another served at the same address later (NODE_ID):
+        by default one per backend object (a memory backend dies with its contents)."""
+        if not hasattr(self, "_node_id"):
+            self._node_id = secrets.token_hex(16).encode()
+        return self._node_id
+
     @abstractmethod
     def stat(self, path: bytes, follow: bool = True) -> Attr: ...
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import secrets
+import socket
 import stat as st
 
 from ferry.protocol import spec
@@ -117,6 +119,13 @@ class DirBackend(Backend):
         self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._use_openat2 = use_openat2 and self._probe_openat2()
         self._remove_stale_puts()
+
+    def node_id(self) -> bytes:
+        """The same for every start of a node on this directory (host, path, inode of the
+        root), another for another directory, or one made anew in its place (mostly: a file
+        system may give the new root the old one's inode number)."""
+        st = os.fstat(self._root_fd)
+        return hashlib.sha256(b"%s\0%s\0%d" % (socket.gethostname().encode(), self.root, st.st_ino)).hexdigest()[:32].encode()
 
     def _probe_openat2(self) -> bool:
         try:
