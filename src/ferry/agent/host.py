@@ -35,7 +35,7 @@ from ..protocol import spec
 from ..protocol.dispatch import handlers_for
 from . import recovery
 from .caches import Cache, Caches
-from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, store_dir
+from .control import SessionConfig, agent_dir, code_id, control_path, lock_path, process_id, store_dir
 from .links import NodeLink, waiting
 from .routes import Mount, Router
 from .server import Agent
@@ -53,7 +53,7 @@ class Session:
         self.stderr_fd = stderr_fd  # the run's stderr while it runs; -1 after
         self.run_conn: ShimConn | None = None  # the run's control connection
         self.ended = False  # the run said SESSION_END, or its connection went
-        self.holder = _process_id(config.holder) if config.holder else None  # (pid, start): keeps the session
+        self.holder = process_id(config.holder) if config.holder else None  # (pid, start): keeps the session
         self.quiet_since = time.monotonic()
         self.started = time.time()
 
@@ -137,7 +137,7 @@ class HostAgent(ShimServer):
         now = time.monotonic()
         for s in list(self.sessions.values()):
             if s.holder is not None:
-                if not s.ended and _process_id(s.holder[0]) != s.holder:
+                if not s.ended and process_id(s.holder[0]) != s.holder:
                     s.end()  # the shell that `ferry env` set up is gone
             elif not s.ended and s.run_conn is not None and s.run_conn.closed:
                 s.end()  # the run was killed: its programs may still be at work
@@ -246,7 +246,8 @@ class HostAgent(ShimServer):
     async def ctl_agent_status(self, f) -> dict:
         live = {recovery.record_path(c.id) for c in self.caches}
         # sessions gone with changes not yet on their nodes (this agent's or a dead one's)
-        unsent = sorted(p.name for p in recovery.records_dir().glob("*.json") if p not in live)
+        unsent = sorted(p.name for p in recovery.records_dir().glob(f"{os.getpid()}-*.json") if p not in live)
+        unsent += [p.name for p in recovery.left_behind()]
         sessions = []
         for s in self.sessions.values():
             links = s.agent.links.values()
@@ -289,16 +290,6 @@ class HostAgent(ShimServer):
     async def ctl_agent_stop(self, f) -> dict:
         self._stop.set()
         return {}
-
-
-def _process_id(pid: int) -> tuple[int, int] | None:
-    """(pid, start time in clock ticks): a process, told apart from a later one with its pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    return (pid, int(fields[19])) if fields[0] != b"Z" else None
 
 
 def _sockets_in_use(socks: set[str]) -> set[str]:

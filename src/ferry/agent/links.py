@@ -93,9 +93,12 @@ class NodeIds:
         self.ids[str(addr)] = node_id
         if self.path is not None:
             tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(self.ids, f)
-            os.replace(tmp, self.path)
+            try:
+                with open(tmp, "w") as f:
+                    json.dump(self.ids, f)
+                os.replace(tmp, self.path)
+            except OSError:
+                pass  # (the cache's directory gone or full: this agent still knows; a next one re-lists)
 
 
 class NodeLink:

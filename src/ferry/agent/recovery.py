@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import cache, journal
-from .control import SessionConfig, agent_dir
+from .control import SessionConfig, agent_dir, process_id
 from .jobs import replay_job, upload_job
 from .links import NODE_IDS, LinkPool, SessionLink, waiting
 from .routes import LINK_OUT_MARK, RouteError, Router
@@ -47,7 +47,8 @@ def record_path(sid: int) -> Path:
 def write_record(sid: int, config: SessionConfig, run_dir: str, tree: str) -> None:
     p = record_path(sid)
     tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": config.to_json(), "run_dir": run_dir, "tree": tree}))
+    tmp.write_text(json.dumps({"config": config.to_json(), "run_dir": run_dir, "tree": tree,
+                               "agent": process_id(os.getpid())}))
     os.replace(tmp, p)
 
 
@@ -59,9 +60,20 @@ def remove_record(sid: int) -> None:
 
 
 def left_behind() -> list[Path]:
-    """Records of agents that are gone (this one holds the agent lock: any other is)."""
+    """Records of agents that are gone: not this one's, nor those of another agent that
+    still runs in this directory (one serving another FERRY_AGENT_SOCK, as the bench's)."""
     mine = f"{os.getpid()}-"
-    return sorted(p for p in records_dir().glob("*.json") if not p.name.startswith(mine))
+    gone = []
+    for p in sorted(records_dir().glob("*.json")):
+        if p.name.startswith(mine):
+            continue
+        try:
+            agent = json.loads(p.read_text()).get("agent")
+        except (OSError, ValueError):
+            continue  # (being written, or gone meanwhile)
+        if not agent or process_id(agent[0]) != tuple(agent):
+            gone.append(p)
+    return gone
 
 
 def _version(ident: bytes | None) -> tuple[int, int] | None:

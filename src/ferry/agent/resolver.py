@@ -38,6 +38,11 @@ class Resolver:
     `replica`, `pool`, `links`, `log`, the timeouts, and `fresh` (the directories this
     session listed or revalidated)."""
 
+    def settle(self) -> None:
+        """Before node attributes go over replica entries: take in the changes programs have
+        made there already and told us about (SharedCache: the sessions' unread one-way
+        frames), so that a chmod not yet read is not undone by a refresh."""
+
     def link(self, addr: NodeAddr) -> SessionLink:
         lk = self.links.get(addr)
         if lk is None:
@@ -106,6 +111,7 @@ class Resolver:
         # and may have finished by now (its file no longer pending): such a listing may
         # add names but must not remove any, and the next use lists again.
         settled = link.changes == before
+        self.settle()
         self.replica.apply_listing(path, entries, attr, remove=settled,
                                    lease=link.grant(token) if settled else None)
         self.replica.meta[path].version = (attr.mtime_ns, attr.size) if settled else None
@@ -125,6 +131,7 @@ class Resolver:
             a = (await link.call("STAT", path=rel, flags=spec.STAT_NOFOLLOW))["attr"]
         except OSError:
             a = None
+        self.settle()
         if self.replica.meta.get(path) is not m or m.pending or m.local:
             return  # changed here meanwhile: ours wins until written back
         if a is not None and self.replica.update(path, a):

@@ -51,6 +51,7 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.shared = shared if shared is not None else SharedCache(router, cache_root, connect_timeout,
                                                                     call_timeout, leases=leases, limit=limit)
         self.router, self.replica, self.pool = self.shared.router, self.shared.replica, self.shared.pool
+        self.shared.readers.add(self.read_all)
         self.links: dict[NodeAddr, SessionLink] = {}
         self.fresh: set[bytes] = set()  # (Resolver.revalidate_dir)
         # What this session's end must look at (WriteBack.write_back_leftovers): the files its
@@ -79,6 +80,7 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         self.placeholders.close()
         self.files.clear()
         self.locks.close()
+        self.shared.readers.discard(self.read_all)
         if self._own_cache:
             await self.shared.close()
 

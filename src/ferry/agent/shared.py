@@ -43,6 +43,7 @@ class SharedCache(Resolver):
         self.failed = False  # a session of it left changes not written back
         self.journal: Journal | None = None  # the changes not yet answered (a host agent's caches: caches.py)
         self._tasks: set[asyncio.Task] = set()
+        self.readers: set[Callable[[], None]] = set()  # each session's Agent.read_all (see `settle`)
         self._roomy = asyncio.get_running_loop().create_task(self._keep_room())
 
     async def _keep_room(self) -> None:
@@ -57,6 +58,10 @@ class SharedCache(Resolver):
             reserve = min(ROOM_RESERVE, st.f_blocks * st.f_frsize // 10)
             if st.f_bavail * st.f_frsize < reserve:
                 self.replica.make_room(reserve)
+
+    def settle(self) -> None:
+        for read_all in list(self.readers):
+            read_all()
 
     def recalled(self, addr: NodeAddr, items: list[tuple[bytes, bytes]]) -> None:
         for kind, rel in items:
