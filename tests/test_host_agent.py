@@ -354,6 +354,19 @@ def test_writes_a_killed_agent_never_sent_reach_the_node_from_the_next_one(tmp_p
                 n.stop()
 
 
+def _sync(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _stop(run: subprocess.Popen, *nodes) -> None:
+    if run.poll() is None:
+        run.kill()
+    for n in nodes:
+        if n is not None:
+            n.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -392,8 +405,7 @@ def test_changes_made_while_the_node_is_away_wait_for_it_and_never_overwrite_ano
         status = agent_cli("status", env=env).stdout
         assert "wait for node" in status, status
         node2 = start_node(node.root, "--listen", f"127.0.0.1:{port}")
-        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        sync = _sync(env)
         # (the conflict is said by the sync that sent the change: the agent's own retry may be first)
         assert "wait for node" not in sync.stderr, sync.stderr
         assert sync.returncode == (125 if "conflict: unlink of /theirs.txt not done" in sync.stderr else 0), sync.stderr
@@ -406,11 +418,7 @@ def test_changes_made_while_the_node_is_away_wait_for_it_and_never_overwrite_ano
         assert lane["backlog"] == 0 and lane["down"] is None
         assert any("theirs.txt" in c for c in lane["conflicts"]), lane
     finally:
-        if run.poll() is None:
-            run.kill()
-        for n in (node, node2):
-            if n is not None:
-                n.stop()
+        _stop(run, node, node2)
 
 
 def test_a_node_killed_during_tar_x_ends_with_every_file_once_it_is_back(tmp_path, own_agent):
@@ -443,8 +451,7 @@ def test_a_node_killed_during_tar_x_ends_with_every_file_once_it_is_back(tmp_pat
         node2 = start_node(node.root, "--listen", f"127.0.0.1:{port}")
         out, err = run.communicate(timeout=120)
         assert run.returncode in (0, 125), err  # (125: the run ended before the node was back)
-        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True, text=True,
-                              timeout=120)
+        sync = _sync(env)
         assert sync.returncode == 0, sync.stderr
         assert got < 2000, "the node was killed too late to show anything"
         want = {p.relative_to(src): p.read_bytes() for p in src.rglob("f*")}
@@ -452,11 +459,7 @@ def test_a_node_killed_during_tar_x_ends_with_every_file_once_it_is_back(tmp_pat
         assert have == want
         assert not [p for p in node.root.rglob("*") if "ferry" in p.name]  # no temporaries, no conflict copies
     finally:
-        if run.poll() is None:
-            run.kill()
-        for n in (node, node2):
-            if n is not None:
-                n.stop()
+        _stop(run, node, node2)
 
 
 def test_changes_never_go_to_another_export_served_at_the_same_address(tmp_path, own_agent):
@@ -483,19 +486,14 @@ def test_changes_never_go_to_another_export_served_at_the_same_address(tmp_path,
         assert run.returncode == 125 and "wait for node" in err, err
         others.append(start_node(tmp_path / "another-export", "--listen", f"127.0.0.1:{port}"))
         (others[0].root / "a.txt").write_text("another export's\n")
-        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        sync = _sync(env)
         assert sync.returncode == 125 and "now serves another export" in sync.stderr, sync.stderr
         assert sorted(p.name for p in others[0].root.iterdir()) == ["a.txt"]
         assert (others[0].root / "a.txt").read_text() == "another export's\n"
         others[0].stop()
         others.append(start_node(node.root, "--listen", f"127.0.0.1:{port}"))
-        sync = subprocess.run([sys.executable, "-m", "ferry", "sync"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        sync = _sync(env)
         assert sync.returncode == 0, sync.stderr
         assert sorted(p.name for p in node.root.iterdir()) == ["new.txt"]
     finally:
-        if run.poll() is None:
-            run.kill()
-        for n in (node, *others):
-            n.stop()
+        _stop(run, node, *others)

@@ -23,8 +23,8 @@ import stat
 import time
 from collections.abc import Callable
 
-from ..protocol import spec
 from ..node.client import ConnectionLost
+from ..protocol import spec
 from ..protocol.codec import Attr
 from .cache import Meta, data_extents, identity
 from .links import SessionLink, resumable
@@ -108,11 +108,14 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None, base: 
         """The node's file changed between our look and our upload: ours goes beside it."""
         link.submit(upload_job(link, beside(link, rel), os.dup(fd), None, outage=True), what)
 
+    sent = 0
+
     async def job(client):
+        nonlocal sent
         dest, conditions = rel, []
         try:
             st = os.fstat(fd)
-            if link.shared.through_outage(mark):
+            if sent or link.shared.through_outage(mark):  # (sent before: its connection went unanswered)
                 where = upload_destination(link, rel, await stat_on_node(client, rel), base,
                                            (st.st_mtime_ns, st.st_size))
                 if where is None:
@@ -121,6 +124,7 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None, base: 
                 dest, conditions = where[0], [where]
             if meta is not None:
                 meta.uploaded = identity(st)
+            sent += 1
             if st.st_size <= spec.PUT_MAX:
                 data = os.pread(fd, spec.PUT_MAX + 1, 0)
                 if len(data) <= spec.PUT_MAX:

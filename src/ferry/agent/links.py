@@ -141,11 +141,12 @@ class NodeLink:
         self.down: str | None = None  # why the node cannot be reached, while write-backs wait for it
         self.outages = 0  # times write-backs had to wait for the node (see `mark`)
         self.conflicts: list[str] = []  # changes refused after an outage: another client's were newer
-        # What our own write-backs made of a path since the lane last came back after an
-        # outage: (mtime_ns, size), or None for removed (see cache.check_base).
+        # What our own write-backs made of a path since the lane was last idle: (mtime_ns,
+        # size), or None for removed (see jobs.still_based).
         self.produced: dict[bytes, tuple[int, int] | None] = {}
         self._resend: list[tuple[Job, asyncio.Future | None, str, Reporter]] = []  # sent, lost unanswered
         self._kick = asyncio.Event()
+        self._retry = RETRY_FIRST
         self._stalled = asyncio.Event()  # set while `down`: drain returns
 
     # --- leases ---
@@ -244,7 +245,7 @@ class NodeLink:
     def mark(self) -> int:
         """Taken when a write-back is queued: `through_outage(mark)` says, when it is sent,
         whether it waited for the node (then another client may have changed what it
-        changes meanwhile: cache.check_base)."""
+        changes meanwhile: jobs.still_based)."""
         return -1 if self.down is not None else self.outages
 
     def through_outage(self, mark: int) -> bool:
