@@ -136,6 +136,39 @@ def test_times_set_right_after_close_leave_the_copy_the_nodes_version(node):
     assert os.stat(node.root / "d").st_mtime_ns == 1_400_000_000_123_456_789
 
 
+WRITE_LINK_READ = """
+import os, sys
+top = sys.argv[1]
+d = top + "/d"
+os.mkdir(d)
+for i in range(10):
+    with open(f"{d}/f{i}", "wb") as f:
+        f.write(b"x" * 4096)
+    os.path.exists(top + "/none")  # a question to the agent: by its answer the upload is on its way
+    os.link(f"{d}/f{i}", f"{d}/g{i}")
+with open(top + "/sentinel", "w") as f:  # its fsync waits until all of the above is on the node
+    f.write("x")
+    f.flush()
+    os.fsync(f.fileno())
+for i in range(10):
+    with open(f"{d}/g{i}", "rb") as f:
+        f.read()
+    a, b = os.stat(f"{d}/f{i}"), os.stat(f"{d}/g{i}")
+    print(a.st_ino == b.st_ino, b.st_nlink)
+"""
+
+
+def test_a_link_made_right_after_close_stays_the_same_file(node):
+    """`ln` right after a close: the LINK is told while the upload is on its way, and the new
+    name must take the version the upload's answer gives, as its source does — else the
+    next open of the new name fetches it again, which splits the hard link in the replica."""
+    node_stats(node, reset=True)
+    p = ferry_run([sys.executable, "-c", WRITE_LINK_READ, MOUNT_PREFIX], mounts=(f"{MOUNT_PREFIX}={node.url}",))
+    assert node_stats(node)["requests"].get("OPEN", 0) == 0  # nothing fetched: the copies are the node's
+    assert p.stdout.splitlines() == ["True 2"] * 10
+    assert all(os.stat(node.root / "d" / f"g{i}").st_nlink == 2 for i in range(10))
+
+
 # ---------------------------------------------------------------- python venv
 
 

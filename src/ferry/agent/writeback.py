@@ -192,9 +192,13 @@ class WriteBack:
             src.pending += 1
             link.submit(upload_job(link, old, fd, src), f"upload {f['old']!r}")
         m = self.replica.added(f["new"], src.kind if src is not None else "f")  # a link to a symlink is one
+        applied = None
         if src is not None:
             m.present, m.version = src.present, src.version
-        self._replay("LINK", m, old=f["old"], new=f["new"])
+            # (and again once the node made the link: an upload of the file sent before may
+            # have answered after the tell, with a new version: see _take_mtime)
+            applied = functools.partial(_same_version, m, src)
+        self._replay("LINK", m, applied=applied, old=f["old"], new=f["new"])
 
     def told_rmdir(self, f) -> None:
         self.replica.removed(f["path"])
@@ -253,6 +257,11 @@ class WriteBack:
             if m.uploaded is not None:  # (what the copy is now: an upload reads it when it runs)
                 m.uploaded = (m.uploaded[0], m.uploaded[1], mtime)
         self._replay("SETATTR", m, applied=applied, **f)
+
+
+def _same_version(m: cache.Meta, src: cache.Meta) -> None:
+    """A replayed LINK reached the node: the new name is the same file as its source."""
+    m.version = src.version
 
 
 def _take_mtime(m: cache.Meta, mtime_ns: int) -> None:
