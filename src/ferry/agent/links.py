@@ -72,12 +72,14 @@ NODE_IDS = "nodes.json"  # in a cache's directory, beside its replica `tree`
 
 
 class NodeIds:
-    """Which export (NODE_ID) each node address served when this cache first reached it,
-    kept in a file of the cache's (`nodes.json`), so that neither this agent nor the next
-    one sends changes made for one export to another served at the same address later."""
+    """Which export (NODE_ID) each node address served when this cache last reached it,
+    kept in a file of the cache's (`nodes.json`): a cache taken by the next agent lists again
+    what another export now serves, and the changes a dead agent left go only to the export
+    they were made for (`binding`: NodeLink.export)."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, binding: bool = False) -> None:
         self.path = path
+        self.binding = binding  # (recovery: changes queued before any connection are for these)
         self.ids: dict[str, str] = {}
         if path is not None:
             try:
@@ -123,6 +125,9 @@ class NodeLink:
                  ids: NodeIds | None = None) -> None:
         self.addr = addr
         self.ids = ids if ids is not None else NodeIds(None)
+        # The export this lane last reached (NODE_ID), or, for the changes a dead agent left,
+        # the one its cache last reached; None before the first connection.
+        self.export: str | None = self.ids.get(addr) if self.ids.binding else None
         self.on_recall = on_recall  # None: no leases on this lane
         self.on_lost = on_lost  # told when a connection is replaced: what it leased may have changed
         self.connect_timeout = connect_timeout
@@ -219,24 +224,27 @@ class NodeLink:
         return self._client
 
     def _check_export(self, job: Job | None) -> None:
-        """The export behind the address must be the one this cache knew: changes waiting
-        for the old one are never sent to another (the lane waits, said, as for a node that
-        cannot be reached); with none waiting, the cache starts over on the new one."""
+        """The export behind the address must be the one the write-backs waiting were made
+        for (each is stamped with the export its lane last saw: `submit`): they are never
+        sent to another (the lane waits, said, as for a node that cannot be reached).  With
+        none waiting for another, the lane goes on with this one, and a cache that knew
+        another there lists again (nothing it leased or listed holds)."""
         assert self._client is not None
-        now, was = self._client.node_id.decode(), self.ids.get(self.addr)
-        if was == now:
-            return
-        if was is not None and any(getattr(j, "resumable", False) for j in [job, *(e[0] for e in self._resend),
-                                                                            *(e[0] for e in self._jobs)]):
+        now = self._client.node_id.decode()
+        jobs = [job, *(e[0] for e in self._resend), *(e[0] for e in self._jobs)]
+        was = next((j.export for j in jobs if getattr(j, "export", None) not in (None, now)), None)
+        if was is not None:
             self._client._abort()
             self._client = None
             raise _ConnectFailed(errno.EIO, f"node {self.addr} now serves another export (id {now}) than the one "
                                  f"the changes waiting were made for (id {was}): they wait for that one")
-        self.ids.set(self.addr, now)
-        if was is not None:
-            self.epoch += 1  # nothing leased or listed from the old export holds
-            if self.on_lost is not None:
-                self.on_lost(self.addr)
+        known, self.export = self.export or self.ids.get(self.addr), now
+        if known != now:
+            self.ids.set(self.addr, now)
+            if known is not None:
+                self.epoch += 1
+                if self.on_lost is not None:
+                    self.on_lost(self.addr)
 
     def _lost(self, e: BaseException) -> bool:
         """Whether a failure means the change may not have reached the node: no connection."""
@@ -323,6 +331,8 @@ class NodeLink:
     def submit(self, job: Job, what: str, reporter: Reporter) -> None:
         """Queue a write-back; its failure is recorded, not raised."""
         self.changes += 1
+        if getattr(job, "resumable", False):
+            job.export = self.export  # type: ignore[attr-defined]  # (see _check_export)
         self._push(job, None, what, reporter)
 
     async def run(self, job: Job, reporter: Reporter) -> Any:
@@ -415,10 +425,10 @@ class LinkPool:
     `on_recall` is given: it hears what each RECALL names)."""
 
     def __init__(self, on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None,
-                 ids_file: str | None = None) -> None:
+                 ids_file: str | None = None, binding: bool = False) -> None:
         self._links: dict[tuple[NodeAddr, float, float], NodeLink] = {}
         self.on_recall, self.on_lost = on_recall, on_lost
-        self.ids = NodeIds(ids_file)
+        self.ids = NodeIds(ids_file, binding)
 
     def __iter__(self) -> Iterator[NodeLink]:
         return iter(list(self._links.values()))

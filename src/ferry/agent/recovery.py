@@ -101,7 +101,7 @@ async def write_back_tree(router: Router, tree: bytes, timeouts: tuple[float, fl
                           log: Callable[[str], None]) -> tuple[int, list[str]]:
     """Send what replica `tree` holds that its nodes have not seen; (how many, failures).
     Only to the exports they were made for (the cache's `nodes.json`: links.NodeIds)."""
-    pool = LinkPool(ids_file=os.path.join(os.path.dirname(os.fsdecode(tree)), NODE_IDS))
+    pool = LinkPool(ids_file=os.path.join(os.path.dirname(os.fsdecode(tree)), NODE_IDS), binding=True)
     try:
         return await _write_back_tree(pool, router, tree, timeouts, log)
     finally:
