@@ -186,12 +186,34 @@ class Replica:
             return
         try:
             st = os.lstat(cp)
+            if self._link_changed_here(path, st):
+                return  # the same file as a name with changes not on the node: those win
             note_identity(cp, a, None if m.kind == "d" else st.st_size, keep=True)
             if m.kind == "f" or m.present:  # an unlisted directory keeps its mark (mode 0)
                 os.chmod(cp, stat.S_IMODE(a.mode) or (0o700 if m.kind == "d" else 0))
             os.utime(cp, ns=(a.atime_ns, a.mtime_ns))
         except OSError:
             pass  # gone meanwhile: the next listing says what is there
+
+    def _link_changed_here(self, path: bytes, st: os.stat_result) -> bool:
+        """Whether another name of this replica file (a hard link in the same directory) has
+        changes not yet on the node: a chmod made through it shows here too, and the node's
+        older mode must not be set over it (through this name, the same inode)."""
+        if st.st_nlink < 2 or stat.S_ISDIR(st.st_mode):
+            return False
+        parent = parent_of(path)
+        pm = self.meta.get(parent)
+        for name in list(pm.children) if pm is not None else ():
+            other = self._child(parent, name)
+            om = self.meta.get(other)
+            if other == path or om is None or not (om.pending or om.local):
+                continue
+            try:
+                if os.lstat(self.cpath(other)).st_ino == st.st_ino:
+                    return True
+            except OSError:
+                pass
+        return False
 
     def update(self, path: bytes, a: Attr) -> bool:
         """Make entry `path` show the node's attributes `a`: in place when it is still the
