@@ -403,7 +403,7 @@ def test_changes_made_while_the_node_is_away_wait_for_it_and_never_overwrite_ano
         assert sorted(p.name for p in node.root.iterdir()) == ["gone.txt", "keep.txt", "theirs.txt"]
         (node.root / "theirs.txt").write_text("another client's\n")  # changed on the node meanwhile
         status = agent_cli("status", env=env).stdout
-        assert "wait for node" in status, status
+        assert "wait for node" in status and "kept in " in status, status
         node2 = start_node(node.root, "--listen", f"127.0.0.1:{port}")
         sync = _sync(env)
         # (the conflict is said by the sync that sent the change: the agent's own retry may be first)

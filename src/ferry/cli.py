@@ -312,7 +312,8 @@ def agent_status(as_json: bool) -> None:
     for w in status["waiting"]:
         if w["backlog"]:
             why = f": it cannot be reached ({w['down']})" if w["down"] else ""
-            click.echo(f"  {w['backlog']} change(s) wait for node {w['node']}{why}; `ferry sync` tries now")
+            click.echo(f"  {w['backlog']} change(s) wait for node {w['node']}{why}; `ferry sync` tries now "
+                       f"(kept in {w['cache']})")
         for c in w["conflicts"]:
             click.echo(f"  conflict: {c}")
     for s in status["sessions"]:

@@ -263,7 +263,8 @@ class HostAgent(ShimServer):
                                       "sessions_total": self._next - 1,
                                       "unsent": unsent,
                                       "waiting": [{"node": str(lk.addr), "backlog": lk.backlog, "down": lk.down,
-                                                   "conflicts": lk.conflicts} for lk in self._lanes()
+                                                   "conflicts": lk.conflicts, "cache": c.run_dir}
+                                                  for c in self.caches for lk in c.shared.pool
                                                   if lk.backlog or lk.down or lk.conflicts],
                                       "embedded": sorted(self._embedded)})}
 
