@@ -101,25 +101,36 @@ def test_rsync_both_ways(where: Where, tmp_path):
     assert tree_listing(back) == want
 
 
-WRITE_SET_TIMES_READ = """
+# A program that closes each of ten files and at once sets its times (`utime`: as rsync
+# does) or gives it a second name (`link`), then reads them back.
+_CLOSE_THEN = """
 import os, sys
-top = sys.argv[1]
+top, then = sys.argv[1], sys.argv[2]
 d = top + "/d"
 os.mkdir(d)
 for i in range(10):
     with open(f"{d}/f{i}", "wb") as f:
         f.write(b"x" * 4096)
     os.path.exists(top + "/none")  # a question to the agent: by its answer the upload is on its way
-    os.utime(f"{d}/f{i}", ns=(1_500_000_000_123_456_789,) * 2)
-os.utime(d, ns=(1_400_000_000_123_456_789,) * 2)
+    if then == "utime":
+        os.utime(f"{d}/f{i}", ns=(1_500_000_000_123_456_789,) * 2)
+    else:
+        os.link(f"{d}/f{i}", f"{d}/g{i}")
+if then == "utime":
+    os.utime(d, ns=(1_400_000_000_123_456_789,) * 2)
 with open(top + "/sentinel", "w") as f:  # its fsync waits until all of the above is on the node
     f.write("x")
     f.flush()
     os.fsync(f.fileno())
 for i in range(10):
-    with open(f"{d}/f{i}", "rb") as f:
+    name = f"{d}/f{i}" if then == "utime" else f"{d}/g{i}"
+    with open(name, "rb") as f:
         f.read()
-print(os.stat(d).st_mtime_ns)
+    if then == "link":
+        a, b = os.stat(f"{d}/f{i}"), os.stat(name)
+        print(a.st_ino == b.st_ino, b.st_nlink)
+if then == "utime":
+    print(os.stat(d).st_mtime_ns)
 """
 
 
@@ -130,32 +141,10 @@ def test_times_set_right_after_close_leave_the_copy_the_nodes_version(node):
     open fetched each again, renaming a temporary into the directory, whose times moved
     (rsync's third pass saw '.d..t' on a directory nobody changed)."""
     node_stats(node, reset=True)
-    p = ferry_run([sys.executable, "-c", WRITE_SET_TIMES_READ, MOUNT_PREFIX], mounts=(f"{MOUNT_PREFIX}={node.url}",))
+    p = ferry_run([sys.executable, "-c", _CLOSE_THEN, MOUNT_PREFIX, "utime"], mounts=(f"{MOUNT_PREFIX}={node.url}",))
     assert node_stats(node)["requests"].get("OPEN", 0) == 0  # nothing fetched: the copies are the node's
     assert p.stdout.split() == [str(1_400_000_000_123_456_789)]
     assert os.stat(node.root / "d").st_mtime_ns == 1_400_000_000_123_456_789
-
-
-WRITE_LINK_READ = """
-import os, sys
-top = sys.argv[1]
-d = top + "/d"
-os.mkdir(d)
-for i in range(10):
-    with open(f"{d}/f{i}", "wb") as f:
-        f.write(b"x" * 4096)
-    os.path.exists(top + "/none")  # a question to the agent: by its answer the upload is on its way
-    os.link(f"{d}/f{i}", f"{d}/g{i}")
-with open(top + "/sentinel", "w") as f:  # its fsync waits until all of the above is on the node
-    f.write("x")
-    f.flush()
-    os.fsync(f.fileno())
-for i in range(10):
-    with open(f"{d}/g{i}", "rb") as f:
-        f.read()
-    a, b = os.stat(f"{d}/f{i}"), os.stat(f"{d}/g{i}")
-    print(a.st_ino == b.st_ino, b.st_nlink)
-"""
 
 
 def test_a_link_made_right_after_close_stays_the_same_file(node):
@@ -163,7 +152,7 @@ def test_a_link_made_right_after_close_stays_the_same_file(node):
     name must take the version the upload's answer gives, as its source does — else the
     next open of the new name fetches it again, which splits the hard link in the replica."""
     node_stats(node, reset=True)
-    p = ferry_run([sys.executable, "-c", WRITE_LINK_READ, MOUNT_PREFIX], mounts=(f"{MOUNT_PREFIX}={node.url}",))
+    p = ferry_run([sys.executable, "-c", _CLOSE_THEN, MOUNT_PREFIX, "link"], mounts=(f"{MOUNT_PREFIX}={node.url}",))
     assert node_stats(node)["requests"].get("OPEN", 0) == 0  # nothing fetched: the copies are the node's
     assert p.stdout.splitlines() == ["True 2"] * 10
     assert all(os.stat(node.root / "d" / f"g{i}").st_nlink == 2 for i in range(10))

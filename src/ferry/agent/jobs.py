@@ -136,10 +136,10 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None, base: 
                         e = None if f.cancelled() else f.exception()
                         if e is None and not f.cancelled():
                             committed(dest, f.result()["attr"])
-                        elif isinstance(e, OSError) and e.errno == errno.ESTALE:
+                        elif conditions and isinstance(e, OSError) and e.errno == errno.ESTALE:
                             refused()
                     fut.add_done_callback(answered)
-                    link.track(fut, what, finished, again=job, fine=(errno.ESTALE,))
+                    link.track(fut, what, finished, again=job, fine=(errno.ESTALE,) if conditions else ())
                     return
             await _stream_upload(client, dest, fd, lambda attr: committed(dest, attr), conditions)
         except Exception as e:

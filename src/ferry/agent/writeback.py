@@ -143,8 +143,9 @@ class WriteBack:
     def _replay(self, op: str, meta: cache.Meta | None, bases=None, applied=None, **fields) -> None:
         """Queue the replay of a change (its paths as ferry paths), journaled until the node answers."""
         first = fields.get("path", fields.get("old"))
-        link, _ = self.route(first)
-        rels = {k: self.route(v)[1] if k in ("path", "old", "new") else v for k, v in fields.items()}
+        routed = {k: self.route(v) for k, v in fields.items() if k in ("path", "old", "new")}
+        link = routed["path" if "path" in routed else "old"][0]
+        rels = {**fields, **{k: rel for k, (_, rel) in routed.items()}}
         journal = self.shared.journal
         seq = journal.add(op, fields, bases) if journal is not None else 0
         if meta is not None:
