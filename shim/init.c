@@ -77,7 +77,7 @@ __attribute__((constructor)) static void fy_init(void)
     if (!sock || !*sock || strlen(sock) >= sizeof fy_cfg.sock) return;
     strcpy(fy_cfg.sock, sock);
     pthread_atfork(NULL, NULL, fy_after_fork_child);
-    /* syscall(2) is hooked (stat.c) and may be called by an allocator inside dlsym: have
+    /* syscall(2) is hooked (syscall.c) and may be called by an allocator inside dlsym: have
      * the real one before anything else asks for it */
     (void)fy_libc_syscall();
     fy_umask = LIBC(umask)(022);

@@ -8,12 +8,10 @@
 #include "fy.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -373,21 +371,6 @@ FY_EXPORT int statx(int dirfd, const char *path, int flags, unsigned int mask, s
         return fy_copy_out(sx, &got, sizeof got);
     }
     FY_PATH_HOOK(dirfd, path, -1, LIBC(statx)(dirfd, path, flags, mask, sx), statx_ferry, flags, mask, sx);
-}
-
-/* syscall(SYS_statx, ...): libuv (so node and npm) asks the kernel for statx itself, past
- * glibc's wrapper; that call goes through the statx hook.  Every other number goes to the
- * kernel as it is (six argument words, as the kernel takes). */
-FY_EXPORT long syscall(long nr, ...)
-{
-    va_list ap;
-    va_start(ap, nr);
-    long a[6];
-    for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
-    va_end(ap);
-    if (nr == SYS_statx)
-        return statx((int)a[0], (const char *)a[1], (int)a[2], (unsigned int)a[3], (struct statx *)a[4]);
-    return LIBC(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 static int access_ferry(const struct fy_path *p, int amode, int flags)

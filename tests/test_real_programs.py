@@ -8,11 +8,14 @@ tree on a local directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from conftest import MOUNT_PREFIX, Where, ferry_run, node_stats
 
@@ -184,6 +187,38 @@ def test_tar_between_remote_dirs(where: Where):
     where.sh(f"mkdir {where.path('t2')} && tar -C {where.path('t1')} -cf - . | tar -C {where.path('t2')} -xpf -")
     # a ustar/gnu archive holds whole seconds
     assert tree_listing(root / "t2", whole_seconds=True) == tree_listing(root / "t1", whole_seconds=True)
+
+
+# ---------------------------------------------------------------- node: closes past glibc
+
+
+_NODE_CLOSE_THEN_LOCAL = """
+const fs = require('fs');
+const [dir, local] = process.argv.slice(1);  // node -e: no script name
+for (let i = 0; i < 20; i++) {
+  fs.writeFileSync(`${dir}/f${i}`, `ferry ${i}\\n`);   // libuv closes with syscall(SYS_close)
+  const fd = fs.openSync(local, 'r');                   // the lowest free fd: the one just closed
+  const b = Buffer.alloc(64);
+  const n = fs.readSync(fd, b, 0, 64, null);
+  fs.closeSync(fd);
+  process.stdout.write(`${fs.readFileSync(`${dir}/f${i}`, 'utf8').trim()} ${b.toString('utf8', 0, n)}`);
+}
+"""
+
+
+def test_node_reads_a_local_file_opened_where_a_ferry_fd_was_closed(where: Where, tmp_path):
+    """libuv closes fds with syscall(SYS_close), past glibc's close: the shim must still
+    forget the ferry fd, or the local file opened next at that number is read through the
+    agent (direct mode: EBADF; npm ci failed so now and then)."""
+    if not shutil.which("node"):
+        pytest.skip("node is not installed (scripts/install-test-deps.sh installs it)")
+    local = tmp_path / "local.txt"
+    local.write_text("local\n")
+    (where.node.root / "n").mkdir()
+    p = where.run(["node", "-e", _NODE_CLOSE_THEN_LOCAL, where.path("n"), str(local)])
+    assert p.stdout.splitlines() == [f"ferry {i} local" for i in range(20)]
+    assert sorted(os.listdir(where.node.root / "n")) == sorted(f"f{i}" for i in range(20))
+    assert (where.node.root / "n" / "f7").read_text() == "ferry 7\n"
 
 
 # ---------------------------------------------------------------- du, stat, touch, chmod, ln
