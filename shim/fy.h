@@ -220,7 +220,12 @@ void fy_after_fork_child(void);  /* pthread_atfork: a forked child opens a conne
 void fy_attr_to_stat(const struct fy_attr *a, const char *ferry_path, struct stat *st);
 int fy_remote_stat(const char *ferry_path, int nofollow, struct stat *st);
 /* cache mode: make sure ferry path's cache entry is present and populated; 0 or -errno */
+/* table.c: what the agent's shared table answers without a round trip (0: don't know). */
+int fy_table_trusted(const struct stat *st);  /* a directory's listing, a file's content */
+int fy_table_ident(const struct stat *st, struct fy_table_ident *out);
+void fy_table_note_ident(const struct stat *st, const struct fy_table_ident *id);
 int fy_cache_lookup(const struct fy_path *p);
+int fy_cache_absent(const struct fy_path *p);
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_list_parent(const struct fy_path *p);
 /* cache mode: a file is about to be made in the replica without asking the agent (an

@@ -101,4 +101,51 @@ struct fy_attr {
 _Static_assert(sizeof(struct fy_req_header) == FY_HEADER_SIZE, "request header size");
 _Static_assert(sizeof(struct fy_rep_header) == FY_HEADER_SIZE, "reply header size");
 _Static_assert(sizeof(struct fy_attr) == 80, "attribute block size");
+
+/* The shared table beside a replica (spec.py: TABLE_*; shim/table.c, agent/table.py). */
+#define FY_TABLE_MAGIC 0x3142545952524546ULL
+#define FY_TABLE_VERSION 1
+#define FY_TABLE_LANES 64
+#define FY_TABLE_DIRS 16384
+#define FY_TABLE_IDENTS 65536
+#define FY_TABLE_WAYS 4
+#define FY_TABLE_SETTLE_NS 50000000
+struct fy_table_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t lanes;
+    uint32_t dirs;
+    uint32_t idents;
+    uint64_t reserved;
+} __attribute__((packed));
+_Static_assert(sizeof(struct fy_table_header) == 32, "table header size");
+struct fy_table_lane {
+    uint32_t epoch;
+    uint32_t reserved;
+    int64_t trust_until_ns;
+} __attribute__((packed));
+_Static_assert(sizeof(struct fy_table_lane) == 16, "table lane size");
+struct fy_table_dir {
+    uint32_t seq;
+    uint32_t lane;
+    uint64_t dev;
+    uint64_t ino;
+    int64_t ctime_ns;
+    uint32_t epoch;
+    uint32_t check;
+} __attribute__((packed));
+_Static_assert(sizeof(struct fy_table_dir) == 40, "table dir size");
+struct fy_table_ident {
+    uint32_t seq;
+    uint32_t reserved;
+    uint64_t dev;
+    uint64_t ino;
+    int64_t ctime_ns;
+    uint64_t node_ino;
+    int64_t node_ctime_ns;
+    int64_t blocks;
+    int64_t mtime_ns;
+    int64_t size;
+} __attribute__((packed));
+_Static_assert(sizeof(struct fy_table_ident) == 72, "table ident size");
 #endif

@@ -26,6 +26,25 @@
         va_end(ap);                        \
     }
 
+/* A read-only open the shared table answers (table.c): 1 for a directory listed or a file
+ * fetched under a trusted lease (the replica is the node's, as CACHE_OPEN would leave
+ * it), -ENOENT for a name surely absent, 0 to ask the agent. */
+static int trusted_open(const struct fy_path *p, int flags, struct stat *st)
+{
+    if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC))) return 0;
+    if (LIBC(fstatat)(AT_FDCWD, p->cache, st, (flags & O_NOFOLLOW) ? AT_SYMLINK_NOFOLLOW : 0) == 0)
+        return fy_table_trusted(st);
+    return errno == ENOENT && fy_cache_absent(p) ? -ENOENT : 0;
+}
+
+/* Is fd still the entry trusted_open judged (not evicted or replaced in between)? */
+static int same_entry(int fd, const struct stat *want)
+{
+    struct stat st;
+    return LIBC(fstat)(fd, &st) == 0 && st.st_dev == want->st_dev && st.st_ino == want->st_ino &&
+           st.st_ctim.tv_sec == want->st_ctim.tv_sec && st.st_ctim.tv_nsec == want->st_ctim.tv_nsec;
+}
+
 static int cache_open(const struct fy_path *p, int flags, mode_t mode)
 {
     /* Exclusive create in a listed directory: nothing remote to fetch, and the kernel's
@@ -33,17 +52,25 @@ static int cache_open(const struct fy_path *p, int flags, mode_t mode)
      * of the file from its upload, or adopts it from the replica if asked first. */
     int exclusive = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
     struct fy_enc e;
-    int rc;
+    struct stat trusted;
+    int rc, fd;
     if (exclusive) {
         rc = fy_cache_list_parent(p);
         if (rc == 0) fy_cache_creating(p);
-    } else {
+    } else if ((rc = trusted_open(p, flags, &trusted)) > 0) {
+        fd = LIBC(open)(p->cache, flags, mode);
+        if (fd >= 0 && same_entry(fd, &trusted)) goto opened;
+        if (fd >= 0) LIBC(close)(fd);
+        rc = 0;
+    }
+    if (rc == 0 && !exclusive) {
         fy_enc_cache_open(&e, p->ferry, (uint32_t)flags, (uint32_t)mode);
         rc = fy_ask(&e);
     }
     if (rc < 0) return fy_fail(rc);
-    int fd = LIBC(open)(p->cache, flags, mode);
+    fd = LIBC(open)(p->cache, flags, mode);
     if (fd < 0) return -1;
+opened:;
     int dirty = (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT));  /* O_CREAT: a new file */
     /* A written file is uploaded by name: the name the kernel resolved through replica
      * symlinks ("ld/f" with ld -> d is d/f), not the one given, which may be a symlink

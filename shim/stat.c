@@ -105,9 +105,12 @@ static void node_identity(const char *cache_path, int fd, const char *ferry_path
     errno = saved;
 }
 
-static void node_identity_of(const char *cache_path, int fd, const char *ferry_path, struct stat *st)
+/* The five numbers of the entry's identity xattr (node_ino 0: it has none), from the
+ * shared table when it knows them for this very state of the entry (table.c), else read
+ * and noted there for the next stat. */
+static void identity_of(const char *cache_path, int fd, const struct stat *st, struct fy_table_ident *id)
 {
-    st->st_dev = mount_dev(ferry_path);
+    if (fy_table_ident(st, id)) return;
     char v[128], proc[32];
     ssize_t n;
     if (fd >= 0) {
@@ -122,17 +125,35 @@ static void node_identity_of(const char *cache_path, int fd, const char *ferry_p
     unsigned long long ino;
     long long ctime_ns, blocks, mtime_ns, size;
     if (n > 0) v[n] = 0;
-    if (n <= 0 || sscanf(v, "%llu %lld %lld %lld %lld", &ino, &ctime_ns, &blocks, &mtime_ns, &size) != 5) {
+    memset(id, 0, sizeof *id);
+    if (n > 0 && sscanf(v, "%llu %lld %lld %lld %lld", &ino, &ctime_ns, &blocks, &mtime_ns, &size) == 5 && ino) {
+        id->node_ino = ino;
+        id->node_ctime_ns = ctime_ns;
+        id->blocks = blocks;
+        id->mtime_ns = mtime_ns;
+        id->size = size;
+    } else if (n < 0 && errno != ENODATA && errno != ENOTSUP && errno != EPERM) {
+        return;  /* (not an answer about the entry: nothing to note) */
+    }
+    fy_table_note_ident(st, id);
+}
+
+static void node_identity_of(const char *cache_path, int fd, const char *ferry_path, struct stat *st)
+{
+    struct fy_table_ident id;
+    identity_of(cache_path, fd, st, &id);
+    st->st_dev = mount_dev(ferry_path);
+    if (!id.node_ino) {
         st->st_ino |= 1ULL << 63;
         return;
     }
-    st->st_ino = ino;
+    st->st_ino = id.node_ino;
     /* (a directory's size is its file system's own: the replica's never matches the node's) */
-    if ((st->st_size != size && !S_ISDIR(st->st_mode)) ||
-        st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec != mtime_ns) return;
-    st->st_ctim.tv_sec = ctime_ns / 1000000000;
-    st->st_ctim.tv_nsec = ctime_ns % 1000000000;
-    if (S_ISREG(st->st_mode) && st->st_blocks == 0) st->st_blocks = blocks;
+    if ((st->st_size != id.size && !S_ISDIR(st->st_mode)) ||
+        st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec != id.mtime_ns) return;
+    st->st_ctim.tv_sec = id.node_ctime_ns / 1000000000;
+    st->st_ctim.tv_nsec = id.node_ctime_ns % 1000000000;
+    if (S_ISREG(st->st_mode) && st->st_blocks == 0) st->st_blocks = id.blocks;
 }
 
 /* A symlink the replica keeps marked (it leads out of its mount: see agent/cache.py)
@@ -156,10 +177,45 @@ int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
     return rc;
 }
 
+/* Is p's last name surely absent: not in the replica, whose directory holding it has the
+ * node's whole listing under a lease the shared table says is trusted (table.c)?  Then
+ * ENOENT needs no round trip (git looks for .gitignore in every directory).  Only below
+ * the mount root, and only the last name: an ENOENT from a component on the way (an
+ * unlisted directory, which root may walk into) says nothing. */
+int fy_cache_absent(const struct fy_path *p)
+{
+    const char *slash = strrchr(p->ferry, '/'), *cslash = strrchr(p->cache, '/');
+    struct stat st;
+    if (!slash || !cslash || (size_t)(slash - p->ferry) < fy_mount_root(p->ferry)) return 0;
+    if (LIBC(fstatat)(AT_FDCWD, p->cache, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT) return 0;
+    char dir[sizeof p->cache];
+    size_t n = (size_t)(cslash - p->cache);
+    memcpy(dir, p->cache, n);
+    dir[n] = 0;
+    return LIBC(fstatat)(AT_FDCWD, dir, &st, 0) == 0 && S_ISDIR(st.st_mode) && fy_table_trusted(&st);
+}
+
+/* p's replica name relative to the real cwd, when that is the ferry cwd's replica directory
+ * and p lies below it; else NULL.  The kernel then walks from the cwd, not from / through
+ * the replica root's components: git, make and find stat names relative to their cwd,
+ * and each component walked is a lookup (a third of git status's time went there). */
+static const char *near_name(const struct fy_path *p)
+{
+    if (fy_cfg.mode != FY_MODE_CACHE || !fy_vcwd_set) return NULL;
+    size_t n = strlen(fy_vcwd);
+    if (n <= 1 || strncmp(p->ferry, fy_vcwd, n) != 0 || p->ferry[n] != '/' || !p->ferry[n + 1]) return NULL;
+    return p->ferry + n + 1;
+}
+
 static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
     int flag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
+    /* (A failure there — the cwd removed or moved in the replica — is asked again by the
+     * replica root, below.) */
+    const char *near = near_name(p);
+    if (near && LIBC(fstatat)(AT_FDCWD, near, st, flag) == 0 && !unlisted_dir(st)) return 0;
     if (LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+    if (errno == ENOENT && fy_cache_absent(p)) return -ENOENT;
     if (errno != ENOENT && errno != ENOTDIR && !unlisted_dir(st)) return -errno;
     if (nofollow && errno == ENOENT && parent_unlisted(p)) {
         /* Listing the parent places the name; looking the name itself up would follow it

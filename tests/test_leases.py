@@ -322,3 +322,28 @@ def test_git_status_in_a_second_run_reads_no_file(node, tmp_path):
     assert ferry_run(status, mounts=mount).stdout == ""
     asked = node_stats(node)["requests"]
     assert not {op: n for op, n in asked.items() if op in ("OPEN", "READ", "LISTDIR")}, asked
+
+
+_WALK_THEN_STATUS = """
+set -e
+ls -lR {t} > /dev/null
+cat {t}/d3/f7 > /dev/null
+test ! -e {t}/d4/no-such-name
+exec "$@" -m ferry agent status --json
+"""
+
+
+def test_a_second_run_walks_a_leased_tree_without_asking_the_agent(node):
+    """With the shared table (agent/table.py, shim/table.c), the shims trust leased listings
+    and fetched files themselves: a second run's opendirs, stats, a read of a file fetched
+    before and misses in listed directories make no request to the agent at all."""
+    _tree(node.root / "t", dirs=10, files=20)
+    mount = (f"{MOUNT}={node.url}",)
+    walk = ["sh", "-c", _WALK_THEN_STATUS.format(t=f"{MOUNT}/t"), "sh", sys.executable]
+    ferry_run(walk, mounts=mount)
+    time.sleep(3 * spec.TABLE_SETTLE_NS / 1e9)  # the marks of entries just made wait that long
+    status = json.loads(ferry_run(walk, mounts=mount).stdout)
+    ours = [s for s in status["sessions"] if MOUNT in s["prefixes"] and not s["ended"]]
+    assert len(ours) == 1, status
+    asked = {op: n for op, n in ours[0]["ops"].items() if op.startswith("CACHE_") or op in ("STAT", "OPEN")}
+    assert asked == {}, f"the second run's shims asked the agent: {asked}"

@@ -32,6 +32,7 @@ from ..protocol import spec
 from ..protocol.codec import Attr, Entry
 from .links import SessionLink
 from .routes import LINK_OUT_MARK, link_target
+from .table import Table
 
 READ_WINDOW = 8  # READs in flight while fetching a file
 
@@ -110,6 +111,7 @@ class Replica:
         self.meta: dict[bytes, Meta] = {}
         self.fetching: dict[bytes, asyncio.Future] = {}  # path -> its fetch in progress
         self.mark = root + LINK_OUT_MARK
+        self.table: Table | None = None  # shared with the shims (table.py): set by SharedCache
 
     def cpath(self, path: bytes) -> bytes:
         return self.root + path

@@ -22,6 +22,7 @@ from pathlib import Path
 from .control import SessionConfig, cache_limit, replica_base, store_dir
 from . import journal, recovery
 from .links import NODE_IDS, waiting
+from .table import TABLE
 from .routes import Router
 from .shared import SharedCache
 
@@ -148,7 +149,8 @@ class Caches:
             tree = os.path.join(run_dir, "tree")
             cid = self._next = self._next + 1
             shared = SharedCache(router, os.fsencode(tree), *timeouts, log=self.log, leases=config.mode == "cache",
-                                 limit=limit, ids_file=os.path.join(run_dir, NODE_IDS))
+                                 limit=limit, ids_file=os.path.join(run_dir, NODE_IDS),
+                                 table_file=os.path.join(run_dir, TABLE))
             if kept is not None:
                 meta = os.path.join(run_dir, "meta.json")
                 try:

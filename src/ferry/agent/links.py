@@ -26,6 +26,7 @@ from .. import security
 from ..node.client import ConnectionLost, NodeClient
 from ..protocol import spec
 from .routes import NodeAddr
+from .table import Lane
 
 Job = Callable[[NodeClient], Awaitable[Any]]
 Recalled = Callable[[NodeAddr, list[tuple[bytes, bytes]]], None]
@@ -122,8 +123,11 @@ class NodeLink:
 
     def __init__(self, addr: NodeAddr, connect_timeout: float, call_timeout: float,
                  on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None,
-                 ids: NodeIds | None = None) -> None:
+                 ids: NodeIds | None = None, lanes: Callable[[object], Lane | None] | None = None) -> None:
         self.addr = addr
+        # The shims' view of this lane's leases (table.py): bumped with every RECALL and
+        # lost connection, before the node may go on; None: shims ask the agent.
+        self.lane = lanes(self) if lanes is not None else None
         self.ids = ids if ids is not None else NodeIds(None)
         # The export this lane last reached (NODE_ID), or, for the changes a dead agent left,
         # the one its cache last reached; None before the first connection.
@@ -174,15 +178,27 @@ class NodeLink:
                 and time.monotonic() - c.heard < spec.LEASE_TRUST)
 
     def _recalled(self, items: list[tuple[bytes, bytes]]) -> None:
+        self._void()
         self.recalls += 1
         if any(kind == spec.RECALL_ALL for kind, _ in items):
             self.epoch += 1
         if self.on_recall is not None:
             self.on_recall(self.addr, items)
 
+    def _void(self) -> None:
+        """No mark the shims hold of this lane's leases stands any more."""
+        if self.lane is not None:
+            self.lane.bump()
+
+    def _trusted(self, client: NodeClient) -> None:
+        """Tell the shims how long the node's silence may still be trusted (as `holds`)."""
+        if self.lane is not None:
+            self.lane.trust_until(client.heard + spec.LEASE_TRUST)
+
     async def _ping(self, client: NodeClient) -> None:
         """KEEPALIVE while idle, so that leases stay trusted (spec.LEASE_PING)."""
         while not client.closed:
+            self._trusted(client)
             await asyncio.sleep(spec.LEASE_PING)
             if time.monotonic() - client.heard >= spec.LEASE_PING * 0.9 and not client.closed:
                 fut = client.send("KEEPALIVE")
@@ -217,6 +233,8 @@ class NodeLink:
                 why = getattr(e, "strerror", None) or str(e)  # the message, without "[Errno N]"
                 raise _ConnectFailed(errno.EIO, why) from None
             if self._client.leasing:
+                self._void()  # (a new connection: nothing of the old one's stands)
+                self._client.when_lost(self._void)
                 if self._pinger is not None:
                     self._pinger.cancel()
                 self._pinger = asyncio.get_running_loop().create_task(self._ping(self._client))
@@ -243,6 +261,7 @@ class NodeLink:
             self.ids.set(self.addr, now)
             if known is not None:
                 self.epoch += 1
+                self._void()
                 if self.on_lost is not None:
                     self.on_lost(self.addr)
 
@@ -425,9 +444,10 @@ class LinkPool:
     `on_recall` is given: it hears what each RECALL names)."""
 
     def __init__(self, on_recall: Recalled | None = None, on_lost: Callable[[NodeAddr], None] | None = None,
-                 ids_file: str | None = None, binding: bool = False) -> None:
+                 ids_file: str | None = None, binding: bool = False,
+                 lanes: Callable[[object], Lane | None] | None = None) -> None:
         self._links: dict[tuple[NodeAddr, float, float], NodeLink] = {}
-        self.on_recall, self.on_lost = on_recall, on_lost
+        self.on_recall, self.on_lost, self.lanes = on_recall, on_lost, lanes
         self.ids = NodeIds(ids_file, binding)
 
     def __iter__(self) -> Iterator[NodeLink]:
@@ -438,7 +458,7 @@ class LinkPool:
         lk = self._links.get(key)
         if lk is None:
             lk = self._links[key] = NodeLink(addr, connect_timeout, call_timeout, self.on_recall, self.on_lost,
-                                             self.ids)
+                                             self.ids, self.lanes)
         return lk
 
     async def close(self) -> None:
@@ -487,6 +507,10 @@ class SessionLink:
 
     def holds(self, lease: int | None) -> bool:
         return self.shared.holds(lease)
+
+    @property
+    def lane(self) -> Lane | None:
+        return self.shared.lane
 
     def submit(self, job: Job, what: str) -> None:
         """Queue a write-back; its failure is recorded, not raised."""

@@ -82,7 +82,20 @@ class Resolver:
             await self.list_dir(path)
         elif path not in self.fresh and not m.local and not m.pending:
             await self.revalidate_dir(path, m)
+        self.publish(path, m)
         return m
+
+    def publish(self, path: bytes, m: cache.Meta) -> None:
+        """Let the shims trust listed directory (or fetched file) `path` themselves while its
+        lease stands (the shared table: opendir, a missing name there, a read-only open of
+        the file then need no request)."""
+        table = self.replica.table
+        if table is None or m.local or m.pending or not m.present or m.kind not in "df":
+            return
+        link = self.route(path)[0]
+        lane = link.lane
+        if lane is not None and link.holds(m.lease):
+            table.mark(self.replica.cpath(path), lane, lane.epoch)
 
     async def revalidate_dir(self, path: bytes, m: cache.Meta) -> None:
         """A listing this session has not used yet and no lease covers (the cache is shared
@@ -328,6 +341,7 @@ class Resolver:
                 link = self.route(path)[0]
                 if not link.busy and not link.holds(m.lease):
                     await self.list_dir(path)  # close-to-open for directories: see others' changes
+            self.publish(path, self.replica.meta.get(path, m))
             return {}
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY
         if m.kind == "f" and writing and flags & os.O_TRUNC:
@@ -343,11 +357,15 @@ class Resolver:
             if m.present:
                 self.replica.used_now(path)
                 if link.holds(m.lease) and not self._changed_behind(path, m):
+                    if not flags & os.O_ACCMODE:
+                        self.publish(path, m)
                     return {}  # leased: the node would have recalled it before a change
                 # Close-to-open: another client may have closed a newer version.
                 a = (await link.call("STAT", path=rel, flags=0))["attr"]
                 if (a.mtime_ns, a.size) == m.version and not self._changed_behind(path, m):
                     m.lease = link.grant(token)
+                    if not flags & os.O_ACCMODE:
+                        self.publish(path, m)
                     return {}
                 if self._written_here(path, m):
                     # Ours has changes the node has not seen (a file still open for writing;
@@ -364,6 +382,8 @@ class Resolver:
             m.present, m.version, m.lease = True, (attr.mtime_ns, attr.size), link.grant(token)
             m.uploaded = cache.identity(os.lstat(self.replica.cpath(path)))  # what the node has, here
             self.replica.held(path)
+            if not flags & os.O_ACCMODE:
+                self.publish(path, m)
         return {}
 
     async def _fetch(self, link, rel: bytes, path: bytes, in_place: bool):

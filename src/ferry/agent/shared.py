@@ -21,6 +21,7 @@ from .links import LinkPool, SessionLink
 from .resolver import Resolver
 from .routes import NodeAddr, RouteError, Router
 from .shimconn import stderr_log
+from .table import Table
 
 ROOM_EVERY = 0.5  # seconds between looks at the replica's free space
 ROOM_RESERVE = 64 << 20  # kept free (at most a tenth of that file system)
@@ -29,12 +30,14 @@ ROOM_RESERVE = 64 << 20  # kept free (at most a tenth of that file system)
 class SharedCache(Resolver):
     def __init__(self, router: Router, root: bytes, connect_timeout: float = 3.0, call_timeout: float = 30.0,
                  log: Callable[[str], None] = stderr_log, leases: bool = True, limit: int | None = None,
-                 ids_file: str | None = None) -> None:
+                 ids_file: str | None = None, table_file: str | None = None) -> None:
         self.router = router
         self.replica = cache.Replica(root, router.root_of, limit)
         # Direct mode takes none: its writes go to the node past the replica (which only
         # exec uses there), so the replica must ask the node each time, as before leases.
-        self.pool = LinkPool(self.recalled if leases else None, self.lost, ids_file)
+        table = self.replica.table = Table(os.fsencode(table_file)) if table_file and leases else None
+        self.pool = LinkPool(self.recalled if leases else None, self.lost, ids_file,
+                             lanes=table.lane if table is not None else None)
         self.links: dict[NodeAddr, SessionLink] = {}  # for the background refreshes
         self.fresh: set[bytes] = set()  # (Resolver.revalidate_dir)
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
@@ -118,5 +121,7 @@ class SharedCache(Resolver):
         for t in list(self._tasks):
             t.cancel()
         await self.pool.close()
+        if self.replica.table is not None:
+            self.replica.table.close()
         if self.journal is not None:
             self.journal.close()

@@ -186,6 +186,10 @@ class NodeClient(asyncio.BufferedProtocol):
 
     # --- requests ---
 
+    def when_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the connection is gone (at once if it is)."""
+        self._lost.add_done_callback(lambda _: callback())
+
     @property
     def closed(self) -> bool:
         return self._transport is None or self._transport.is_closing()

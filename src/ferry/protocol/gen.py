@@ -46,6 +46,12 @@ def _sig(fields: list[tuple[str, str]]) -> str:
     return ", ".join(f"{t} {n}" for n, t in fields)
 
 
+def _table_struct(name: str, fields: list[tuple[str, str]]) -> list[str]:
+    size = sum(spec.FIXED_SIZES[t] for _, t in fields)
+    return [f"struct fy_table_{name} {{", *(f"    {_C_TYPES[t]} {n};" for n, t in fields), "} __attribute__((packed));",
+            f"_Static_assert(sizeof(struct fy_table_{name}) == {size}, \"table {name} size\");"]
+
+
 def render_proto() -> str:
     lines = [
         _BANNER,
@@ -87,6 +93,15 @@ def render_proto() -> str:
         "_Static_assert(sizeof(struct fy_req_header) == FY_HEADER_SIZE, \"request header size\");",
         "_Static_assert(sizeof(struct fy_rep_header) == FY_HEADER_SIZE, \"reply header size\");",
         f"_Static_assert(sizeof(struct fy_attr) == {_ATTR_SIZE}, \"attribute block size\");",
+        "",
+        "/* The shared table beside a replica (spec.py: TABLE_*; shim/table.c, agent/table.py). */",
+        *(f"#define FY_{n} {getattr(spec, n):#x}ULL" if n == "TABLE_MAGIC" else f"#define FY_{n} {getattr(spec, n)}"
+          for n in ("TABLE_MAGIC", "TABLE_VERSION", "TABLE_LANES", "TABLE_DIRS", "TABLE_IDENTS", "TABLE_WAYS",
+                    "TABLE_SETTLE_NS")),
+        *_table_struct("header", spec.TABLE_HEADER),
+        *_table_struct("lane", spec.TABLE_LANE),
+        *_table_struct("dir", spec.TABLE_DIR),
+        *_table_struct("ident", spec.TABLE_IDENT),
         "#endif",
         "",
     ]

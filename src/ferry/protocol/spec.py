@@ -119,6 +119,58 @@ ATTR = [
     ("ctime_ns", "i64"),
 ]
 
+# The shared table (agent/table.py writes it, shim/table.c reads it): a file `table` beside
+# a cache-mode replica's tree, which every shim of that cache maps, so that it can answer
+# alone what would otherwise be a round trip to the agent.  Little-endian, in this order:
+# the header, TABLE_LANES lanes, TABLE_DIRS marks, TABLE_IDENTS identities.
+#
+# * A lane is one node connection's lease state: `epoch` (bumped by the agent before it
+#   acknowledges any RECALL, and when the connection goes) and `trust_until_ns`
+#   (CLOCK_MONOTONIC: the node was heard recently enough; spec.LEASE_TRUST).
+# * A mark says: the replica entry (dev, ino) — while its ctime is `ctime_ns` — is the
+#   node's (a directory: its complete listing; a file: its content) under a lease of lane
+#   `lane`, valid while that lane's epoch is `epoch` and its trust has not run out.  Only
+#   the agent writes marks; `check` (table_check) catches a record read half-written.
+# * An identity is the replica entry's `user.ferry.node` xattr (shim/stat.c) as it was
+#   while the entry's ctime was `ctime_ns` (node_ino 0: the entry has none).  The shims
+#   write these themselves, after reading the xattr, and only for an entry whose ctime is
+#   TABLE_SETTLE_NS old or more: any later change to the inode (an xattr set, a new file
+#   at a reused inode number) then gives it another ctime, so a record can never be
+#   matched by a state it does not describe.
+# Each record starts with a seqlock word (odd while being written).  A record's slot is
+# table_slot(dev, ino) or one of the TABLE_WAYS - 1 after it.
+TABLE_MAGIC = 0x3142_5459_5252_4546  # "FERRYTB1"
+TABLE_VERSION = 1
+TABLE_LANES = 64  # lane 0 is never used
+TABLE_DIRS = 1 << 14
+TABLE_IDENTS = 1 << 16
+TABLE_WAYS = 4
+TABLE_SETTLE_NS = 50_000_000
+TABLE_HEADER = [("magic", "u64"), ("version", "u32"), ("lanes", "u32"), ("dirs", "u32"), ("idents", "u32"),
+                ("reserved", "u64")]
+TABLE_LANE = [("epoch", "u32"), ("reserved", "u32"), ("trust_until_ns", "i64")]
+TABLE_DIR = [("seq", "u32"), ("lane", "u32"), ("dev", "u64"), ("ino", "u64"), ("ctime_ns", "i64"),
+             ("epoch", "u32"), ("check", "u32")]
+TABLE_IDENT = [("seq", "u32"), ("reserved", "u32"), ("dev", "u64"), ("ino", "u64"), ("ctime_ns", "i64"),
+               ("node_ino", "u64"), ("node_ctime_ns", "i64"), ("blocks", "i64"), ("mtime_ns", "i64"),
+               ("size", "i64")]
+_HASH = 0x9E37_79B9_7F4A_7C15
+
+
+def table_slot(dev: int, ino: int, count: int) -> int:
+    """The first slot of (dev, ino) among `count` (a power of two); shim/table.c: slot_of.
+    By inode number, not a hash of it: a file system numbers the files of one directory
+    (one untar, one listing) close together, so a walk touches a few pages of the table,
+    not one per file (a page fault each, in every process that maps it)."""
+    return (ino + dev * _HASH) & (count - 1)
+
+
+def table_check(lane: int, ino: int, ctime_ns: int, epoch: int) -> int:
+    """A mark's `check` word; shim/table.c: check_of."""
+    x = (ino ^ (ino >> 32) ^ ctime_ns ^ (ctime_ns >> 32) ^ (lane << 16) ^ epoch ^ 0x5EED) & 0xFFFF_FFFF
+    return x
+
+
 # name: (opcode, request fields, reply fields, who sends it)
 OPS: dict[str, tuple[int, list[tuple[str, str]], list[tuple[str, str]], str]] = {
     # --- node ops (agent -> node; most also shim -> agent, with full ferry paths) ---
