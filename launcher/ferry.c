@@ -11,7 +11,7 @@
  * `PYTHON -m ferry ARGS...` (PYTHON: the interpreter that built it, FERRY_PYTHON):
  *
  *   - every subcommand but `run`, and `run` with an option other than --mount/-m,
- *     --mode and -- (so --help, --token-file, --tls... are Python's);
+ *     --mode, --no-wait and -- (so --help, --token-file, --tls... are Python's);
  *   - a mount spec that does not plainly look like /PREFIX=ferry://HOST:PORT[/SUB]
  *     (Python names what is wrong with it, exit 125), overlapping mounts, a URL with
  *     options (token files are checked up front by Python), a mode other than
@@ -267,10 +267,11 @@ struct run_args {
     const char **mounts;
     int nmounts;
     const char *mode;
+    int no_wait; /* --no-wait: exit with the program, the agent writes back behind */
     char **cmd; /* NULL-terminated, from argv */
 };
 
-/* `ferry run [--mount X | -m X | --mount=X | --mode M | --mode=M]... [--] CMD...`, as
+/* `ferry run [--mount X | -m X | --mount=X | --mode M | --mode=M | --no-wait]... [--] CMD...`, as
  * click parses it for cli.run (options stop at the first non-option); anything else is
  * handed off. */
 static void parse_run(int argc, char **argv, struct run_args *r)
@@ -278,6 +279,7 @@ static void parse_run(int argc, char **argv, struct run_args *r)
     r->mounts = calloc((size_t)argc, sizeof *r->mounts);
     if (!r->mounts) handoff();
     r->nmounts = 0;
+    r->no_wait = 0;
     r->mode = getenv("FERRY_RUN_MODE");
     if (!r->mode) r->mode = "cache";
     int i = 2;
@@ -297,6 +299,9 @@ static void parse_run(int argc, char **argv, struct run_args *r)
             i += 2;
         } else if (!strncmp(a, "--mode=", 7)) {
             r->mode = a + 7;
+            i++;
+        } else if (!strcmp(a, "--no-wait")) {
+            r->no_wait = 1;
             i++;
         } else if (a[0] == '-') {
             handoff(); /* an option we leave to click: --help, --token-file, -mX, ... */
@@ -795,6 +800,13 @@ int main(int argc, char **argv)
     char **envp = program_env(shim, sock_path, r.mode, tree, prefixes);
     int rc = run_program(r.cmd, envp, prefixes);
 
+    /* --no-wait: closing the control connection without SESSION_END ends the session all
+     * the same (the agent writes it back behind; failures go to this run's stderr while it
+     * is open, and to `ferry sync` / `ferry agent status`). */
+    if (r.no_wait) {
+        close(sock);
+        return rc;
+    }
     /* The write-back: SESSION_END answers once the session's changes are on their nodes. */
     struct fy_enc end;
     fy_enc_session_end(&end, s.session);

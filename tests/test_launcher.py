@@ -220,3 +220,19 @@ def test_a_session_the_agent_refuses_is_reported_as_python_does(c_only, agent_up
     c, py = run(c_only, "run", "--", "true", env=env), run(PYTHON, "run", "--", "true", env=env)
     assert c.returncode == 125 and "SESSION_OPEN: Invalid argument" in c.stderr, c.stderr
     assert (c.returncode, c.stderr) == (py.returncode, py.stderr)
+
+
+@pytest.mark.parametrize("which", ["c", "python"])
+def test_no_wait_exits_with_the_program_and_the_agent_writes_back_behind(c_only, agent_up, node, which):
+    """`ferry run --no-wait`: the program's status at once, no SESSION_END; the session ends
+    as a killed run's does and the agent writes it back; `ferry sync` waits for it."""
+    m = MOUNT_PREFIX
+    binary = c_only if which == "c" else PYTHON
+    p = run(binary, "run", "--no-wait", "--mount", f"{m}={node.url}", "--", "sh", "-c",
+            f"mkdir {m}/nw-{which} && for i in $(seq 50); do echo $i > {m}/nw-{which}/f$i; done; exit 3")
+    assert (p.returncode, p.stderr) == (3, "")
+    sync = run(PYTHON, "sync")
+    assert sync.returncode == 0, sync.stderr
+    d = node.root / f"nw-{which}"
+    assert sorted(os.listdir(d), key=lambda n: int(n[1:])) == [f"f{i}" for i in range(1, 51)]
+    assert (d / "f42").read_text() == "42\n"

@@ -133,8 +133,11 @@ def checked_session(command: str, mounts: tuple[str, ...], token_file: str | Non
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @session_options
+@click.option("--no-wait", is_flag=True,
+              help="Exit with CMD's status at once; the agent writes the run's changes back behind "
+                   "(`ferry sync` waits for them and reports what failed).")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(mounts: tuple[str, ...], mode: str, cmd: tuple[str, ...], **node_options) -> None:
+def run(mounts: tuple[str, ...], mode: str, cmd: tuple[str, ...], no_wait: bool, **node_options) -> None:
     """Run CMD with ferry paths (/REMOTE@HOST:PORT/... and mounted prefixes) served by nodes.
 
     With no --mount, a node on this machine serves /ferry from the XDG data dir.  The
@@ -142,7 +145,7 @@ def run(mounts: tuple[str, ...], mode: str, cmd: tuple[str, ...], **node_options
     """
     defaults = checked_session("run", mounts, **node_options)
     from .run import run as run_program
-    sys.exit(run_program(list(mounts), mode, cmd, defaults))
+    sys.exit(run_program(list(mounts), mode, cmd, defaults, wait=not no_wait))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -276,16 +279,45 @@ def agent_start(foreground: bool, idle: float) -> None:
 
 @agent.command("stop")
 def agent_stop() -> None:
-    """Stop the host agent once every session's changes are written back."""
+    """Stop the host agent once every session's changes are written back; returns when it
+    has exited (a `ferry run` right after then starts a new one, instead of reaching the
+    one that is closing)."""
+    import json
+    import time
+
     from .agent.control import AgentError, Control
     try:
         ctl = Control.connect(start=False)
     except AgentError:
         click.echo("ferry agent: not running")
         return
-    with_ctl = _agent_call(lambda: ctl.call("AGENT_STOP"))
-    del with_ctl
+    pid = json.loads(_agent_call(lambda: ctl.call("AGENT_STATUS"))["status"])["pid"]
+    _agent_call(lambda: ctl.call("AGENT_STOP"))
     ctl.close()
+    deadline = time.monotonic() + AGENT_STOP_WAIT
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            click.echo(f"ferry agent: pid {pid} still writing back after {AGENT_STOP_WAIT:g} s; "
+                       "`ferry agent status` says what it waits for", err=True)
+            sys.exit(EXIT_FERRY_FAILED)
+        time.sleep(0.01)
+
+
+AGENT_STOP_WAIT = 120.0  # seconds `ferry agent stop` waits for the agent to exit
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (an agent this process started and has not reaped) is gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @agent.command("status")

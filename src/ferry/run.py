@@ -152,8 +152,11 @@ def env_end() -> int:
     return rc
 
 
-def run(mount_specs: list[str], mode: str, cmd: tuple[str, ...], defaults: Options | None = None) -> int:
-    """`ferry run`: `mount_specs` as given (PREFIX=URL), checked already."""
+def run(mount_specs: list[str], mode: str, cmd: tuple[str, ...], defaults: Options | None = None,
+        wait: bool = True) -> int:
+    """`ferry run`: `mount_specs` as given (PREFIX=URL), checked already.  Without `wait`, the
+    run ends with the program: closing the control connection without SESSION_END ends the
+    session as a killed run's, and the agent writes it back behind."""
     if os.environ.get("FERRY_AGENT", "host") == "private":
         return run_private([Mount.parse(m, defaults) for m in mount_specs], mode, cmd, defaults)
     opened = _open_session("run", mount_specs, mode, defaults)
@@ -165,6 +168,9 @@ def run(mount_specs: list[str], mode: str, cmd: tuple[str, ...], defaults: Optio
     if proc is not None:
         proc.wait()
         rc = _status(proc)
+    if not wait:
+        ctl.close()
+        return rc
     try:
         failures = os.fsdecode(ctl.call("SESSION_END", session=s["session"])["failures"]).splitlines()
     except OSError as e:
