@@ -106,7 +106,7 @@ _Static_assert(sizeof(struct fy_attr) == 80, "attribute block size");
 #define FY_TABLE_MAGIC 0x3142545952524546ULL
 #define FY_TABLE_VERSION 1
 #define FY_TABLE_LANES 64
-#define FY_TABLE_DIRS 16384
+#define FY_TABLE_MARKS 16384
 #define FY_TABLE_IDENTS 65536
 #define FY_TABLE_WAYS 4
 #define FY_TABLE_SETTLE_NS 50000000
@@ -114,7 +114,7 @@ struct fy_table_header {
     uint64_t magic;
     uint32_t version;
     uint32_t lanes;
-    uint32_t dirs;
+    uint32_t marks;
     uint32_t idents;
     uint64_t reserved;
 } __attribute__((packed));
@@ -125,7 +125,7 @@ struct fy_table_lane {
     int64_t trust_until_ns;
 } __attribute__((packed));
 _Static_assert(sizeof(struct fy_table_lane) == 16, "table lane size");
-struct fy_table_dir {
+struct fy_table_mark {
     uint32_t seq;
     uint32_t lane;
     uint64_t dev;
@@ -134,7 +134,7 @@ struct fy_table_dir {
     uint32_t epoch;
     uint32_t check;
 } __attribute__((packed));
-_Static_assert(sizeof(struct fy_table_dir) == 40, "table dir size");
+_Static_assert(sizeof(struct fy_table_mark) == 40, "table mark size");
 struct fy_table_ident {
     uint32_t seq;
     uint32_t reserved;

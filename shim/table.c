@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #define TABLE_SIZE (sizeof(struct fy_table_header) + FY_TABLE_LANES * sizeof(struct fy_table_lane) + \
-                    FY_TABLE_DIRS * sizeof(struct fy_table_dir) + FY_TABLE_IDENTS * sizeof(struct fy_table_ident))
+                    FY_TABLE_MARKS * sizeof(struct fy_table_mark) + FY_TABLE_IDENTS * sizeof(struct fy_table_ident))
 
 static char *base;  /* NULL: no table */
 static pthread_once_t mapped = PTHREAD_ONCE_INIT;
@@ -51,7 +51,7 @@ static void map_table(void)
     if (p == MAP_FAILED) return;
     const struct fy_table_header *h = p;
     if (h->magic != FY_TABLE_MAGIC || h->version != FY_TABLE_VERSION || h->lanes != FY_TABLE_LANES ||
-        h->dirs != FY_TABLE_DIRS || h->idents != FY_TABLE_IDENTS) {
+        h->marks != FY_TABLE_MARKS || h->idents != FY_TABLE_IDENTS) {
         munmap(p, TABLE_SIZE);
         return;
     }
@@ -66,10 +66,10 @@ static char *table(void)
 
 /* Records by address (char *: their words are aligned, the packed structs say nothing of it). */
 #define LANES_AT sizeof(struct fy_table_header)
-#define DIRS_AT (LANES_AT + FY_TABLE_LANES * sizeof(struct fy_table_lane))
-#define IDENTS_AT (DIRS_AT + FY_TABLE_DIRS * sizeof(struct fy_table_dir))
+#define MARKS_AT (LANES_AT + FY_TABLE_LANES * sizeof(struct fy_table_lane))
+#define IDENTS_AT (MARKS_AT + FY_TABLE_MARKS * sizeof(struct fy_table_mark))
 static char *lane_at(uint32_t i) { return base + LANES_AT + i * sizeof(struct fy_table_lane); }
-static char *dir_at(uint32_t i) { return base + DIRS_AT + (i & (FY_TABLE_DIRS - 1)) * sizeof(struct fy_table_dir); }
+static char *mark_at(uint32_t i) { return base + MARKS_AT + (i & (FY_TABLE_MARKS - 1)) * sizeof(struct fy_table_mark); }
 static char *ident_at(uint32_t i) { return base + IDENTS_AT + (i & (FY_TABLE_IDENTS - 1)) * sizeof(struct fy_table_ident); }
 static uint32_t *word32(char *p) { return (uint32_t *)(void *)p; }
 static uint64_t *word64(char *p) { return (uint64_t *)(void *)p; }
@@ -111,10 +111,10 @@ int fy_table_trusted(const struct stat *st)
 {
     if (!(S_ISDIR(st->st_mode) || S_ISREG(st->st_mode)) || !table()) return 0;
     int64_t ctime = ns_of(&st->st_ctim);
-    uint32_t first = slot_of(st->st_dev, st->st_ino, FY_TABLE_DIRS);
+    uint32_t first = slot_of(st->st_dev, st->st_ino, FY_TABLE_MARKS);
     for (uint32_t k = 0; k < FY_TABLE_WAYS; k++) {
-        struct fy_table_dir d;
-        if (!read_stable(dir_at(first + k), &d, sizeof d)) continue;
+        struct fy_table_mark d;
+        if (!read_stable(mark_at(first + k), &d, sizeof d)) continue;
         if (d.dev != st->st_dev || d.ino != st->st_ino) continue;
         if (d.ctime_ns != ctime || d.lane == 0 || d.lane >= FY_TABLE_LANES ||
             d.check != check_of(d.lane, d.ino, d.ctime_ns, d.epoch)) return 0;

@@ -30,16 +30,16 @@ import time
 from ..protocol import spec
 
 _FMT = {k: "<" + "".join(spec.STRUCT_CODES[t] for _, t in fields) for k, fields in
-        (("header", spec.TABLE_HEADER), ("lane", spec.TABLE_LANE), ("dir", spec.TABLE_DIR),
+        (("header", spec.TABLE_HEADER), ("lane", spec.TABLE_LANE), ("mark", spec.TABLE_MARK),
          ("ident", spec.TABLE_IDENT))}
 _SIZE = {k: struct.calcsize(f) for k, f in _FMT.items()}
 LANES_AT = _SIZE["header"]
-DIRS_AT = LANES_AT + spec.TABLE_LANES * _SIZE["lane"]
-IDENTS_AT = DIRS_AT + spec.TABLE_DIRS * _SIZE["dir"]
+MARKS_AT = LANES_AT + spec.TABLE_LANES * _SIZE["lane"]
+IDENTS_AT = MARKS_AT + spec.TABLE_MARKS * _SIZE["mark"]
 SIZE = IDENTS_AT + spec.TABLE_IDENTS * _SIZE["ident"]
-_HEADER = struct.pack(_FMT["header"], spec.TABLE_MAGIC, spec.TABLE_VERSION, spec.TABLE_LANES, spec.TABLE_DIRS,
+_HEADER = struct.pack(_FMT["header"], spec.TABLE_MAGIC, spec.TABLE_VERSION, spec.TABLE_LANES, spec.TABLE_MARKS,
                       spec.TABLE_IDENTS, 0)
-_DIR_BODY = struct.Struct("<" + "".join(spec.STRUCT_CODES[t] for _, t in spec.TABLE_DIR[1:]))  # after `seq`
+_MARK_BODY = struct.Struct("<" + "".join(spec.STRUCT_CODES[t] for _, t in spec.TABLE_MARK[1:]))  # after `seq`
 _U32 = struct.Struct("<I")
 TABLE = "table"  # the file beside a cache's tree (shim/table.c finds it so)
 _I64 = struct.Struct("<q")
@@ -58,9 +58,13 @@ class Lane:
 
     def bump(self) -> None:
         """Every mark of this lane is worthless from now on (one aligned store)."""
+        if self.table.map.closed:
+            return  # (a connection's loss reported after the agent closed the table)
         _U32.pack_into(self.table.map, self.at, (self.epoch + 1) & 0xFFFF_FFFF or 1)
 
     def trust_until(self, monotonic: float) -> None:
+        if self.table.map.closed:
+            return
         _I64.pack_into(self.table.map, self.at + 8, int(monotonic * 1e9))
 
 
@@ -122,7 +126,7 @@ class Table:
             if self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(spec.TABLE_SETTLE_NS * 1.2e-9, self._settled)
             return
-        self._write_dir(st, lane.index, epoch)
+        self._write(st, lane.index, epoch)
 
     def _settled(self) -> None:
         self._timer = None
@@ -137,34 +141,26 @@ class Table:
             if (st.st_dev, st.st_ino, st.st_ctime_ns) == (seen.st_dev, seen.st_ino, seen.st_ctime_ns):
                 self._mark(cpath, lane, epoch, st)
 
-    def marked(self, st: os.stat_result, lane: Lane) -> bool:
-        """Whether the entry `st` describes has a mark of `lane`'s current epoch."""
-        i = self._find(st.st_dev, st.st_ino)
-        if i is None:
-            return False
-        seq, index, _, _, ctime, epoch, _ = struct.unpack_from(_FMT["dir"], self.map, DIRS_AT + i * _SIZE["dir"])
-        return index == lane.index and ctime == st.st_ctime_ns and epoch == lane.epoch
-
     def _find(self, dev: int, ino: int) -> int | None:
-        first = spec.table_slot(dev, ino, spec.TABLE_DIRS)
+        first = spec.table_slot(dev, ino, spec.TABLE_MARKS)
         for k in range(spec.TABLE_WAYS):
-            i = (first + k) & (spec.TABLE_DIRS - 1)
-            _, _, d, n = struct.unpack_from("<IIQQ", self.map, DIRS_AT + i * _SIZE["dir"])
+            i = (first + k) & (spec.TABLE_MARKS - 1)
+            _, _, d, n = struct.unpack_from("<IIQQ", self.map, MARKS_AT + i * _SIZE["mark"])
             if (d, n) == (dev, ino):
                 return i
         return None
 
-    def _write_dir(self, st: os.stat_result, lane: int, epoch: int) -> None:
+    def _write(self, st: os.stat_result, lane: int, epoch: int) -> None:
         i = self._find(st.st_dev, st.st_ino)
         if i is None:  # a free slot among the ways, else the first one's record goes
-            first = spec.table_slot(st.st_dev, st.st_ino, spec.TABLE_DIRS)
-            ways = [(first + k) & (spec.TABLE_DIRS - 1) for k in range(spec.TABLE_WAYS)]
-            i = next((w for w in ways if not struct.unpack_from("<Q", self.map, DIRS_AT + w * _SIZE["dir"] + 16)[0]),
+            first = spec.table_slot(st.st_dev, st.st_ino, spec.TABLE_MARKS)
+            ways = [(first + k) & (spec.TABLE_MARKS - 1) for k in range(spec.TABLE_WAYS)]
+            i = next((w for w in ways if not struct.unpack_from("<Q", self.map, MARKS_AT + w * _SIZE["mark"] + 16)[0]),
                      ways[0])
-        at = DIRS_AT + i * _SIZE["dir"]
+        at = MARKS_AT + i * _SIZE["mark"]
         odd = _U32.unpack_from(self.map, at)[0] | 1
         _U32.pack_into(self.map, at, odd)  # being written
-        _DIR_BODY.pack_into(self.map, at + 4, lane, st.st_dev, st.st_ino, st.st_ctime_ns, epoch,
+        _MARK_BODY.pack_into(self.map, at + 4, lane, st.st_dev, st.st_ino, st.st_ctime_ns, epoch,
                             spec.table_check(lane, st.st_ino, st.st_ctime_ns, epoch))
         _U32.pack_into(self.map, at, (odd + 1) & 0xFFFF_FFFF)
 

@@ -96,11 +96,11 @@ def render_proto() -> str:
         "",
         "/* The shared table beside a replica (spec.py: TABLE_*; shim/table.c, agent/table.py). */",
         *(f"#define FY_{n} {getattr(spec, n):#x}ULL" if n == "TABLE_MAGIC" else f"#define FY_{n} {getattr(spec, n)}"
-          for n in ("TABLE_MAGIC", "TABLE_VERSION", "TABLE_LANES", "TABLE_DIRS", "TABLE_IDENTS", "TABLE_WAYS",
+          for n in ("TABLE_MAGIC", "TABLE_VERSION", "TABLE_LANES", "TABLE_MARKS", "TABLE_IDENTS", "TABLE_WAYS",
                     "TABLE_SETTLE_NS")),
         *_table_struct("header", spec.TABLE_HEADER),
         *_table_struct("lane", spec.TABLE_LANE),
-        *_table_struct("dir", spec.TABLE_DIR),
+        *_table_struct("mark", spec.TABLE_MARK),
         *_table_struct("ident", spec.TABLE_IDENT),
         "#endif",
         "",

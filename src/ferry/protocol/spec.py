@@ -122,7 +122,7 @@ ATTR = [
 # The shared table (agent/table.py writes it, shim/table.c reads it): a file `table` beside
 # a cache-mode replica's tree, which every shim of that cache maps, so that it can answer
 # alone what would otherwise be a round trip to the agent.  Little-endian, in this order:
-# the header, TABLE_LANES lanes, TABLE_DIRS marks, TABLE_IDENTS identities.
+# the header, TABLE_LANES lanes, TABLE_MARKS marks, TABLE_IDENTS identities.
 #
 # * A lane is one node connection's lease state: `epoch` (bumped by the agent before it
 #   acknowledges any RECALL, and when the connection goes) and `trust_until_ns`
@@ -142,14 +142,14 @@ ATTR = [
 TABLE_MAGIC = 0x3142_5459_5252_4546  # "FERRYTB1"
 TABLE_VERSION = 1
 TABLE_LANES = 64  # lane 0 is never used
-TABLE_DIRS = 1 << 14
+TABLE_MARKS = 1 << 14
 TABLE_IDENTS = 1 << 16
 TABLE_WAYS = 4
 TABLE_SETTLE_NS = 50_000_000
-TABLE_HEADER = [("magic", "u64"), ("version", "u32"), ("lanes", "u32"), ("dirs", "u32"), ("idents", "u32"),
+TABLE_HEADER = [("magic", "u64"), ("version", "u32"), ("lanes", "u32"), ("marks", "u32"), ("idents", "u32"),
                 ("reserved", "u64")]
 TABLE_LANE = [("epoch", "u32"), ("reserved", "u32"), ("trust_until_ns", "i64")]
-TABLE_DIR = [("seq", "u32"), ("lane", "u32"), ("dev", "u64"), ("ino", "u64"), ("ctime_ns", "i64"),
+TABLE_MARK = [("seq", "u32"), ("lane", "u32"), ("dev", "u64"), ("ino", "u64"), ("ctime_ns", "i64"),
              ("epoch", "u32"), ("check", "u32")]
 TABLE_IDENT = [("seq", "u32"), ("reserved", "u32"), ("dev", "u64"), ("ino", "u64"), ("ctime_ns", "i64"),
                ("node_ino", "u64"), ("node_ctime_ns", "i64"), ("blocks", "i64"), ("mtime_ns", "i64"),
