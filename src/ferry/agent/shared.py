@@ -35,7 +35,7 @@ class SharedCache(Resolver):
         self.replica = cache.Replica(root, router.root_of, limit)
         # Direct mode takes none: its writes go to the node past the replica (which only
         # exec uses there), so the replica must ask the node each time, as before leases.
-        table = self.replica.table = Table(os.fsencode(table_file)) if table_file and leases else None
+        table = self.replica.table = self._table(table_file, log) if table_file and leases else None
         self.pool = LinkPool(self.recalled if leases else None, self.lost, ids_file,
                              lanes=table.lane if table is not None else None)
         self.links: dict[NodeAddr, SessionLink] = {}  # for the background refreshes
@@ -48,6 +48,16 @@ class SharedCache(Resolver):
         self._tasks: set[asyncio.Task] = set()
         self.readers: set[Callable[[], None]] = set()  # each session's Agent.read_all (see `settle`)
         self._roomy = asyncio.get_running_loop().create_task(self._keep_room())
+
+    @staticmethod
+    def _table(path: str, log: Callable[[str], None]) -> Table | None:
+        """The table shared with the shims; without it (a full or odd file system) they ask
+        the agent for everything, as before it existed."""
+        try:
+            return Table(os.fsencode(path))
+        except (OSError, ValueError) as e:
+            log(f"ferry agent: no shared table at {path} ({e}); programs ask the agent instead")
+            return None
 
     async def _keep_room(self) -> None:
         """Keep some of the replica's file system free (evicting clean copies), for writers
