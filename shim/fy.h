@@ -226,6 +226,8 @@ int fy_table_ident(const struct stat *st, struct fy_table_ident *out);
 void fy_table_note_ident(const struct stat *st, const struct fy_table_ident *id);
 int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_absent(const struct fy_path *p);
+int fy_replica_root_fd(void);       /* stat.c: the replica tree's O_PATH fd, -1 when none is open */
+void fy_replica_root_forget(void);  /* the program closed (or dup2'ed onto) its number */
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_list_parent(const struct fy_path *p);
 /* cache mode: a file is about to be made in the replica without asking the agent (an

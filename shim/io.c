@@ -211,6 +211,7 @@ static int dirty_elsewhere(int fd, const char *path)
 static void release_fd(int fd)
 {
     if (fd == fy_conn_fd()) { fy_conn_forget(); return; }
+    if (fd == fy_replica_root_fd()) { fy_replica_root_forget(); return; }
     struct fy_fd *f = fy_fd_get(fd);
     if (!f) return;
     if (f->kind == FY_FD_CACHE && f->dirty && !dirty_elsewhere(fd, f->path)) cache_flush(f, fd);

@@ -195,26 +195,47 @@ int fy_cache_absent(const struct fy_path *p)
     return LIBC(fstatat)(AT_FDCWD, dir, &st, 0) == 0 && S_ISDIR(st.st_mode) && fy_table_trusted(&st);
 }
 
-/* p's replica name relative to the real cwd, when that is the ferry cwd's replica directory
- * and p lies below it; else NULL.  The kernel then walks from the cwd, not from / through
- * the replica root's components: git, make and find stat names relative to their cwd,
- * and each component walked is a lookup (a third of git status's time went there). */
-static const char *near_name(const struct fy_path *p)
+/* The replica tree as an O_PATH fd, so that a stat walks only the ferry path's own
+ * components below it, not the replica root's from / as well (git stats every file, and
+ * each component is a lookup: a sixth of a second-run git status went there).  Kept high
+ * and close-on-exec, as the agent connection is; forgotten when the program closes or
+ * dup2s onto its number (io.c, release_fd), and opened again on next use. */
+static int root_fd = -1;
+
+static int replica_root(void)
 {
-    if (fy_cfg.mode != FY_MODE_CACHE || !fy_vcwd_set) return NULL;
-    size_t n = strlen(fy_vcwd);
-    if (n <= 1 || strncmp(p->ferry, fy_vcwd, n) != 0 || p->ferry[n] != '/' || !p->ferry[n + 1]) return NULL;
-    return p->ferry + n + 1;
+    int fd = __atomic_load_n(&root_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0 || fy_cfg.mode != FY_MODE_CACHE || !fy_cfg.cache_len) return fd;
+    fd = LIBC(open)(fy_cfg.cache, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int high = LIBC(fcntl)(fd, F_DUPFD_CLOEXEC, 640);
+    if (high >= 0) {
+        LIBC(close)(fd);
+        fd = high;
+    }
+    int none = -1;
+    if (!__atomic_compare_exchange_n(&root_fd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        LIBC(close)(fd);  /* another thread's is there */
+        return none;
+    }
+    return fd;
+}
+
+int fy_replica_root_fd(void) { return __atomic_load_n(&root_fd, __ATOMIC_ACQUIRE); }
+void fy_replica_root_forget(void) { __atomic_store_n(&root_fd, -1, __ATOMIC_RELEASE); }
+
+/* fstatat of p's replica entry (p->cache), from the replica root fd when there is one. */
+static int replica_fstatat(const struct fy_path *p, struct stat *st, int flag)
+{
+    int root = replica_root();
+    if (root < 0) return LIBC(fstatat)(AT_FDCWD, p->cache, st, flag);
+    return LIBC(fstatat)(root, p->cache + fy_cfg.cache_len + 1, st, flag);
 }
 
 static int cache_stat(const struct fy_path *p, struct stat *st, int nofollow)
 {
     int flag = nofollow ? AT_SYMLINK_NOFOLLOW : 0;
-    /* (A failure there — the cwd removed or moved in the replica — is asked again by the
-     * replica root, below.) */
-    const char *near = near_name(p);
-    if (near && LIBC(fstatat)(AT_FDCWD, near, st, flag) == 0 && !unlisted_dir(st)) return 0;
-    if (LIBC(fstatat)(AT_FDCWD, p->cache, st, flag) == 0 && !unlisted_dir(st)) return 0;
+    if (replica_fstatat(p, st, flag) == 0 && !unlisted_dir(st)) return 0;
     if (errno == ENOENT && fy_cache_absent(p)) return -ENOENT;
     if (errno != ENOENT && errno != ENOTDIR && !unlisted_dir(st)) return -errno;
     if (nofollow && errno == ENOENT && parent_unlisted(p)) {
