@@ -15,12 +15,18 @@ import traceback
 from pathlib import Path
 
 from . import peers, report
-from .harness import REPO, Bench, Config, Failure, log, make_row
+from .harness import REPO, Bench, Config, Failure, fs_type, log, make_row
 from .workloads import ALL, BY_NAME
 
 # The peers a --quick run starts unless --peers says otherwise: the ones whose set-up costs
 # seconds, not the minutes that writing the test data through s3fs takes.
 QUICK_PEERS = ("sshfs", "nfs", "juicefs", "proxychains", "lsyncd")
+# The disk view (`--medium both`): the workloads whose figures depend most on the medium
+# (creates, streams), with the peers that keep their data on it (JuiceFS: SQLite + objects +
+# block cache; sshfs: the exported dir), so the full run stays within ~35 min on 2 cores.
+DISK_WORKLOADS = ("w2", "smallfiles", "seqio")
+DISK_PEERS = ("sshfs", "juicefs")
+MEDIA = {"tmpfs": "/dev/shm", "disk": "/var/tmp"}
 
 
 def git_desc(at: str | None = None) -> str:
@@ -48,7 +54,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the checkout's src/ and shim/ directly instead of a snapshot taken at start")
     ap.add_argument("--rev", metavar="GITREV",
                     help="bench src/ and shim/ as committed at this git revision (e.g. HEAD) instead of the work tree")
-    ap.add_argument("--tmp", help="base dir for temp data (default: $TMPDIR or /tmp)")
+    ap.add_argument("--medium", choices=("tmpfs", "disk", "both"),
+                    help="where the bench temp dir (local dir, node export, ferry's replica, the peers' "
+                         "stores) lives: tmpfs (the headline), disk, or both (default; --quick: tmpfs): the "
+                         f"whole run on tmpfs, then {', '.join(DISK_WORKLOADS)} again on disk")
+    ap.add_argument("--tmpfs-dir", default=MEDIA["tmpfs"], help=f"base dir on tmpfs (default {MEDIA['tmpfs']})")
+    ap.add_argument("--disk-dir", default=MEDIA["disk"], help=f"base dir on a disk (default {MEDIA['disk']})")
+    ap.add_argument("--disk-workloads", metavar="NAME[,NAME]",
+                    help=f"workloads of the disk view with --medium both (default {','.join(DISK_WORKLOADS)})")
+    ap.add_argument("--tmp", help="one run with every variant's data in this dir (its medium detected from its "
+                                  "file system type); instead of --medium")
     ap.add_argument("--peers", metavar="NAME[,NAME]",
                     help=f"peers to run: all (default; --quick: {','.join(QUICK_PEERS)}), none, or some of "
                          f"{', '.join(peers.BY_NAME)}")
@@ -73,9 +88,35 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown peer(s) {', '.join(badp)}; choose from {', '.join(peers.BY_NAME)}")
     if a.repeats is not None and a.repeats < 1:
         ap.error("--repeats must be ≥ 1")
-    cfg = Config(quick=a.quick, repeats=a.repeats or (3 if a.quick else 5), keep=a.keep, live=a.live,
-                 tmp_base=a.tmp, peers=want, install=not a.no_install, rev=a.rev)
     mods = [m for m in ALL if not only or m.NAME in only]
+    if a.tmp and a.medium:
+        ap.error("--tmp DIR and --medium exclude each other (--tmpfs-dir / --disk-dir set the media's dirs)")
+    disk_names = ([n.strip() for n in a.disk_workloads.split(",") if n.strip()] if a.disk_workloads
+                  else list(DISK_WORKLOADS))
+    badd = [n for n in disk_names if n not in BY_NAME]
+    if badd:
+        ap.error(f"unknown workload(s) in --disk-workloads: {', '.join(badd)}")
+    # (medium, base dir, workloads, peers) per view, the headline first.
+    if a.tmp:
+        kind = fs_type(a.tmp)
+        views = [("tmpfs" if kind == "tmpfs" else "disk", a.tmp, mods, want)]
+    else:
+        medium = a.medium or ("tmpfs" if a.quick else "both")
+        views = []
+        if medium in ("tmpfs", "both"):
+            views.append(("tmpfs", a.tmpfs_dir, mods, want))
+        if medium == "disk":
+            views.append(("disk", a.disk_dir, mods, want))
+        if medium == "both":
+            dmods = [m for m in mods if m.NAME in disk_names]
+            dpeers = [p for p in DISK_PEERS if want is None or p in want] if a.peers in (None, "all") else want
+            if dmods:
+                views.append(("disk", a.disk_dir, dmods, dpeers))
+    for medium, base, _, _ in views:
+        kind = fs_type(base)
+        if (kind == "tmpfs") != (medium == "tmpfs"):
+            log(f"bench: warning: {base} is {kind}, not {'tmpfs' if medium == 'tmpfs' else 'a disk'}")
+    repeats = a.repeats or (3 if a.quick else 5)
     a.out.mkdir(parents=True, exist_ok=True)
 
     # SIGTERM/SIGHUP -> KeyboardInterrupt, so the finally below stops the nodes.
@@ -85,61 +126,87 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    log(f"bench: {'quick' if a.quick else 'full'} run, {cfg.repeats} repeats, workloads: "
-        f"{', '.join(m.NAME for m in mods)}")
-    bench = Bench(cfg)
+    log(f"bench: {'quick' if a.quick else 'full'} run, {repeats} repeats; "
+        + "; ".join(f"{md} ({base}): {', '.join(m.NAME for m in ms)}" for md, base, ms, _ in views))
     rows: list[dict] = []
     data: dict = {}
     took: dict[str, float] = {}
+    media: dict[str, dict] = {}
+    peer_info: dict[str, str] = {}
+    peer_skips: dict[str, str] = {}
+    warnings: list[str] = []
     interrupted = False
-    try:
-        log(f"bench: temp dir {bench.tmp}; shim {bench.shim}")
-        for m in mods:
-            t = time.monotonic()
-            log(f"bench: {m.NAME} …")
-            try:
-                got = m.run(bench)
-            except Failure as e:
-                got = [make_row(m.NAME, "(set-up)", "-", "s", [], error=e, check=lambda r: False)]
-            except Exception as e:  # noqa: BLE001 - a bench bug must not lose the other results
-                got = [make_row(m.NAME, "(bench error)", "-", "s", [],
-                                error=Failure(f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"),
-                                check=lambda r: False)]
-            rows += got
-            for r in got:
-                if not r.get("detail"):
-                    log(f"  {r['case'].strip()[:60]:60s} {r['variant']:13s} "
-                        f"{report.fmt(r['median'], r['unit']):>8s} {r['unit']:5s} "
-                        f"{report.fmt_ratio(r):>22s} {r['status']}" + (f" {r['error'][:200]}" if r["error"] else ""))
-            if m.NAME == "w2":
-                info = next((r.get("data") for r in got if r.get("data")), None)
-                if info:
-                    data["W2 tarball"] = (f"{info['tar_bytes'] / 1e6:.1f} MB, {info['files']} files "
-                                          f"({info['bytes'] / 1e6:.1f} MB; sizes {info['size_min']}…"
-                                          f"{info['size_max']} B, median {info['size_median']} B), {info['dirs']} dirs")
-            took[m.NAME] = time.monotonic() - t
-            log(f"bench: {m.NAME} done in {took[m.NAME]:.0f}s")
-    except KeyboardInterrupt:
-        interrupted = True
-        log("bench: interrupted — writing what was measured")
-    finally:
-        peer_info = {n: p.desc for n, p in bench.peers.items()}
-        bench.close()
+    cfg = None
+    for medium, base, vmods, vpeers in views:
+        if interrupted:
+            break
+        cfg = Config(quick=a.quick, repeats=repeats, keep=a.keep, live=a.live, tmp_base=base, peers=vpeers,
+                     install=not a.no_install, rev=a.rev, medium=medium)
+        bench = Bench(cfg)
+        media[medium] = {"dir": str(bench.tmp), "fs": bench.fstype, "replica": str(bench.replica),
+                         "workloads": [m.NAME for m in vmods],
+                         "peers": "all" if vpeers is None else ", ".join(vpeers) or "none"}
+        try:
+            log(f"bench: [{medium}] temp dir {bench.tmp} ({bench.fstype}); replica {bench.replica}; "
+                f"shim {bench.shim}")
+            for m in vmods:
+                t = time.monotonic()
+                log(f"bench: [{medium}] {m.NAME} …")
+                try:
+                    got = m.run(bench)
+                except Failure as e:
+                    got = [make_row(m.NAME, "(set-up)", "-", "s", [], error=e, check=lambda r: False)]
+                except Exception as e:  # noqa: BLE001 - a bench bug must not lose the other results
+                    got = [make_row(m.NAME, "(bench error)", "-", "s", [],
+                                    error=Failure(f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"),
+                                    check=lambda r: False)]
+                for r in got:
+                    r["medium"] = medium
+                    if medium != views[0][0] and r["status"] != "FAIL":
+                        # the targets are the headline's; the second view shows the same rows without
+                        if r["target"]:
+                            r["target"] = ""
+                            r["status"] = "info"
+                rows += got
+                for r in got:
+                    if not r.get("detail"):
+                        log(f"  {r['case'].strip()[:60]:60s} {r['variant']:13s} "
+                            f"{report.fmt(r['median'], r['unit']):>8s} {r['unit']:5s} "
+                            f"{report.fmt_ratio(r):>22s} {r['status']}" + (f" {r['error'][:200]}" if r["error"] else ""))
+                if m.NAME == "w2" and "W2 tarball" not in data:
+                    info = next((r.get("data") for r in got if r.get("data")), None)
+                    if info:
+                        data["W2 tarball"] = (f"{info['tar_bytes'] / 1e6:.1f} MB, {info['files']} files "
+                                              f"({info['bytes'] / 1e6:.1f} MB; sizes {info['size_min']}…"
+                                              f"{info['size_max']} B, median {info['size_median']} B), "
+                                              f"{info['dirs']} dirs")
+                took[f"{medium}/{m.NAME}"] = time.monotonic() - t
+                log(f"bench: [{medium}] {m.NAME} done in {took[f'{medium}/{m.NAME}']:.0f}s")
+        except KeyboardInterrupt:
+            interrupted = True
+            log("bench: interrupted — writing what was measured")
+        finally:
+            for n, p in bench.peers.items():
+                peer_info[n] = p.desc if n not in peer_info else peer_info[n]
+            for n, why in bench.peer_skips.items():
+                peer_skips.setdefault(n, why)
+            warnings += [f"[{medium}] {w}" for w in bench.warnings]
+            bench.close()
     meta = {
         "started": started, "duration_s": time.monotonic() - t0,
         "mode": ("quick" if a.quick else "full") + (" (INTERRUPTED)" if interrupted else ""),
-        "repeats": cfg.repeats, "only": only, "git": git_desc(cfg.rev),
-        "code": ("checkout run live" if cfg.live else f"src/ and shim/ as committed at {cfg.rev}" if cfg.rev
+        "repeats": repeats, "only": only, "git": git_desc(a.rev),
+        "code": ("checkout run live" if a.live else f"src/ and shim/ as committed at {a.rev}" if a.rev
                  else "snapshot of src/ and shim/ taken at start"),
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
                    f"Python {platform.python_version()}",
         "load_start": load_start, "load_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "command": " ".join(["python -m bench", shlex.join(argv if argv is not None else sys.argv[1:])]).strip(),
-        "warnings": bench.warnings, "data": data, "peers": peer_info, "peer_skips": dict(bench.peer_skips),
-        "took": took,
+        "warnings": warnings, "data": data, "peers": peer_info, "peer_skips": peer_skips,
+        "took": took, "media": media, "headline": views[0][0] if views else None,
     }
     report.peer_ratios(rows)
-    names, note = report.plots(rows, a.out)
+    names, note = report.plots(rows, a.out, meta["headline"])
     meta["plots"], meta["plot_note"] = names, note
     report.write_json(meta, rows, a.out / "results.json")
     report.write_markdown(meta, rows, names, a.out / "REPORT.md", mods)

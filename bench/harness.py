@@ -50,6 +50,7 @@ class Result:
     stdout: str
     stderr: str
     timed_out: bool
+    end: float = 0.0     # time.time() just after the reap (to set against the program's clock stamps)
 
 
 @dataclasses.dataclass
@@ -62,6 +63,21 @@ class Config:
     peers: list[str] | None = None   # peer names to run (None: all of them; []: none)
     install: bool = True             # install missing peers with apt-get / pip
     rev: str | None = None           # snapshot src/ + shim/ from this git revision, not the work tree
+    medium: str = ""                 # "tmpfs" or "disk": the medium tmp_base is on (rows carry it)
+
+
+def fs_type(path: str | Path) -> str:
+    """The file system type of `path` as /proc/self/mounts names it (longest mount prefix)."""
+    real = os.path.realpath(path)
+    best, kind = "", "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            f = line.split()
+            if len(f) > 2:
+                mp = f[1].replace("\\040", " ")
+                if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                    best, kind = mp, f[2]
+    return kind
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -94,6 +110,7 @@ def make_row(workload: str, case: str, variant: str, unit: str, samples: list[fl
     same `group` (default: the case) measure the same thing for different variants: the
     report compares ferry's rows with the peers' rows of their group."""
     row = {"workload": workload, "case": case, "group": group or case.strip(), "variant": variant, "unit": unit,
+           "medium": None,
            "samples": samples, **summary(samples), "ratio": None, "ratio_per_repeat": None,
            "target": target, "status": "info", "error": None, "repro": None, "note": note,
            "higher_is_better": higher_is_better, "detail": detail}
@@ -152,9 +169,10 @@ def run_cmd(cmd: list[str], *, timeout: float, env: dict | None = None, cwd: str
         out, err = proc.communicate()
         timed_out = True
     wall = time.perf_counter() - t0
+    end = time.time()
     _kill_group(proc)  # strays left behind by the command (daemons, hung children)
     return Result(cmd, proc.returncode, wall, out.decode(errors="replace"), err.decode(errors="replace"),
-                  timed_out)
+                  timed_out, end)
 
 
 def tail(text: str, n: int = 400) -> str:
@@ -256,6 +274,12 @@ class Bench:
             self.env.pop(k, None)
         self.env["LC_ALL"] = "C"
         self.local_env = dict(self.env)
+        # ferry's replica on the same medium as the local dir, the export and the peers' stores
+        # (left to itself it would be on /dev/shm whatever the medium).
+        self.replica = self.dir("replica")
+        self.env["FERRY_CACHE_DIR"] = str(self.replica)
+        self.fstype = fs_type(self.tmp)
+        self.medium = cfg.medium or ("tmpfs" if self.fstype == "tmpfs" else "disk")
         # The bench's own host agent (socket, lock and log in the temp dir), so every run
         # is served by the code under test, never by an agent some other run left behind;
         # stopped by close().
@@ -444,10 +468,18 @@ class Bench:
         return line
 
     def run_variant(self, variant: str, cmd: list[str], node: Node | None, timeout: float,
-                    cwd: str | None = None, stderr_ok: bool = False, front: str = "py", cold: bool = False) -> Result:
+                    cwd: str | None = None, stderr_ok: bool = False, front: str = "py", cold: bool = False,
+                    count: dict[str, list] | None = None) -> Result:
         """Run `cmd` as `variant` (local: directly; ferry-*: under `ferry run --mode`, through
-        the Python CLI or, with front "c", the C front).
+        the Python CLI or, with front "c", the C front).  With `count` (ferry variants), the
+        node's requests of exactly this run (`node_stats`, reset just before, read just after,
+        both untimed) are appended to count[variant].
         Raises Failure on timeout, non-zero exit or a dead node."""
+        if count is not None and variant.startswith("ferry-") and node is not None:
+            self.node_stats(node, reset=True)
+            r = self.run_variant(variant, cmd, node, timeout, cwd, stderr_ok, front, cold)
+            count.setdefault(variant, []).append(self.node_stats(node, reset=True))
+            return r
         peer = self.peers.get(variant)
         if variant == "local" or peer is not None:
             full, env = cmd, self.local_env
@@ -606,6 +638,22 @@ def ops_summary(stats: list[dict]) -> str:
         f"; {mid['bytes_out'] / 1e6:.2f} MB sent"
 
 
+def request_rows(workload: str, what: str, stats: dict[str, list[dict]], failures: dict, *,
+                 group: str = "node requests") -> list[dict]:
+    """A row per ferry variant: the node's requests (all ops) per sample, from `Bench.node_stats`
+    results (`run_variant(count=...)`); the median sample's per-op counts in the note."""
+    rows = []
+    for v in VARIANTS[1:]:
+        sts = stats.get(v) or []
+        if not sts and v not in failures:
+            continue
+        rows.append(make_row(workload, f"  node requests ({what})", v, "req",
+                             [float(sum(st["requests"].values())) for st in sts], error=failures.get(v),
+                             group=group, note=ops_summary(sts),
+                             extra={"node_requests": [st["requests"] for st in sts]}))
+    return rows
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -615,17 +663,24 @@ def dump_json(obj, path: Path) -> None:
 
 
 def phased(steps: list[tuple[str, str]], stamp_file: Path) -> list[str]:
-    """`sh -c` running the steps in order (stopping at the first failure), writing a
-    CLOCK_REALTIME stamp (date +%s%N, a local file) before the first and after each."""
+    """`bash -c` running the steps in order (stopping at the first failure), writing a
+    CLOCK_REALTIME stamp ($EPOCHREALTIME, µs: a bash builtin, so no `date` process is
+    started inside the timed span) to a local file before the first and after each."""
     sf = shlex.quote(str(stamp_file))
-    parts = ["set -e", f": > {sf}", f"date +%s%N >> {sf}"]
+    stamp = f'printf "%s\\n" "$EPOCHREALTIME" >> {sf}'
+    parts = ["set -e", f": > {sf}", stamp]
     for _, cmd in steps:
-        parts += [cmd, f"date +%s%N >> {sf}"]
-    return ["sh", "-c", "\n".join(parts)]
+        parts += [cmd, stamp]
+    return ["bash", "-c", "\n".join(parts)]
+
+
+def read_stamps(stamp_file: Path) -> list[float]:
+    """The stamps `phased` wrote, in seconds since the epoch."""
+    return [float(x.replace(",", ".")) for x in stamp_file.read_text().split()]
 
 
 def read_phases(steps: list[tuple[str, str]], stamp_file: Path) -> dict[str, float]:
-    stamps = [int(x) for x in stamp_file.read_text().split()]
+    stamps = read_stamps(stamp_file)
     if len(stamps) != len(steps) + 1:
         raise Failure(f"phase stamps incomplete: {len(stamps)} of {len(steps) + 1}")
-    return {name: (stamps[i + 1] - stamps[i]) / 1e9 for i, (name, _) in enumerate(steps)}
+    return {name: stamps[i + 1] - stamps[i] for i, (name, _) in enumerate(steps)}

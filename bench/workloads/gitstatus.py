@@ -9,18 +9,21 @@ Timed, per repeat, `git status --porcelain` twice (the output must be empty: a c
                (`ferry agent stop`, `ferry agent start`, untimed: its start is not counted);
                local and peers: after evicting the tree's pages (backing files, mount, store);
   second run — straight after, in a second separate `ferry run`, the agent kept running.
-Targets (ferry): first run ≤ JuiceFS's first run; second run ≤ 2 × local's second run.
-The node's requests are counted around each ferry run (`ferry stats URL --reset --json`):
-READ requests and the bytes the node sent (all replies' frames) of the second run.
+Each run timed whole (spawn to exit) and in-run (clock stamps around `git status` inside the
+invocation).  Targets (ferry, whole): first run ≤ JuiceFS's first run; second run ≤ 2 ×
+local's second run.  The node's requests are counted around each ferry run (`ferry stats
+URL --reset --json`): all requests, READ requests and the bytes the node sent (all
+replies' frames).
 """
 
 from __future__ import annotations
 
 import random
+import shlex
 import shutil
 import statistics
 
-from ..harness import Failure, interleave, make_row, ops_summary, ratio_le, run_cmd, tail
+from ..harness import Failure, interleave, make_row, ops_summary, phased, ratio_le, read_phases, run_cmd, tail
 
 NAME = "gitstatus"
 TITLE = "git status on a 5000-file tree"
@@ -76,16 +79,21 @@ def run(b) -> list[dict]:
             except OSError as e:
                 failures[v] = Failure(f"set-up (copy, first git status): {e}")
 
-        def git(v: str, label: str) -> tuple[float, dict | None]:
+        stamps = b.dir("gitstatus-stamps")
+
+        def git(v: str, label: str, i: int) -> tuple[float, float, dict | None]:
             where = b.where(v, node, "gitstatus")[0]
-            cmd = ["git", "-C", where, *GIT_ENV, "status", "--porcelain"]
+            steps = [("git status", shlex.join(["git", "-C", where, *GIT_ENV, "status", "--porcelain"]))]
+            sf = stamps / f"{v}-{label.split()[0]}-{i}"
+            cmd = phased(steps, sf)
             ferry = v.startswith("ferry-")
             if ferry:
                 b.node_stats(node, reset=True)
             r = b.run_variant(v, cmd, node, timeout=600, front="c")
             if r.stdout.strip():
                 raise Failure(f"{label}: git status is not clean: {r.stdout[:300]}", b.repro(cmd, node))
-            return r.wall, (b.node_stats(node, reset=True) if ferry else None)
+            inrun = read_phases(steps, sf)["git status"]
+            return r.wall, inrun, (b.node_stats(node, reset=True) if ferry else None)
 
         def one(v: str, i: int) -> dict:
             if v.startswith("ferry-"):
@@ -93,9 +101,9 @@ def run(b) -> list[dict]:
                 b.agent_start()
             else:
                 b.drop_cache(v, node, "gitstatus")
-            first, st1 = git(v, "first run")
-            second, st2 = git(v, "second run")
-            return {"first": first, "second": second, "st1": st1, "st2": st2}
+            first, in1, st1 = git(v, "first run", i)
+            second, in2, st2 = git(v, "second run", i)
+            return {"first": first, "second": second, "in1": in1, "in2": in2, "st1": st1, "st2": st2}
         res = interleave(b.cfg.repeats, variants, one, failures)
     case = f"{nfiles} files in 100 dirs"
     jfs = [s["first"] for s in res.get("juicefs", [])]
@@ -104,21 +112,30 @@ def run(b) -> list[dict]:
     for v in variants:
         ferry = v.startswith("ferry-")
         t1 = ("≤ JuiceFS first run" + ("" if jfs_med is not None else " (JuiceFS not measured)")) if ferry else ""
-        rows.append(make_row(NAME, f"git status --porcelain, first run ({case})", v, "s",
+        rows.append(make_row(NAME, f"git status --porcelain, first run, whole invocation ({case})", v, "s",
                              [s["first"] for s in res[v]], local=[s["first"] for s in res["local"]] if v != "local"
                              else None, error=failures.get(v), target=t1, group="first run",
                              check=(lambda r: r["median"] <= jfs_med) if ferry and jfs_med is not None else None,
-                             extra={"run": "first"}))
+                             extra={"run": "first", "fig": "whole"}))
     for v in variants:
         ferry = v.startswith("ferry-")
-        rows.append(make_row(NAME, f"git status --porcelain, second run ({case})", v, "s",
+        rows.append(make_row(NAME, f"git status --porcelain, second run, whole invocation ({case})", v, "s",
                              [s["second"] for s in res[v]], local=[s["second"] for s in res["local"]]
                              if v != "local" else None, error=failures.get(v),
                              target="≤ 2× local" if ferry else "", check=ratio_le(2.0) if ferry else None,
-                             group="second run", extra={"run": "second"}))
+                             group="second run", extra={"run": "second", "fig": "whole"}))
+    for run, key in (("first", "in1"), ("second", "in2")):
+        for v in variants:
+            rows.append(make_row(NAME, f"git status --porcelain, {run} run, in-run ({case})", v, "s",
+                                 [s[key] for s in res[v]], local=[s[key] for s in res["local"]]
+                                 if v != "local" else None, error=failures.get(v), group=f"{run} run, in-run",
+                                 extra={"run": run, "fig": "in-run"}))
     for v in (v for v in variants if v.startswith("ferry-")):
         for run, key in (("first", "st1"), ("second", "st2")):
             sts = [s[key] for s in res[v] if s[key]]
+            rows.append(make_row(NAME, f"  {run} run: node requests (all ops)", v, "req",
+                                 [float(sum(st["requests"].values())) for st in sts], error=failures.get(v),
+                                 group=f"{run} requests"))
             rows.append(make_row(NAME, f"  {run} run: node READ requests", v, "req",
                                  [float(st["requests"].get("READ", 0)) for st in sts], error=failures.get(v),
                                  group=f"{run} READ", detail=run == "first", note=ops_summary(sts)))

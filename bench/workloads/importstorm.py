@@ -5,7 +5,9 @@ few lines each — 1001 files.  Timed, per N in 1, 8, 32: one invocation running
 `python3 -B -c 'import pkg'` at once (PYTHONDONTWRITEBYTECODE=1: no bytecode is read or
 written, so every process opens and compiles every source) and waiting for all of them:
 `local` on a local dir, `ferry-cache` as ONE `ferry run --mode cache` (the C front) whose N
-programs share one session.  For ferry the node's requests are counted around each
+programs share one session (with a cache of its own: it starts empty), and the file-system
+peers on their mounts.  Whole invocation and in-run (clock stamps around the N importers
+inside the invocation).  For ferry the node's requests are counted around each
 sample (`ferry stats URL --reset --json` before and after): its OPEN count against the
 files in the tree — ideally each file is fetched once however many processes import it
 (target: node OPENs ≤ 1.05 × files at every N).
@@ -18,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..harness import Failure, interleave, make_row, median_le, ops_summary
+from ..harness import Failure, interleave, make_row, median_le, ops_summary, phased, read_phases
 
 NAME = "importstorm"
 TITLE = "Import storm: N concurrent `python3 -B -c 'import pkg'` of a 1000-module package"
@@ -58,32 +60,39 @@ def run(b) -> list[dict]:
     failures: dict[tuple, Failure] = {}
     res: dict[int, dict[str, list]] = {}
     counts: dict[int, list[dict]] = {n: [] for n in NS}
+    variants = list(VARIANTS) + [p.name for p in b.fs_peers()]
+    stamps = b.dir("importstorm-stamps")
     with b.node(NAME) as node:
         files = 0
-        for v in VARIANTS:
+        for v in variants:
             files = make_tree(b.where(v, node, "importstorm")[1])
         b.agent_start()   # the agent is running, as for every run after the first
         for n in NS:
             fl: dict[str, Failure] = {}
 
-            def one(v: str, i: int, n: int = n) -> float:
+            def one(v: str, i: int, n: int = n) -> dict:
                 where = b.where(v, node, "importstorm")[0]
-                cmd = storm_cmd(n, where)
-                if v == "local":
-                    return b.run_variant(v, cmd, node, timeout=600).wall
-                b.node_stats(node, reset=True)
-                r = b.run_variant(v, cmd, node, timeout=600, front="c", cold=True)  # a cache of its own
-                st = b.node_stats(node, reset=True)
-                counts[n].append(st)
-                return r.wall
-            res[n] = interleave(b.cfg.repeats, list(VARIANTS), one, fl)
+                steps = [("storm", shlex.join(storm_cmd(n, where)))]
+                sf = stamps / f"{n}-{v}-{i}"
+                cmd = phased(steps, sf)
+                if not v.startswith("ferry-"):
+                    r = b.run_variant(v, cmd, node, timeout=600)
+                else:
+                    b.node_stats(node, reset=True)
+                    r = b.run_variant(v, cmd, node, timeout=600, front="c", cold=True)  # a cache of its own
+                    counts[n].append(b.node_stats(node, reset=True))
+                return {"wall": r.wall, "inrun": read_phases(steps, sf)["storm"]}
+            res[n] = interleave(b.cfg.repeats, variants, one, fl)
             failures.update({(n, v): e for v, e in fl.items()})
     rows = []
     for n in NS:
         case = f"{n} importer{'s' if n > 1 else ''} × {MODULES} modules ({files} files)"
-        for v in VARIANTS:
-            rows.append(make_row(NAME, case, v, "s", res[n][v], local=res[n]["local"] if v != "local" else None,
-                                 error=failures.get((n, v)), group=f"wall, N={n}"))
+        for key, fig in (("wall", "whole invocation"), ("inrun", "in-run")):
+            for v in variants:
+                rows.append(make_row(NAME, f"{case}, {fig}", v, "s", [s[key] for s in res[n][v]],
+                                     local=[s[key] for s in res[n]["local"]] if v != "local" else None,
+                                     error=failures.get((n, v)), group=f"{key}, N={n}",
+                                     extra={"fig": "whole" if key == "wall" else "in-run", "n": n}))
         opens = [st["requests"].get("OPEN", 0) for st in counts[n]]
         reqs = [sum(st["requests"].values()) for st in counts[n]]
         err = failures.get((n, "ferry-cache"))
