@@ -107,7 +107,8 @@ def run(b) -> list[dict]:
                                  group="instructions", **common))
         else:
             rows.append(make_row(NAME, f"{case}: instructions of the program (perf stat, user + kernel)", v,
-                                 "instr", [], group="instructions", note=f"not measured: {why}", **common))
+                                 "instr", [], group="instructions",
+                                 note=f"not measured: {why}" if v == "local" else "", **common))
     for key, what in (("per_iter", "per loop iteration (4 calls)"), ("start", "start-up and exit (0 iterations)")):
         for v in VARIANTS:
             vr = vg_res.get(v, {})
