@@ -34,11 +34,12 @@ class DirectFile:
         self.rel = rel  # node path at open: what fstat of a handle-less fd (directory, O_PATH) stats
 
 
-def forwarded(op: str, onto_node: bool = False):
+def forwarded(op: str, onto_node: bool = False, ordered: bool = True):
     """The handler of a request carried to the node as it came, its ferry path made
     export-relative (`path`; `old` and `new` for LINK and RENAME, which go to the node of
     `old`).  With `onto_node`, a file made in the replica and never uploaded is sent to the
-    node first, so that the node has a file to act on (`WriteBack._onto_node`)."""
+    node first, so that the node has a file to act on (`WriteBack._onto_node`); not
+    `ordered`: sent at once, not after the write-backs queued (NodeLink.call)."""
     async def handler(self, f) -> dict:
         if onto_node:
             self._onto_node(f["path"])
@@ -47,7 +48,7 @@ def forwarded(op: str, onto_node: bool = False):
             _, new = self.route(f["new"])
             return await link.call(op, **dict(f, old=old, new=new))
         link, rel = self.route(f["path"])
-        return await link.call(op, **dict(f, path=rel))
+        return await link.call(op, ordered, **dict(f, path=rel))
     handler.__name__ = handler.__qualname__ = "op_" + op.lower()
     return handler
 
@@ -215,7 +216,7 @@ class DirectFiles:
     # ...and both modes, for what the node keeps and the replica does not: the file system's
     # numbers and extended attributes.  These go through the node's lane, so they land after
     # the program's queued changes.
-    op_statfs = forwarded("STATFS")
+    op_statfs = forwarded("STATFS", ordered=False)  # (fts calls it for every directory rm -r walks)
     op_getxattr = forwarded("GETXATTR", onto_node=True)
     op_listxattr = forwarded("LISTXATTR", onto_node=True)
     op_setxattr = forwarded("SETXATTR", onto_node=True)
