@@ -19,6 +19,7 @@
 
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -46,6 +47,7 @@ struct fy_config {
     char *prefix[32];        /* mount prefixes (no trailing slash); "/REMOTE@" is implicit */
     size_t prefix_len[32];
     size_t probe_len;        /* bytes of a path the prefix compare may read: the longest prefix + 1 */
+    unsigned char lead[256]; /* 1 for each byte a ferry absolute path may have after its first "/" */
 };
 extern struct fy_config fy_cfg;
 extern mode_t fy_umask;  /* the process's umask, for modes sent to the node in direct mode */
@@ -128,7 +130,11 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
     } while (0)
 /* After a local open(at) succeeded: remember a directory fd that lies above a mount root,
  * so names relative to it can enter the mount.  Returns fd. */
-int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
+int fy_note_dirfd_(int fd, int dirfd, const char *path, int flags);
+static inline int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
+{
+    return fd < 0 || !(flags & (O_DIRECTORY | O_PATH)) ? fd : fy_note_dirfd_(fd, dirfd, path, flags);
+}
 /* Length of the mount root ("/REMOTE@h:p" or the prefix) that `ferry_path` lies under, or 0. */
 size_t fy_mount_root(const char *ferry_path);
 /* Lexically normalise absolute `in` ("." "..", "//" removed) into out: 0 or -ENAMETOOLONG. */

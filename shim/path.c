@@ -170,7 +170,7 @@ static int may_be_above(const char *path)
     return 0;
 }
 
-int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
+int fy_note_dirfd_(int fd, int dirfd, const char *path, int flags)
 {
     if (fd < 0 || !(flags & (O_DIRECTORY | O_PATH)) || fy_cfg.mode == FY_MODE_OFF || !path) return fd;
     if (path[0] == '/' && !may_be_above(path)) return fd;  /* opendir("/usr/lib") and the like */
@@ -215,6 +215,18 @@ static int readable(const char *path, int *unreadable)
 
 int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
 {
+    /* The common case first: an absolute local name is told by its second byte ("/usr",
+     * "/tmp" against "/REMOTE@" and the prefixes), two bytes probed.  A single name that
+     * cannot be read goes to libc whatever it is, so nothing more need be read here (a
+     * pair must know more: fy_resolve_pair). */
+    const char *path = *pathp;
+    if (fy_cfg.mode == FY_MODE_OFF || !path) return 0;
+    long n = fy_probe_str(path, 2);
+    if (n < 0) return 0;
+    if (n > 0 && path[0] == '/' && !fy_cfg.lead[(unsigned char)path[1]]) return 0;
+    /* A relative name with no ferry or above-a-mount directory to be relative to. */
+    if (n > 0 && path[0] != '/' &&
+        (dirfd == AT_FDCWD ? !fy_vcwd_set && !rcwd_above : !fy_fd_get(dirfd) && nabove == 0)) return 0;
     int unreadable;
     return fy_resolve_r(dirfd, pathp, out, &unreadable);
 }
