@@ -18,7 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static struct fy_fd *table[FY_MAXFD];
+struct fy_fd *fy_fd_table_[FY_MAXFD];
+#define table fy_fd_table_
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static int limit;  /* one past the highest fd ever entered: bounds the scans at exec and exit */
 

@@ -102,6 +102,7 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
  * times, then ELOOP.  FY_PATH2_HOOK is the same for two paths (rename, link). */
 #define FY_PATH_HOOK(dirfd, path, fail, libc_call, body, ...)                         \
     do {                                                                              \
+        if (fy_surely_local((dirfd), (path))) return libc_call;                       \
         char fy_next_[PATH_MAX];                                                      \
         for (int fy_hops_ = 0;; fy_hops_++) {                                         \
             struct fy_path fy_p_;                                                     \
@@ -166,6 +167,25 @@ struct fy_fd {
 };
 #define FY_MAXFD 65536
 struct fy_fd *fy_fd_get(int fd); /* NULL when fd is not ferry's: one bounds check and one load */
+extern struct fy_fd *fy_fd_table_[FY_MAXFD];  /* fdtable.c's, read here only by fy_surely_local */
+extern int fy_rcwd_above_, fy_nabove_;       /* path.c's: the real cwd is above a mount; dirfds noted above one */
+long fy_probe_str(const char *s, size_t max);
+/* The common case of every path hook, decided before the hook sets anything up: 1 when
+ * `path` (relative to dirfd) is surely not ferry's, from its first two bytes (probed) and
+ * whether there is a ferry directory it could be relative to; 0 when fy_resolve must look.
+ * A name that cannot be read goes to libc as well (the kernel says EFAULT), as
+ * fy_resolve would send it: only a pair (rename, link) must know more, and those call
+ * fy_resolve_pair directly. */
+static inline int fy_surely_local(int dirfd, const char *path)
+{
+    if (fy_cfg.mode == FY_MODE_OFF || !path) return 1;
+    long n = fy_probe_str(path, 2);
+    if (n < 0) return 1;
+    if (n == 0) return 0;
+    if (path[0] == '/') return !fy_cfg.lead[(unsigned char)path[1]];
+    if (dirfd == AT_FDCWD) return !fy_vcwd_set && !fy_rcwd_above_;
+    return (unsigned)dirfd < FY_MAXFD && !fy_fd_table_[dirfd] && fy_nabove_ == 0;
+}
 struct fy_fd *fy_fd_direct(int fd); /* the same, for a direct-mode fd only */
 struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path);
 void fy_fd_clear(int fd);

@@ -15,7 +15,8 @@
  * /REMOTE@...): then a relative name such as mkdir -p's "x" after chdir("/mnt") enters
  * the mount /mnt/x and must not create a local /mnt/x.  Refreshed on every local chdir. */
 static char rcwd[PATH_MAX];
-static int rcwd_above;
+int fy_rcwd_above_;
+#define rcwd_above fy_rcwd_above_
 /* The first component below rcwd of each mount root under it: a relative name whose first
  * component is none of these (and is not "." or "..") stays local after one compare each,
  * which keeps programs started in "/" off the normalising path. */
@@ -119,7 +120,9 @@ int fy_normalize(const char *in, char *out, size_t cap) { return normalize(in, o
  * number may have been closed and reused without our knowing). */
 #define ABOVE_MAX 16
 static struct { int fd; dev_t dev; ino_t ino; char path[PATH_MAX]; } above[ABOVE_MAX];
-static int nabove, above_next;
+int fy_nabove_;
+static int above_next;
+#define nabove fy_nabove_
 static pthread_mutex_t above_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Copy the absolute path of above-fd `fd` into buf; 0 when fd is not one (any more). */
@@ -215,18 +218,9 @@ static int readable(const char *path, int *unreadable)
 
 int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
 {
-    /* The common case first: an absolute local name is told by its second byte ("/usr",
-     * "/tmp" against "/REMOTE@" and the prefixes), two bytes probed.  A single name that
-     * cannot be read goes to libc whatever it is, so nothing more need be read here (a
-     * pair must know more: fy_resolve_pair). */
-    const char *path = *pathp;
-    if (fy_cfg.mode == FY_MODE_OFF || !path) return 0;
-    long n = fy_probe_str(path, 2);
-    if (n < 0) return 0;
-    if (n > 0 && path[0] == '/' && !fy_cfg.lead[(unsigned char)path[1]]) return 0;
-    /* A relative name with no ferry or above-a-mount directory to be relative to. */
-    if (n > 0 && path[0] != '/' &&
-        (dirfd == AT_FDCWD ? !fy_vcwd_set && !rcwd_above : !fy_fd_get(dirfd) && nabove == 0)) return 0;
+    /* The common case first (fy.h): an absolute local name is told by its second byte
+     * ("/usr", "/tmp" against "/REMOTE@" and the prefixes), two bytes probed. */
+    if (fy_surely_local(dirfd, *pathp)) return 0;
     int unreadable;
     return fy_resolve_r(dirfd, pathp, out, &unreadable);
 }
