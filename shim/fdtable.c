@@ -25,17 +25,6 @@ static int limit;  /* one past the highest fd ever entered: bounds the scans at 
 
 int fy_fd_limit(void) { return limit; }
 
-struct fy_fd *fy_fd_get(int fd)
-{
-    return (unsigned)fd < FY_MAXFD ? table[fd] : NULL;
-}
-
-struct fy_fd *fy_fd_direct(int fd)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    return f && f->kind == FY_FD_DIRECT ? f : NULL;
-}
-
 static void entry_free(struct fy_fd *f)
 {
     if (!f) return;

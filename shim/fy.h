@@ -166,8 +166,15 @@ struct fy_fd {
     struct fy_dirlist *dl;
 };
 #define FY_MAXFD 65536
-struct fy_fd *fy_fd_get(int fd); /* NULL when fd is not ferry's: one bounds check and one load */
-extern struct fy_fd *fy_fd_table_[FY_MAXFD];  /* fdtable.c's, read here only by fy_surely_local */
+extern struct fy_fd *fy_fd_table_[FY_MAXFD];  /* fdtable.c's table, read inline below */
+/* NULL when fd is not ferry's: one bounds check and one load */
+static inline struct fy_fd *fy_fd_get(int fd) { return (unsigned)fd < FY_MAXFD ? fy_fd_table_[fd] : NULL; }
+/* the same, for a direct-mode fd only */
+static inline struct fy_fd *fy_fd_direct(int fd)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    return f && f->kind == FY_FD_DIRECT ? f : NULL;
+}
 extern int fy_rcwd_above_, fy_nabove_;       /* path.c's: the real cwd is above a mount; dirfds noted above one */
 long fy_probe_str(const char *s, size_t max);
 /* The common case of every path hook, decided before the hook sets anything up: 1 when
@@ -186,7 +193,6 @@ static inline int fy_surely_local(int dirfd, const char *path)
     if (dirfd == AT_FDCWD) return !fy_vcwd_set && !fy_rcwd_above_;
     return (unsigned)dirfd < FY_MAXFD && !fy_fd_table_[dirfd] && fy_nabove_ == 0;
 }
-struct fy_fd *fy_fd_direct(int fd); /* the same, for a direct-mode fd only */
 struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path);
 void fy_fd_clear(int fd);
 void fy_fd_copy(int from, int to);
@@ -238,7 +244,8 @@ ssize_t fy_dec_xattr(const char *val, size_t len, uint32_t n, int names);
 /* A fixed reply's fields against the request (READ: the data received, WRITE: the bytes
  * sent): 0, or -EIO for a count, offset or lock no answer to it can carry. */
 int fy_check_rep(uint16_t op, const void *rep, uint64_t asked);
-int fy_conn_fd(void);
+extern int fy_conn_;  /* wire.c: the connection to the agent, -1 when none */
+static inline int fy_conn_fd(void) { return fy_conn_; }
 void fy_conn_forget(void);
 void fy_after_fork_child(void);  /* pthread_atfork: a forked child opens a connection of its own */
 
@@ -252,7 +259,8 @@ int fy_table_ident(const struct stat *st, struct fy_table_ident *out);
 void fy_table_note_ident(const struct stat *st, const struct fy_table_ident *id);
 int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_absent(const struct fy_path *p);
-int fy_replica_root_fd(void);       /* stat.c: the replica tree's O_PATH fd, -1 when none is open */
+extern int fy_root_fd_;  /* stat.c: the replica tree's O_PATH fd, -1 when none is open */
+static inline int fy_replica_root_fd(void) { return __atomic_load_n(&fy_root_fd_, __ATOMIC_ACQUIRE); }
 void fy_replica_root_forget(void);  /* the program closed (or dup2'ed onto) its number */
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_list_parent(const struct fy_path *p);
