@@ -1,7 +1,8 @@
 /* libferry internals shared by the hook families (io.c, stat.c, dir.c, stdio.c, proc.c).
  *
- * A call reaches the shim, `fy_resolve` decides in one prefix compare whether its path
- * (or `fy_fd_get` whether its fd) is ferry's, and only then does anything else happen.
+ * A call reaches the shim, `fy_surely_local` (most local names, by their first two bytes)
+ * or else `fy_resolve` decides whether its path (or `fy_fd_get` whether its fd) is ferry's,
+ * and only then does anything else happen.
  * Ferry paths are normalised absolute strings such as "/REMOTE@host:port/a/b" or
  * "<mount prefix>/a/b"; the agent routes them to nodes.
  *

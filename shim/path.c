@@ -1,7 +1,8 @@
 /* Which paths are ferry's, and where they live in the cache.
  *
- * The test for a local absolute path is one short loop of prefix compares and must stay
- * that cheap: it runs on every path a preloaded program touches.  Only ferry paths are
+ * The test for a local name must stay cheap: it runs on every path a preloaded program
+ * touches.  Most are told by fy_surely_local (fy.h) from their second byte; the rest by one
+ * short loop of prefix compares.  Only ferry paths are
  * normalised (".", "..", "//" removed lexically, as ORFA did).
  */
 #include "fy.h"
