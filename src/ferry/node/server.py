@@ -19,6 +19,8 @@ import os
 import signal
 import socket
 import ssl
+import stat
+import struct
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import Any, cast
 
 from ferry import security
 from ferry.protocol import spec
-from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts
+from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts, unpack_fields
 
 from .backends.base import Backend
 from .handlers import Deferred, Held, LimitExceeded, Session, run
@@ -41,6 +43,14 @@ log = logging.getLogger("ferry.node")
 # asyncio's default, 100, overflows when a few hundred agents connect at once (bench/load.py:
 # 1000 clients -> 129 overflows); each overflowed connect then waits out a SYN retransmit (1 s+).
 BACKLOG = 4096
+
+# A READ reply of at least this many bytes from a file with a descriptor of its own, on a
+# connection without TLS, goes out with os.sendfile: the kernel hands the file's pages to
+# the socket, no copy in Python or into our memory (NodeProtocol._send_range).
+SENDFILE_MIN = 64 << 10
+_READ = spec.OPCODES["READ"]
+_READ_FIELDS = spec.OPS["READ"][1]
+_U32 = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,13 @@ class NodeProtocol(asyncio.BufferedProtocol):
         # applied after it, in order, so this connection's ops never reorder.
         self._queued: collections.deque[Request] = collections.deque()
         self._held = False
+        # While a READ reply goes out through sendfile (on the socket itself, past the
+        # transport), nothing else may write: what would is kept in `_later` and follows it.
+        self._sending = False
+        self._later: list[bytes] = []
+        self._raw = -1  # the socket's fd, for sendfile (-1: TLS, or no socket: never)
+        self._poll = -1  # a dup of it, polled for writability while a sendfile waits
+        self._wake: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -81,6 +98,8 @@ class NodeProtocol(asyncio.BufferedProtocol):
             # An idle client may hold leases or wait for a lock for hours: never close it for
             # idleness, let the kernel's keepalives find a peer that is gone.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if transport.get_extra_info("sslcontext") is None:
+                self._raw = sock.fileno()
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
@@ -120,6 +139,17 @@ class NodeProtocol(asyncio.BufferedProtocol):
                     counts[req.opcode] += 1
                     mine.bytes_in += spec.HEADER_SIZE + len(req.payload)
                 try:
+                    if req.opcode == _READ and self._raw >= 0 and not req.flags & spec.FLAG_ONEWAY:
+                        ranged = self._file_range(req)
+                        if ranged is not None:
+                            if out:
+                                transport.write(b"".join(out))
+                                out = []
+                            self._held = self._sending = True
+                            self._queued.extend(reqs)
+                            transport.pause_reading()
+                            asyncio.get_running_loop().create_task(self._send_range(req, *ranged))
+                            break
                     op, status, fields = run(self._session, req.opcode, req.payload)
                     if isinstance(fields, Held):
                         self._held = True
@@ -179,11 +209,111 @@ class NodeProtocol(asyncio.BufferedProtocol):
         if not self._held and self._transport is not None:
             self._transport.resume_reading()
 
+    def _file_range(self, req: Request) -> tuple[int, int, int] | None:
+        """(fd, offset, count) of a READ that sendfile can answer (the count what the file
+        holds there now), or None: then it takes the ordinary path (errors included)."""
+        s = self._session
+        if not s.authed:
+            return None
+        f = unpack_fields(_READ_FIELDS, req.payload)
+        obj = s.files.get(f["handle"])
+        fd = getattr(obj, "fd", None)
+        if fd is None or f["count"] + 4 > spec.MAX_FRAME or f["offset"] < 0:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return None
+        n = min(f["count"], st.st_size - f["offset"])
+        if not stat.S_ISREG(st.st_mode) or n < SENDFILE_MIN:
+            return None
+        return fd, f["offset"], n
+
+    async def _send_range(self, req: Request, fd: int, offset: int, count: int) -> None:
+        """The reply to READ `req`: its header, then `count` bytes of `fd` from `offset`
+        with os.sendfile, on the socket itself (the transport's buffer empty first, and
+        nothing else written until it is done).  The header promised `count` bytes: a
+        file that shrank meanwhile cannot keep that promise, so the connection is dropped
+        (the client's reads fail with EIO, and its fetch with them: never a short copy)."""
+        transport = self._transport
+        self._counts.bytes_out += REP_HEADER.size + 4 + count
+        head = memoryview(REP_HEADER.pack(4 + count, 0, req.rid) + _U32.pack(count))
+        try:
+            while transport.get_write_buffer_size():
+                await self._writable()
+                if self._transport is None:
+                    return
+            while head:
+                try:
+                    head = head[os.write(self._raw, head):]
+                except BlockingIOError:
+                    await self._writable()
+                    if self._transport is None:
+                        return
+            while count:
+                try:
+                    n = os.sendfile(self._raw, fd, offset, count)
+                except BlockingIOError:
+                    await self._writable()
+                    if self._transport is None:
+                        return
+                    continue
+                if n == 0:
+                    log.warning("ferry node: closing connection from %s: a file shrank while a READ of it "
+                                "was being sent", self._peer)
+                    transport.abort()
+                    return
+                offset += n
+                count -= n
+        except OSError as e:  # the peer went (or the file cannot be read after all)
+            if self._transport is not None:
+                log.warning("ferry node: closing connection from %s: sending a READ reply failed: %s",
+                            self._peer, e.strerror or e)
+                transport.abort()
+            return
+        except BaseException:
+            if self._transport is not None:
+                transport.abort()
+            raise
+        self._sending = False
+        later, self._later = self._later, []
+        if later:
+            transport.write(b"".join(later))
+        self._held = False
+        queued, self._queued = self._queued, collections.deque()
+        self._serve(queued)
+        if not self._held and self._transport is not None:
+            self._transport.resume_reading()
+
+    async def _writable(self) -> None:
+        """Wait until the socket may take more (polled on a dup of it: the transport's own fd
+        is the transport's; the connection's loss wakes us too)."""
+        loop = asyncio.get_running_loop()
+        if self._poll < 0:
+            self._poll = os.dup(self._raw)
+        fd = self._poll
+        ready = self._wake = loop.create_future()
+        loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            if self._poll == fd:  # (else connection_lost closed it)
+                loop.remove_writer(fd)
+            self._wake = None
+
+    def _write(self, data: bytes) -> None:
+        """A frame that is no reply of `_serve`'s (a recall, a late reply): after the READ
+        being sent, if one is."""
+        if self._sending:
+            self._later.append(data)
+        else:
+            assert self._transport is not None
+            self._transport.write(data)
+
     def _send_recall(self, rid: int, items: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             body = pack_parts(spec.RECALL, {"items": items})
-            self._transport.write(REP_HEADER.pack(sum(map(len, body)), spec.STATUS_RECALL, rid))
-            self._transport.writelines(body)
+            self._write(REP_HEADER.pack(sum(map(len, body)), spec.STATUS_RECALL, rid) + b"".join(body))
 
     def _kick(self, why: str) -> None:
         log.warning("ferry node: closing connection from %s: %s", self._peer, why)
@@ -210,7 +340,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
             self._waiting -= 1
             if self._transport is not None and not self._transport.is_closing():
                 self._counts.bytes_out += REP_HEADER.size
-                self._transport.write(REP_HEADER.pack(0, status, rid))
+                self._write(REP_HEADER.pack(0, status, rid))
         return send
 
     # Replies are only produced while reading, so back-pressure on writing pauses reading:
@@ -232,6 +362,12 @@ class NodeProtocol(asyncio.BufferedProtocol):
         # 256 KiB read buffer) goes when the connection does, not at the next garbage collection.
         self._session.recall_to = self._session.kick = _ignore
         self._transport = None
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)  # a sendfile waiting: it sees the connection is gone
+        if self._poll >= 0:
+            asyncio.get_running_loop().remove_writer(self._poll)
+            os.close(self._poll)
+            self._poll = -1
 
 
 def _ignore(*args) -> None:
