@@ -594,13 +594,17 @@ _WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefi
 
 
 def _store(fd: int, data, off: int) -> None:
-    """Write one fetched range at `off`, whole; a hole stays a hole (the size is set after)."""
-    if is_zero(data):
-        return
+    """Write one fetched range at `off`, whole, but for its all-zero IO_CHUNK pieces: a hole
+    stays a hole (at the granularity it always had; the size is set after)."""
     view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, off)
-        view, off = view[n:], off + n
+    for start in range(0, len(view), spec.IO_CHUNK):
+        piece = view[start:start + spec.IO_CHUNK]
+        if is_zero(piece):
+            continue
+        at = off + start
+        while piece:
+            n = os.pwrite(fd, piece, at)
+            piece, at = piece[n:], at + n
 
 
 _ZERO_CHUNK = bytes(max(spec.IO_CHUNK, STREAM_CHUNK))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import errno
 import logging
 import os
@@ -31,7 +32,7 @@ from ferry.protocol import spec
 from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts, unpack_fields
 
 from .backends.base import Backend
-from .handlers import Deferred, Held, LimitExceeded, Session, run
+from .handlers import Deferred, Held, LimitExceeded, Offloaded, Session, run
 from .leases import LeaseTable
 from .locks import LockTable
 from .stats import STATS_OPCODE, NodeStats
@@ -51,6 +52,10 @@ SENDFILE_MIN = 64 << 10
 _READ = spec.OPCODES["READ"]
 _READ_FIELDS = spec.OPS["READ"][1]
 _U32 = struct.Struct("<I")
+# Offloaded WRITEs (handlers.Offloaded) run here, the event loop receiving meanwhile; a
+# connection holds at most HELD_FRAMES requests received behind one before it stops reading.
+_WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ferry-node-write")
+HELD_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class NodeProtocol(asyncio.BufferedProtocol):
                  leases: LeaseTable) -> None:
         self._stats = stats
         self._session = Session(backend, token, locks, limits.handles, limits.locks, stats, leases=leases)
+        self._session.offload = True
+        self._offloading: asyncio.Future | None = None  # an Offloaded WRITE running in _WORKERS
         self._session.recall_to = self._send_recall
         self._session.kick = self._kick
         self._counts = self._session.counts  # replaced by the node's once connected
@@ -117,6 +124,8 @@ class NodeProtocol(asyncio.BufferedProtocol):
             return
         if self._held:
             self._queued.extend(reqs)
+            if len(self._queued) >= HELD_FRAMES:  # (a Held change or a sendfile paused it already)
+                transport.pause_reading()
             return
         self._serve(reqs)
         self._watch_partial_frame()
@@ -156,6 +165,14 @@ class NodeProtocol(asyncio.BufferedProtocol):
                         self._queued.extend(reqs)
                         transport.pause_reading()  # what it sends meanwhile stays in the kernel
                         self._session.leases.start(fields.items, lambda h=fields, r=req: self._resume(h, r))
+                        break
+                    if isinstance(fields, Offloaded):
+                        if out:
+                            transport.write(b"".join(out))
+                            out = []
+                        self._held = True
+                        self._queued.extend(reqs)
+                        self._offload(req, op, fields, counted)
                         break
                     if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
                         if not req.flags & spec.FLAG_ONEWAY:
@@ -201,6 +218,10 @@ class NodeProtocol(asyncio.BufferedProtocol):
             return
         out: list[bytes] = []
         op, status, fields = held.apply()
+        if isinstance(fields, Offloaded):
+            self._held = True
+            self._offload(req, op, fields, True)
+            return
         self._reply(out, req, op, status, fields)
         if out:
             self._transport.write(b"".join(out))
@@ -208,6 +229,36 @@ class NodeProtocol(asyncio.BufferedProtocol):
         self._serve(queued)
         if not self._held and self._transport is not None:
             self._transport.resume_reading()
+
+    def _offload(self, req: Request, op, job: Offloaded, counted: bool) -> None:
+        """Run an Offloaded WRITE in a worker thread; its reply, then the requests held
+        meanwhile, once it is done.  Receiving goes on (the next WRITE's data arrives while
+        this one is written), up to a few frames held."""
+        def done(fut: asyncio.Future) -> None:
+            self._offloading = None
+            if self._transport is None:  # gone meanwhile: its handles could not close before
+                self._session.close_all()
+                return
+            try:
+                status, fields = 0, fut.result()
+            except OSError as e:
+                status, fields = -(e.errno or errno.EIO), None
+            except (ValueError, OverflowError):
+                status, fields = -errno.EINVAL, None
+            except Exception:
+                log.exception("ferry node: %s from %s failed", spec.NAMES[req.opcode], self._peer)
+                status, fields = -errno.EIO, None
+            out: list[bytes] = []
+            self._reply(out, req, op, status, fields, counted)
+            if out:
+                self._write(b"".join(out))
+            self._held = False
+            queued, self._queued = self._queued, collections.deque()
+            self._serve(queued)
+            if not self._held and self._transport is not None:
+                self._transport.resume_reading()
+        self._offloading = asyncio.get_running_loop().run_in_executor(_WORKERS, job.work)
+        self._offloading.add_done_callback(done)
 
     def _file_range(self, req: Request) -> tuple[int, int, int] | None:
         """(fd, offset, count) of a READ that sendfile can answer (the count what the file
@@ -357,7 +408,8 @@ class NodeProtocol(asyncio.BufferedProtocol):
         self._stats.closed(self._counts)
         if self._slow is not None:
             self._slow.cancel()
-        self._session.close_all()
+        if self._offloading is None:  # (else once its write is done: a thread uses a handle's fd)
+            self._session.close_all()
         # The session's callbacks are our bound methods: drop them, so this protocol (and its
         # 256 KiB read buffer) goes when the connection does, not at the next garbage collection.
         self._session.recall_to = self._session.kick = _ignore
