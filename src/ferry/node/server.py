@@ -73,7 +73,10 @@ class NodeProtocol(asyncio.BufferedProtocol):
                  leases: LeaseTable) -> None:
         self._stats = stats
         self._session = Session(backend, token, locks, limits.handles, limits.locks, stats, leases=leases)
-        self._session.offload = True
+        # Off: in this session's profile (bench/results/data-path/PROFILE-streams.md) the
+        # offloaded WRITEs gained nothing on the wall clock and cost more CPU in the frame
+        # reader; kept switchable (FERRY_NODE_OFFLOAD=1) for the next measurement.
+        self._session.offload = os.environ.get("FERRY_NODE_OFFLOAD") == "1"
         self._offloading: asyncio.Future | None = None  # an Offloaded WRITE running in _WORKERS
         self._session.recall_to = self._send_recall
         self._session.kick = self._kick
