@@ -18,22 +18,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static struct fy_fd *table[FY_MAXFD];
+struct fy_fd *fy_fd_table_[FY_MAXFD];
+#define table fy_fd_table_
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static int limit;  /* one past the highest fd ever entered: bounds the scans at exec and exit */
 
 int fy_fd_limit(void) { return limit; }
-
-struct fy_fd *fy_fd_get(int fd)
-{
-    return (unsigned)fd < FY_MAXFD ? table[fd] : NULL;
-}
-
-struct fy_fd *fy_fd_direct(int fd)
-{
-    struct fy_fd *f = fy_fd_get(fd);
-    return f && f->kind == FY_FD_DIRECT ? f : NULL;
-}
 
 static void entry_free(struct fy_fd *f)
 {

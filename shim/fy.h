@@ -1,7 +1,8 @@
 /* libferry internals shared by the hook families (io.c, stat.c, dir.c, stdio.c, proc.c).
  *
- * A call reaches the shim, `fy_resolve` decides in one prefix compare whether its path
- * (or `fy_fd_get` whether its fd) is ferry's, and only then does anything else happen.
+ * A call reaches the shim, `fy_surely_local` (most local names, by their first two bytes)
+ * or else `fy_resolve` decides whether its path (or `fy_fd_get` whether its fd) is ferry's,
+ * and only then does anything else happen.
  * Ferry paths are normalised absolute strings such as "/REMOTE@host:port/a/b" or
  * "<mount prefix>/a/b"; the agent routes them to nodes.
  *
@@ -19,6 +20,7 @@
 
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -46,6 +48,7 @@ struct fy_config {
     char *prefix[32];        /* mount prefixes (no trailing slash); "/REMOTE@" is implicit */
     size_t prefix_len[32];
     size_t probe_len;        /* bytes of a path the prefix compare may read: the longest prefix + 1 */
+    unsigned char lead[256]; /* 1 for each byte a ferry absolute path may have after its first "/" */
 };
 extern struct fy_config fy_cfg;
 extern mode_t fy_umask;  /* the process's umask, for modes sent to the node in direct mode */
@@ -100,6 +103,7 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
  * times, then ELOOP.  FY_PATH2_HOOK is the same for two paths (rename, link). */
 #define FY_PATH_HOOK(dirfd, path, fail, libc_call, body, ...)                         \
     do {                                                                              \
+        if (fy_surely_local((dirfd), (path))) return libc_call;                       \
         char fy_next_[PATH_MAX];                                                      \
         for (int fy_hops_ = 0;; fy_hops_++) {                                         \
             struct fy_path fy_p_;                                                     \
@@ -128,7 +132,11 @@ ssize_t fy_replica_readlink(const char *cache_path, char *buf, size_t size);
     } while (0)
 /* After a local open(at) succeeded: remember a directory fd that lies above a mount root,
  * so names relative to it can enter the mount.  Returns fd. */
-int fy_note_dirfd(int fd, int dirfd, const char *path, int flags);
+int fy_note_dirfd_(int fd, int dirfd, const char *path, int flags);
+static inline int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
+{
+    return fd < 0 || !(flags & (O_DIRECTORY | O_PATH)) ? fd : fy_note_dirfd_(fd, dirfd, path, flags);
+}
 /* Length of the mount root ("/REMOTE@h:p" or the prefix) that `ferry_path` lies under, or 0. */
 size_t fy_mount_root(const char *ferry_path);
 /* Lexically normalise absolute `in` ("." "..", "//" removed) into out: 0 or -ENAMETOOLONG. */
@@ -159,8 +167,33 @@ struct fy_fd {
     struct fy_dirlist *dl;
 };
 #define FY_MAXFD 65536
-struct fy_fd *fy_fd_get(int fd); /* NULL when fd is not ferry's: one bounds check and one load */
-struct fy_fd *fy_fd_direct(int fd); /* the same, for a direct-mode fd only */
+extern struct fy_fd *fy_fd_table_[FY_MAXFD];  /* fdtable.c's table, read inline below */
+/* NULL when fd is not ferry's: one bounds check and one load */
+static inline struct fy_fd *fy_fd_get(int fd) { return (unsigned)fd < FY_MAXFD ? fy_fd_table_[fd] : NULL; }
+/* the same, for a direct-mode fd only */
+static inline struct fy_fd *fy_fd_direct(int fd)
+{
+    struct fy_fd *f = fy_fd_get(fd);
+    return f && f->kind == FY_FD_DIRECT ? f : NULL;
+}
+extern int fy_rcwd_above_, fy_nabove_;       /* path.c's: the real cwd is above a mount; dirfds noted above one */
+long fy_probe_str(const char *s, size_t max);
+/* The common case of every path hook, decided before the hook sets anything up: 1 when
+ * `path` (relative to dirfd) is surely not ferry's, from its first two bytes (probed) and
+ * whether there is a ferry directory it could be relative to; 0 when fy_resolve must look.
+ * A name that cannot be read goes to libc as well (the kernel says EFAULT), as
+ * fy_resolve would send it: only a pair (rename, link) must know more, and those call
+ * fy_resolve_pair directly. */
+static inline int fy_surely_local(int dirfd, const char *path)
+{
+    if (fy_cfg.mode == FY_MODE_OFF || !path) return 1;
+    long n = fy_probe_str(path, 2);
+    if (n < 0) return 1;
+    if (n == 0) return 0;
+    if (path[0] == '/') return !fy_cfg.lead[(unsigned char)path[1]];
+    if (dirfd == AT_FDCWD) return !fy_vcwd_set && !fy_rcwd_above_;
+    return (unsigned)dirfd < FY_MAXFD && !fy_fd_table_[dirfd] && fy_nabove_ == 0;
+}
 struct fy_fd *fy_fd_set(int fd, int kind, int flags, uint64_t handle, const char *path);
 void fy_fd_clear(int fd);
 void fy_fd_copy(int from, int to);
@@ -212,7 +245,8 @@ ssize_t fy_dec_xattr(const char *val, size_t len, uint32_t n, int names);
 /* A fixed reply's fields against the request (READ: the data received, WRITE: the bytes
  * sent): 0, or -EIO for a count, offset or lock no answer to it can carry. */
 int fy_check_rep(uint16_t op, const void *rep, uint64_t asked);
-int fy_conn_fd(void);
+extern int fy_conn_;  /* wire.c: the connection to the agent, -1 when none */
+static inline int fy_conn_fd(void) { return fy_conn_; }
 void fy_conn_forget(void);
 void fy_after_fork_child(void);  /* pthread_atfork: a forked child opens a connection of its own */
 
@@ -226,7 +260,8 @@ int fy_table_ident(const struct stat *st, struct fy_table_ident *out);
 void fy_table_note_ident(const struct stat *st, const struct fy_table_ident *id);
 int fy_cache_lookup(const struct fy_path *p);
 int fy_cache_absent(const struct fy_path *p);
-int fy_replica_root_fd(void);       /* stat.c: the replica tree's O_PATH fd, -1 when none is open */
+extern int fy_root_fd_;  /* stat.c: the replica tree's O_PATH fd, -1 when none is open */
+static inline int fy_replica_root_fd(void) { return __atomic_load_n(&fy_root_fd_, __ATOMIC_ACQUIRE); }
 void fy_replica_root_forget(void);  /* the program closed (or dup2'ed onto) its number */
 int fy_cache_stat(const struct fy_path *p, struct stat *st, int nofollow);
 int fy_cache_list_parent(const struct fy_path *p);

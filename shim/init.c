@@ -106,6 +106,14 @@ __attribute__((constructor)) static void fy_init(void)
     fy_cfg.probe_len = sizeof "/REMOTE@" - 1;
     for (int i = 0; i < fy_cfg.nprefix; i++)
         if (fy_cfg.prefix_len[i] + 1 > fy_cfg.probe_len) fy_cfg.probe_len = fy_cfg.prefix_len[i] + 1;
+    fy_cfg.lead['R'] = 1;  /* /REMOTE@ */
+    for (int i = 0; i < fy_cfg.nprefix; i++) {
+        if (fy_cfg.prefix_len[i] > 1) {
+            fy_cfg.lead[(unsigned char)fy_cfg.prefix[i][1]] = 1;
+        } else {  /* the prefix "/": "/" itself and "//..." (prefix_root's test) */
+            fy_cfg.lead[0] = fy_cfg.lead['/'] = 1;
+        }
+    }
     fy_fault_init();
 
     const char *fds = getenv("FERRY_FDS");

@@ -125,32 +125,51 @@ int fy_open_path(const struct fy_path *p, int flags, mode_t mode)
     return fy_cfg.mode == FY_MODE_DIRECT ? direct_open(p, flags, mode) : cache_open(p, flags, mode);
 }
 
-/* The four open entry points differ only in their real call. */
-#define OPEN_BODY(dirfd, real_call) \
-    FY_PATH_HOOK(dirfd, path, -1, fy_note_dirfd(real_call, dirfd, path, flags), fy_open_path, flags, mode)
+/* The four open entry points differ only in their real call (`which`). */
+static int real_open(int which, int dirfd, const char *path, int flags, mode_t mode)
+{
+    switch (which) {
+    case 0: return LIBC(open)(path, flags, mode);
+    case 1: return LIBC(open64)(path, flags, mode);
+    case 2: return LIBC(openat)(dirfd, path, flags, mode);
+    default: return LIBC(openat64)(dirfd, path, flags, mode);
+    }
+}
+
+/* Everything but the local names fy_surely_local tells at once (kept out of line, so
+ * the entry points set up no frame for them). */
+__attribute__((noinline)) static int open_hooked(int which, int dirfd, const char *path, int flags, mode_t mode)
+{
+    FY_PATH_HOOK(dirfd, path, -1, fy_note_dirfd(real_open(which, dirfd, path, flags, mode), dirfd, path, flags),
+                 fy_open_path, flags, mode);
+}
+
+#define OPEN_BODY(which, dirfd, real_call)                                                   \
+    if (fy_surely_local(dirfd, path)) return fy_note_dirfd(real_call, dirfd, path, flags); \
+    return open_hooked(which, dirfd, path, flags, mode)
 
 FY_EXPORT int open(const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    OPEN_BODY(AT_FDCWD, LIBC(open)(path, flags, mode));
+    OPEN_BODY(0, AT_FDCWD, LIBC(open)(path, flags, mode));
 }
 
 FY_EXPORT int open64(const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    OPEN_BODY(AT_FDCWD, LIBC(open64)(path, flags, mode));
+    OPEN_BODY(1, AT_FDCWD, LIBC(open64)(path, flags, mode));
 }
 
 FY_EXPORT int openat(int dirfd, const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    OPEN_BODY(dirfd, LIBC(openat)(dirfd, path, flags, mode));
+    OPEN_BODY(2, dirfd, LIBC(openat)(dirfd, path, flags, mode));
 }
 
 FY_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 {
     MODE_ARG(flags, mode);
-    OPEN_BODY(dirfd, LIBC(openat64)(dirfd, path, flags, mode));
+    OPEN_BODY(3, dirfd, LIBC(openat64)(dirfd, path, flags, mode));
 }
 
 /* Fortified builds (_FORTIFY_SOURCE) call these when the mode argument is absent. */
@@ -208,7 +227,7 @@ static int dirty_elsewhere(int fd, const char *path)
  * file is uploaded when its last fd here goes: a shell's `cmd > f` opens, dup2s to 1 and
  * closes the original before cmd has written a byte, and uploading then would commit
  * an empty file on the node as if it were the result. */
-static void release_fd(int fd)
+__attribute__((noinline)) static void release_ferry_fd(int fd)
 {
     if (fd == fy_conn_fd()) { fy_conn_forget(); return; }
     if (fd == fy_replica_root_fd()) { fy_replica_root_forget(); return; }
@@ -217,6 +236,12 @@ static void release_fd(int fd)
     if (f->kind == FY_FD_CACHE && f->dirty && !dirty_elsewhere(fd, f->path)) cache_flush(f, fd);
     fy_lock_on_close(f, fd);
     fy_fd_clear(fd);
+}
+
+static inline void release_fd(int fd)
+{
+    if ((unsigned)fd < FY_MAXFD && !fy_fd_table_[fd] && fd != fy_conn_fd() && fd != fy_replica_root_fd()) return;
+    release_ferry_fd(fd);
 }
 
 /* For fclose: do what close() does for ferry, but leave the fd for glibc to close. */

@@ -1,7 +1,8 @@
 /* Which paths are ferry's, and where they live in the cache.
  *
- * The test for a local absolute path is one short loop of prefix compares and must stay
- * that cheap: it runs on every path a preloaded program touches.  Only ferry paths are
+ * The test for a local name must stay cheap: it runs on every path a preloaded program
+ * touches.  Most are told by fy_surely_local (fy.h) from their second byte; the rest by one
+ * short loop of prefix compares.  Only ferry paths are
  * normalised (".", "..", "//" removed lexically, as ORFA did).
  */
 #include "fy.h"
@@ -15,7 +16,8 @@
  * /REMOTE@...): then a relative name such as mkdir -p's "x" after chdir("/mnt") enters
  * the mount /mnt/x and must not create a local /mnt/x.  Refreshed on every local chdir. */
 static char rcwd[PATH_MAX];
-static int rcwd_above;
+int fy_rcwd_above_;
+#define rcwd_above fy_rcwd_above_
 /* The first component below rcwd of each mount root under it: a relative name whose first
  * component is none of these (and is not "." or "..") stays local after one compare each,
  * which keeps programs started in "/" off the normalising path. */
@@ -119,7 +121,9 @@ int fy_normalize(const char *in, char *out, size_t cap) { return normalize(in, o
  * number may have been closed and reused without our knowing). */
 #define ABOVE_MAX 16
 static struct { int fd; dev_t dev; ino_t ino; char path[PATH_MAX]; } above[ABOVE_MAX];
-static int nabove, above_next;
+int fy_nabove_;
+static int above_next;
+#define nabove fy_nabove_
 static pthread_mutex_t above_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Copy the absolute path of above-fd `fd` into buf; 0 when fd is not one (any more). */
@@ -170,7 +174,7 @@ static int may_be_above(const char *path)
     return 0;
 }
 
-int fy_note_dirfd(int fd, int dirfd, const char *path, int flags)
+int fy_note_dirfd_(int fd, int dirfd, const char *path, int flags)
 {
     if (fd < 0 || !(flags & (O_DIRECTORY | O_PATH)) || fy_cfg.mode == FY_MODE_OFF || !path) return fd;
     if (path[0] == '/' && !may_be_above(path)) return fd;  /* opendir("/usr/lib") and the like */
@@ -215,6 +219,9 @@ static int readable(const char *path, int *unreadable)
 
 int fy_resolve(int dirfd, const char **pathp, struct fy_path *out)
 {
+    /* The common case first (fy.h): an absolute local name is told by its second byte
+     * ("/usr", "/tmp" against "/REMOTE@" and the prefixes), two bytes probed. */
+    if (fy_surely_local(dirfd, *pathp)) return 0;
     int unreadable;
     return fy_resolve_r(dirfd, pathp, out, &unreadable);
 }

@@ -200,7 +200,8 @@ int fy_cache_absent(const struct fy_path *p)
  * each component is a lookup: a sixth of a second-run git status went there).  Kept high
  * and close-on-exec, as the agent connection is; forgotten when the program closes or
  * dup2s onto its number (io.c, release_fd), and opened again on next use. */
-static int root_fd = -1;
+int fy_root_fd_ = -1;
+#define root_fd fy_root_fd_
 
 static int replica_root(void)
 {
@@ -221,7 +222,6 @@ static int replica_root(void)
     return fd;
 }
 
-int fy_replica_root_fd(void) { return __atomic_load_n(&root_fd, __ATOMIC_ACQUIRE); }
 void fy_replica_root_forget(void) { __atomic_store_n(&root_fd, -1, __ATOMIC_RELEASE); }
 
 /* fstatat of p's replica entry (p->cache), from the replica root fd when there is one. */
@@ -355,10 +355,16 @@ static int fd_stat(int fd, struct stat *st)
     return rc < 0 ? fy_fail(rc) : fy_copy_out(st, &got, sizeof got);
 }
 
-static int at_stat(int dirfd, const char *path, struct stat *st, int flags)
+__attribute__((noinline)) static int at_stat_hooked(int dirfd, const char *path, struct stat *st, int flags)
 {
     if ((flags & AT_EMPTY_PATH) && fy_empty_path(path)) return fd_stat(dirfd, st);
     FY_PATH_HOOK(dirfd, path, -1, LIBC(fstatat)(dirfd, path, st, flags), path_stat, st, flags & AT_SYMLINK_NOFOLLOW);
+}
+
+static inline int at_stat(int dirfd, const char *path, struct stat *st, int flags)
+{
+    if (!(flags & AT_EMPTY_PATH) && fy_surely_local(dirfd, path)) return LIBC(fstatat)(dirfd, path, st, flags);
+    return at_stat_hooked(dirfd, path, st, flags);
 }
 
 FY_EXPORT int stat(const char *path, struct stat *st) { return at_stat(AT_FDCWD, path, st, 0); }

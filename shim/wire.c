@@ -15,12 +15,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int conn = -1;
+int fy_conn_ = -1;
+#define conn fy_conn_
 static pid_t conn_pid;
 static uint64_t next_rid = 1;
 static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int fy_conn_fd(void) { return conn; }
 void fy_conn_forget(void) { conn = -1; }
 
 static int io_full(int write_side, int fd, struct iovec *iov, int cnt)

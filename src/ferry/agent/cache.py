@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import errno
 import json
 import os
@@ -34,7 +35,11 @@ from .links import SessionLink
 from .routes import LINK_OUT_MARK, link_target
 from .table import Table
 
-READ_WINDOW = 8  # READs in flight while fetching a file
+# A fetch asks for STREAM_CHUNK bytes per READ (a frame may carry up to spec.MAX_FRAME),
+# READ_WINDOW of them in flight: fewer, larger frames cost the agent and the node less per
+# byte, and the window keeps the node's socket full while the agent writes a reply out.
+STREAM_CHUNK = int(os.environ.get("FERRY_STREAM_CHUNK", 4 << 20))
+READ_WINDOW = int(os.environ.get("FERRY_READ_WINDOW", 4))
 
 
 @dataclass
@@ -520,37 +525,57 @@ async def fetch(link: SessionLink, rel: bytes, dest: bytes, in_place: bool = Fal
 
     A first fetch fills the placeholder itself (`in_place`): nobody can hold its content
     yet, and its inode must not change between the program's stat and open (cp, tar and
-    rsync compare st_ino and refuse a file "replaced while being copied")."""
+    rsync compare st_ino and refuse a file "replaced while being copied").
+
+    Each reply is written out by a worker thread (`_WRITER`: os.pwrite lets go of the
+    interpreter) while the event loop receives the next: on a 2-core machine the copy into
+    the replica's pages and the copy out of the socket run side by side.  The file is
+    complete, or the fetch fails: a lost connection, a refused READ or a failed write
+    raises, after every write already started has ended (no thread writes into a file we
+    closed or unlinked)."""
     async def job(client):
         rep = await client.call("OPEN", path=rel, flags=os.O_RDONLY, mode=0)
         handle, attr = rep["handle"], rep["attr"]
         tmp = dest if in_place else dest + b".ferry-fetch"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | (0 if in_place else os.O_TRUNC), 0o600)
+        loop = asyncio.get_running_loop()
+        writes: collections.deque[asyncio.Future[None]] = collections.deque()
+        inflight: list[tuple[int, asyncio.Future]] = []
         try:
             offset = end = 0
-            inflight = []
             done = False
             while not done or inflight:
                 # Up to READ_WINDOW chunks ahead, but no further than the size OPEN gave (a
                 # small file is one READ); past it one at a time, until a short read.
                 while not done and len(inflight) < READ_WINDOW and (offset <= attr.size or not inflight):
-                    inflight.append((offset, client.send("READ", handle=handle, offset=offset, count=spec.IO_CHUNK)))
-                    offset += spec.IO_CHUNK
+                    inflight.append((offset, client.send("READ", handle=handle, offset=offset, count=STREAM_CHUNK)))
+                    offset += STREAM_CHUNK
                 off, fut = inflight.pop(0)
                 data = (await fut)["data"]
-                if data and not is_zero(data):  # a hole stays a hole: the size is set below
-                    os.pwrite(fd, data, off)
-                if len(data) < spec.IO_CHUNK:
+                if data:
+                    writes.append(loop.run_in_executor(_WRITER, _store, fd, data, off))
+                    while len(writes) > READ_WINDOW:  # (the replies' buffers wait for their write)
+                        await writes.popleft()
+                if len(data) < STREAM_CHUNK:
                     done, end = True, off + len(data)
                     for _, f in inflight:
                         await f
                     inflight.clear()
+            while writes:
+                await writes.popleft()
             if os.fstat(fd).st_size != end:  # an in-place placeholder may be longer
                 os.ftruncate(fd, end)
             note_identity(fd, attr._replace(blocks=os.fstat(fd).st_blocks), end)
             os.fchmod(fd, stat.S_IMODE(attr.mode))
             os.utime(fd, ns=(attr.atime_ns, attr.mtime_ns))
         except BaseException:
+            for _, f in inflight:  # (their outcome is this one's)
+                if f.done():
+                    f.exception()
+                else:
+                    f.cancel()
+            if writes:  # let the writes started end before the fd goes
+                await asyncio.shield(asyncio.gather(*writes, return_exceptions=True))
             os.close(fd)
             if not in_place:
                 os.unlink(tmp)
@@ -564,11 +589,29 @@ async def fetch(link: SessionLink, rel: bytes, dest: bytes, in_place: bool = Fal
     return await link.run(job)
 
 
-_ZERO_CHUNK = bytes(spec.IO_CHUNK)
+# One thread writes fetched data into replica files (see fetch); started on first use.
+_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-replica-write")
+
+
+def _store(fd: int, data, off: int) -> None:
+    """Write one fetched range at `off`, whole, but for its all-zero IO_CHUNK pieces: a hole
+    stays a hole (at the granularity it always had; the size is set after)."""
+    view = memoryview(data)
+    for start in range(0, len(view), spec.IO_CHUNK):
+        piece = view[start:start + spec.IO_CHUNK]
+        if is_zero(piece):
+            continue
+        at = off + start
+        while piece:
+            n = os.pwrite(fd, piece, at)
+            piece, at = piece[n:], at + n
+
+
+_ZERO_CHUNK = bytes(max(spec.IO_CHUNK, STREAM_CHUNK))
 
 
 def is_zero(data) -> bool:
-    """`data` (bytes or a memoryview, at most IO_CHUNK long) is all zero bytes."""
+    """`data` (bytes or a memoryview, at most max(IO_CHUNK, STREAM_CHUNK) long) is all zero bytes."""
     return _ZERO_CHUNK.startswith(data)  # a memcmp; memoryview == bytes compares item by item
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from ..node.client import ConnectionLost
 from ..protocol import spec
 from ..protocol.codec import Attr
-from .cache import Meta, data_extents, identity
+from .cache import STREAM_CHUNK, Meta, data_extents, identity
 from .links import SessionLink, resumable
 
 Version = tuple[int, int]  # (mtime_ns, size) as the node reports them
@@ -156,21 +156,32 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None, base: 
 
 
 async def _stream_upload(client, rel: bytes, fd: int, committed, conditions=()) -> None:
+    """A large file's upload: WRITEs of STREAM_CHUNK bytes sent straight from the replica
+    file (NodeClient.send_file_data: sendfile, no copy in Python), holes skipped so the
+    node's copy stays sparse, then PUT_COMMIT.  A file that shrinks while being sent drops
+    the connection (the lane sends the job again, from the file as it is then)."""
     st = os.fstat(fd)
     rep = await client.call("PUT_OPEN", path=rel, mode=stat.S_IMODE(st.st_mode))
     handle = rep["handle"]
     writes = []
     written = 0  # end of the last data sent: the node's temporary is that long
-    for start, end in data_extents(fd):  # holes are not sent: the node's copy stays sparse
-        off = start
-        while off < end:
-            data = os.pread(fd, min(spec.IO_CHUNK, end - off), off)
-            if not data:
-                break
-            writes.append(client.send("WRITE", handle=handle, offset=off, data=data))
-            off += len(data)
-            written = off
-            await client.drain()
+    try:
+        for start, end in data_extents(fd):  # holes are not sent: the node's copy stays sparse
+            off = start
+            while off < end:
+                n = min(STREAM_CHUNK, end - off)
+                writes.append(await client.send_file_data("WRITE", fd, off, n, handle=handle, offset=off))
+                off += n
+                written = off
+                await client.drain()
+    except BaseException:
+        for w in writes:  # (their outcome is this one's)
+            if w.done():
+                w.exception()
+            else:
+                w.cancel()
+        client.send("CLOSE", handle=handle)  # discards the temporary (if the connection is still there)
+        raise
     st = os.fstat(fd)
     if st.st_size != written:  # a trailing hole (or a file that shrank meanwhile)
         writes.append(client.send("FTRUNCATE", handle=handle, size=st.st_size))

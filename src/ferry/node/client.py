@@ -13,16 +13,18 @@ import errno
 import os
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, cast
 
 from ferry import security
 from ferry.protocol import spec
-from ferry.protocol.codec import (FrameReader, LinkOut, ProtocolError, Reply, pack_parts, pack_request,
-                                  request_parts, unpack_fields)
+from ferry.protocol.codec import (REQ_HEADER, FrameReader, LinkOut, ProtocolError, Reply, pack_parts,
+                                  pack_request, request_parts, unpack_fields)
 
 _FieldList = list[tuple[str, str]]
+_U32 = struct.Struct("<I")
 
 
 Recalled = Callable[[list[tuple[bytes, bytes]]], None]
@@ -56,6 +58,13 @@ class NodeClient(asyncio.BufferedProtocol):
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._writable: asyncio.Future[None] | None = None  # set while the socket buffer is full
         self._error = ConnectionLost(errno.EIO, f"{self.where}: connection lost")
+        # While a request's data goes out with sendfile (send_file_data: on the socket itself,
+        # past the transport), other requests wait in `_later`, in order, and follow it.
+        self._raw = -1  # the socket's fd (-1: TLS or no socket: never sendfile)
+        self._poll = -1  # a dup of it, polled for writability
+        self._sending = False
+        self._later: list[bytes] = []
+        self._wake: asyncio.Future[None] | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float = 3.0, *, call_timeout: float = 30.0,
@@ -118,6 +127,8 @@ class NodeClient(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # idle is fine; gone is not
+            if transport.get_extra_info("sslcontext") is None:
+                self._raw = sock.fileno()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._reader.get_buffer(sizehint)
@@ -181,6 +192,13 @@ class NodeClient(asyncio.BufferedProtocol):
             if not fut.done():
                 fut.set_exception(self._error)
         self.resume_writing()
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if self._poll >= 0:
+            self._loop.remove_writer(self._poll)
+            os.close(self._poll)
+            self._poll = -1
+        self._later.clear()
         if not self._lost.done():
             self._lost.set_result(None)
 
@@ -216,18 +234,104 @@ class NodeClient(asyncio.BufferedProtocol):
 
     def _send(self, op: str, fields: dict[str, Any], timeout: float | None,
               reply: _FieldList | None = None) -> asyncio.Future[dict[str, Any]]:
+        fut, rid = self._register(op, timeout, reply)
+        if fut.done():
+            return fut
+        frame = request_parts(op, rid, 0, **fields)
+        assert self._transport is not None
+        if self._sending:
+            self._later.extend(frame)
+        else:
+            self._transport.writelines(frame)
+        return fut
+
+    def _register(self, op: str, timeout: float | None,
+                  reply: _FieldList | None = None) -> tuple[asyncio.Future[dict[str, Any]], int]:
+        """A request id and the future its reply completes (failed at once when closed)."""
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         if self.closed:
             fut.set_exception(self._error)
-            return fut
+            return fut, 0
         self._rid += 1
         rid = self._rid
-        frame = request_parts(op, rid, 0, **fields)
         timer = self._loop.call_later(timeout if timeout is not None else 10**9, self._expire, rid, op)
         self._pending[rid] = (fut, spec.OPS[op][2] if reply is None else reply, timer)
-        assert self._transport is not None
-        self._transport.writelines(frame)
+        return fut, rid
+
+    async def send_file_data(self, op: str, fd: int, at: int, count: int, /,
+                             **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        """`send` of `op` whose last field, `data`, is `count` bytes of `fd` from `at`:
+        sent with os.sendfile (the kernel hands the file's pages to the socket) on a plain
+        TCP connection, read and sent as usual over TLS.  Returns once the request is on its
+        way, with the future of its reply.  The frame's length is promised before its data:
+        a file that ends short of it meanwhile drops the connection (ConnectionLost: a
+        resumable job sends again, reading the file anew), never a short or padded frame."""
+        code, spec_fields, _, _ = spec.OPS[op]
+        assert spec_fields[-1] == ("data", "bytes")
+        if self._raw < 0 or self._sending or self.closed:
+            data = os.pread(fd, count, at)
+            if len(data) != count:
+                raise OSError(errno.EIO, f"{op}: the file ended {count - len(data)} bytes short while being sent")
+            return self.send(op, **fields, data=data)
+        head = b"".join(pack_parts(spec_fields[:-1], fields)) + _U32.pack(count)
+        fut, rid = self._register(op, self.timeout)
+        frame = memoryview(REQ_HEADER.pack(len(head) + count, code, 0, rid) + head)
+        self._sending = True
+        transport = self._transport
+        try:
+            while transport.get_write_buffer_size():
+                await self._socket_writable()
+            while frame:
+                try:
+                    frame = frame[os.write(self._raw, frame):]
+                except BlockingIOError:
+                    await self._socket_writable()
+            while count:
+                try:
+                    n = os.sendfile(self._raw, fd, at, count)
+                except BlockingIOError:
+                    await self._socket_writable()
+                    continue
+                if n == 0:
+                    self._error = ConnectionLost(errno.EIO, f"{self.where}: a file shrank while {op} sent it; "
+                                                 "connection dropped")
+                    raise self._error
+                at += n
+                count -= n
+        except BaseException as e:
+            self._abort()
+            entry = self._pending.pop(rid, None)  # (its caller gets this exception instead)
+            if entry is not None:
+                entry[2].cancel()
+                entry[0].cancel()
+            if isinstance(e, OSError) and not isinstance(e, ConnectionLost):
+                if e.errno in (errno.EPIPE, errno.ECONNRESET):
+                    raise self._error from e
+            raise
+        finally:
+            self._sending = False
+        later, self._later = self._later, []
+        if later and not self.closed:
+            self._transport.writelines(later)
         return fut
+
+    async def _socket_writable(self) -> None:
+        """Wait until the socket takes more (polled on a dup: the fd is the transport's)."""
+        if self.closed:
+            raise self._error
+        if self._poll < 0:
+            self._poll = os.dup(self._raw)
+        fd = self._poll
+        ready = self._wake = self._loop.create_future()
+        self._loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            if self._poll == fd:
+                self._loop.remove_writer(fd)
+            self._wake = None
+        if self.closed:
+            raise self._error
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
         return await self.send(op, **fields)
@@ -238,7 +342,11 @@ class NodeClient(asyncio.BufferedProtocol):
             raise self._error
         self._rid += 1
         assert self._transport is not None
-        self._transport.write(pack_request(op, self._rid, spec.FLAG_ONEWAY, **fields))
+        frame = pack_request(op, self._rid, spec.FLAG_ONEWAY, **fields)
+        if self._sending:
+            self._later.append(frame)
+        else:
+            self._transport.write(frame)
 
     async def drain(self) -> None:
         """Wait while the socket's send buffer is over its high-water mark."""

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import errno
 import logging
 import os
 import signal
 import socket
 import ssl
+import stat
+import struct
 import sys
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -26,10 +29,10 @@ from typing import Any, cast
 
 from ferry import security
 from ferry.protocol import spec
-from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts
+from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts, unpack_fields
 
 from .backends.base import Backend
-from .handlers import Deferred, Held, LimitExceeded, Session, run
+from .handlers import Deferred, Held, LimitExceeded, Offloaded, Session, run
 from .leases import LeaseTable
 from .locks import LockTable
 from .stats import STATS_OPCODE, NodeStats
@@ -41,6 +44,18 @@ log = logging.getLogger("ferry.node")
 # asyncio's default, 100, overflows when a few hundred agents connect at once (bench/load.py:
 # 1000 clients -> 129 overflows); each overflowed connect then waits out a SYN retransmit (1 s+).
 BACKLOG = 4096
+
+# A READ reply of at least this many bytes from a file with a descriptor of its own, on a
+# connection without TLS, goes out with os.sendfile: the kernel hands the file's pages to
+# the socket, no copy in Python or into our memory (NodeProtocol._send_range).
+SENDFILE_MIN = 64 << 10
+_READ = spec.OPCODES["READ"]
+_READ_FIELDS = spec.OPS["READ"][1]
+_U32 = struct.Struct("<I")
+# Offloaded WRITEs (handlers.Offloaded) run here, the event loop receiving meanwhile; a
+# connection holds at most HELD_FRAMES requests received behind one before it stops reading.
+_WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ferry-node-write")
+HELD_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,11 @@ class NodeProtocol(asyncio.BufferedProtocol):
                  leases: LeaseTable) -> None:
         self._stats = stats
         self._session = Session(backend, token, locks, limits.handles, limits.locks, stats, leases=leases)
+        # Off: in this session's profile (bench/results/data-path/PROFILE-streams.md) the
+        # offloaded WRITEs gained nothing on the wall clock and cost more CPU in the frame
+        # reader; kept switchable (FERRY_NODE_OFFLOAD=1) for the next measurement.
+        self._session.offload = os.environ.get("FERRY_NODE_OFFLOAD") == "1"
+        self._offloading: asyncio.Future | None = None  # an Offloaded WRITE running in _WORKERS
         self._session.recall_to = self._send_recall
         self._session.kick = self._kick
         self._counts = self._session.counts  # replaced by the node's once connected
@@ -71,6 +91,13 @@ class NodeProtocol(asyncio.BufferedProtocol):
         # applied after it, in order, so this connection's ops never reorder.
         self._queued: collections.deque[Request] = collections.deque()
         self._held = False
+        # While a READ reply goes out through sendfile (on the socket itself, past the
+        # transport), nothing else may write: what would is kept in `_later` and follows it.
+        self._sending = False
+        self._later: list[bytes] = []
+        self._raw = -1  # the socket's fd, for sendfile (-1: TLS, or no socket: never)
+        self._poll = -1  # a dup of it, polled for writability while a sendfile waits
+        self._wake: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -81,6 +108,8 @@ class NodeProtocol(asyncio.BufferedProtocol):
             # An idle client may hold leases or wait for a lock for hours: never close it for
             # idleness, let the kernel's keepalives find a peer that is gone.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if transport.get_extra_info("sslcontext") is None:
+                self._raw = sock.fileno()
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
@@ -98,6 +127,8 @@ class NodeProtocol(asyncio.BufferedProtocol):
             return
         if self._held:
             self._queued.extend(reqs)
+            if len(self._queued) >= HELD_FRAMES:  # (a Held change or a sendfile paused it already)
+                transport.pause_reading()
             return
         self._serve(reqs)
         self._watch_partial_frame()
@@ -120,12 +151,31 @@ class NodeProtocol(asyncio.BufferedProtocol):
                     counts[req.opcode] += 1
                     mine.bytes_in += spec.HEADER_SIZE + len(req.payload)
                 try:
+                    if req.opcode == _READ and self._raw >= 0 and not req.flags & spec.FLAG_ONEWAY:
+                        ranged = self._file_range(req)
+                        if ranged is not None:
+                            if out:
+                                transport.write(b"".join(out))
+                                out = []
+                            self._held = self._sending = True
+                            self._queued.extend(reqs)
+                            transport.pause_reading()
+                            asyncio.get_running_loop().create_task(self._send_range(req, *ranged))
+                            break
                     op, status, fields = run(self._session, req.opcode, req.payload)
                     if isinstance(fields, Held):
                         self._held = True
                         self._queued.extend(reqs)
                         transport.pause_reading()  # what it sends meanwhile stays in the kernel
                         self._session.leases.start(fields.items, lambda h=fields, r=req: self._resume(h, r))
+                        break
+                    if isinstance(fields, Offloaded):
+                        if out:
+                            transport.write(b"".join(out))
+                            out = []
+                        self._held = True
+                        self._queued.extend(reqs)
+                        self._offload(req, op, fields, counted)
                         break
                     if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
                         if not req.flags & spec.FLAG_ONEWAY:
@@ -171,6 +221,10 @@ class NodeProtocol(asyncio.BufferedProtocol):
             return
         out: list[bytes] = []
         op, status, fields = held.apply()
+        if isinstance(fields, Offloaded):
+            self._held = True
+            self._offload(req, op, fields, True)
+            return
         self._reply(out, req, op, status, fields)
         if out:
             self._transport.write(b"".join(out))
@@ -179,11 +233,141 @@ class NodeProtocol(asyncio.BufferedProtocol):
         if not self._held and self._transport is not None:
             self._transport.resume_reading()
 
+    def _offload(self, req: Request, op, job: Offloaded, counted: bool) -> None:
+        """Run an Offloaded WRITE in a worker thread; its reply, then the requests held
+        meanwhile, once it is done.  Receiving goes on (the next WRITE's data arrives while
+        this one is written), up to a few frames held."""
+        def done(fut: asyncio.Future) -> None:
+            self._offloading = None
+            if self._transport is None:  # gone meanwhile: its handles could not close before
+                self._session.close_all()
+                return
+            try:
+                status, fields = 0, fut.result()
+            except OSError as e:
+                status, fields = -(e.errno or errno.EIO), None
+            except (ValueError, OverflowError):
+                status, fields = -errno.EINVAL, None
+            except Exception:
+                log.exception("ferry node: %s from %s failed", spec.NAMES[req.opcode], self._peer)
+                status, fields = -errno.EIO, None
+            out: list[bytes] = []
+            self._reply(out, req, op, status, fields, counted)
+            if out:
+                self._write(b"".join(out))
+            self._held = False
+            queued, self._queued = self._queued, collections.deque()
+            self._serve(queued)
+            if not self._held and self._transport is not None:
+                self._transport.resume_reading()
+        self._offloading = asyncio.get_running_loop().run_in_executor(_WORKERS, job.work)
+        self._offloading.add_done_callback(done)
+
+    def _file_range(self, req: Request) -> tuple[int, int, int] | None:
+        """(fd, offset, count) of a READ that sendfile can answer (the count what the file
+        holds there now), or None: then it takes the ordinary path (errors included)."""
+        s = self._session
+        if not s.authed:
+            return None
+        f = unpack_fields(_READ_FIELDS, req.payload)
+        obj = s.files.get(f["handle"])
+        fd = getattr(obj, "fd", None)
+        if fd is None or f["count"] + 4 > spec.MAX_FRAME or f["offset"] < 0:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return None
+        n = min(f["count"], st.st_size - f["offset"])
+        if not stat.S_ISREG(st.st_mode) or n < SENDFILE_MIN:
+            return None
+        return fd, f["offset"], n
+
+    async def _send_range(self, req: Request, fd: int, offset: int, count: int) -> None:
+        """The reply to READ `req`: its header, then `count` bytes of `fd` from `offset`
+        with os.sendfile, on the socket itself (the transport's buffer empty first, and
+        nothing else written until it is done).  The header promised `count` bytes: a
+        file that shrank meanwhile cannot keep that promise, so the connection is dropped
+        (the client's reads fail with EIO, and its fetch with them: never a short copy)."""
+        transport = self._transport
+        self._counts.bytes_out += REP_HEADER.size + 4 + count
+        head = memoryview(REP_HEADER.pack(4 + count, 0, req.rid) + _U32.pack(count))
+        try:
+            while transport.get_write_buffer_size():
+                await self._writable()
+                if self._transport is None:
+                    return
+            while head:
+                try:
+                    head = head[os.write(self._raw, head):]
+                except BlockingIOError:
+                    await self._writable()
+                    if self._transport is None:
+                        return
+            while count:
+                try:
+                    n = os.sendfile(self._raw, fd, offset, count)
+                except BlockingIOError:
+                    await self._writable()
+                    if self._transport is None:
+                        return
+                    continue
+                if n == 0:
+                    log.warning("ferry node: closing connection from %s: a file shrank while a READ of it "
+                                "was being sent", self._peer)
+                    transport.abort()
+                    return
+                offset += n
+                count -= n
+        except OSError as e:  # the peer went (or the file cannot be read after all)
+            if self._transport is not None:
+                log.warning("ferry node: closing connection from %s: sending a READ reply failed: %s",
+                            self._peer, e.strerror or e)
+                transport.abort()
+            return
+        except BaseException:
+            if self._transport is not None:
+                transport.abort()
+            raise
+        self._sending = False
+        later, self._later = self._later, []
+        if later:
+            transport.write(b"".join(later))
+        self._held = False
+        queued, self._queued = self._queued, collections.deque()
+        self._serve(queued)
+        if not self._held and self._transport is not None:
+            self._transport.resume_reading()
+
+    async def _writable(self) -> None:
+        """Wait until the socket may take more (polled on a dup of it: the transport's own fd
+        is the transport's; the connection's loss wakes us too)."""
+        loop = asyncio.get_running_loop()
+        if self._poll < 0:
+            self._poll = os.dup(self._raw)
+        fd = self._poll
+        ready = self._wake = loop.create_future()
+        loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            if self._poll == fd:  # (else connection_lost closed it)
+                loop.remove_writer(fd)
+            self._wake = None
+
+    def _write(self, data: bytes) -> None:
+        """A frame that is no reply of `_serve`'s (a recall, a late reply): after the READ
+        being sent, if one is."""
+        if self._sending:
+            self._later.append(data)
+        else:
+            assert self._transport is not None
+            self._transport.write(data)
+
     def _send_recall(self, rid: int, items: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             body = pack_parts(spec.RECALL, {"items": items})
-            self._transport.write(REP_HEADER.pack(sum(map(len, body)), spec.STATUS_RECALL, rid))
-            self._transport.writelines(body)
+            self._write(REP_HEADER.pack(sum(map(len, body)), spec.STATUS_RECALL, rid) + b"".join(body))
 
     def _kick(self, why: str) -> None:
         log.warning("ferry node: closing connection from %s: %s", self._peer, why)
@@ -210,7 +394,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
             self._waiting -= 1
             if self._transport is not None and not self._transport.is_closing():
                 self._counts.bytes_out += REP_HEADER.size
-                self._transport.write(REP_HEADER.pack(0, status, rid))
+                self._write(REP_HEADER.pack(0, status, rid))
         return send
 
     # Replies are only produced while reading, so back-pressure on writing pauses reading:
@@ -227,11 +411,18 @@ class NodeProtocol(asyncio.BufferedProtocol):
         self._stats.closed(self._counts)
         if self._slow is not None:
             self._slow.cancel()
-        self._session.close_all()
+        if self._offloading is None:  # (else once its write is done: a thread uses a handle's fd)
+            self._session.close_all()
         # The session's callbacks are our bound methods: drop them, so this protocol (and its
         # 256 KiB read buffer) goes when the connection does, not at the next garbage collection.
         self._session.recall_to = self._session.kick = _ignore
         self._transport = None
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)  # a sendfile waiting: it sees the connection is gone
+        if self._poll >= 0:
+            asyncio.get_running_loop().remove_writer(self._poll)
+            os.close(self._poll)
+            self._poll = -1
 
 
 def _ignore(*args) -> None:
