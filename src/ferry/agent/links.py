@@ -18,6 +18,7 @@ import collections
 import errno
 import json
 import os
+import resource
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -68,7 +69,12 @@ RETRY_FIRST, RETRY_MAX = 0.5, 8.0  # seconds between tries to reach a node that 
 # that must come after the changes, fsync, `ferry sync`, a run's end — sends it at once.
 WRITE_BEHIND = 0.3
 YIELD_EVERY = 0.001  # seconds a lane works through its backlog before the loop serves others
-WRITE_BEHIND_MAX = 4096  # queued write-backs beyond which they go at once (each may hold an fd)
+
+
+def write_behind_max() -> int:
+    """Queued write-backs beyond which they go at once: each may hold a replica fd, so at
+    most a quarter of the fds this process may open (and 4096)."""
+    return max(16, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
 # What a change may cancel (with the change that created the name): see cancel_new.
 _CANCELLED_WITH = {"PUT", "SETATTR", "TRUNCATE"}
 
@@ -170,6 +176,7 @@ class NodeLink:
         self._urgent = 0  # urgent entries queued: everything before them goes at once
         self._draining = 0  # drains waiting: nothing waits for its write-behind time
         self._hurried = asyncio.Event()
+        self._behind_max = write_behind_max()
         self._cancelled = 0  # entries queued that cancel_new voided
         self._named: dict[bytes, list[Job]] = {}  # node path -> queued coalescible jobs naming it, in order
         self._inside: collections.Counter[bytes] = collections.Counter()  # dir -> queued ones naming a child
@@ -354,7 +361,7 @@ class NodeLink:
                 await self._wake.wait()
                 continue
             due = self._jobs[0][4]
-            if due and not self._urgent and not self._draining and len(self._jobs) < WRITE_BEHIND_MAX:
+            if due and not self._urgent and not self._draining and len(self._jobs) < self._behind_max:
                 wait = due - time.monotonic()
                 if wait > 0:
                     self._hurried.clear()
