@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import resource
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -94,7 +95,7 @@ def coalescible(job: Job, owner: object, op: str, names: tuple[bytes, ...], crea
     replica fd an upload reads, and its `owner` (the replica whose change it is).  The job
     must have a `finish` (what its end does: pending counts, fds, the journal)."""
     job.op, job.names, job.creates, job.fd, job.owner = op, names, creates, fd, owner  # type: ignore[attr-defined]
-    job.cancelled = False  # type: ignore[attr-defined]
+    job.cancelled = job.named = False  # type: ignore[attr-defined]  # (named: in NodeLink's chains)
     return job
 
 
@@ -184,6 +185,7 @@ class NodeLink:
         self._idle = asyncio.Event()
         self._idle.set()
         self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._worker.add_done_callback(self._died)
         self._outstanding: set[asyncio.Future] = set()
         self.changes = 0  # write-backs started so far (see Resolver.list_dir)
         self.epoch = 0  # connections lost so far: a lease of an older epoch is gone
@@ -374,7 +376,7 @@ class NodeLink:
             job, fut, what, reporter, due = entry
             if not due:
                 self._urgent -= 1
-            if hasattr(job, "names"):
+            if hasattr(job, "named"):
                 self._unname(job)
             try:
                 client = await self._connect(job)
@@ -410,12 +412,23 @@ class NodeLink:
             if fut is not None and not fut.done():
                 fut.set_result(result)
 
+    def _died(self, task: asyncio.Task) -> None:
+        """The lane's worker ended by a bug: say so where the waiting is seen (drains return,
+        `ferry sync` and the run's end report the changes as waiting), never hang."""
+        if task.cancelled() or task.exception() is None:
+            return
+        import traceback
+        self.down = f"internal error in the agent's lane for node {self.addr}: {task.exception()!r}"
+        print(f"ferry agent: {self.down}", "".join(traceback.format_exception(task.exception())), file=sys.stderr)
+        self._stalled.set()
+
     def _push(self, job: Job, fut: asyncio.Future | None, what: str, reporter: Reporter, behind: bool = False) -> None:
         self._jobs.append((job, fut, what, reporter, time.monotonic() + WRITE_BEHIND if behind else 0.0))
         if not behind:
             self._urgent += 1
             self._hurried.set()
-        if hasattr(job, "names"):
+        if hasattr(job, "names") and not job.named:
+            job.named = True
             for n in job.names:
                 self._named.setdefault(n, []).append(job)
                 self._inside[_parent(n)] += 1
@@ -423,6 +436,10 @@ class NodeLink:
         self._wake.set()
 
     def _unname(self, job: Job) -> None:
+        """Take `job` out of the chains (once: a job sent again is not cancellable)."""
+        if not job.named:
+            return
+        job.named = False
         for n in job.names:
             chain = self._named[n]
             chain.remove(job)
