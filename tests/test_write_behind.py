@@ -69,3 +69,27 @@ def test_a_closed_file_reaches_the_node_without_a_sync_while_the_program_runs(no
                    f"[ -s {seen} ] && echo seen after $i")
     assert p.stdout.startswith("seen after "), p.stdout + p.stderr
     assert seen.read_text() == "hi\n"
+
+
+def test_a_file_never_read_here_renamed_or_linked_reads_the_nodes_bytes(node):
+    """The replica holds a placeholder (a hole of the right size) for a file not fetched;
+    renamed or hard-linked before the change is sent, its new name's open sends the change
+    and fetches — never the hole."""
+    (node.root / "f").write_text("node's bytes\n")
+    (node.root / "g").write_text("other bytes\n")
+    p = _run(node, f"ls -l {M} >/dev/null && mv {M}/f {M}/f2 && cat {M}/f2 && ln {M}/g {M}/g2 && cat {M}/g2")
+    assert p.stdout == "node's bytes\nother bytes\n"
+    assert sorted(p.name for p in node.root.iterdir()) == ["f2", "g", "g2"]
+
+
+def test_statfs_of_names_made_or_removed_but_not_sent_answers_as_the_programs_tree(node):
+    """statfs does not wait for queued changes; a name they make exists, one they remove
+    does not (fts calls statfs on every directory `rm -r` walks)."""
+    (node.root / "old").write_text("x\n")
+    script = (f"import os\nos.mkdir('{M}/d'); open('{M}/d/f', 'w').close(); os.unlink('{M}/old')\n"
+              f"print(os.statvfs('{M}/d').f_bsize > 0, os.statvfs('{M}/d/f').f_blocks > 0)\n"
+              f"for p in ('{M}/old', '{M}/d/none'):\n"
+              f"    try: os.statvfs(p); print('found', p)\n"
+              f"    except FileNotFoundError: print('ENOENT')\n")
+    p = ferry_run(["python3", "-c", script], mounts=(f"{M}={node.url}",))
+    assert p.stdout.split() == ["True", "True", "ENOENT", "ENOENT"], p.stdout + p.stderr

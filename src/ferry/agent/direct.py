@@ -34,12 +34,11 @@ class DirectFile:
         self.rel = rel  # node path at open: what fstat of a handle-less fd (directory, O_PATH) stats
 
 
-def forwarded(op: str, onto_node: bool = False, ordered: bool = True):
+def forwarded(op: str, onto_node: bool = False):
     """The handler of a request carried to the node as it came, its ferry path made
     export-relative (`path`; `old` and `new` for LINK and RENAME, which go to the node of
     `old`).  With `onto_node`, a file made in the replica and never uploaded is sent to the
-    node first, so that the node has a file to act on (`WriteBack._onto_node`); not
-    `ordered`: sent at once, not after the write-backs queued (NodeLink.call)."""
+    node first, so that the node has a file to act on (`WriteBack._onto_node`)."""
     async def handler(self, f) -> dict:
         if onto_node:
             self._onto_node(f["path"])
@@ -48,7 +47,7 @@ def forwarded(op: str, onto_node: bool = False, ordered: bool = True):
             _, new = self.route(f["new"])
             return await link.call(op, **dict(f, old=old, new=new))
         link, rel = self.route(f["path"])
-        return await link.call(op, ordered, **dict(f, path=rel))
+        return await link.call(op, **dict(f, path=rel))
     handler.__name__ = handler.__qualname__ = "op_" + op.lower()
     return handler
 
@@ -216,7 +215,21 @@ class DirectFiles:
     # ...and both modes, for what the node keeps and the replica does not: the file system's
     # numbers and extended attributes.  These go through the node's lane, so they land after
     # the program's queued changes.
-    op_statfs = forwarded("STATFS", ordered=False)  # (fts calls it for every directory rm -r walks)
+    async def op_statfs(self, f) -> dict:
+        """The node's file system numbers, without waiting for queued write-backs (fts calls
+        statfs for every directory `rm -r` walks).  A name a queued change makes or removes
+        is answered by the replica for its existence and by its nearest ancestor no queued
+        change names for the numbers (a name made here is no mount point on the node)."""
+        link, rel = self.route(f["path"])
+        if link.shared.queued_for(rel):
+            cpath = self.replica.cpath(f["path"])
+            if os.path.islink(cpath):  # (its target as the replica stores it may not be the program's)
+                return await link.call("STATFS", **dict(f, path=rel))  # after the queued changes
+            os.stat(cpath)  # (ENOENT, ENOTDIR... as the program's tree has it)
+            while rel != b"/" and link.shared.queued_for(rel):
+                rel = rel.rpartition(b"/")[0] or b"/"
+        return await link.call("STATFS", False, **dict(f, path=rel))
+
     op_getxattr = forwarded("GETXATTR", onto_node=True)
     op_listxattr = forwarded("LISTXATTR", onto_node=True)
     op_setxattr = forwarded("SETXATTR", onto_node=True)

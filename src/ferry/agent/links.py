@@ -385,6 +385,8 @@ class NodeLink:
                     self._stalled.clear()
                     reporter.log(f"ferry: node {self.addr} is back; sending the {self.backlog + 1} change(s) "
                                  "that waited for it")
+                if self._jobs:
+                    client.hold()  # more to send after it: the lot in one write (at the next yield)
                 result = await job(client)
                 if time.monotonic() - yielded > YIELD_EVERY:
                     # A backlog of jobs that never wait would run in one callback: let a
@@ -458,6 +460,10 @@ class NodeLink:
             job.export = self.export  # type: ignore[attr-defined]  # (see _check_export)
         self._push(job, None, what, reporter, behind)
 
+    def queued_for(self, rel: bytes) -> bool:
+        """Whether a write-back not sent yet names node path `rel`."""
+        return rel in self._named
+
     def cancel_new(self, owner: object, rel: bytes) -> bool:
         """The name `rel` was just removed by `owner`: if it was made there and none of the
         write-backs queued for it was sent yet (its creation — an upload of a file made
@@ -490,8 +496,8 @@ class NodeLink:
 
     async def call(self, reporter: Reporter, op: str, fields: dict[str, Any], ordered: bool = True) -> dict:
         """A request's reply; after everything queued before it, unless not `ordered` (a
-        request no queued change can alter the answer of much, such as STATFS: it does
-        not hurry write-behind work)."""
+        request no queued change alters the answer of: it does not hurry write-behind work;
+        see direct.op_statfs)."""
         if (not ordered or not self._jobs and self._idle.is_set()) and self._client is not None \
                 and not self._client.closed:
             # Nothing queued: the request goes on the wire now, so order holds without the
