@@ -104,7 +104,7 @@ _Static_assert(sizeof(struct fy_attr) == 80, "attribute block size");
 
 /* The shared table beside a replica (spec.py: TABLE_*; shim/table.c, agent/table.py). */
 #define FY_TABLE_MAGIC 0x3142545952524546ULL
-#define FY_TABLE_VERSION 1
+#define FY_TABLE_VERSION 2
 #define FY_TABLE_LANES 64
 #define FY_TABLE_MARKS 16384
 #define FY_TABLE_IDENTS 65536
@@ -116,7 +116,7 @@ struct fy_table_header {
     uint32_t lanes;
     uint32_t marks;
     uint32_t idents;
-    uint64_t reserved;
+    int64_t settle_ns;
 } __attribute__((packed));
 _Static_assert(sizeof(struct fy_table_header) == 32, "table header size");
 struct fy_table_lane {

@@ -32,6 +32,7 @@
 
 static char *base;  /* NULL: no table */
 static pthread_once_t mapped = PTHREAD_ONCE_INIT;
+static int64_t settle_ns = FY_TABLE_SETTLE_NS;  /* from the header: see spec.py */
 
 static void map_table(void)
 {
@@ -55,6 +56,7 @@ static void map_table(void)
         munmap(p, TABLE_SIZE);
         return;
     }
+    settle_ns = h->settle_ns;
     base = p;
 }
 
@@ -141,7 +143,7 @@ int fy_table_ident(const struct stat *st, struct fy_table_ident *out)
 void fy_table_note_ident(const struct stat *st, const struct fy_table_ident *id)
 {
     int64_t ctime = ns_of(&st->st_ctim);
-    if (!table() || ctime > now_ns(CLOCK_REALTIME) - FY_TABLE_SETTLE_NS) return;  /* not settled: see spec.py */
+    if (!table() || (settle_ns && ctime > now_ns(CLOCK_REALTIME) - settle_ns)) return;  /* not settled: see spec.py */
     uint32_t first = slot_of(st->st_dev, st->st_ino, FY_TABLE_IDENTS);
     char *slot = NULL;
     for (uint32_t k = 0; k < FY_TABLE_WAYS && !slot; k++) {  /* this entry's, else a free one, else the first */

@@ -215,7 +215,21 @@ class DirectFiles:
     # ...and both modes, for what the node keeps and the replica does not: the file system's
     # numbers and extended attributes.  These go through the node's lane, so they land after
     # the program's queued changes.
-    op_statfs = forwarded("STATFS")
+    async def op_statfs(self, f) -> dict:
+        """The node's file system numbers, without waiting for queued write-backs (fts calls
+        statfs for every directory `rm -r` walks).  A name a queued change makes or removes
+        is answered by the replica for its existence and by its nearest ancestor no queued
+        change names for the numbers (a name made here is no mount point on the node)."""
+        link, rel = self.route(f["path"])
+        if link.shared.queued_for(rel):
+            cpath = self.replica.cpath(f["path"])
+            if os.path.islink(cpath):  # (its target as the replica stores it may not be the program's)
+                return await link.call("STATFS", **dict(f, path=rel))  # after the queued changes
+            os.stat(cpath)  # (ENOENT, ENOTDIR... as the program's tree has it)
+            while rel != b"/" and link.shared.queued_for(rel):
+                rel = rel.rpartition(b"/")[0] or b"/"
+        return await link.call("STATFS", False, **dict(f, path=rel))
+
     op_getxattr = forwarded("GETXATTR", onto_node=True)
     op_listxattr = forwarded("LISTXATTR", onto_node=True)
     op_setxattr = forwarded("SETXATTR", onto_node=True)

@@ -26,6 +26,7 @@ import errno
 import fcntl
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -323,6 +324,12 @@ def serve_forever(idle: float) -> int:
     when another agent already holds this user's socket."""
     from ..node.server import run_loop
     agent_dir()  # made and checked (0700, ours) before anything goes in it
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:  # queued uploads each hold a replica fd (links.write_behind_max)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+        except (ValueError, OSError):
+            pass  # (then fewer wait: write_behind_max reads the limit)
     lock = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -151,6 +151,7 @@ def upload_job(link: SessionLink, rel: bytes, fd: int, meta: Meta | None, base: 
                 finished()  # the node's answer: the lane records the failure
                 raise
         finished()
+    job.finish = finished  # (see links.coalescible)
     return resumable(job)
 
 
@@ -271,5 +272,6 @@ def replay_job(link: SessionLink, op: str, meta: Meta | None = None, bases: dict
                         applied()
             fut.add_done_callback(made)  # (before track's: the entry is still pending while it runs)
         link.track(fut, what, finished, again=job, fine=_DONE_ALREADY.get(op, ()) + (errno.ESTALE,) if again else ())
+    job.finish = finished  # (see links.coalescible)
     return resumable(job)
 

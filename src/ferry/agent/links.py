@@ -18,6 +18,8 @@ import collections
 import errno
 import json
 import os
+import resource
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -61,12 +63,44 @@ class _ConnectFailed(OSError):
 
 RETRY_FIRST, RETRY_MAX = 0.5, 8.0  # seconds between tries to reach a node that write-backs wait for
 
+# Write-behind: a cache-mode write-back waits this long in its lane before it is sent, so
+# that a burst of a program's work is not slowed by the agent's and the node's (2 cores),
+# and so that what a later change cancels is never sent (`NodeLink.cancel_new`: a file
+# made and removed within it).  Anything that waits for the lane — a program's request
+# that must come after the changes, fsync, `ferry sync`, a run's end — sends it at once.
+WRITE_BEHIND = 0.3
+YIELD_EVERY = 0.001  # seconds a lane works through its backlog before the loop serves others
+
+
+def write_behind_max() -> int:
+    """Queued write-backs beyond which they go at once: each may hold a replica fd, so at
+    most a quarter of the fds this process may open (and 4096)."""
+    return max(16, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+# What a change may cancel (with the change that created the name): see cancel_new.
+_CANCELLED_WITH = {"PUT", "SETATTR", "TRUNCATE"}
+
 
 def resumable(job: Job) -> Job:
     """Mark a write-back that may be sent again on a new connection when the one it went on
     was lost before the node answered (a replayed change or an upload: see NodeLink)."""
     job.resumable = True  # type: ignore[attr-defined]
     return job
+
+
+def coalescible(job: Job, owner: object, op: str, names: tuple[bytes, ...], creates: bool = False,
+                fd: int = -1) -> Job:
+    """Describe a write-back so that a later removal may cancel it before it is sent
+    (NodeLink.cancel_new): `op` as sent, the node paths it `names`, whether it `creates`
+    its name on a node that had none (an upload of a file made here, MKDIR, SYMLINK), the
+    replica fd an upload reads, and its `owner` (the replica whose change it is).  The job
+    must have a `finish` (what its end does: pending counts, fds, the journal)."""
+    job.op, job.names, job.creates, job.fd, job.owner = op, names, creates, fd, owner  # type: ignore[attr-defined]
+    job.cancelled = job.named = False  # type: ignore[attr-defined]  # (named: in NodeLink's chains)
+    return job
+
+
+def _parent(rel: bytes) -> bytes:
+    return rel.rpartition(b"/")[0]
 
 
 NODE_IDS = "nodes.json"  # in a cache's directory, beside its replica `tree`
@@ -137,11 +171,21 @@ class NodeLink:
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self._client: NodeClient | None = None
-        self._jobs: collections.deque[tuple[Job, asyncio.Future | None, str, Reporter]] = collections.deque()
+        # Queued, not yet started: (job, waiter, what, reporter, due) — `due`: the monotonic
+        # time a write-behind job may go (0: at once, "urgent").
+        self._jobs: collections.deque[tuple[Job, asyncio.Future | None, str, Reporter, float]] = collections.deque()
+        self._urgent = 0  # urgent entries queued: everything before them goes at once
+        self._draining = 0  # drains waiting: nothing waits for its write-behind time
+        self._hurried = asyncio.Event()
+        self._behind_max = write_behind_max()
+        self._cancelled = 0  # entries queued that cancel_new voided
+        self._named: dict[bytes, list[Job]] = {}  # node path -> queued coalescible jobs naming it, in order
+        self._inside: collections.Counter[bytes] = collections.Counter()  # dir -> queued ones naming a child
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._worker.add_done_callback(self._died)
         self._outstanding: set[asyncio.Future] = set()
         self.changes = 0  # write-backs started so far (see Resolver.list_dir)
         self.epoch = 0  # connections lost so far: a lease of an older epoch is gone
@@ -153,7 +197,7 @@ class NodeLink:
         # What our own write-backs made of a path since the lane was last idle: (mtime_ns,
         # size), or None for removed (see jobs.still_based).
         self.produced: dict[bytes, tuple[int, int] | None] = {}
-        self._resend: list[tuple[Job, asyncio.Future | None, str, Reporter]] = []  # sent, lost unanswered
+        self._resend: list[tuple[Job, asyncio.Future | None, str, Reporter, float]] = []  # sent, lost unanswered
         self._kick = asyncio.Event()
         self._retry = RETRY_FIRST
         self._stalled = asyncio.Event()  # set while `down`: drain returns
@@ -211,7 +255,7 @@ class NodeLink:
     @property
     def backlog(self) -> int:
         """Changes queued or sent and not yet answered."""
-        return len(self._jobs) + len(self._outstanding) + len(self._resend)
+        return len(self._jobs) - self._cancelled + len(self._outstanding) + len(self._resend)
 
     @property
     def busy(self) -> bool:
@@ -299,12 +343,18 @@ class NodeLink:
             self._kick.set()
 
     async def _run(self) -> None:
+        yielded = time.monotonic()
         while True:
             if self._client is not None and self._client.closed:
                 await asyncio.sleep(0)  # the lost connection's unanswered write-backs come back (track)
             if self._resend:
                 self._jobs.extendleft(reversed(self._resend))
+                self._urgent += len(self._resend)
                 self._resend.clear()
+            if self._jobs and getattr(self._jobs[0][0], "cancelled", False):
+                self._jobs.popleft()
+                self._cancelled -= 1
+                continue
             if not self._jobs:
                 self._idle.set()
                 if not self._outstanding:
@@ -312,8 +362,22 @@ class NodeLink:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            due = self._jobs[0][4]
+            if due and not self._urgent and not self._draining and len(self._jobs) < self._behind_max:
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._hurried.clear()
+                    try:
+                        await asyncio.wait_for(self._hurried.wait(), wait)
+                    except TimeoutError:
+                        pass
+                    continue
             entry = self._jobs.popleft()
-            job, fut, what, reporter = entry
+            job, fut, what, reporter, due = entry
+            if not due:
+                self._urgent -= 1
+            if hasattr(job, "named"):
+                self._unname(job)
             try:
                 client = await self._connect(job)
                 if self.down is not None:
@@ -321,10 +385,18 @@ class NodeLink:
                     self._stalled.clear()
                     reporter.log(f"ferry: node {self.addr} is back; sending the {self.backlog + 1} change(s) "
                                  "that waited for it")
+                if self._jobs:
+                    client.hold()  # more to send after it: the lot in one write (at the next yield)
                 result = await job(client)
+                if time.monotonic() - yielded > YIELD_EVERY:
+                    # A backlog of jobs that never wait would run in one callback: let a
+                    # program's request (on its critical path) in between.
+                    await asyncio.sleep(0)
+                    yielded = time.monotonic()
             except Exception as e:  # noqa: BLE001 - a job's failure goes to its waiter or the report
                 if fut is None and getattr(job, "resumable", False) and self._lost(e):
-                    self._jobs.appendleft(entry)  # (after those sent before it: see the loop's top)
+                    self._jobs.appendleft(entry[:4] + (0.0,))  # (after those sent before it: see the loop's top)
+                    self._urgent += 1
                     if isinstance(e, _ConnectFailed) and self.down is None:
                         reporter.complain(f"{e.strerror}; {self.backlog} change(s) wait for it")
                     await self._wait_for_node(e)
@@ -342,28 +414,92 @@ class NodeLink:
             if fut is not None and not fut.done():
                 fut.set_result(result)
 
-    def _push(self, job: Job, fut: asyncio.Future | None, what: str, reporter: Reporter) -> None:
-        self._jobs.append((job, fut, what, reporter))
+    def _died(self, task: asyncio.Task) -> None:
+        """The lane's worker ended by a bug: say so where the waiting is seen (drains return,
+        `ferry sync` and the run's end report the changes as waiting), never hang."""
+        if task.cancelled() or task.exception() is None:
+            return
+        import traceback
+        self.down = f"internal error in the agent's lane for node {self.addr}: {task.exception()!r}"
+        print(f"ferry agent: {self.down}", "".join(traceback.format_exception(task.exception())), file=sys.stderr)
+        self._stalled.set()
+
+    def _push(self, job: Job, fut: asyncio.Future | None, what: str, reporter: Reporter, behind: bool = False) -> None:
+        self._jobs.append((job, fut, what, reporter, time.monotonic() + WRITE_BEHIND if behind else 0.0))
+        if not behind:
+            self._urgent += 1
+            self._hurried.set()
+        if hasattr(job, "names") and not job.named:
+            job.named = True
+            for n in job.names:
+                self._named.setdefault(n, []).append(job)
+                self._inside[_parent(n)] += 1
         self._idle.clear()
         self._wake.set()
 
-    def submit(self, job: Job, what: str, reporter: Reporter) -> None:
-        """Queue a write-back; its failure is recorded, not raised."""
+    def _unname(self, job: Job) -> None:
+        """Take `job` out of the chains (once: a job sent again is not cancellable)."""
+        if not job.named:
+            return
+        job.named = False
+        for n in job.names:
+            chain = self._named[n]
+            chain.remove(job)
+            if not chain:
+                del self._named[n]
+            d = _parent(n)
+            self._inside[d] -= 1
+            if not self._inside[d]:
+                del self._inside[d]
+
+    def submit(self, job: Job, what: str, reporter: Reporter, behind: bool = False) -> None:
+        """Queue a write-back; its failure is recorded, not raised.  `behind`: it may wait
+        WRITE_BEHIND before it is sent."""
         self.changes += 1
         if getattr(job, "resumable", False):
             job.export = self.export  # type: ignore[attr-defined]  # (see _check_export)
-        self._push(job, None, what, reporter)
+        self._push(job, None, what, reporter, behind)
+
+    def queued_for(self, rel: bytes) -> bool:
+        """Whether a write-back not sent yet names node path `rel`."""
+        return rel in self._named
+
+    def cancel_new(self, owner: object, rel: bytes) -> bool:
+        """The name `rel` was just removed by `owner`: if it was made there and none of the
+        write-backs queued for it was sent yet (its creation — an upload of a file made
+        there, MKDIR, SYMLINK — then only uploads, SETATTRs and TRUNCATEs of it; for a
+        directory, nothing queued inside it; for a file, no name left for the uploaded
+        inode), the node never needs to know: those write-backs are dropped, and True says
+        the removal need not be sent either."""
+        chain = self._named.get(rel)
+        if not chain or self._inside.get(rel) or not chain[0].creates:
+            return False
+        for j in chain:
+            if j.owner is not owner or len(j.names) != 1 or (j is not chain[0] and j.op not in _CANCELLED_WITH):
+                return False
+            if j.op == "PUT" and os.fstat(j.fd).st_nlink != 0:
+                return False  # (another name holds it still: a hard link the lane has not made)
+        for j in list(chain):
+            j.cancelled = True
+            self._cancelled += 1
+            self._unname(j)
+            j.finish()
+        return True
 
     async def run(self, job: Job, reporter: Reporter) -> Any:
         """Run `job` after everything queued before it and return its result."""
         if self.down is not None:
             raise OSError(errno.EIO, f"{self.down}; {self.backlog} change(s) wait for node {self.addr}")
         fut = asyncio.get_running_loop().create_future()
-        self._push(job, fut, "", reporter)
+        self._push(job, fut, "", reporter)  # (urgent: what is queued before it goes now)
         return await fut
 
-    async def call(self, reporter: Reporter, op: str, fields: dict[str, Any]) -> dict:
-        if not self._jobs and self._idle.is_set() and self._client is not None and not self._client.closed:
+    async def call(self, reporter: Reporter, op: str, fields: dict[str, Any], ordered: bool = True) -> dict:
+        """A request's reply; after everything queued before it, unless not `ordered` (a
+        request no queued change alters the answer of: it does not hurry write-behind work;
+        see direct.op_statfs)."""
+        if (not ordered or not self._jobs and self._idle.is_set()) and self._client is not None \
+                and not self._client.closed:
             # Nothing queued: the request goes on the wire now, so order holds without the
             # worker's extra hop (a third of a round trip in Python).
             return await self._client.call(op, **fields)
@@ -399,7 +535,7 @@ class NodeLink:
             self._outstanding.discard(f)
             exc = None if f.cancelled() else f.exception()
             if exc is not None and again is not None and self._lost(exc):
-                self._resend.append((again, None, what, reporter))
+                self._resend.append((again, None, what, reporter, 0.0))
                 self._idle.clear()
                 self._wake.set()
                 return
@@ -415,7 +551,16 @@ class NodeLink:
         fut.add_done_callback(finished)
 
     async def drain(self) -> None:
-        """Wait until the lane is idle, or until what is left waits for an unreachable node."""
+        """Wait until the lane is idle, or until what is left waits for an unreachable node
+        (write-behind jobs go at once meanwhile)."""
+        self._draining += 1
+        self._hurried.set()
+        try:
+            await self._drained()
+        finally:
+            self._draining -= 1
+
+    async def _drained(self) -> None:
         while True:
             if self.down is not None and self._stalled.is_set():
                 return
@@ -512,16 +657,16 @@ class SessionLink:
     def lane(self) -> Lane | None:
         return self.shared.lane
 
-    def submit(self, job: Job, what: str) -> None:
-        """Queue a write-back; its failure is recorded, not raised."""
-        self.shared.submit(job, what, self.reporter)
+    def submit(self, job: Job, what: str, behind: bool = False) -> None:
+        """Queue a write-back; its failure is recorded, not raised (`behind`: NodeLink.submit)."""
+        self.shared.submit(job, what, self.reporter, behind)
 
     async def run(self, job: Job) -> Any:
         """Run `job` after everything queued before it on this node and return its result."""
         return await self.shared.run(job, self.reporter)
 
-    async def call(self, op: str, **fields: Any) -> dict:
-        return await self.shared.call(self.reporter, op, fields)
+    async def call(self, op: str, ordered: bool = True, **fields: Any) -> dict:
+        return await self.shared.call(self.reporter, op, fields, ordered)
 
     async def calls(self, *requests: tuple[str, dict[str, Any]]) -> list[dict]:
         """Several requests in one round trip: their replies, in order."""

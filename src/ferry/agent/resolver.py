@@ -347,6 +347,8 @@ class Resolver:
         if m.kind == "f" and writing and flags & os.O_TRUNC:
             m.present = True
             return {}
+        if m.kind == "f" and not m.present and (m.local or m.pending):
+            m = await self._sent_name(path, m)
         if m.kind == "f" and not m.local and not m.pending:
             fetching = self.replica.fetching.get(path)
             if fetching is not None:  # another program's open is fetching it: one fetch for both
@@ -385,6 +387,20 @@ class Resolver:
             if not flags & os.O_ACCMODE:
                 self.publish(path, m)
         return {}
+
+    async def _sent_name(self, path: bytes, m: cache.Meta) -> cache.Meta:
+        """A placeholder (content never fetched) given this name here — renamed or hard-
+        linked — whose change is still queued: the node has the content under this name
+        only once it is sent, so send what is queued and wait for it (the replica's copy is
+        a hole of the right size: never the answer)."""
+        link = self.route(path)[0]
+        await link.drain()
+        m = self.replica.meta.get(path, m)
+        if m.local or m.pending:
+            raise OSError(errno.EIO, f"{path.decode(errors='replace')}: its content was never fetched and the "
+                          f"change that named it waits for node {link.addr} ({link.down or 'no answer yet'}); "
+                          "open it again once `ferry sync` is through")
+        return m
 
     async def _fetch(self, link, rel: bytes, path: bytes, in_place: bool):
         """cache.fetch, once more after evicting clean copies if the replica is full."""

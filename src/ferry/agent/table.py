@@ -13,9 +13,9 @@ open of a fetched file a lease covers
   entry's (dev, ino, ctime): a RECALL, a lost connection or any change to the entry in
   the replica makes the mark worthless at once, without the agent writing it again.
 
-A mark is written only once the entry's ctime is TABLE_SETTLE_NS old (the kernel's
-file times are coarse: a newer one could be shared by the next change); until then it
-waits here (`_later`).  Identities are the shims' own (spec.py).  Records are written
+A mark is written only once the entry's ctime is the table's `settle_ns` old (where the
+kernel's file times are coarse a newer one could be shared by the next change; where
+they are multigrain, 0: see spec.py); until then it waits here (`_later`).  Identities are the shims' own (spec.py).  Records are written
 seqlock-fashion with a check word, so a shim never trusts one read half-written.
 """
 
@@ -37,12 +37,29 @@ LANES_AT = _SIZE["header"]
 MARKS_AT = LANES_AT + spec.TABLE_LANES * _SIZE["lane"]
 IDENTS_AT = MARKS_AT + spec.TABLE_MARKS * _SIZE["mark"]
 SIZE = IDENTS_AT + spec.TABLE_IDENTS * _SIZE["ident"]
-_HEADER = struct.pack(_FMT["header"], spec.TABLE_MAGIC, spec.TABLE_VERSION, spec.TABLE_LANES, spec.TABLE_MARKS,
-                      spec.TABLE_IDENTS, 0)
 _MARK_BODY = struct.Struct("<" + "".join(spec.STRUCT_CODES[t] for _, t in spec.TABLE_MARK[1:]))  # after `seq`
 _U32 = struct.Struct("<I")
 TABLE = "table"  # the file beside a cache's tree (shim/table.c finds it so)
 _I64 = struct.Struct("<q")
+
+
+def settle_ns(directory: bytes, tries: int = 20) -> int:
+    """How old a ctime in `directory`'s file system must be before a record may name it:
+    0 if it keeps multigrain times (each of `tries` changes, each read back at once, got
+    a ctime of its own: within one coarse clock tick, of a millisecond or more, coarse
+    times would repeat), else spec.TABLE_SETTLE_NS."""
+    try:
+        fd = os.open(directory, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return spec.TABLE_SETTLE_NS
+    try:
+        seen = set()
+        for i in range(tries):
+            os.fchmod(fd, 0o600 if i % 2 else 0o400)
+            seen.add(os.fstat(fd).st_ctime_ns)
+        return 0 if len(seen) == tries else spec.TABLE_SETTLE_NS
+    finally:
+        os.close(fd)
 
 
 class Lane:
@@ -71,7 +88,9 @@ class Lane:
 class Table:
     def __init__(self, path: bytes) -> None:
         self.path = path
-        self.map = self._open(path)
+        self.settle_ns = settle_ns(os.path.dirname(path) or b".")
+        self.map = self._open(path, struct.pack(_FMT["header"], spec.TABLE_MAGIC, spec.TABLE_VERSION, spec.TABLE_LANES,
+                                                spec.TABLE_MARKS, spec.TABLE_IDENTS, self.settle_ns))
         self._lanes: dict[object, Lane] = {}
         # Marks waiting for their ctime to settle: path -> (lane, epoch, the entry as it was seen).
         self._later: dict[bytes, tuple[Lane, int, os.stat_result]] = {}
@@ -81,20 +100,20 @@ class Table:
             Lane(self, i).bump()
 
     @staticmethod
-    def _open(path: bytes) -> mmap.mmap:
+    def _open(path: bytes, header: bytes) -> mmap.mmap:
         """Map the table at `path`, made anew (beside, then renamed over: a shim may have the
         old one mapped, and a file shrunk under a mapping would fault) unless it has this
         layout already."""
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            if os.fstat(fd).st_size != SIZE or os.pread(fd, len(_HEADER), 0) != _HEADER:
+            if os.fstat(fd).st_size != SIZE or os.pread(fd, len(header), 0) != header:
                 os.close(fd)
                 raise FileNotFoundError
         except FileNotFoundError:
             tmp = path + b".new"
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             os.ftruncate(fd, SIZE)
-            os.pwrite(fd, _HEADER, 0)
+            os.pwrite(fd, header, 0)
             os.replace(tmp, path)
         try:
             return mmap.mmap(fd, SIZE)
@@ -121,7 +140,7 @@ class Table:
     def _mark(self, cpath: bytes, lane: Lane, epoch: int, st: os.stat_result) -> None:
         if epoch != lane.epoch:
             return
-        if st.st_ctime_ns > time.time_ns() - spec.TABLE_SETTLE_NS:
+        if self.settle_ns and st.st_ctime_ns > time.time_ns() - self.settle_ns:
             self._later[cpath] = (lane, epoch, st)
             if self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(spec.TABLE_SETTLE_NS * 1.2e-9, self._settled)

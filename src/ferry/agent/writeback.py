@@ -15,7 +15,7 @@ import stat
 from ..protocol import spec
 from . import cache
 from .jobs import replay_job, upload_job
-from .links import waiting
+from .links import coalescible, waiting
 
 
 class WriteBack:
@@ -49,9 +49,8 @@ class WriteBack:
             if m.uploaded == cache.identity(st) or not stat.S_ISREG(st.st_mode):  # or a directory now
                 os.close(fd)
                 continue
-            link, rel = self.route(path)
             m.pending += 1
-            link.submit(upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+            self._upload(path, fd, m)
             queued += 1
         return queued
 
@@ -131,8 +130,14 @@ class WriteBack:
         m = self.replica.meta.get(path) or self.replica.added(path, "f")
         m.present = True
         m.pending += 1
+        self._upload(path, cache.readable_copy(fd), m)
+
+    def _upload(self, path: bytes, fd: int, m: cache.Meta) -> None:
+        """Queue the upload of replica file `fd` (whose `m.pending` counts it) to `path`,
+        write-behind; one of a file the node never had may be cancelled by its removal."""
         link, rel = self.route(path)
-        link.submit(upload_job(link, rel, cache.readable_copy(fd), m), f"upload {path.decode(errors='replace')}")
+        job = coalescible(upload_job(link, rel, fd, m), self.replica, "PUT", (rel,), creates=m.version is None, fd=fd)
+        link.submit(job, f"upload {path.decode(errors='replace')}", behind=True)
 
     async def op_sync(self, f) -> dict:
         failures = await self.sync(leftovers=False)  # the program's fsync: its files are still open
@@ -150,9 +155,16 @@ class WriteBack:
         seq = journal.add(op, fields, bases) if journal is not None else 0
         if meta is not None:
             meta.pending += 1
-        link.submit(replay_job(link, op, meta, bases, done=(lambda: journal.done(seq)) if seq else None,
-                               applied=applied, **rels),
-                    f"{op} {first!r}")
+        job = replay_job(link, op, meta, bases, done=(lambda: journal.done(seq)) if seq else None,
+                         applied=applied, **rels)
+        names = tuple(rels[k] for k in ("path", "old", "new") if k in rels)
+        link.submit(coalescible(job, self.replica, op, names, creates=op in ("MKDIR", "SYMLINK")), f"{op} {first!r}",
+                    behind=True)
+
+    def _cancelled(self, path: bytes) -> bool:
+        """Whether the removal of `path` cancelled what was queued for it (NodeLink.cancel_new)."""
+        link, rel = self.route(path)
+        return link.shared.cancel_new(self.replica, rel)
 
     def _onto_node(self, path: bytes) -> None:
         """Cache mode: a file made here and still open for writing is not on the node yet.
@@ -165,10 +177,9 @@ class WriteBack:
             fd = os.open(self.replica.cpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return
-        link, rel = self.route(path)
         m.pending += 1
         self.wrote(m, path)
-        link.submit(upload_job(link, rel, fd, m), f"upload {path.decode(errors='replace')}")
+        self._upload(path, fd, m)
 
     def told_mkdir(self, f) -> None:
         m = self.replica.added(f["path"], "d")
@@ -183,7 +194,6 @@ class WriteBack:
 
     def told_link(self, f) -> None:
         src = self.replica.meta.get(f["old"]) or self._adopt(f["old"])
-        link, old = self.route(f["old"])
         if src is not None and src.kind == "f" and src.local and not src.pending:
             # Still being written and never uploaded: the node must have the file before
             # it can give it a second name.  Send what the replica holds now.
@@ -191,7 +201,7 @@ class WriteBack:
             if fd < 0:
                 return  # both names gone already: the file never reaches the node
             src.pending += 1
-            link.submit(upload_job(link, old, fd, src), f"upload {f['old']!r}")
+            self._upload(f["old"], fd, src)
         m = self.replica.added(f["new"], src.kind if src is not None else "f")  # a link to a symlink is one
         applied = None
         if src is not None:
@@ -203,19 +213,20 @@ class WriteBack:
 
     def told_rmdir(self, f) -> None:
         self.replica.removed(f["path"])
-        self._replay("RMDIR", None, path=f["path"])
+        if not self._cancelled(f["path"]):
+            self._replay("RMDIR", None, path=f["path"])
 
     def told_unlink(self, f) -> None:
         m = self.replica.meta.get(f["path"])
         self.replica.removed(f["path"])
         if m is None or (m.kind == "f" and m.local and not m.pending):
             return  # made here and never sent (a temporary still open): nothing on the node
-        self._replay("UNLINK", None, _bases(path=m), path=f["path"])
+        if not self._cancelled(f["path"]):
+            self._replay("UNLINK", None, _bases(path=m), path=f["path"])
 
     def told_rename(self, f) -> None:
         if f["old"] == f["new"]:
             return  # the kernel's no-op; replaying it would drop the replica's entry
-        link, old = self.route(f["old"])
         src = self.replica.meta.get(f["old"])
         if src is None or (src.kind == "f" and src.local and not src.pending):
             # Still open for writing and never uploaded: the node needs it before it can
@@ -226,7 +237,7 @@ class WriteBack:
                 return  # renamed on since: a later rename or its close sends it under that name
             src = src or self.replica.added(f["old"], "f")
             src.pending += 1
-            link.submit(upload_job(link, old, fd, src), f"upload {f['old']!r}")
+            self._upload(f["old"], fd, src)
         bases = _bases(old=src, new=self.replica.meta.get(f["new"]))
         self.replica.renamed(f["old"], f["new"])
         self._replay("RENAME", None, bases, old=f["old"], new=f["new"], flags=f["flags"])

@@ -64,6 +64,7 @@ class NodeClient(asyncio.BufferedProtocol):
         self._poll = -1  # a dup of it, polled for writability
         self._sending = False
         self._later: list[bytes] = []
+        self._holding = False  # hold(): requests wait in `_later` until flush, to go in one write
         self._wake: asyncio.Future[None] | None = None
 
     @classmethod
@@ -239,11 +240,28 @@ class NodeClient(asyncio.BufferedProtocol):
             return fut
         frame = request_parts(op, rid, 0, **fields)
         assert self._transport is not None
-        if self._sending:
+        if self._sending or self._holding:
             self._later.extend(frame)
         else:
             self._transport.writelines(frame)
         return fut
+
+    def hold(self) -> None:
+        """Keep the requests sent from now on until `flush` — at the latest until this task
+        next yields to the event loop — so that a burst of them (a lane's backlog of
+        write-backs) goes out in one write, not one system call and one TCP segment each."""
+        if not self._holding and not self._sending:
+            self._holding = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what `hold` kept (in order, behind a sendfile under way)."""
+        if not self._holding:
+            return
+        self._holding = False
+        if self._later and not self._sending and self._transport is not None:
+            later, self._later = self._later, []
+            self._transport.writelines(later)
 
     def _register(self, op: str, timeout: float | None,
                   reply: _FieldList | None = None) -> tuple[asyncio.Future[dict[str, Any]], int]:
@@ -268,6 +286,7 @@ class NodeClient(asyncio.BufferedProtocol):
         resumable job sends again, reading the file anew), never a short or padded frame."""
         code, spec_fields, _, _ = spec.OPS[op]
         assert spec_fields[-1] == ("data", "bytes")
+        self.flush()  # (what was held goes first, then this frame from the socket)
         if self._raw < 0 or self._sending or self.closed:
             data = os.pread(fd, count, at)
             if len(data) != count:
@@ -343,7 +362,7 @@ class NodeClient(asyncio.BufferedProtocol):
         self._rid += 1
         assert self._transport is not None
         frame = pack_request(op, self._rid, spec.FLAG_ONEWAY, **fields)
-        if self._sending:
+        if self._sending or self._holding:
             self._later.append(frame)
         else:
             self._transport.write(frame)

@@ -134,20 +134,24 @@ ATTR = [
 # * An identity is the replica entry's `user.ferry.node` xattr (shim/stat.c) as it was
 #   while the entry's ctime was `ctime_ns` (node_ino 0: the entry has none).  The shims
 #   write these themselves, after reading the xattr, and only for an entry whose ctime is
-#   TABLE_SETTLE_NS old or more: any later change to the inode (an xattr set, a new file
-#   at a reused inode number) then gives it another ctime, so a record can never be
-#   matched by a state it does not describe.
+#   the header's `settle_ns` old or more: any later change to the inode (an xattr set, a
+#   new file at a reused inode number) then gives it another ctime, so a record can never
+#   be matched by a state it does not describe.  `settle_ns` is TABLE_SETTLE_NS where the
+#   replica's file system keeps coarse times (a change within the same clock tick may keep
+#   the ctime), 0 where it has multigrain times (Linux 6.13+ on tmpfs, ext4, xfs, btrfs: a
+#   ctime that was read is always moved by the next change), as the agent found when it
+#   made the table (agent/table.py `settle_ns`).  Marks wait for the same age.
 # Each record starts with a seqlock word (odd while being written).  A record's slot is
 # table_slot(dev, ino) or one of the TABLE_WAYS - 1 after it.
 TABLE_MAGIC = 0x3142_5459_5252_4546  # "FERRYTB1"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 TABLE_LANES = 64  # lane 0 is never used
 TABLE_MARKS = 1 << 14
 TABLE_IDENTS = 1 << 16
 TABLE_WAYS = 4
 TABLE_SETTLE_NS = 50_000_000
 TABLE_HEADER = [("magic", "u64"), ("version", "u32"), ("lanes", "u32"), ("marks", "u32"), ("idents", "u32"),
-                ("reserved", "u64")]
+                ("settle_ns", "i64")]
 TABLE_LANE = [("epoch", "u32"), ("reserved", "u32"), ("trust_until_ns", "i64")]
 TABLE_MARK = [("seq", "u32"), ("lane", "u32"), ("dev", "u64"), ("ino", "u64"), ("ctime_ns", "i64"),
              ("epoch", "u32"), ("check", "u32")]
