@@ -6,6 +6,8 @@ and from its request counts (STATS)."""
 
 from __future__ import annotations
 
+import os
+
 from conftest import MOUNT_PREFIX, ferry_run, node_stats
 
 M = MOUNT_PREFIX
@@ -93,3 +95,18 @@ def test_statfs_of_names_made_or_removed_but_not_sent_answers_as_the_programs_tr
               f"    except FileNotFoundError: print('ENOENT')\n")
     p = ferry_run(["python3", "-c", script], mounts=(f"{M}={node.url}",))
     assert p.stdout.split() == ["True", "True", "ENOENT", "ENOENT"], p.stdout + p.stderr
+
+
+def test_times_and_mode_set_after_close_ride_on_the_queued_upload(node):
+    """tar and rsync close a file, then set its times and mode: the upload, not sent yet,
+    carries them (no SETATTR is sent), exactly as set, atime included."""
+    script = (f"import os\nfor i in range(20):\n"
+              f"    p = '{M}/f%d' % i\n    open(p, 'w').write('x' * i)\n"
+              f"    os.utime(p, ns=(1_000_000_000_123 + i, 2_000_000_000_456 + i)); os.chmod(p, 0o640)\n")
+    node_stats(node, reset=True)
+    ferry_run(["python3", "-c", script], mounts=(f"{M}={node.url}",))
+    for i in range(20):
+        st = os.stat(node.root / f"f{i}")
+        assert (st.st_atime_ns, st.st_mtime_ns, st.st_mode & 0o777, st.st_size) == \
+            (1_000_000_000_123 + i, 2_000_000_000_456 + i, 0o640, i)
+    assert _sent(node) == {"PUT": 20}

@@ -464,6 +464,12 @@ class NodeLink:
         """Whether a write-back not sent yet names node path `rel`."""
         return rel in self._named
 
+    def upload_queued_last(self, owner: object, rel: bytes) -> bool:
+        """Whether the last write-back queued for `rel` is `owner`'s upload of it, not sent
+        yet: it reads the file's mode and times when it is sent."""
+        chain = self._named.get(rel)
+        return bool(chain) and chain[-1].op == "PUT" and chain[-1].owner is owner
+
     def cancel_new(self, owner: object, rel: bytes) -> bool:
         """The name `rel` was just removed by `owner`: if it was made there and none of the
         write-backs queued for it was sent yet (its creation — an upload of a file made

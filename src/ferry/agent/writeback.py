@@ -255,6 +255,10 @@ class WriteBack:
             # Not on the node and no upload queued: the upload reads mode and times when it
             # runs.  One already queued may have read them: replay after it, in lane order.
             return
+        if m is not None and m.kind == "f" and not f["valid"] & ~_CARRIED_BY_UPLOAD:
+            link, rel = self.route(path)
+            if link.shared.upload_queued_last(self.replica, rel):
+                return  # (tar and rsync set the times of each file they just closed)
         applied = None
         if m is not None and m.kind == "f" and f["valid"] & spec.SET_MTIME:
             # The shim sends the times the replica now has, so the node will hold that mtime:
@@ -269,6 +273,10 @@ class WriteBack:
             if m.uploaded is not None:  # (what the copy is now: an upload reads it when it runs)
                 m.uploaded = (m.uploaded[0], m.uploaded[1], mtime)
         self._replay("SETATTR", m, applied=applied, **f)
+
+
+# What an upload carries of a file's attributes (PUT's mode, atime, mtime; see jobs.upload_job).
+_CARRIED_BY_UPLOAD = spec.SET_MODE | spec.SET_ATIME | spec.SET_MTIME | spec.SET_NOFOLLOW
 
 
 def _same_version(m: cache.Meta, src: cache.Meta) -> None:
