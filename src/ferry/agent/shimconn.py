@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..protocol import codec, spec
 from ..protocol.codec import LinkOut
+from .relay import relay
 from .resolver import Redirect
 
 if TYPE_CHECKING:
@@ -64,12 +65,19 @@ class ShimServer:
         self.read_all()
         self.conns.add(ShimConn(self, sock))
 
+    reading = False  # in read_all: a request found meanwhile waits for its turn (no relay)
+    relays: dict[int, tuple[int, int]] = {}  # opcode -> relay.relay's sizes (none on the control socket)
+
     def read_all(self, but: ShimConn | None = None) -> None:
         """Take in everything programs sent so far: one-way frames and placeholder bytes."""
-        self.placeholders.drain()
-        for c in list(self.conns):
-            if c is not but:
-                c.readable()
+        self.reading = True
+        try:
+            self.placeholders.drain()
+            for c in list(self.conns):
+                if c is not but:
+                    c.readable()
+        finally:
+            self.reading = False
 
 
 _FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"], spec.OPCODES["SESSION_OPEN"]}
@@ -136,6 +144,11 @@ class ShimConn:
             except Exception as e:  # noqa: BLE001 - report and keep serving
                 self.agent.log(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}")
             return
+        sizes = self.agent.relays.get(req.opcode)
+        if sizes is not None and not self.agent.reading:
+            self.agent.read_all(self)  # earlier one-way changes from other processes first (as `serve`)
+            if relay(self, req, sizes):
+                return
         # A shim waits for each answer, so a connection has one request in flight at most.
         self.loop.create_task(self.serve(req, fd))
 
@@ -166,14 +179,29 @@ class ShimConn:
         except Exception as e:  # noqa: BLE001 - a bug must not hang the program
             self.agent.log(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}")
             status = -errno.EIO
+        if status == spec.STATUS_LINK_OUT:
+            reply = codec.pack_redirect(req.rid, body["which"], body["path"])
+        elif status == 0:
+            reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {}))
+        else:
+            reply = codec.pack_error(req.rid, -status)
+        self.reply(reply)
+
+    def reply(self, data: bytes) -> None:
+        """Write a reply: at once, and what the socket could not take then, in a task."""
         try:
-            if status == spec.STATUS_LINK_OUT:
-                reply = codec.pack_redirect(req.rid, body["which"], body["path"])
-            elif status == 0:
-                reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {}))
-            else:
-                reply = codec.pack_error(req.rid, -status)
-            await self.loop.sock_sendall(self.sock, reply)
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n < len(data):
+            self.loop.create_task(self._reply_rest(data[n:]))
+
+    async def _reply_rest(self, data: bytes) -> None:
+        try:
+            await self.loop.sock_sendall(self.sock, data)
         except OSError:
             self.close()
 
