@@ -3,10 +3,11 @@
 # host agent of its own on /dev/shm: N distinct files stat'ed PASSES times per run, RUNS
 # runs; prints each run's p50/p99 (µs, both passes pooled) and their medians.
 #   scripts/direct-stat.sh [N] [PASSES] [RUNS]
+#   FERRY_SRC=DIR: the ferry sources to run (default: this checkout's src).
 #   KEEP=1: leave node and agent running and print their pids (for py-spy/strace), then wait for Enter.
 set -eu
 N=${1:-2000}; PASSES=${2:-2}; RUNS=${3:-3}
-SRC=$(cd "$(dirname "$0")/../src" && pwd)
+SRC=${FERRY_SRC:-$(cd "$(dirname "$0")/../src" && pwd)}
 W=$(mktemp -d /dev/shm/ferry-ds.XXXXXX)
 export PYTHONPATH=$SRC XDG_RUNTIME_DIR=$W/rt XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache} XDG_DATA_HOME=$W/data \
        FERRY_CACHE_DIR=$W/replica FERRY_AGENT_SOCK=$W/rt/agent.sock

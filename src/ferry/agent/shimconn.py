@@ -80,6 +80,7 @@ class ShimServer:
             self.reading = False
 
 
+_RECV = 64 << 10  # bytes one read of a shim's socket takes at most
 _FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"], spec.OPCODES["SESSION_OPEN"]}
 _CONN_OPS = {spec.OPCODES["SESSION_OPEN"]}  # the handler is told which connection asked
 
@@ -95,14 +96,16 @@ class ShimConn:
         self.fds: collections.deque[int] = collections.deque()
         self.closed = False
         self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(sock.fileno(), self.readable)
+        self.loop.add_reader(sock.fileno(), self.readable, True)
 
-    def readable(self) -> None:
+    def readable(self, once: bool = False) -> None:
+        """Take in what the socket holds (everything; `once`, from the loop: what one read
+        gives, when it is all the socket had then — the loop calls again if more came)."""
         if self.closed:
             return
         while True:
             try:
-                data, anc, _, _ = self.sock.recvmsg(64 << 10, socket.CMSG_SPACE(64 * 4))
+                data, anc, _, _ = self.sock.recvmsg(_RECV, socket.CMSG_SPACE(64 * 4))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -123,6 +126,8 @@ class ShimConn:
                 return
             for req in frames:
                 self.dispatch(req)
+            if once and not anc and len(data) < _RECV:
+                return
 
     def dispatch(self, req: codec.Request) -> None:
         self.agent.frame_counts[req.opcode] += 1
