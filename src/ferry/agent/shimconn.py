@@ -18,7 +18,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from ..protocol import codec, spec
 from ..protocol.codec import LinkOut
@@ -66,7 +66,7 @@ class ShimServer:
         self.conns.add(ShimConn(self, sock))
 
     reading = False  # in read_all: a request found meanwhile waits for its turn (no relay)
-    relays: dict[int, tuple[int, int]] = {}  # opcode -> relay.relay's sizes (none on the control socket)
+    relays: ClassVar[dict[int, tuple[int, int]]] = {}  # opcode -> relay.relay's sizes (none on the control socket)
 
     def read_all(self, but: ShimConn | None = None) -> None:
         """Take in everything programs sent so far: one-way frames and placeholder bytes."""
