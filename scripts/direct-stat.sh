@@ -4,6 +4,7 @@
 # runs; prints each run's p50/p99 (µs, both passes pooled) and their medians.
 #   scripts/direct-stat.sh [N] [PASSES] [RUNS]
 #   FERRY_SRC=DIR: the ferry sources to run (default: this checkout's src).
+#   EXTRA_MOUNT=PREFIX: a second mount of the same node (as the bench's cold runs have).
 #   KEEP=1: leave node and agent running and print their pids (for py-spy/strace), then wait for Enter.
 set -eu
 N=${1:-2000}; PASSES=${2:-2}; RUNS=${3:-3}
@@ -24,7 +25,7 @@ NODE=$!
 trap 'kill $NODE 2>/dev/null || true; python3 -m ferry agent stop >/dev/null 2>&1 || true; rm -rf $W' EXIT
 while [ ! -s $W/node.url ]; do sleep 0.05; done
 URL=$(cat $W/node.url)
-run() { python3 -m ferry run --mode direct --mount /mnt/r=$URL -- "$@"; }
+run() { python3 -m ferry run --mode direct --mount /mnt/r=$URL ${EXTRA_MOUNT:+--mount $EXTRA_MOUNT=$URL} -- "$@"; }
 run $W/statlat /mnt/r/stat 10 1 $W/warm.txt
 if [ -n "${KEEP:-}" ]; then
   AGENT=$(for p in $(pgrep -u $(id -u) -f "ferry agent"); do
