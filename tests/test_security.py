@@ -165,9 +165,9 @@ def test_tls_round_trip_and_a_wrong_fingerprint_refused(tmp_path) -> None:
                          mounts=(f"/mnt/t={base}&tls-fingerprint={fingerprint}",))
         assert good.stdout == "over tls\n" and (n.root / "f").read_text() == "over tls\nmore\n"
         # direct mode: stat, access and statfs are relayed to the node undecoded (agent/relay.py)
-        direct = ferry_run(["sh", "-c", "stat -c %s /mnt/t/f; [ -r /mnt/t/f ] && echo r; stat -f -c %b /mnt/t >/dev/null"
-                            " && echo fs; stat /mnt/t/none 2>/dev/null || echo absent"], mode="direct",
-                           mounts=(f"/mnt/t={base}&tls-fingerprint={fingerprint}",))
+        script = ("stat -c %s /mnt/t/f; [ -r /mnt/t/f ] && echo r; stat -f -c %b /mnt/t >/dev/null && echo fs; "
+                  "stat /mnt/t/none 2>/dev/null || echo absent")
+        direct = ferry_run(["sh", "-c", script], mode="direct", mounts=(f"/mnt/t={base}&tls-fingerprint={fingerprint}",))
         assert direct.stdout == "14\nr\nfs\nabsent\n", direct.stderr
         wrong = "SHA256:" + "00" * 32
         bad = ferry_run(["cat", "/mnt/t/f"], mounts=(f"/mnt/t={base}&tls-fingerprint={wrong}",), check=False)
