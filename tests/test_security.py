@@ -164,6 +164,11 @@ def test_tls_round_trip_and_a_wrong_fingerprint_refused(tmp_path) -> None:
         good = ferry_run(["sh", "-c", "cat /mnt/t/f && echo more >> /mnt/t/f"],
                          mounts=(f"/mnt/t={base}&tls-fingerprint={fingerprint}",))
         assert good.stdout == "over tls\n" and (n.root / "f").read_text() == "over tls\nmore\n"
+        # direct mode: stat, access and statfs are relayed to the node undecoded (agent/relay.py)
+        script = ("stat -c %s /mnt/t/f; [ -r /mnt/t/f ] && echo r; stat -f -c %b /mnt/t >/dev/null && echo fs; "
+                  "stat /mnt/t/none 2>/dev/null || echo absent")
+        direct = ferry_run(["sh", "-c", script], mode="direct", mounts=(f"/mnt/t={base}&tls-fingerprint={fingerprint}",))
+        assert direct.stdout == "14\nr\nfs\nabsent\n", direct.stderr
         wrong = "SHA256:" + "00" * 32
         bad = ferry_run(["cat", "/mnt/t/f"], mounts=(f"/mnt/t={base}&tls-fingerprint={wrong}",), check=False)
         assert bad.returncode != 0 and "not the pinned" in bad.stderr and "over tls" not in bad.stdout

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Where, ferry_run
+from conftest import Where, compile_c, ferry_run
 
 SHELLS = [s for s in ("bash", "dash", "zsh", "busybox") if shutil.which(s)]
 
@@ -149,3 +149,38 @@ def test_bytes_written_past_the_shim_to_a_read_only_fd_fail_the_run(node, static
     assert p.returncode == 125, p.stderr
     assert "not open for writing" in p.stderr
     assert (node.root / "ro.txt").read_text() == "keep\n"
+
+
+
+RAW_THEN_STAT = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    static char buf[3000];
+    int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) { perror("open"); return 2; }
+    for (int i = 1; i <= 20; i++) {
+        if (syscall(SYS_write, fd, buf, sizeof buf) != (long)sizeof buf) { perror("write"); return 2; }
+        struct stat st;
+        if (stat(argv[1], &st) != 0) { perror("stat"); return 2; }
+        printf("%lld\n", (long long)st.st_size);
+    }
+    return 0;
+}
+"""
+
+
+def test_a_stat_after_bytes_written_past_the_shim_sees_them(where: Where, tmp_path):
+    """In direct mode the agent carries such bytes to the node on the file's lane; a stat
+    that comes after them (relayed to the node as it comes when nothing waits in the
+    lane: agent/relay.py) must see them, as the kernel's would."""
+    prog = compile_c(RAW_THEN_STAT, tmp_path / "rawstat")
+    out = where.run([str(prog), where.path("f")]).stdout.split()
+    assert out == [str(3000 * i) for i in range(1, 21)], out
+    script = f"stat -f -c %b {where.path()} > /dev/null && echo fs; stat {where.path('none')} 2>&1 || echo absent"
+    out = where.run(["bash", "-c", script]).stdout.split("\n")
+    assert out[0] == "fs" and "No such file" in out[1] and out[2] == "absent", out

@@ -49,6 +49,7 @@ def forwarded(op: str, onto_node: bool = False):
         link, rel = self.route(f["path"])
         return await link.call(op, **dict(f, path=rel))
     handler.__name__ = handler.__qualname__ = "op_" + op.lower()
+    handler.forwards = None if onto_node else op  # (relay.py may carry it without decoding)
     return handler
 
 

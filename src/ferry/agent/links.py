@@ -239,6 +239,12 @@ class NodeLink:
         if self.lane is not None:
             self.lane.trust_until(client.heard + spec.LEASE_TRUST)
 
+    def on_wire(self) -> NodeClient | None:
+        """The connection a request may be written to at once and still come after every
+        write-back queued before it (`call`'s rule), or None: it must wait in the lane."""
+        c = self._client
+        return c if not self._jobs and self._idle.is_set() and c is not None and not c.closed else None
+
     async def _ping(self, client: NodeClient) -> None:
         """KEEPALIVE while idle, so that leases stay trusted (spec.LEASE_PING)."""
         while not client.closed:

@@ -28,6 +28,7 @@ from .direct import DirectFile, DirectFiles
 from .links import SessionLink
 from .locks import LockKeeper, LockOps
 from .placeholders import Placeholders
+from .relay import relayable
 from .resolver import Resolver
 from .routes import NodeAddr, Router
 from .shared import SharedCache
@@ -69,6 +70,7 @@ class Agent(ShimServer, Resolver, WriteBack, DirectFiles, LockOps):
         # The one rule (protocol/dispatch.py): an op the shim sends without its handler fails here.
         self.calls = handlers_for(self, "op_", spec.SHIM_CALLS)  # requests: answered
         self.tells = handlers_for(self, "told_", spec.SHIM_TELLS)  # one-way frames: applied in order
+        self.relays = relayable(self.calls)  # requests the node answers as they came (relay.py)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

@@ -18,10 +18,11 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from ..protocol import codec, spec
 from ..protocol.codec import LinkOut
+from .relay import relay
 from .resolver import Redirect
 
 if TYPE_CHECKING:
@@ -64,14 +65,22 @@ class ShimServer:
         self.read_all()
         self.conns.add(ShimConn(self, sock))
 
+    reading = False  # in read_all: a request found meanwhile waits for its turn (no relay)
+    relays: ClassVar[dict[int, tuple[int, int]]] = {}  # opcode -> relay.relay's sizes (none on the control socket)
+
     def read_all(self, but: ShimConn | None = None) -> None:
         """Take in everything programs sent so far: one-way frames and placeholder bytes."""
-        self.placeholders.drain()
-        for c in list(self.conns):
-            if c is not but:
-                c.readable()
+        self.reading = True
+        try:
+            self.placeholders.drain()
+            for c in list(self.conns):
+                if c is not but:
+                    c.readable()
+        finally:
+            self.reading = False
 
 
+_RECV = 64 << 10  # bytes one read of a shim's socket takes at most
 _FD_OPS = {spec.OPCODES["OPEN"], spec.OPCODES["CACHE_CLOSE"], spec.OPCODES["SESSION_OPEN"]}
 _CONN_OPS = {spec.OPCODES["SESSION_OPEN"]}  # the handler is told which connection asked
 
@@ -87,14 +96,16 @@ class ShimConn:
         self.fds: collections.deque[int] = collections.deque()
         self.closed = False
         self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(sock.fileno(), self.readable)
+        self.loop.add_reader(sock.fileno(), self.readable, True)
 
-    def readable(self) -> None:
+    def readable(self, once: bool = False) -> None:
+        """Take in what the socket holds (everything; `once`, from the loop: what one read
+        gives, when it is all the socket had then — the loop calls again if more came)."""
         if self.closed:
             return
         while True:
             try:
-                data, anc, _, _ = self.sock.recvmsg(64 << 10, socket.CMSG_SPACE(64 * 4))
+                data, anc, _, _ = self.sock.recvmsg(_RECV, socket.CMSG_SPACE(64 * 4))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -115,6 +126,8 @@ class ShimConn:
                 return
             for req in frames:
                 self.dispatch(req)
+            if once and not anc and len(data) < _RECV:
+                return
 
     def dispatch(self, req: codec.Request) -> None:
         self.agent.frame_counts[req.opcode] += 1
@@ -136,6 +149,11 @@ class ShimConn:
             except Exception as e:  # noqa: BLE001 - report and keep serving
                 self.agent.log(f"ferry agent: {spec.NAMES.get(req.opcode)} failed: {e}")
             return
+        sizes = self.agent.relays.get(req.opcode)
+        if sizes is not None and not self.agent.reading:
+            self.agent.read_all(self)  # earlier one-way changes from other processes first (as `serve`)
+            if relay(self, req, sizes):
+                return
         # A shim waits for each answer, so a connection has one request in flight at most.
         self.loop.create_task(self.serve(req, fd))
 
@@ -166,14 +184,29 @@ class ShimConn:
         except Exception as e:  # noqa: BLE001 - a bug must not hang the program
             self.agent.log(f"ferry agent: internal error in {spec.NAMES.get(req.opcode)}: {e!r}")
             status = -errno.EIO
+        if status == spec.STATUS_LINK_OUT:
+            reply = codec.pack_redirect(req.rid, body["which"], body["path"])
+        elif status == 0:
+            reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {}))
+        else:
+            reply = codec.pack_error(req.rid, -status)
+        self.reply(reply)
+
+    def reply(self, data: bytes) -> None:
+        """Write a reply: at once, and what the socket could not take then, in a task."""
         try:
-            if status == spec.STATUS_LINK_OUT:
-                reply = codec.pack_redirect(req.rid, body["which"], body["path"])
-            elif status == 0:
-                reply = codec.pack_reply(req.opcode, req.rid, status, **(body or {}))
-            else:
-                reply = codec.pack_error(req.rid, -status)
-            await self.loop.sock_sendall(self.sock, reply)
+            n = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n < len(data):
+            self.loop.create_task(self._reply_rest(data[n:]))
+
+    async def _reply_rest(self, data: bytes) -> None:
+        try:
+            await self.loop.sock_sendall(self.sock, data)
         except OSError:
             self.close()
 

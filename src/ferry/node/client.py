@@ -52,7 +52,8 @@ class NodeClient(asyncio.BufferedProtocol):
         self.heard = time.monotonic()  # when the node last sent us anything
         self._loop = asyncio.get_running_loop()
         self._reader = FrameReader("reply")
-        self._pending: dict[int, tuple[asyncio.Future[dict[str, Any]], _FieldList, asyncio.TimerHandle]] = {}
+        # rid -> (future, reply fields, timer), or (None, answer, timer) for a `relay`ed request
+        self._pending: dict[int, tuple[Any, Any, asyncio.TimerHandle]] = {}
         self._rid = 0
         self._transport: asyncio.Transport | None = None
         self._lost: asyncio.Future[None] = self._loop.create_future()
@@ -152,6 +153,9 @@ class NodeClient(asyncio.BufferedProtocol):
                 continue
             fut, fields, timer = entry
             timer.cancel()
+            if fut is None:  # a relayed request (`relay`): its answer as it came
+                fields(status, payload)
+                continue
             if fut.done():
                 continue
             if status < 0:
@@ -188,9 +192,11 @@ class NodeClient(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         pending, self._pending = self._pending, {}
-        for fut, _, timer in pending.values():
+        for fut, answer, timer in pending.values():
             timer.cancel()
-            if not fut.done():
+            if fut is None:
+                answer(-errno.EIO, b"")
+            elif not fut.done():
                 fut.set_exception(self._error)
         self.resume_writing()
         if self._wake is not None and not self._wake.done():
@@ -275,6 +281,21 @@ class NodeClient(asyncio.BufferedProtocol):
         timer = self._loop.call_later(timeout if timeout is not None else 10**9, self._expire, rid, op)
         self._pending[rid] = (fut, spec.OPS[op][2] if reply is None else reply, timer)
         return fut, rid
+
+    def relay(self, opcode: int, parts: list[bytes], answer: Callable[[int, bytes | memoryview], None]) -> None:
+        """Write a request whose payload is already encoded (`parts`), and call `answer`
+        with the reply's status and payload as they come, undecoded (-EIO and no payload
+        when the connection goes or the reply is late): the agent's relay of a shim
+        request the node answers as the shim expects (agent/direct.py, `DirectFiles.relay`).
+        The connection must be open (`closed` false)."""
+        self._rid += 1
+        rid = self._rid
+        self._pending[rid] = (None, answer, self._loop.call_later(self.timeout, self._expire, rid, spec.NAMES[opcode]))
+        frame = [REQ_HEADER.pack(sum(map(len, parts)), opcode, 0, rid), *parts]
+        if self._sending:
+            self._later.extend(frame)
+        else:
+            self._transport.writelines(frame)
 
     async def send_file_data(self, op: str, fd: int, at: int, count: int, /,
                              **fields: Any) -> asyncio.Future[dict[str, Any]]:
@@ -381,7 +402,9 @@ class NodeClient(asyncio.BufferedProtocol):
 
     def _expire(self, rid: int, op: str) -> None:
         entry = self._pending.pop(rid, None)
-        if entry is not None and not entry[0].done():
+        if entry is not None and entry[0] is None:
+            entry[1](-errno.EIO, b"")
+        elif entry is not None and not entry[0].done():
             entry[0].set_exception(OSError(errno.EIO, f"{self.where}: no reply to {op} within {self.timeout:g}s"))
 
     def _abort(self) -> None:

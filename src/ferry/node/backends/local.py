@@ -37,13 +37,26 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
+_HOWS: dict[tuple[int, int], tuple[object, int]] = {}  # (flags, mode) -> (byref(open_how), its size)
+
+
+def _how(flags: int, mode: int) -> tuple[object, int]:
+    """The open_how of `flags` and `mode`, made once (a stat opens one per request)."""
+    how = _HOWS.get((flags, mode))
+    if how is None:
+        # openat2 insists on mode 0 unless the call may create a file.
+        creates = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
+        s = _OpenHow(flags | os.O_CLOEXEC, mode if creates else 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+        how = (ctypes.byref(s), ctypes.sizeof(s))
+        if len(_HOWS) < 256:
+            _HOWS[(flags, mode)] = how
+    return how
+
+
 def _openat2(dirfd: int, path: bytes, flags: int, mode: int) -> int:
-    # openat2 insists on mode 0 unless the call may create a file.
-    creates = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
-    how = _OpenHow(flags | os.O_CLOEXEC, mode if creates else 0,
-                   _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+    how, size = _how(flags, mode)
     for _ in range(8):  # RESOLVE_BENEATH gives EAGAIN while a concurrent rename races ".."
-        fd = _libc.syscall(_SYS_OPENAT2, dirfd, path, ctypes.byref(how), ctypes.sizeof(how))
+        fd = _libc.syscall(_SYS_OPENAT2, dirfd, path, how, size)
         if fd >= 0:
             return fd
         err = ctypes.get_errno()
