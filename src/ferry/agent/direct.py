@@ -230,6 +230,7 @@ class DirectFiles:
             while rel != b"/" and link.shared.queued_for(rel):
                 rel = rel.rpartition(b"/")[0] or b"/"
         return await link.call("STATFS", False, **dict(f, path=rel))
+    op_statfs.forwards = "STATFS"  # (relay.py carries it as it came while the lane is empty)
 
     op_getxattr = forwarded("GETXATTR", onto_node=True)
     op_listxattr = forwarded("LISTXATTR", onto_node=True)
