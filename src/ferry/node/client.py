@@ -286,13 +286,13 @@ class NodeClient(asyncio.BufferedProtocol):
         """Write a request whose payload is already encoded (`parts`), and call `answer`
         with the reply's status and payload as they come, undecoded (-EIO and no payload
         when the connection goes or the reply is late): the agent's relay of a shim
-        request the node answers as the shim expects (agent/direct.py, `DirectFiles.relay`).
+        request the node answers as the shim expects (agent/relay.py).
         The connection must be open (`closed` false)."""
         self._rid += 1
         rid = self._rid
         self._pending[rid] = (None, answer, self._loop.call_later(self.timeout, self._expire, rid, spec.NAMES[opcode]))
         frame = [REQ_HEADER.pack(sum(map(len, parts)), opcode, 0, rid), *parts]
-        if self._sending:
+        if self._sending or self._holding:  # (behind what a lane's last turn held)
             self._later.extend(frame)
         else:
             self._transport.writelines(frame)

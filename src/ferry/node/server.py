@@ -214,6 +214,15 @@ class NodeProtocol(asyncio.BufferedProtocol):
         out.append(REP_HEADER.pack(size, status, req.rid))
         out.extend(body)
 
+    def _go_on(self) -> None:
+        """The request that held the connection is done: serve what came after it, then read
+        on unless one of those holds it again."""
+        self._held = False
+        queued, self._queued = self._queued, collections.deque()
+        self._serve(queued)
+        if not self._held and self._transport is not None:
+            self._transport.resume_reading()
+
     def _resume(self, held: Held, req: Request) -> None:
         """Every holder answered the recalls `req` waited for: apply it, then what came after."""
         self._held = False
@@ -228,10 +237,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
         self._reply(out, req, op, status, fields)
         if out:
             self._transport.write(b"".join(out))
-        queued, self._queued = self._queued, collections.deque()
-        self._serve(queued)
-        if not self._held and self._transport is not None:
-            self._transport.resume_reading()
+        self._go_on()
 
     def _offload(self, req: Request, op, job: Offloaded, counted: bool) -> None:
         """Run an Offloaded WRITE in a worker thread; its reply, then the requests held
@@ -255,11 +261,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
             self._reply(out, req, op, status, fields, counted)
             if out:
                 self._write(b"".join(out))
-            self._held = False
-            queued, self._queued = self._queued, collections.deque()
-            self._serve(queued)
-            if not self._held and self._transport is not None:
-                self._transport.resume_reading()
+            self._go_on()
         self._offloading = asyncio.get_running_loop().run_in_executor(_WORKERS, job.work)
         self._offloading.add_done_callback(done)
 
@@ -333,11 +335,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
         later, self._later = self._later, []
         if later:
             transport.write(b"".join(later))
-        self._held = False
-        queued, self._queued = self._queued, collections.deque()
-        self._serve(queued)
-        if not self._held and self._transport is not None:
-            self._transport.resume_reading()
+        self._go_on()
 
     async def _writable(self) -> None:
         """Wait until the socket may take more (polled on a dup of it: the transport's own fd
