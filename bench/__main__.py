@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    code_at_start = git_desc(a.rev)  # (what the snapshot holds: the tree may move on during the run)
     load_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     log(f"bench: {'quick' if a.quick else 'full'} run, {repeats} repeats; "
         + "; ".join(f"{md} ({base}): {', '.join(m.NAME for m in ms)}" for md, base, ms, _ in views))
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "started": started, "duration_s": time.monotonic() - t0,
         "mode": ("quick" if a.quick else "full") + (" (INTERRUPTED)" if interrupted else ""),
-        "repeats": repeats, "only": only, "git": git_desc(a.rev),
+        "repeats": repeats, "only": only, "git": code_at_start,
         "code": ("checkout run live" if a.live else f"src/ and shim/ as committed at {a.rev}" if a.rev
                  else "snapshot of src/ and shim/ taken at start"),
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
