@@ -347,3 +347,26 @@ def test_a_second_run_walks_a_leased_tree_without_asking_the_agent(node):
     assert len(ours) == 1, status
     asked = {op: n for op, n in ours[0]["ops"].items() if op.startswith("CACHE_") or op in ("STAT", "OPEN")}
     assert asked == {}, f"the second run's shims asked the agent: {asked}"
+
+
+def test_another_hosts_burst_of_names_costs_one_listing_per_quiet_window(node, other_host):
+    """Host A's cache holds a leased listing of d; host B creates 300 files in d, then
+    removes them.  Each name recalls A's listing, but A lists d again at most once per
+    RELIST_QUIET (its re-listing is what takes the lease the next name recalls): a handful
+    of listings, not one per name.  A's next look sees B's names, and then their absence."""
+    from ferry.agent.shared import RELIST_QUIET
+    (node.root / "d").mkdir()
+    (node.root / "d" / "seed").write_text("x\n")
+    mount = (f"{MOUNT}={node.url}",)
+    assert ferry_run(["ls", f"{MOUNT}/d"], mounts=mount).stdout == "seed\n"  # A: leased listing
+    node_stats(node, reset=True)
+    start = time.monotonic()
+    ferry_run(["sh", "-c", f"cd {MOUNT}/d && for i in $(seq 1 300); do : > n$i; done"], mode="direct",
+              mounts=mount, env_extra=other_host)
+    took = time.monotonic() - start
+    listings = node_stats(node)["requests"].get("LISTDIR", 0)
+    assert listings <= 3 + took / RELIST_QUIET, (listings, took)  # (was one per name: 300)
+    names = ferry_run(["ls", f"{MOUNT}/d"], mounts=mount).stdout.split()
+    assert sorted(names) == sorted(["seed"] + [f"n{i}" for i in range(1, 301)])
+    ferry_run(["sh", "-c", f"rm {MOUNT}/d/n*"], mounts=mount, env_extra=other_host)
+    assert ferry_run(["ls", f"{MOUNT}/d"], mounts=mount).stdout == "seed\n"

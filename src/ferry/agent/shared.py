@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Coroutine
 
 from ..protocol import spec
@@ -25,6 +26,12 @@ from .table import Table
 
 ROOM_EVERY = 0.5  # seconds between looks at the replica's free space
 ROOM_RESERVE = 64 << 20  # kept free (at most a tenth of that file system)
+# A directory recalled again this soon after its last re-listing is listed once this much
+# after that one: another client making many names in it (a build, an untar) then pays a
+# recall per window, not one per name (each re-listing takes the lease that the next name
+# recalls), and we list it once per window, not once per name.  Meanwhile it holds no
+# lease, so a program here that uses it asks the node (close-to-open), as without leases.
+RELIST_QUIET = 0.05
 
 
 class SharedCache(Resolver):
@@ -47,6 +54,8 @@ class SharedCache(Resolver):
         self.journal: Journal | None = None  # the changes not yet answered (a host agent's caches: caches.py)
         self._tasks: set[asyncio.Task] = set()
         self.readers: set[Callable[[], None]] = set()  # each session's Agent.read_all (see `settle`)
+        self._listed_at: dict[bytes, float] = {}  # directory -> when a recall last re-listed it
+        self._relist_due: set[bytes] = set()  # directories whose re-listing waits (RELIST_QUIET)
         self._roomy = asyncio.get_running_loop().create_task(self._keep_room())
 
     @staticmethod
@@ -82,7 +91,29 @@ class SharedCache(Resolver):
                 continue  # NodeLink voided every lease of that connection
             for path in self.router.ferry_paths(addr, rel):
                 if self.replica.recalled(path, kind):
-                    self._spawn(self.list_dir(path) if kind == spec.RECALL_NAMES else self.refresh(path))
+                    if kind == spec.RECALL_NAMES:
+                        self._relist(path)
+                    else:
+                        self._spawn(self.refresh(path))
+
+    def _relist(self, path: bytes) -> None:
+        """List a recalled directory again: now, or RELIST_QUIET after its last re-listing."""
+        if path in self._relist_due:
+            return
+        now = time.monotonic()
+        wait = self._listed_at.get(path, -RELIST_QUIET) + RELIST_QUIET - now
+        if wait <= 0:
+            if len(self._listed_at) > 1024:  # (only the last window's matter)
+                self._listed_at = {p: t for p, t in self._listed_at.items() if t > now - RELIST_QUIET}
+            self._listed_at[path] = now
+            self._spawn(self.list_dir(path))
+            return
+        self._relist_due.add(path)
+
+        def due() -> None:
+            self._relist_due.discard(path)
+            self._relist(path)
+        asyncio.get_running_loop().call_later(wait, due)
 
     def lost(self, addr: NodeAddr) -> None:
         """The connection to `addr` was lost (its node may have restarted, even with another
