@@ -448,9 +448,9 @@ class Bench:
 
     # ---- commands
 
-    def ferry_cmd(self, mode: str, url: str, cmd: list[str], front: str = "py", cold: bool = False) -> list[str]:
-        """`ferry run --mode MODE --mount /mnt/r=URL -- CMD` through the Python CLI (`python -m
-        ferry`, front "py") or the C front (the installed `ferry`, front "c").  With `cold`, a
+    def ferry_cmd(self, mode: str, url: str, cmd: list[str], front: str = "c", cold: bool = False) -> list[str]:
+        """`ferry run --mode MODE --mount /mnt/r=URL -- CMD` through the C front (the installed
+        `ferry`, what a user types: front "c") or the Python CLI (`python -m ferry`, front "py").  With `cold`, a
         second mount no other run names gives the run a cache of its own (runs of the same
         mounts share one: the host agent issue), so it starts empty."""
         head = [self.launcher] if front == "c" else [sys.executable, "-m", "ferry"]
@@ -468,10 +468,10 @@ class Bench:
         return line
 
     def run_variant(self, variant: str, cmd: list[str], node: Node | None, timeout: float,
-                    cwd: str | None = None, stderr_ok: bool = False, front: str = "py", cold: bool = False,
+                    cwd: str | None = None, stderr_ok: bool = False, front: str = "c", cold: bool = False,
                     count: dict[str, list] | None = None) -> Result:
         """Run `cmd` as `variant` (local: directly; ferry-*: under `ferry run --mode`, through
-        the Python CLI or, with front "c", the C front).  With `count` (ferry variants), the
+        the C front or, with front "py", the Python CLI).  With `count` (ferry variants), the
         node's requests of exactly this run (`node_stats`, reset just before, read just after,
         both untimed) are appended to count[variant].
         Raises Failure on timeout, non-zero exit or a dead node."""

@@ -1,7 +1,7 @@
 """Startup overhead: an empty `ferry run -- true` (agent start, shim load, exit, sync).
 
 `true` rows: `python -m ferry run --mode M --mount … -- true` (the Python CLI), timed as
-every other workload's commands are.  C-front rows: the installed `ferry` (launcher/ferry.c,
+every other workload's commands are (those run the C front).  C-front rows: the installed `ferry` (launcher/ferry.c,
 built from the code under test; `bench/launch.py`'s posix_spawn + waitpid timing) running
 `ferry run --mount … -- true` in cache mode, per repeat first with no agent running (`ferry
 agent stop` just before, untimed: this run hands off to Python, which starts the agent) and
@@ -31,8 +31,8 @@ def run(b) -> list[dict]:
     failures: dict[str, Failure] = {}
     with b.node(NAME) as node:
         def one(v: str, i: int) -> float:
-            return b.run_variant(v, ["true"], node, timeout=60).wall
-        b.run_variant("ferry-cache", ["true"], node, timeout=120)  # warm-up: imports, page cache
+            return b.run_variant(v, ["true"], node, timeout=60, front="py").wall
+        b.run_variant("ferry-cache", ["true"], node, timeout=120, front="py")  # warm-up: imports, page cache
         res = interleave(reps, list(VARIANTS), one, failures)
         pyfail: dict[str, Failure] = {}
         py = interleave(reps, ["local"], lambda v, i: b.run_variant(
