@@ -8,18 +8,8 @@
 #   scripts/stream-bench.sh [MiB=512] [repeats=3]        PROFILE=1: leave node/agent pids in $W
 set -eu
 MIB=${1:-512}; N=${2:-3}
-SRC=$(cd "$(dirname "$0")/../src" && pwd)
-W=$(mktemp -d /dev/shm/ferry-sb.XXXXXX)
-export PYTHONPATH=$SRC XDG_RUNTIME_DIR=$W/rt XDG_CACHE_HOME=$W/cache XDG_DATA_HOME=$W/data \
-       FERRY_CACHE_DIR=$W/replica FERRY_AGENT_SOCK=$W/rt/agent.sock
-mkdir -p -m 700 $W/rt; mkdir -p $W/export
-head -c $((MIB << 20)) /dev/urandom > $W/src
-cp $W/src $W/export/big
-python3 -m ferry serve --root $W/export --listen 127.0.0.1:0 > $W/node.url &
-NODE=$!
-trap 'kill $NODE 2>/dev/null; python3 -m ferry agent stop >/dev/null 2>&1 || true; rm -rf $W' EXIT
-while [ ! -s $W/node.url ]; do sleep 0.05; done
-URL=$(cat $W/node.url)
+. "$(dirname "$0")/stream-env.sh"
+stream_sandbox sb "big"
 now() { date +%s%N; }
 fresh() { python3 -m ferry agent stop >/dev/null 2>&1 || true; rm -rf $W/replica $W/cache; }
 run() { python3 -m ferry run --mode cache --mount /mnt/r=$URL -- "$@"; }

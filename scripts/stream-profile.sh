@@ -4,18 +4,8 @@
 #   scripts/stream-profile.sh OUTDIR TAG      -> OUTDIR/flame-{node,agent}-{read-cold,write-back}-TAG.svg
 set -eu
 OUT=$1; TAG=$2; MIB=${MIB:-512}
-SRC=$(cd "$(dirname "$0")/../src" && pwd)
-W=$(mktemp -d /dev/shm/ferry-sp.XXXXXX)
-export PYTHONPATH=$SRC XDG_RUNTIME_DIR=$W/rt XDG_CACHE_HOME=$W/cache XDG_DATA_HOME=$W/data \
-       FERRY_CACHE_DIR=$W/replica FERRY_AGENT_SOCK=$W/rt/agent.sock
-mkdir -p -m 700 $W/rt; mkdir -p $W/export
-head -c $((MIB << 20)) /dev/urandom > $W/src
-for i in 1 2 3; do cp $W/src $W/export/big$i; done
-python3 -m ferry serve --root $W/export --listen 127.0.0.1:0 > $W/node.url &
-NODE=$!
-trap 'kill $NODE 2>/dev/null; python3 -m ferry agent stop >/dev/null 2>&1 || true; rm -rf $W' EXIT
-while [ ! -s $W/node.url ]; do sleep 0.05; done
-URL=$(cat $W/node.url)
+. "$(dirname "$0")/stream-env.sh"
+stream_sandbox sp "big1 big2 big3"
 run() { python3 -m ferry run --mode cache --mount /mnt/r=$URL -- "$@"; }
 run true
 AGENT=$(pgrep -f "ferry.*agent" -n -u $(id -u) --env FERRY_AGENT_SOCK=$W/rt/agent.sock 2>/dev/null || true)
