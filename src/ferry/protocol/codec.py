@@ -118,44 +118,102 @@ def pack_parts(fields: list[tuple[str, str]], values: dict[str, Any]) -> list[by
 
 
 def unpack_fields(fields: list[tuple[str, str]], payload: bytes | memoryview) -> dict[str, Any]:
-    mv = memoryview(payload)
-    pos = 0
-    out: dict[str, Any] = {}
+    """The fields of `payload` as `fields` (a list of spec.py) describe them."""
+    entry = _DECODERS.get(id(fields))
+    if entry is None or entry[0] is not fields:
+        if len(_DECODERS) > 512:  # (spec's lists are few; a caller's own lists must not pile up)
+            _DECODERS.clear()
+        entry = _DECODERS[id(fields)] = (fields, _decoder(fields))
+    return entry[1](payload)
 
-    def take(n: int) -> memoryview:
-        nonlocal pos
-        if n < 0 or pos + n > len(mv):
-            raise ProtocolError(f"payload too short: need {n} bytes at offset {pos}, have {len(mv) - pos}")
-        chunk = mv[pos:pos + n]
-        pos += n
-        return chunk
 
-    def take_bytes() -> bytes:
-        (n,) = _U32.unpack(take(4))
-        return bytes(take(n))
+# id(field list) -> (that list, its decoder): the list is held, so its id is not reused.
+_DECODERS: dict[int, tuple[list, Any]] = {}
 
+
+def _decoder(fields: list[tuple[str, str]]):
+    """A decoder for one field list, made once: each run of fixed-size fields is one
+    struct, so a request of path + six numbers is two steps, not seven."""
+    steps: list[tuple[str, Any, Any]] = []  # (kind, name or names, struct)
+    run: list[tuple[str, str]] = []
+
+    def close_run() -> None:
+        if run:
+            steps.append(("fixed", tuple(n for n, _ in run),
+                          struct.Struct("<" + "".join(spec.STRUCT_CODES[k] for _, k in run))))
+            run.clear()
     for name, kind in fields:
         if kind in spec.STRUCT_CODES:
-            (out[name],) = struct.unpack("<" + spec.STRUCT_CODES[kind], take(spec.FIXED_SIZES[kind]))
-        elif kind == "bytes":
-            # Data stays a view of the frame: it goes on to a file or socket uncopied.
-            (n,) = _U32.unpack(take(4))
-            out[name] = take(n)
-        elif kind == "str":
-            out[name] = take_bytes()
-        elif kind == "attr":
-            out[name] = Attr(*ATTR_STRUCT.unpack(take(ATTR_STRUCT.size)))
-        elif kind == "entries":
-            (count,) = _U32.unpack(take(4))
-            entries = []
-            for _ in range(count):
-                n = take_bytes()
-                t = take_bytes()
-                entries.append(Entry(n, t, Attr(*ATTR_STRUCT.unpack(take(ATTR_STRUCT.size)))))
-            out[name] = entries
-    if pos != len(mv):
-        raise ProtocolError(f"payload has {len(mv) - pos} trailing bytes")
-    return out
+            run.append((name, kind))
+            continue
+        close_run()
+        if kind not in ("bytes", "str", "attr", "entries"):  # pragma: no cover - spec is static
+            raise ValueError(kind)
+        steps.append((kind, name, None))
+    close_run()
+
+    def short(need: int, pos: int, have: int) -> ProtocolError:
+        return ProtocolError(f"payload too short: need {need} bytes at offset {pos}, have {have - pos}")
+
+    def decode(payload: bytes | memoryview) -> dict[str, Any]:
+        mv = memoryview(payload)
+        end = len(mv)
+        pos = 0
+        out: dict[str, Any] = {}
+        for kind, name, st in steps:
+            if kind == "fixed":
+                if pos + st.size > end:
+                    raise short(st.size, pos, end)
+                out.update(zip(name, st.unpack_from(mv, pos)))
+                pos += st.size
+            elif kind == "attr":
+                if pos + ATTR_STRUCT.size > end:
+                    raise short(ATTR_STRUCT.size, pos, end)
+                out[name] = Attr(*ATTR_STRUCT.unpack_from(mv, pos))
+                pos += ATTR_STRUCT.size
+            elif kind == "entries":
+                out[name], pos = _entries(mv, pos, end)
+            else:  # "bytes" (data stays a view of the frame: it goes on to a file or socket uncopied) or "str"
+                if pos + 4 > end:
+                    raise short(4, pos, end)
+                (n,) = _U32.unpack_from(mv, pos)
+                pos += 4
+                if pos + n > end:
+                    raise short(n, pos, end)
+                out[name] = mv[pos:pos + n] if kind == "bytes" else bytes(mv[pos:pos + n])
+                pos += n
+        if pos != end:
+            raise ProtocolError(f"payload has {end - pos} trailing bytes")
+        return out
+    return decode
+
+
+def _entries(mv: memoryview, pos: int, end: int) -> tuple[list, int]:
+    """A listing's entries from `pos`: (entries, the position after them)."""
+    def take_bytes() -> bytes:
+        nonlocal pos
+        if pos + 4 > end:
+            raise ProtocolError(f"payload too short: need 4 bytes at offset {pos}, have {end - pos}")
+        (n,) = _U32.unpack_from(mv, pos)
+        pos += 4
+        if pos + n > end:
+            raise ProtocolError(f"payload too short: need {n} bytes at offset {pos}, have {end - pos}")
+        pos += n
+        return bytes(mv[pos - n:pos])
+    if pos + 4 > end:
+        raise ProtocolError(f"payload too short: need 4 bytes at offset {pos}, have {end - pos}")
+    (count,) = _U32.unpack_from(mv, pos)
+    pos += 4
+    entries = []
+    for _ in range(count):
+        n = take_bytes()
+        t = take_bytes()
+        if pos + ATTR_STRUCT.size > end:
+            raise ProtocolError(f"payload too short: need {ATTR_STRUCT.size} bytes at offset {pos}, "
+                                f"have {end - pos}")
+        entries.append(Entry(n, t, Attr(*ATTR_STRUCT.unpack_from(mv, pos))))
+        pos += ATTR_STRUCT.size
+    return entries, pos
 
 
 def request_fields(opcode: int) -> list[tuple[str, str]]:
