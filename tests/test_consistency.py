@@ -97,7 +97,9 @@ def test_own_truncate_replayed_never_cuts_an_open_writer_off(node):
     """A file renamed while open for writing (so it is sent to the node at once), then
     truncated by name twice (each replayed onto the node, moving the node's version): the
     second truncate's open must not fetch the node's copy over ours, which would leave the
-    writer's fd on an orphan and lose what it wrote (the differential suite's s44)."""
+    writer's fd on an orphan and lose what it wrote (the differential suite's s44).  The
+    upload goes after WRITE_BEHIND, so it reads the file as the first truncate left it: the
+    copy is then what the node last got, and only the open writer says it is still ours."""
     m = MOUNT_PREFIX
     script = (
         "import os, time\n"
@@ -107,7 +109,7 @@ def test_own_truncate_replayed_never_cuts_an_open_writer_off(node):
         "os.write(fd, b'\\nzyzyx\\nxyyyy')\n"
         "for size in (14, 1):\n"
         f"    os.truncate('{m}/a', size)\n"
-        "    time.sleep(0.3)  # the replay is answered before the next truncate opens the file\n"
+        "    time.sleep(0.8)  # the replay (sent WRITE_BEHIND after it) is answered before the next truncate's open\n"
         "os.pwrite(fd, b'Z', 0)  # still the file's writer\n"
         "print(os.fstat(fd).st_nlink)\n"
         "os.close(fd)\n"

@@ -646,6 +646,33 @@ def readable_copy(fd: int) -> int:
         os.close(fd)
 
 
+def open_for_writing(cpath: bytes, pids) -> bool:
+    """Whether one of the processes `pids` holds replica file `cpath` open for writing (their
+    /proc fd tables: what the kernel says, for the rare case that needs it)."""
+    try:
+        st = os.stat(cpath)
+    except OSError:
+        return False
+    for pid in pids:
+        fds = f"/proc/{pid}/fd"
+        try:
+            names = os.listdir(fds)
+        except OSError:
+            continue
+        for n in names:
+            try:
+                s = os.stat(f"{fds}/{n}")
+                if (s.st_dev, s.st_ino) != (st.st_dev, st.st_ino):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{n}") as info:
+                    flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                return True
+    return False
+
+
 def identity(st: os.stat_result) -> tuple[int, int, int]:
     """What says a cache file changed since an upload read it."""
     return st.st_ino, st.st_size, st.st_mtime_ns

@@ -369,11 +369,13 @@ class Resolver:
                     if not flags & os.O_ACCMODE:
                         self.publish(path, m)
                     return {}
-                if self._written_here(path, m):
-                    # Ours has changes the node has not seen (a file still open for writing;
-                    # the node's version moved by our own replayed TRUNCATE or SETATTR):
-                    # fetching over it would cut the writer's fd off from the file and lose
-                    # them.  Local wins until its upload, as in a listing.
+                if self._written_here(path, m) or m.written and m.writer == self.token and \
+                        cache.open_for_writing(self.replica.cpath(path), {c.pid for c in self.conns}):
+                    # Ours has changes the node has not seen, or may get some: a file still
+                    # open for writing (the node's version moved by our own replayed TRUNCATE
+                    # or SETATTR, an upload that read the file as it is now).  Fetching over
+                    # it would cut the writer's fd off from the file and lose what it writes.
+                    # Local wins until its upload, as in a listing.
                     return {}
             done = self.replica.fetching[path] = asyncio.get_running_loop().create_future()
             try:

@@ -91,6 +91,7 @@ class ShimConn:
     def __init__(self, agent: Agent, sock: socket.socket) -> None:
         self.agent = agent
         self.sock = sock
+        self.pid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
         sock.setblocking(False)
         self.decoder = codec.FrameDecoder("request")
         self.fds: collections.deque[int] = collections.deque()
