@@ -38,8 +38,8 @@ from .table import Table
 # A fetch asks for STREAM_CHUNK bytes per READ (a frame may carry up to spec.MAX_FRAME),
 # READ_WINDOW of them in flight: fewer, larger frames cost the agent and the node less per
 # byte, and the window keeps the node's socket full while the agent writes a reply out.
-STREAM_CHUNK = int(os.environ.get("FERRY_STREAM_CHUNK", 4 << 20))
-READ_WINDOW = int(os.environ.get("FERRY_READ_WINDOW", 4))
+STREAM_CHUNK = int(os.environ.get("FERRY_STREAM_CHUNK", str(4 << 20)))
+READ_WINDOW = int(os.environ.get("FERRY_READ_WINDOW", "4"))
 
 
 @dataclass
