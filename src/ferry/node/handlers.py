@@ -47,21 +47,6 @@ class Deferred:
             self.send(status)
 
 
-class Offloaded:
-    """A WRITE whose data is large enough to be written from a worker thread (the server
-    holds the connection's later requests until it is done, and goes on receiving
-    meanwhile): `work` returns the reply fields or raises as the handler would."""
-
-    __slots__ = ("work",)
-
-    def __init__(self, work: Callable[[], Fields]) -> None:
-        self.work = work
-
-
-# WRITEs of at least this much data are Offloaded when the session allows it (`offload`).
-OFFLOAD_MIN = 1 << 20
-
-
 class Held:
     """A change that must wait until other clients gave back their leases on what it
     touches (node/leases.py): the server sends the recalls, holds the connection's later
@@ -82,7 +67,7 @@ class Session:
     and (through the node-wide lock table) the locks its owners hold."""
 
     __slots__ = ("_next", "authed", "backend", "files", "id", "locks", "max_handles", "max_locks", "nonces", "puts",
-                 "counts", "stats", "token", "leases", "leasing", "paths", "recall_to", "kick", "offload")
+                 "counts", "stats", "token", "leases", "leasing", "paths", "recall_to", "kick")
 
     def __init__(self, backend: Backend, token: bytes = b"", locks: LockTable | None = None,
                  max_handles: int = spec.MAX_HANDLES, max_locks: int = spec.MAX_LOCKS,
@@ -107,7 +92,6 @@ class Session:
         self._next = 1
         self.max_handles = max_handles
         self.max_locks = max_locks
-        self.offload = False  # the server can run an Offloaded WRITE (node/server.py)
 
     def add(self, f: BackendFile, put: bool = False) -> int:
         if len(self.files) >= self.max_handles:
@@ -230,11 +214,8 @@ def handle_read(s: Session, f: Fields) -> Fields:
     return {"data": s.file(f["handle"]).pread(f["offset"], f["count"])}
 
 
-def handle_write(s: Session, f: Fields) -> Fields | Offloaded:
-    obj = s.file(f["handle"])
-    if s.offload and len(f["data"]) >= OFFLOAD_MIN:
-        return Offloaded(lambda: {"count": obj.pwrite(f["offset"], f["data"])})
-    return {"count": obj.pwrite(f["offset"], f["data"])}
+def handle_write(s: Session, f: Fields) -> Fields:
+    return {"count": s.file(f["handle"]).pwrite(f["offset"], f["data"])}
 
 
 def handle_fstat(s: Session, f: Fields) -> Fields:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import concurrent.futures
 import errno
 import logging
 import os
@@ -32,7 +31,7 @@ from ferry.protocol import spec
 from ferry.protocol.codec import REP_HEADER, FrameReader, ProtocolError, Request, pack_parts, unpack_fields
 
 from .backends.base import Backend
-from .handlers import Deferred, Held, LimitExceeded, Offloaded, Session, run
+from .handlers import Deferred, Held, LimitExceeded, Session, run
 from .leases import LeaseTable
 from .locks import LockTable
 from .stats import STATS_OPCODE, NodeStats
@@ -52,9 +51,8 @@ SENDFILE_MIN = 64 << 10
 _READ = spec.OPCODES["READ"]
 _READ_FIELDS = spec.OPS["READ"][1]
 _U32 = struct.Struct("<I")
-# Offloaded WRITEs (handlers.Offloaded) run here, the event loop receiving meanwhile; a
-# connection holds at most HELD_FRAMES requests received behind one before it stops reading.
-_WORKERS = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="ferry-node-write")
+# A held connection (a change waiting for recalls, a READ going out by sendfile) keeps at
+# most HELD_FRAMES requests received behind it before it stops reading.
 HELD_FRAMES = 4
 
 
@@ -73,11 +71,6 @@ class NodeProtocol(asyncio.BufferedProtocol):
                  leases: LeaseTable) -> None:
         self._stats = stats
         self._session = Session(backend, token, locks, limits.handles, limits.locks, stats, leases=leases)
-        # Off: in this session's profile (bench/results/data-path/PROFILE-streams.md) the
-        # offloaded WRITEs gained nothing on the wall clock and cost more CPU in the frame
-        # reader; kept switchable (FERRY_NODE_OFFLOAD=1) for the next measurement.
-        self._session.offload = os.environ.get("FERRY_NODE_OFFLOAD") == "1"
-        self._offloading: asyncio.Future | None = None  # an Offloaded WRITE running in _WORKERS
         self._session.recall_to = self._send_recall
         self._session.kick = self._kick
         self._counts = self._session.counts  # replaced by the node's once connected
@@ -169,14 +162,6 @@ class NodeProtocol(asyncio.BufferedProtocol):
                         transport.pause_reading()  # what it sends meanwhile stays in the kernel
                         self._session.leases.start(fields.items, lambda h=fields, r=req: self._resume(h, r))
                         break
-                    if isinstance(fields, Offloaded):
-                        if out:
-                            transport.write(b"".join(out))
-                            out = []
-                        self._held = True
-                        self._queued.extend(reqs)
-                        self._offload(req, op, fields, counted)
-                        break
                     if isinstance(fields, Deferred):  # answered when it is decided (a lock wait)
                         if not req.flags & spec.FLAG_ONEWAY:
                             self._waiting += 1
@@ -230,40 +215,10 @@ class NodeProtocol(asyncio.BufferedProtocol):
             return
         out: list[bytes] = []
         op, status, fields = held.apply()
-        if isinstance(fields, Offloaded):
-            self._held = True
-            self._offload(req, op, fields, True)
-            return
         self._reply(out, req, op, status, fields)
         if out:
             self._transport.write(b"".join(out))
         self._go_on()
-
-    def _offload(self, req: Request, op, job: Offloaded, counted: bool) -> None:
-        """Run an Offloaded WRITE in a worker thread; its reply, then the requests held
-        meanwhile, once it is done.  Receiving goes on (the next WRITE's data arrives while
-        this one is written), up to a few frames held."""
-        def done(fut: asyncio.Future) -> None:
-            self._offloading = None
-            if self._transport is None:  # gone meanwhile: its handles could not close before
-                self._session.close_all()
-                return
-            try:
-                status, fields = 0, fut.result()
-            except OSError as e:
-                status, fields = -(e.errno or errno.EIO), None
-            except (ValueError, OverflowError):
-                status, fields = -errno.EINVAL, None
-            except Exception:
-                log.exception("ferry node: %s from %s failed", spec.NAMES[req.opcode], self._peer)
-                status, fields = -errno.EIO, None
-            out: list[bytes] = []
-            self._reply(out, req, op, status, fields, counted)
-            if out:
-                self._write(b"".join(out))
-            self._go_on()
-        self._offloading = asyncio.get_running_loop().run_in_executor(_WORKERS, job.work)
-        self._offloading.add_done_callback(done)
 
     def _file_range(self, req: Request) -> tuple[int, int, int] | None:
         """(fd, offset, count) of a READ that sendfile can answer (the count what the file
@@ -409,8 +364,7 @@ class NodeProtocol(asyncio.BufferedProtocol):
         self._stats.closed(self._counts)
         if self._slow is not None:
             self._slow.cancel()
-        if self._offloading is None:  # (else once its write is done: a thread uses a handle's fd)
-            self._session.close_all()
+        self._session.close_all()
         # The session's callbacks are our bound methods: drop them, so this protocol (and its
         # 256 KiB read buffer) goes when the connection does, not at the next garbage collection.
         self._session.recall_to = self._session.kick = _ignore
